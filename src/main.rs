@@ -1,0 +1,5 @@
+//! The esprit command-line binary.
+
+fn main() {
+    println!("esprit {}", env!("CARGO_PKG_VERSION"));
+}
