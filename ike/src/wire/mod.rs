@@ -5,11 +5,54 @@
 //! machine: the codec parses bytes into them and emits them back; the state machine
 //! only ever sees these types.
 //!
-//! Encryption is not done here: an SK payload is parsed into an [`Encrypted`] that holds
-//! the byte ranges of IV, ciphertext and ICV, and [`SkCipher`] (implemented by
-//! `crate::crypto`) seals and opens it.
+//! The cipher is not implemented here: an SK payload is parsed into an [`Encrypted`]
+//! that holds IV, ciphertext and ICV, and [`SkCipher`] (implemented by `crate::crypto`)
+//! seals and opens it. The framing around the cipher is here: [`encrypt_message`] and
+//! [`decrypt_message`] for SK (RFC 7296 3.14), [`encrypt_fragments`] and [`Reassembler`]
+//! for SKF (RFC 7383).
 
 use std::net::IpAddr;
+
+mod cursor;
+
+pub mod auth;
+pub mod cert;
+pub mod cp;
+pub mod delete;
+pub mod eap;
+pub mod fragment;
+pub mod header;
+pub mod id;
+pub mod ke;
+pub mod message;
+pub mod nonce;
+pub mod notify;
+pub mod payload;
+pub mod sa;
+pub mod sk;
+pub mod ts;
+pub mod vendor;
+
+#[cfg(test)]
+mod tests;
+
+pub use fragment::{encrypt_fragments, Fragment, Reassembler, Reassembly, ReassemblyError};
+pub use header::HeaderPacket;
+pub use payload::PayloadPacket;
+pub use sk::{decrypt_fragment, decrypt_message, encrypt_message, DecryptError, SkParts};
+
+/// Most payloads accepted in one message, and separately inside one SK payload.
+pub const MAX_PAYLOADS: usize = 64;
+/// Most proposals accepted in one SA payload.
+pub const MAX_PROPOSALS: usize = 64;
+/// Most transforms accepted in one proposal.
+pub const MAX_TRANSFORMS: usize = 64;
+/// Most traffic selectors accepted in one TS payload.
+pub const MAX_TRAFFIC_SELECTORS: usize = 64;
+/// Most SPIs accepted in one Delete payload.
+pub const MAX_DELETE_SPIS: usize = 64;
+/// Most attributes accepted in one CP payload.
+pub const MAX_CP_ATTRIBUTES: usize = 64;
 
 /// Error decoding a message or payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
