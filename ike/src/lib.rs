@@ -3,4 +3,5 @@
 pub mod auth;
 pub mod crypto;
 pub mod iana;
+pub mod proposal;
 pub mod wire;
