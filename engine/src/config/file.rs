@@ -1,0 +1,308 @@
+//! The configuration file as written: TOML in swanctl.conf's vocabulary. Every table
+//! rejects unknown keys, so a typo is an error naming the key instead of a silent
+//! default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[daemon]`.
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// `[tun]`.
+    #[serde(default)]
+    pub tun: TunSection,
+    /// `[connections.NAME]`.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSection>,
+    /// `[secrets.*]`.
+    #[serde(default)]
+    pub secrets: SecretsSection,
+}
+
+/// `[daemon]`: sockets and control.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// IKE port.
+    pub port: u16,
+    /// NAT-T port.
+    pub port_nat_t: u16,
+    /// Path of the control socket used by `esprit status/initiate/terminate`.
+    pub control_socket: PathBuf,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            port: 500,
+            port_nat_t: 4500,
+            control_socket: PathBuf::from("/run/esprit/esprit.sock"),
+        }
+    }
+}
+
+/// `[tun]`: the device packets enter and leave through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunSection {
+    /// Interface name.
+    pub name: String,
+    /// MTU of the device.
+    pub mtu: u16,
+    /// Add routes to the remote subnets through the device (off for adopted devices).
+    pub install_routes: Option<bool>,
+}
+
+impl Default for TunSection {
+    fn default() -> Self {
+        TunSection {
+            name: "esprit0".into(),
+            mtu: 1400,
+            install_routes: None,
+        }
+    }
+}
+
+/// `[connections.NAME]`: one IKE connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSection {
+    /// Our addresses (empty: any).
+    #[serde(default)]
+    pub local_addrs: Vec<String>,
+    /// The peer's addresses, or "%any".
+    #[serde(default)]
+    pub remote_addrs: Vec<String>,
+    /// The peer's IKE port.
+    #[serde(default = "default_ike_port")]
+    pub remote_port: u16,
+    /// IKE proposals in strongSwan syntax.
+    #[serde(default = "default_proposals")]
+    pub proposals: Vec<String>,
+    /// Force UDP encapsulation of ESP.
+    #[serde(default)]
+    pub encap: bool,
+    /// Liveness check interval ("30s"); absent or "0s": off.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub dpd_delay: Option<Duration>,
+    /// IKE SA rekey interval.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub rekey_time: Option<Duration>,
+    /// Use IKE fragmentation (RFC 7383) when the peer supports it.
+    #[serde(default = "yes")]
+    pub fragmentation: bool,
+    /// `[connections.NAME.local]`.
+    pub local: AuthSection,
+    /// `[connections.NAME.remote]`.
+    pub remote: AuthSection,
+    /// `[connections.NAME.children.CHILD]`.
+    #[serde(default)]
+    pub children: BTreeMap<String, ChildSection>,
+}
+
+fn default_ike_port() -> u16 {
+    500
+}
+
+fn default_proposals() -> Vec<String> {
+    vec!["default".into()]
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How one side authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// Pre-shared key.
+    Psk,
+    /// Certificates and signatures.
+    Pubkey,
+}
+
+/// `[connections.NAME.local]` and `.remote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Authentication method.
+    pub auth: AuthKind,
+    /// Identity: a DN "C=CN, O=..., CN=...", an FQDN, an email, an IP address, "%any".
+    pub id: Option<String>,
+    /// Our certificate chain, end entity first (local side, pubkey).
+    #[serde(default)]
+    pub certs: Vec<PathBuf>,
+    /// Trusted CA certificates (remote side, pubkey).
+    #[serde(default)]
+    pub cacerts: Vec<PathBuf>,
+}
+
+/// `[connections.NAME.children.CHILD]`: one child SA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildSection {
+    /// Our subnets.
+    #[serde(default = "dynamic")]
+    pub local_ts: Vec<String>,
+    /// The peer's subnets.
+    #[serde(default = "dynamic")]
+    pub remote_ts: Vec<String>,
+    /// ESP proposals ("aes128gcm16-x25519": with PFS group).
+    #[serde(default = "default_proposals")]
+    pub esp_proposals: Vec<String>,
+    /// What to do at startup.
+    #[serde(default)]
+    pub start_action: StartAction,
+    /// What to do when DPD declares the peer dead.
+    #[serde(default)]
+    pub dpd_action: DpdAction,
+    /// Child SA rekey interval.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub rekey_time: Option<Duration>,
+}
+
+fn dynamic() -> Vec<String> {
+    vec!["dynamic".into()]
+}
+
+/// swanctl's `start_action`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAction {
+    /// Wait for the peer or a command.
+    #[default]
+    None,
+    /// Negotiate when the first packet for the remote subnets arrives.
+    Trap,
+    /// Negotiate at startup, retrying until the peer answers.
+    Start,
+}
+
+/// swanctl's `dpd_action`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpdAction {
+    /// Forget the SAs.
+    #[default]
+    Clear,
+    /// Negotiate again at once.
+    Restart,
+    /// Forget the SAs, renegotiate on the next packet.
+    Trap,
+}
+
+/// `[secrets]`: `[secrets.ike-NAME]` entries and `[secrets.private.NAME]` keys.
+#[derive(Debug, Default, Deserialize)]
+pub struct SecretsSection {
+    /// Private keys by name.
+    #[serde(default)]
+    pub private: BTreeMap<String, PrivateSecret>,
+    /// Every other entry: pre-shared keys, named `ike...`.
+    #[serde(flatten)]
+    pub ike: BTreeMap<String, IkeSecret>,
+}
+
+/// `[secrets.ike-NAME]`: a pre-shared key and the identities it is for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IkeSecret {
+    /// Identities sharing the key (one string or a list).
+    #[serde(deserialize_with = "one_or_many")]
+    pub id: Vec<String>,
+    /// The key. A "0x" prefix means hex.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IkeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSecret")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[secrets.private.NAME]`: a private key file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateSecret {
+    /// PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub file: PathBuf,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    let dur = match Raw::deserialize(d)? {
+        Raw::Secs(s) => Duration::from_secs(s),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom)?,
+    };
+    Ok((!dur.is_zero()).then_some(dur))
+}
+
+/// strongSwan's time syntax: a number with an optional unit s, m, h or d ("30s", "4h").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like \"30s\", \"10m\", \"4h\" or \"1d\""))?;
+    let mult = match unit.trim() {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        u => {
+            return Err(format!(
+                "unknown time unit '{u}' in '{s}' (use s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration '{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(14_400)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("4x")
+            .unwrap_err()
+            .contains("unknown time unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+}

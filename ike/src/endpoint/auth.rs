@@ -1,0 +1,359 @@
+//! IKE_AUTH (RFC 7296 1.2, 2.15): identities, certificates, AUTH, and the first child
+//! SA.
+
+use std::net::SocketAddr;
+
+use super::authn::{self as auth, Identity};
+use super::child::{ChildRequest, ChildSa};
+use super::event::{DownReason, Event};
+use super::init::{error_notify, find_notify, notify_payload};
+use super::sa::{IkeSa, Pending, State, Task};
+use super::Ctx;
+use crate::config::{Connection, LocalAuth, RemoteAuth};
+use crate::iana::{exchange, notify};
+use crate::wire::{Authentication, Certificate, Header, Identification, Payload};
+
+/// What AUTH signs: RealMessage | Nonce | prf(SK_p, ID') (RFC 7296 2.15).
+fn signed_octets(sa: &IkeSa, ours: bool, id: &Identification) -> Vec<u8> {
+    let Some(keys) = sa.keys.as_ref() else {
+        return Vec::new();
+    };
+    // The initiator signs its IKE_SA_INIT request and the responder's nonce; the
+    // responder signs its response and the initiator's nonce.
+    let we_are_i = sa.initiator;
+    let signer_is_i = ours == we_are_i;
+    let (message, nonce) = if signer_is_i {
+        (&sa.init_request, &sa.nr)
+    } else {
+        (&sa.init_response, &sa.ni)
+    };
+    let sk_p = if signer_is_i {
+        keys.sk_pi()
+    } else {
+        keys.sk_pr()
+    };
+    auth::signed_octets(&|k, d| keys.prf(k, d), message, nonce, sk_p, id)
+}
+
+fn payload_id_i(p: &[Payload]) -> Option<&Identification> {
+    p.iter().find_map(|x| match x {
+        Payload::IdI(i) => Some(i),
+        _ => None,
+    })
+}
+
+fn payload_id_r(p: &[Payload]) -> Option<&Identification> {
+    p.iter().find_map(|x| match x {
+        Payload::IdR(i) => Some(i),
+        _ => None,
+    })
+}
+
+fn payload_auth(p: &[Payload]) -> Option<&Authentication> {
+    p.iter().find_map(|x| match x {
+        Payload::Auth(a) => Some(a),
+        _ => None,
+    })
+}
+
+fn certs(p: &[Payload]) -> Vec<&[u8]> {
+    p.iter()
+        .filter_map(|x| match x {
+            Payload::Cert(c) if c.encoding == crate::iana::cert::X509_SIGNATURE => {
+                Some(c.data.as_slice())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl IkeSa {
+    /// Our AUTH payload and the CERT payloads that go before it.
+    fn our_auth(
+        &self,
+        conn: &Connection,
+        id: &Identification,
+    ) -> Result<(Vec<Payload>, Authentication), String> {
+        let octets = signed_octets(self, true, id);
+        match &conn.local_auth {
+            LocalAuth::Psk(psk) => {
+                let keys = self.keys.as_ref().ok_or("no keys")?;
+                Ok((
+                    Vec::new(),
+                    Authentication {
+                        method: crate::iana::auth::SHARED_KEY_MIC,
+                        data: auth::psk_auth(&|k, d| keys.prf(k, d), psk, &octets),
+                    },
+                ))
+            }
+            LocalAuth::Pubkey { key, certs } => {
+                let auth = key
+                    .sign_auth(&self.peer_hashes, &octets)
+                    .map_err(|e| e.to_string())?;
+                let cert_payloads = certs
+                    .iter()
+                    .map(|c| {
+                        Payload::Cert(Certificate {
+                            encoding: crate::iana::cert::X509_SIGNATURE,
+                            data: c.clone(),
+                        })
+                    })
+                    .collect();
+                Ok((cert_payloads, auth))
+            }
+        }
+    }
+
+    /// Checks the peer's AUTH payload against `conn`'s remote auth; returns the peer's
+    /// identity.
+    fn verify_peer(
+        &self,
+        ctx: &Ctx<'_>,
+        conn: &Connection,
+        id: &Identification,
+        auth_p: &Authentication,
+        payloads: &[Payload],
+    ) -> Result<Identity, String> {
+        let peer = Identity::from_wire(id).map_err(|e| format!("bad identity payload: {e}"))?;
+        if !conn.remote_id.matches(&peer) {
+            return Err(format!(
+                "peer identity '{peer}' is not the configured '{}'",
+                conn.remote_id
+            ));
+        }
+        let octets = signed_octets(self, false, id);
+        match &conn.remote_auth {
+            RemoteAuth::Psk(psk) => {
+                if auth_p.method != crate::iana::auth::SHARED_KEY_MIC {
+                    return Err(format!(
+                        "peer used auth method {} where a PSK is configured",
+                        auth_p.method
+                    ));
+                }
+                let keys = self.keys.as_ref().ok_or("no keys")?;
+                if auth::psk_verify(&|k, d| keys.prf(k, d), psk, &octets, &auth_p.data) {
+                    Ok(peer)
+                } else {
+                    Err("pre-shared key mismatch".into())
+                }
+            }
+            RemoteAuth::Pubkey(trust) => {
+                let chain = certs(payloads);
+                let Some((ee, rest)) = chain.split_first() else {
+                    return Err("peer sent no certificate".into());
+                };
+                let verified = trust
+                    .verify_chain(ee, rest, ctx.unix_now)
+                    .map_err(|e| format!("certificate not trusted: {e}"))?;
+                verified
+                    .matches_id(&peer)
+                    .then_some(())
+                    .ok_or_else(|| format!("identity '{peer}' is not in the peer's certificate"))?;
+                verified
+                    .verify_auth(auth_p, &octets)
+                    .map_err(|e| format!("signature check failed: {e}"))?;
+                Ok(peer)
+            }
+        }
+    }
+
+    /// Initiator: sends IKE_AUTH with the first queued child SA.
+    pub(crate) fn start_auth(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(conn) = self.connection(ctx.connections).cloned() else {
+            return;
+        };
+        let id = conn.local_id.to_wire();
+        let (cert_payloads, auth_p) = match self.our_auth(&conn, &id) {
+            Ok(x) => x,
+            Err(e) => {
+                self.die(
+                    ctx,
+                    DownReason::AuthenticationFailed(format!("cannot build our AUTH: {e}")),
+                );
+                return;
+            }
+        };
+        let mut payloads = vec![Payload::IdI(id)];
+        payloads.extend(cert_payloads);
+        payloads.push(notify_payload(notify::INITIAL_CONTACT, Vec::new()));
+        if let RemoteAuth::Pubkey(trust) = &conn.remote_auth {
+            if let Some(req) = trust.certreq() {
+                payloads.push(Payload::CertReq(req));
+            }
+        }
+        if !conn.remote_id.is_any() {
+            payloads.push(Payload::IdR(conn.remote_id.to_wire()));
+        }
+        payloads.push(Payload::Auth(auth_p));
+        self.local_id = Some(conn.local_id.clone());
+        let first = match self.tasks.front() {
+            Some(Task::CreateChild(c)) => Some(*c),
+            _ => None,
+        };
+        let child = first.and_then(|cfg| {
+            self.tasks.pop_front();
+            // RFC 7296 1.2: no KE in IKE_AUTH, so no PFS group in its proposals.
+            ChildRequest::new(ctx, &conn, cfg, None, false).ok()
+        });
+        if let Some(req) = &child {
+            payloads.extend(req.request_payloads(false));
+        }
+        self.send_request(ctx, exchange::IKE_AUTH, payloads, Pending::Auth(child));
+    }
+
+    /// Initiator: the IKE_AUTH response.
+    pub(crate) fn auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _h: Header,
+        child: Option<ChildRequest>,
+        payloads: Vec<Payload>,
+    ) {
+        let Some(conn) = self.connection(ctx.connections).cloned() else {
+            return;
+        };
+        if let Some(n) = find_notify(&payloads, notify::AUTHENTICATION_FAILED) {
+            let _ = n;
+            self.die(
+                ctx,
+                DownReason::AuthenticationFailed("the peer rejected our authentication".into()),
+            );
+            return;
+        }
+        let (Some(id), Some(auth_p)) = (payload_id_r(&payloads), payload_auth(&payloads)) else {
+            let reason = match error_notify(&payloads) {
+                Some(n) => DownReason::PeerError(n.kind),
+                None => DownReason::Protocol("IKE_AUTH response without IDr or AUTH".into()),
+            };
+            self.die(ctx, reason);
+            return;
+        };
+        match self.verify_peer(ctx, &conn, id, auth_p, &payloads) {
+            Ok(peer) => self.remote_id = Some(peer),
+            Err(why) => {
+                self.die(ctx, DownReason::AuthenticationFailed(why));
+                return;
+            }
+        }
+        self.established(ctx, &conn);
+        if let Some(req) = child {
+            self.finish_child_request(ctx, req, &payloads, true);
+        }
+        self.run_tasks(ctx);
+    }
+
+    /// Marks the IKE SA established and reports it.
+    fn established(&mut self, ctx: &mut Ctx<'_>, conn: &Connection) {
+        self.state = State::Established;
+        self.established = Some(ctx.now);
+        self.last_heard = ctx.now;
+        if !conn.rekey_time.is_zero() {
+            self.rekey_at = Some(ctx.now + conn.rekey_time);
+        }
+        self.dh = None;
+        ctx.events
+            .push_back(Event::IkeUp(self.info(ctx.connections)));
+    }
+
+    /// Responder: IKE_AUTH request.
+    pub(crate) fn respond_auth(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: Header,
+        from: SocketAddr,
+        payloads: Vec<Payload>,
+    ) {
+        let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, why: String| {
+            sa.send_response(
+                ctx,
+                exchange::IKE_AUTH,
+                h.message_id,
+                vec![notify_payload(notify::AUTHENTICATION_FAILED, Vec::new())],
+                from,
+            );
+            sa.die(ctx, DownReason::AuthenticationFailed(why));
+        };
+        let (Some(idi), Some(auth_p)) = (payload_id_i(&payloads), payload_auth(&payloads)) else {
+            fail(self, ctx, "IKE_AUTH request without IDi or AUTH".into());
+            return;
+        };
+        let peer = match Identity::from_wire(idi) {
+            Ok(p) => p,
+            Err(e) => {
+                fail(self, ctx, format!("bad identity payload: {e}"));
+                return;
+            }
+        };
+        let wanted_local = payload_id_r(&payloads).and_then(|i| Identity::from_wire(i).ok());
+        // Pick the connection by the identities (RFC 7296 2.15 leaves the policy
+        // lookup to us; strongSwan does the same): addresses, peer ID, our ID.
+        let candidates: Vec<usize> = ctx
+            .connections
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                super::init::addresses_match(c, self.local, self.remote)
+                    || super::init::addresses_match(c, self.local, from)
+            })
+            .filter(|(_, c)| c.remote_id.matches(&peer))
+            .filter(|(_, c)| {
+                wanted_local
+                    .as_ref()
+                    .is_none_or(|w| w.matches(&c.local_id) || c.local_id.matches(w))
+            })
+            .filter(|(_, c)| match c.remote_auth {
+                RemoteAuth::Psk(_) => auth_p.method == crate::iana::auth::SHARED_KEY_MIC,
+                RemoteAuth::Pubkey(_) => auth_p.method != crate::iana::auth::SHARED_KEY_MIC,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let Some(&ci) = candidates.first() else {
+            fail(
+                self,
+                ctx,
+                format!("no connection accepts peer identity '{peer}'"),
+            );
+            return;
+        };
+        let conn = ctx.connections[ci].clone();
+        self.conn = Some(ci);
+        if let Err(why) = self.verify_peer(ctx, &conn, idi, auth_p, &payloads) {
+            fail(self, ctx, why);
+            return;
+        }
+        self.remote_id = Some(peer);
+        self.local_id = Some(conn.local_id.clone());
+        let idr = conn.local_id.to_wire();
+        let (cert_payloads, our_auth) = match self.our_auth(&conn, &idr) {
+            Ok(x) => x,
+            Err(e) => {
+                fail(self, ctx, format!("cannot build our AUTH: {e}"));
+                return;
+            }
+        };
+        let mut out = vec![Payload::IdR(idr)];
+        out.extend(cert_payloads);
+        out.push(Payload::Auth(our_auth));
+        let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+            Some(ChildSa::respond(self, ctx, &conn, &payloads, None, false))
+        } else {
+            None
+        };
+        let mut new_child = None;
+        if let Some(result) = child {
+            match result {
+                Ok((resp, c, info)) => {
+                    out.extend(resp);
+                    new_child = Some((c, info));
+                }
+                Err(kind) => out.push(notify_payload(kind, Vec::new())),
+            }
+        }
+        self.send_response(ctx, exchange::IKE_AUTH, h.message_id, out, from);
+        self.established(ctx, &conn);
+        if let Some((c, info)) = new_child {
+            self.children.push(c);
+            ctx.events.push_back(Event::ChildUp(info));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! What the endpoint tells its driver: SAs up, rekeyed and down.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::IkeSaId;
+use crate::proposal::{EspSuite, IkeSuite};
+use crate::wire::TrafficSelector;
+
+/// Something the engine must act on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// An IKE SA finished IKE_AUTH.
+    IkeUp(IkeSaInfo),
+    /// An IKE SA was replaced by a rekeyed one (RFC 7296 2.18); its child SAs moved over.
+    IkeRekeyed {
+        /// The old SA.
+        old: IkeSaId,
+        /// Its successor.
+        new: IkeSaId,
+    },
+    /// An IKE SA is gone, with all its child SAs (each also reported as `ChildDown`).
+    IkeDown {
+        /// The SA.
+        id: IkeSaId,
+        /// Its connection's name.
+        conn: String,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A child SA is negotiated: install the inbound SA, then the outbound one. When
+    /// `rekeys` names an older child SA, keep that one's inbound SA until its
+    /// `ChildDown` so that no packet in flight is lost.
+    ChildUp(Box<ChildSaInfo>),
+    /// A child SA is deleted: remove both directions.
+    ChildDown {
+        /// Its IKE SA.
+        ike: IkeSaId,
+        /// Its inbound SPI.
+        spi_in: u32,
+        /// Its outbound SPI.
+        spi_out: u32,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A child SA could not be negotiated (the IKE SA may still be up).
+    ChildFailed {
+        /// Its IKE SA.
+        ike: IkeSaId,
+        /// Connection name.
+        conn: String,
+        /// Child name.
+        child: String,
+        /// Why.
+        reason: DownReason,
+    },
+    /// The peer's address changed (a NAT rebinding, RFC 7296 2.23): send ESP there now.
+    PeerAddressChanged {
+        /// The IKE SA.
+        ike: IkeSaId,
+        /// The new address (port 4500 side when encapsulating).
+        remote: SocketAddr,
+    },
+}
+
+/// Why an SA went down or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// We deleted it (terminate, shutdown).
+    Terminated,
+    /// The peer deleted it.
+    DeletedByPeer,
+    /// Replaced by a rekeyed SA.
+    Rekeyed,
+    /// The peer did not answer after all retransmissions.
+    Timeout,
+    /// A liveness check (DPD) went unanswered.
+    DpdTimeout,
+    /// Authentication failed, with a human-readable reason.
+    AuthenticationFailed(String),
+    /// No acceptable proposal.
+    NoProposalChosen,
+    /// Traffic selectors unacceptable.
+    TsUnacceptable,
+    /// The peer answered with another error notify.
+    PeerError(u16),
+    /// A protocol violation by the peer.
+    Protocol(String),
+    /// The half-open SA expired before IKE_AUTH arrived.
+    HalfOpenExpired,
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::Terminated => f.write_str("terminated locally"),
+            DownReason::DeletedByPeer => f.write_str("deleted by peer"),
+            DownReason::Rekeyed => f.write_str("rekeyed"),
+            DownReason::Timeout => f.write_str("peer did not answer (retransmits exhausted)"),
+            DownReason::DpdTimeout => f.write_str("dead peer detected"),
+            DownReason::AuthenticationFailed(why) => write!(f, "authentication failed: {why}"),
+            DownReason::NoProposalChosen => f.write_str("no proposal chosen"),
+            DownReason::TsUnacceptable => f.write_str("traffic selectors unacceptable"),
+            DownReason::PeerError(n) => write!(f, "peer sent error notify {n}"),
+            DownReason::Protocol(why) => write!(f, "protocol error: {why}"),
+            DownReason::HalfOpenExpired => f.write_str("half-open SA expired"),
+        }
+    }
+}
+
+/// A negotiated child SA, with everything the dataplane needs.
+pub struct ChildSaInfo {
+    /// Its IKE SA.
+    pub ike: IkeSaId,
+    /// Connection name.
+    pub conn: String,
+    /// Child name.
+    pub child: String,
+    /// SPI the peer puts on packets to us.
+    pub spi_in: u32,
+    /// SPI we put on packets to the peer.
+    pub spi_out: u32,
+    /// The negotiated ESP transforms.
+    pub suite: EspSuite,
+    /// KEYMAT for the inbound SA (for AES-GCM: key || 4-byte salt).
+    pub key_in: zeroize::Zeroizing<Vec<u8>>,
+    /// KEYMAT for the outbound SA.
+    pub key_out: zeroize::Zeroizing<Vec<u8>>,
+    /// Our side's selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Our IKE address (the ESP source).
+    pub local: SocketAddr,
+    /// The peer's address: with `encap`, the UDP destination of ESP.
+    pub remote: SocketAddr,
+    /// UDP-encapsulate ESP (RFC 3948): a NAT was detected or encapsulation forced.
+    pub encap: bool,
+    /// Inbound SPI of the child SA this one replaces, when it is a rekey.
+    pub rekeys: Option<u32>,
+    /// When it was negotiated.
+    pub established: Instant,
+}
+
+impl fmt::Debug for ChildSaInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSaInfo")
+            .field("ike", &self.ike)
+            .field("conn", &self.conn)
+            .field("child", &self.child)
+            .field("spi_in", &format_args!("{:08x}", self.spi_in))
+            .field("spi_out", &format_args!("{:08x}", self.spi_out))
+            .field("suite", &self.suite)
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("remote", &self.remote)
+            .field("encap", &self.encap)
+            .field("rekeys", &self.rekeys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of an IKE SA for status output.
+#[derive(Debug, Clone)]
+pub struct IkeSaInfo {
+    /// Handle.
+    pub id: IkeSaId,
+    /// Connection name (empty while a responder has not picked one yet).
+    pub conn: String,
+    /// State name: CONNECTING, ESTABLISHED, REKEYING, DELETING.
+    pub state: &'static str,
+    /// We initiated it.
+    pub initiator: bool,
+    /// Initiator's SPI.
+    pub spi_i: u64,
+    /// Responder's SPI.
+    pub spi_r: u64,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Our identity, displayed.
+    pub local_id: String,
+    /// The peer's identity, displayed.
+    pub remote_id: String,
+    /// Negotiated IKE transforms.
+    pub suite: Option<IkeSuite>,
+    /// When IKE_AUTH completed.
+    pub established: Option<Instant>,
+    /// When the next IKE rekey is due.
+    pub rekey_at: Option<Instant>,
+    /// NAT detected on our side / the peer's side.
+    pub nat: (bool, bool),
+    /// A request of ours is outstanding or queued.
+    pub busy: bool,
+    /// Child SAs: (child name, inbound SPI, outbound SPI, suite, local_ts, remote_ts,
+    /// established, rekey due).
+    pub children: Vec<ChildStatus>,
+}
+
+/// A snapshot of a child SA for status output.
+#[derive(Debug, Clone)]
+pub struct ChildStatus {
+    /// Child name.
+    pub name: String,
+    /// Inbound SPI.
+    pub spi_in: u32,
+    /// Outbound SPI.
+    pub spi_out: u32,
+    /// ESP transforms.
+    pub suite: EspSuite,
+    /// Our selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// When negotiated.
+    pub established: Instant,
+    /// When the next rekey is due.
+    pub rekey_at: Option<Instant>,
+}

@@ -1,0 +1,564 @@
+//! IKE_SA_INIT (RFC 7296 1.2): proposals, KE, nonces, NAT detection, COOKIE (2.6) and
+//! INVALID_KE_PAYLOAD (1.3).
+
+use std::net::SocketAddr;
+
+use ring::digest;
+
+use super::event::DownReason;
+use super::keys::Dh;
+use super::keys::IkeKeys;
+use super::sa::{IkeSa, Pending, State, Task};
+use super::{Ctx, Dropped, IkeSaId};
+use crate::config::{Connection, RemoteAuth};
+use crate::iana::{exchange, notify, payload};
+use crate::nat::{self, NatState};
+use crate::wire::{Flags, Header, KeyExchange, Message, Notify, Payload};
+
+/// Most COOKIE and INVALID_KE round trips an initiator makes before giving up.
+const MAX_INIT_RETRIES: u32 = 4;
+
+/// Responder-side cookie state (RFC 7296 2.6).
+pub(crate) struct CookieJar<'a> {
+    pub(crate) secret: &'a [u8; 32],
+    /// Too many half-open SAs: every IKE_SA_INIT must carry a valid cookie.
+    pub(crate) required: bool,
+}
+
+impl CookieJar<'_> {
+    /// Cookie = SHA-256(secret | Ni | IPi | SPIi): stateless and unguessable.
+    fn cookie(&self, ni: &[u8], peer: SocketAddr, spi_i: u64) -> Vec<u8> {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.secret);
+        ctx.update(ni);
+        match peer.ip() {
+            std::net::IpAddr::V4(a) => ctx.update(&a.octets()),
+            std::net::IpAddr::V6(a) => ctx.update(&a.octets()),
+        }
+        ctx.update(&spi_i.to_be_bytes());
+        ctx.finish().as_ref().to_vec()
+    }
+}
+
+pub(crate) fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify {
+        protocol: 0,
+        spi: Vec::new(),
+        kind,
+        data,
+    })
+}
+
+pub(crate) fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind == kind => Some(n),
+        _ => None,
+    })
+}
+
+/// The first error notify (type below 16384), if any.
+pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind < notify::FIRST_STATUS => Some(n),
+        _ => None,
+    })
+}
+
+fn nonce_of(payloads: &[Payload]) -> Option<&[u8]> {
+    payloads.iter().find_map(|p| match p {
+        // RFC 7296 3.9: 16 to 256 octets.
+        Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.as_slice()),
+        _ => None,
+    })
+}
+
+fn ke_of(payloads: &[Payload]) -> Option<&KeyExchange> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Ke(k) => Some(k),
+        _ => None,
+    })
+}
+
+fn sa_of(payloads: &[Payload]) -> Option<&[crate::wire::Proposal]> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Sa(s) => Some(s.as_slice()),
+        _ => None,
+    })
+}
+
+/// Hash algorithms we can sign and verify with (RFC 7427 4).
+fn signature_hashes() -> Vec<u8> {
+    let mut d = Vec::new();
+    for h in [
+        crate::iana::hash::SHA2_256,
+        crate::iana::hash::SHA2_384,
+        crate::iana::hash::SHA2_512,
+    ] {
+        d.extend_from_slice(&h.to_be_bytes());
+    }
+    d
+}
+
+fn parse_hashes(data: &[u8]) -> Vec<u16> {
+    data.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn nat_payloads(
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    fake: bool,
+) -> [Payload; 2] {
+    let src = if fake {
+        nat::fake_hash(spi_i, spi_r)
+    } else {
+        nat::detection_hash(spi_i, spi_r, local)
+    };
+    [
+        notify_payload(notify::NAT_DETECTION_SOURCE_IP, src),
+        notify_payload(
+            notify::NAT_DETECTION_DESTINATION_IP,
+            nat::detection_hash(spi_i, spi_r, remote),
+        ),
+    ]
+}
+
+fn detect_nat(
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    payloads: &[Payload],
+) -> NatState {
+    let sources: Vec<&[u8]> = payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Notify(n) if n.kind == notify::NAT_DETECTION_SOURCE_IP => {
+                Some(n.data.as_slice())
+            }
+            _ => None,
+        })
+        .collect();
+    let dest =
+        find_notify(payloads, notify::NAT_DETECTION_DESTINATION_IP).map(|n| n.data.as_slice());
+    NatState::detect(spi_i, spi_r, local, remote, &sources, dest).unwrap_or_default()
+}
+
+fn emit(header: Header, payloads: Vec<Payload>) -> Vec<u8> {
+    let mut out = Vec::new();
+    Message { header, payloads }.emit(&mut out);
+    out
+}
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator: sends IKE_SA_INIT.
+    pub(crate) fn initiate(
+        ctx: &mut Ctx<'_>,
+        id: IkeSaId,
+        conn: usize,
+        children: Vec<usize>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> IkeSa {
+        let mut sa = IkeSa::blank(ctx.now, true, local, remote);
+        sa.id = id;
+        sa.conn = Some(conn);
+        sa.spi_i = ctx.random_u64();
+        sa.ni = ctx.nonce();
+        for c in children {
+            sa.tasks.push_back(Task::CreateChild(c));
+        }
+        let group = ctx.connections[conn]
+            .proposals
+            .preferred_dh()
+            .map_or(crate::iana::dh::CURVE25519, |d| d.id());
+        match Dh::generate(group, ctx.rng) {
+            Ok(dh) => {
+                sa.dh = Some(dh);
+                sa.send_init(ctx);
+            }
+            Err(e) => sa.die(
+                ctx,
+                DownReason::Protocol(format!("cannot use DH group {group}: {e}")),
+            ),
+        }
+        sa
+    }
+
+    fn send_init(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(conn) = self.connection(ctx.connections).cloned() else {
+            return;
+        };
+        let Some(dh) = self.dh.as_ref() else { return };
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            // RFC 7296 2.6: the COOKIE notify comes first.
+            payloads.push(notify_payload(notify::COOKIE, c.clone()));
+        }
+        payloads.push(Payload::Sa(conn.proposals.to_wire(&[])));
+        payloads.push(Payload::Ke(KeyExchange {
+            group: dh.group(),
+            data: dh.public_key().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.extend(nat_payloads(
+            self.spi_i,
+            0,
+            self.local,
+            self.remote,
+            conn.encap,
+        ));
+        if conn.fragmentation {
+            payloads.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                Vec::new(),
+            ));
+        }
+        payloads.push(notify_payload(
+            notify::SIGNATURE_HASH_ALGORITHMS,
+            signature_hashes(),
+        ));
+        let header = Header {
+            spi_i: self.spi_i,
+            spi_r: 0,
+            next_payload: payload::NONE,
+            version: 0x20,
+            exchange: exchange::IKE_SA_INIT,
+            flags: Flags {
+                initiator: true,
+                response: false,
+                version: false,
+            },
+            message_id: 0,
+            length: 0,
+        };
+        let bytes = emit(header, payloads);
+        self.init_request = bytes.clone();
+        self.send_plain_request(ctx, bytes, Pending::Init);
+    }
+
+    /// Initiator: the IKE_SA_INIT response arrived.
+    pub(crate) fn handle_init_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        raw: &[u8],
+        msg: &Message,
+    ) -> Result<(), Dropped> {
+        if msg.header.message_id != 0 {
+            return Err(Dropped::Unexpected);
+        }
+        let Some(conn) = self.connection(ctx.connections).cloned() else {
+            return Err(Dropped::Unexpected);
+        };
+        let p = &msg.payloads;
+        if let Some(c) = find_notify(p, notify::COOKIE) {
+            if self.init_retries >= MAX_INIT_RETRIES || c.data.is_empty() || c.data.len() > 64 {
+                return Err(Dropped::Unexpected);
+            }
+            self.init_retries += 1;
+            self.cookie = Some(c.data.clone());
+            self.send_init(ctx);
+            return Ok(());
+        }
+        if let Some(n) = error_notify(p) {
+            if n.kind == notify::INVALID_KE_PAYLOAD {
+                let group = parse_hashes(&n.data).first().copied().unwrap_or(0);
+                let offered =
+                    crate::crypto::Dh::from_id(group).is_some_and(|g| conn.proposals.accepts_dh(g));
+                if !offered
+                    || self.init_retries >= MAX_INIT_RETRIES
+                    || self.dh.as_ref().is_some_and(|d| d.group() == group)
+                {
+                    self.die(ctx, DownReason::NoProposalChosen);
+                    return Ok(());
+                }
+                self.init_retries += 1;
+                match Dh::generate(group, ctx.rng) {
+                    Ok(dh) => self.dh = Some(dh),
+                    Err(_) => {
+                        self.die(ctx, DownReason::NoProposalChosen);
+                        return Ok(());
+                    }
+                }
+                self.send_init(ctx);
+                return Ok(());
+            }
+            let reason = if n.kind == notify::NO_PROPOSAL_CHOSEN {
+                DownReason::NoProposalChosen
+            } else {
+                DownReason::PeerError(n.kind)
+            };
+            self.die(ctx, reason);
+            return Ok(());
+        }
+        let h = msg.header;
+        let (Some(sa), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
+            return Err(Dropped::Malformed);
+        };
+        if h.spi_r == 0 {
+            return Err(Dropped::Malformed);
+        }
+        let suite = match sa {
+            [one] if conn.proposals.check_ike_reply(one).is_ok() => {
+                match conn.proposals.check_ike_reply(one) {
+                    Ok(s) => s,
+                    Err(_) => return Err(Dropped::Unexpected),
+                }
+            }
+            _ => {
+                self.die(
+                    ctx,
+                    DownReason::Protocol("responder chose a proposal we did not offer".into()),
+                );
+                return Ok(());
+            }
+        };
+        let Some(dh) = self.dh.take() else {
+            return Err(Dropped::Unexpected);
+        };
+        if dh.group() != ke.group || suite.dh.id() != ke.group {
+            self.die(
+                ctx,
+                DownReason::Protocol("KE group differs from the chosen one".into()),
+            );
+            return Ok(());
+        }
+        let shared = match dh.agree(&ke.data) {
+            Ok(s) => s,
+            Err(e) => {
+                self.die(ctx, DownReason::Protocol(format!("bad KE payload: {e}")));
+                return Ok(());
+            }
+        };
+        self.spi_r = h.spi_r;
+        self.nr = nr.to_vec();
+        match IkeKeys::derive(
+            &suite,
+            &self.ni,
+            &self.nr,
+            shared.as_bytes(),
+            self.spi_i,
+            self.spi_r,
+            true,
+        ) {
+            Ok(k) => self.keys = Some(k),
+            Err(e) => {
+                self.die(
+                    ctx,
+                    DownReason::Protocol(format!("key derivation failed: {e}")),
+                );
+                return Ok(());
+            }
+        }
+        self.suite = Some(suite);
+        self.nat = detect_nat(self.spi_i, self.spi_r, local, remote, p);
+        if conn.encap {
+            self.nat.local_behind = true;
+        }
+        self.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
+            self.peer_hashes = parse_hashes(&n.data);
+        }
+        self.init_response = raw.to_vec();
+        self.outstanding = None;
+        self.next_request_id = 1;
+        if self.nat.any() {
+            // RFC 7296 2.23: float to the NAT-T port for everything after IKE_SA_INIT.
+            self.local.set_port(ctx.config.port_nat_t);
+            if self.remote.port() == ctx.config.port || self.remote.port() == 500 {
+                self.remote.set_port(4500);
+            }
+        }
+        self.state = State::AuthSent;
+        self.start_auth(ctx);
+        Ok(())
+    }
+
+    /// Responder: a new IKE_SA_INIT request. Returns the half-open SA, or `None` when
+    /// it was answered statelessly (COOKIE, INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN).
+    pub(crate) fn respond_init(
+        ctx: &mut Ctx<'_>,
+        cookies: &CookieJar<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        raw: &[u8],
+        msg: &Message,
+    ) -> Result<Option<IkeSa>, Dropped> {
+        let h = msg.header;
+        if h.message_id != 0 || h.spi_i == 0 {
+            return Err(Dropped::Malformed);
+        }
+        let p = &msg.payloads;
+        let (Some(sa), Some(ke), Some(ni)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
+            return Err(Dropped::Malformed);
+        };
+        let reply = |ctx: &mut Ctx<'_>, payloads: Vec<Payload>| {
+            let header = Header {
+                spi_i: h.spi_i,
+                spi_r: 0,
+                next_payload: payload::NONE,
+                version: 0x20,
+                exchange: exchange::IKE_SA_INIT,
+                flags: Flags {
+                    initiator: false,
+                    response: true,
+                    version: false,
+                },
+                message_id: 0,
+                length: 0,
+            };
+            ctx.transmits.push_back(super::Transmit {
+                local,
+                remote,
+                data: emit(header, payloads),
+            });
+        };
+        if cookies.required {
+            let want = cookies.cookie(ni, remote, h.spi_i);
+            let got = match p.first() {
+                Some(Payload::Notify(n)) if n.kind == notify::COOKIE => Some(n.data.as_slice()),
+                _ => None,
+            };
+            if got != Some(want.as_slice()) {
+                reply(ctx, vec![notify_payload(notify::COOKIE, want)]);
+                return Ok(None);
+            }
+        }
+        let Some(ci) = pick_connection(ctx.connections, local, remote) else {
+            reply(
+                ctx,
+                vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
+            );
+            return Ok(None);
+        };
+        let conn = &ctx.connections[ci];
+        let Ok(selected) = conn.proposals.select_ike(sa, Some(ke.group)) else {
+            reply(
+                ctx,
+                vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
+            );
+            return Ok(None);
+        };
+        let suite = selected.suite;
+        let chosen = selected.reply(&[]);
+        if suite.dh.id() != ke.group {
+            // RFC 7296 1.3: tell the initiator which group we want.
+            reply(
+                ctx,
+                vec![notify_payload(
+                    notify::INVALID_KE_PAYLOAD,
+                    suite.dh.id().to_be_bytes().to_vec(),
+                )],
+            );
+            return Ok(None);
+        }
+        let dh = Dh::generate(suite.dh.id(), ctx.rng).map_err(|_| Dropped::Unexpected)?;
+        let shared = match dh.agree(&ke.data) {
+            Ok(s) => s,
+            Err(_) => {
+                reply(
+                    ctx,
+                    vec![notify_payload(notify::INVALID_SYNTAX, Vec::new())],
+                );
+                return Ok(None);
+            }
+        };
+        let mut sa = IkeSa::blank(ctx.now, false, local, remote);
+        sa.init_conn = Some(ci);
+        sa.spi_i = h.spi_i;
+        sa.spi_r = ctx.random_u64();
+        sa.ni = ni.to_vec();
+        sa.nr = ctx.nonce();
+        sa.keys = Some(
+            IkeKeys::derive(
+                &suite,
+                &sa.ni,
+                &sa.nr,
+                shared.as_bytes(),
+                sa.spi_i,
+                sa.spi_r,
+                false,
+            )
+            .map_err(|_| Dropped::Unexpected)?,
+        );
+        // RFC 7296 2.23: the request's hashes were made with SPIr still zero.
+        sa.nat = detect_nat(sa.spi_i, 0, local, remote, p);
+        if conn.encap {
+            sa.nat.local_behind = true;
+        }
+        sa.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
+            sa.peer_hashes = parse_hashes(&n.data);
+        }
+        let mut out = vec![
+            Payload::Sa(vec![chosen]),
+            Payload::Ke(KeyExchange {
+                group: dh.group(),
+                data: dh.public_key().to_vec(),
+            }),
+            Payload::Nonce(sa.nr.clone()),
+        ];
+        out.extend(nat_payloads(sa.spi_i, sa.spi_r, local, remote, conn.encap));
+        if sa.peer_fragmentation && conn.fragmentation {
+            out.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                Vec::new(),
+            ));
+        }
+        if !sa.peer_hashes.is_empty() {
+            out.push(notify_payload(
+                notify::SIGNATURE_HASH_ALGORITHMS,
+                signature_hashes(),
+            ));
+        }
+        if let RemoteAuth::Pubkey(trust) = &conn.remote_auth {
+            if let Some(req) = trust.certreq() {
+                out.push(Payload::CertReq(req));
+            }
+        }
+        sa.suite = Some(suite);
+        sa.init_request = raw.to_vec();
+        let header = Header {
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            next_payload: payload::NONE,
+            version: 0x20,
+            exchange: exchange::IKE_SA_INIT,
+            flags: Flags {
+                initiator: false,
+                response: true,
+                version: false,
+            },
+            message_id: 0,
+            length: 0,
+        };
+        sa.init_response = emit(header, out);
+        sa.expected_request_id = 1;
+        sa.next_request_id = 0;
+        ctx.transmits.push_back(super::Transmit {
+            local,
+            remote,
+            data: sa.init_response.clone(),
+        });
+        Ok(Some(sa))
+    }
+}
+
+/// The first connection whose addresses admit this pair (empty lists admit any).
+pub(crate) fn pick_connection(
+    conns: &[Connection],
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Option<usize> {
+    conns.iter().position(|c| addresses_match(c, local, remote))
+}
+
+pub(crate) fn addresses_match(c: &Connection, local: SocketAddr, remote: SocketAddr) -> bool {
+    (c.local_addrs.is_empty() || local.ip().is_unspecified() || c.local_addrs.contains(&local.ip()))
+        && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&remote.ip()))
+}

@@ -1,0 +1,613 @@
+//! The IKEv2 endpoint: a sans-IO state machine in the shape of quinn-proto's `Endpoint`.
+//!
+//! The caller feeds datagrams with [`Endpoint::handle`], drains what to send with
+//! [`Endpoint::poll_transmit`] and what happened with [`Endpoint::poll_event`], and
+//! drives timers with [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`]. Time is
+//! always passed in; nothing here reads a clock or touches a socket.
+
+mod auth;
+pub(crate) mod authn;
+mod child;
+mod event;
+mod info;
+mod init;
+mod keys;
+mod sa;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
+
+use crate::config::{Config, Connection};
+use crate::crypto::Rng;
+use crate::wire::{Header, Message, WireError};
+use sa::IkeSa;
+
+/// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
+/// rekeyed IKE SA gets a new handle and an [`Event::IkeRekeyed`] links the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IkeSaId(pub u64);
+
+/// A datagram to send. The engine sends it from the socket whose port is `local.port()`;
+/// when that is the NAT-T port it prepends the 4-byte non-ESP marker (RFC 3948 2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address (the IP may be unspecified: let the kernel choose).
+    pub local: SocketAddr,
+    /// Destination.
+    pub remote: SocketAddr,
+    /// The IKE message, without any non-ESP marker.
+    pub data: Vec<u8>,
+}
+
+/// Why a received datagram was dropped without an answer; counted in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dropped {
+    /// Not a well-formed IKEv2 message.
+    Malformed,
+    /// No IKE SA has this SPI.
+    UnknownSpi,
+    /// The SK payload's integrity check failed.
+    Integrity,
+    /// A message ID outside the window, or an unexpected exchange in this state.
+    Unexpected,
+    /// Too many half-open SAs.
+    Overloaded,
+}
+
+/// Counters of dropped input, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Malformed datagrams.
+    pub malformed: u64,
+    /// Datagrams for unknown IKE SPIs.
+    pub unknown_spi: u64,
+    /// Integrity check failures.
+    pub integrity: u64,
+    /// Out-of-window or out-of-state messages.
+    pub unexpected: u64,
+    /// IKE_SA_INIT requests refused for load.
+    pub overloaded: u64,
+    /// Retransmissions we sent.
+    pub retransmits: u64,
+}
+
+impl Stats {
+    fn count(&mut self, d: Dropped) {
+        match d {
+            Dropped::Malformed => self.malformed += 1,
+            Dropped::UnknownSpi => self.unknown_spi += 1,
+            Dropped::Integrity => self.integrity += 1,
+            Dropped::Unexpected => self.unexpected += 1,
+            Dropped::Overloaded => self.overloaded += 1,
+        }
+    }
+}
+
+/// Errors of the commands (initiate, terminate, rekey).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No connection of that name.
+    #[error("no connection named {0:?}")]
+    UnknownConnection(String),
+    /// No child of that name under the connection.
+    #[error("no child {child:?} in connection {conn:?}")]
+    UnknownChild {
+        /// Connection name.
+        conn: String,
+        /// Child name.
+        child: String,
+    },
+    /// The connection has no remote address to initiate to.
+    #[error("connection {0:?} has no remote address to initiate to")]
+    NoRemoteAddress(String),
+    /// No IKE SA or child SA with that handle.
+    #[error("no such SA")]
+    UnknownSa,
+    /// Too many IKE SAs.
+    #[error("IKE SA limit reached")]
+    TooManySas,
+}
+
+/// What an IKE SA's handlers share with the endpoint: configuration, randomness, and the
+/// queues they write to.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) unix_now: u64,
+    pub(crate) config: &'a Config,
+    pub(crate) connections: &'a [Connection],
+    pub(crate) rng: &'a mut dyn Rng,
+    pub(crate) transmits: &'a mut VecDeque<Transmit>,
+    pub(crate) events: &'a mut VecDeque<Event>,
+    pub(crate) stats: &'a mut Stats,
+    /// IKE SAs created by a rekey, inserted by the endpoint after the handler returns.
+    pub(crate) spawned: Vec<IkeSa>,
+    /// Child SAs to move from one IKE SA to another (IKE rekey collisions, 2.8.2).
+    pub(crate) moves: Vec<(IkeSaId, IkeSaId)>,
+    next_id: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    /// A handle for a new IKE SA.
+    pub(crate) fn alloc_id(&mut self) -> IkeSaId {
+        let id = IkeSaId(*self.next_id);
+        *self.next_id += 1;
+        id
+    }
+
+    /// A random non-zero value for an SPI.
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        loop {
+            let mut b = [0u8; 8];
+            self.rng.fill(&mut b);
+            let v = u64::from_be_bytes(b);
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+
+    /// A random ESP SPI; values below 256 are reserved (RFC 4303 2.1).
+    pub(crate) fn random_esp_spi(&mut self) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b);
+            let v = u32::from_be_bytes(b);
+            if v >= 256 {
+                return v;
+            }
+        }
+    }
+
+    /// A fresh nonce of 32 bytes (RFC 7296 2.10: at least half the PRF key size).
+    pub(crate) fn nonce(&mut self) -> Vec<u8> {
+        let mut n = vec![0u8; 32];
+        self.rng.fill(&mut n);
+        n
+    }
+}
+
+/// The IKEv2 endpoint: all IKE SAs of one daemon.
+pub struct Endpoint {
+    config: Config,
+    connections: Vec<Connection>,
+    sas: HashMap<IkeSaId, IkeSa>,
+    /// Our IKE SPI -> SA.
+    by_spi: HashMap<u64, IkeSaId>,
+    /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
+    /// IKE_SA_INIT requests (RFC 7296 2.1).
+    half_open: HashMap<(SocketAddr, u64), IkeSaId>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: Box<dyn Rng + Send>,
+    cookie_secret: [u8; 32],
+    clock_anchor: (Instant, SystemTime),
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.connections.len())
+            .field("ike_sas", &self.sas.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `clock_anchor` ties the monotonic `now` values passed in to
+    /// wall-clock time, which certificate validity checks need.
+    pub fn new(
+        config: Config,
+        mut rng: Box<dyn Rng + Send>,
+        clock_anchor: (Instant, SystemTime),
+    ) -> Self {
+        let mut cookie_secret = [0u8; 32];
+        rng.fill(&mut cookie_secret);
+        Endpoint {
+            config,
+            connections: Vec::new(),
+            sas: HashMap::new(),
+            by_spi: HashMap::new(),
+            half_open: HashMap::new(),
+            next_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            rng,
+            cookie_secret,
+            clock_anchor,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Adds a connection definition; a later one with the same name replaces it.
+    pub fn add_connection(&mut self, conn: Connection) {
+        if let Some(c) = self.connections.iter_mut().find(|c| c.name == conn.name) {
+            *c = conn;
+        } else {
+            self.connections.push(conn);
+        }
+    }
+
+    /// The configured connections.
+    pub fn connections(&self) -> &[Connection] {
+        &self.connections
+    }
+
+    /// Drop counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// A snapshot of every IKE SA, for status output.
+    pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
+        let mut v: Vec<IkeSaInfo> = self
+            .sas
+            .values()
+            .map(|sa| sa.info(&self.connections))
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    fn unix_time(&self, now: Instant) -> u64 {
+        let (i, s) = self.clock_anchor;
+        let t = if now >= i {
+            s + (now - i)
+        } else {
+            s - (i - now)
+        };
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn with_sa<R>(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let unix_now = self.unix_time(now);
+        let sa = self.sas.get_mut(&id)?;
+        let mut ctx = Ctx {
+            now,
+            unix_now,
+            config: &self.config,
+            connections: &self.connections,
+            rng: &mut *self.rng,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            spawned: Vec::new(),
+            moves: Vec::new(),
+            next_id: &mut self.next_id,
+        };
+        let r = f(sa, &mut ctx);
+        let spawned = std::mem::take(&mut ctx.spawned);
+        let moves = std::mem::take(&mut ctx.moves);
+        self.after(now, id, spawned, moves);
+        Some(r)
+    }
+
+    /// Book-keeping after a handler ran: SPI index, spawned and dead SAs.
+    fn after(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        spawned: Vec<IkeSa>,
+        moves: Vec<(IkeSaId, IkeSaId)>,
+    ) {
+        if let Some(sa) = self.sas.get(&id) {
+            let spi = sa.our_spi();
+            if spi != 0 {
+                self.by_spi.insert(spi, id);
+            }
+            if sa.is_dead() {
+                let (peer, spi_i) = (sa.remote, sa.spi_i);
+                self.by_spi.remove(&spi);
+                if self.half_open.get(&(peer, spi_i)) == Some(&id) {
+                    self.half_open.remove(&(peer, spi_i));
+                }
+                self.half_open.retain(|_, v| *v != id);
+                self.sas.remove(&id);
+            } else if sa.is_established() {
+                self.half_open.retain(|_, v| *v != id);
+            }
+        }
+        let mut kick = Vec::new();
+        for new in spawned {
+            new.announce_rekey(&mut self.events);
+            self.by_spi.insert(new.our_spi(), new.id);
+            if !new.tasks.is_empty() {
+                kick.push(new.id);
+            }
+            self.sas.insert(new.id, new);
+        }
+        for (from, to) in moves {
+            let Some(src) = self.sas.get_mut(&from) else {
+                continue;
+            };
+            let children = std::mem::take(&mut src.children);
+            // The source is the redundant SA of a collision: its creator deletes it.
+            src.state = sa::State::Rekeyed;
+            if let Some(dst) = self.sas.get_mut(&to) {
+                dst.children.extend(children);
+            }
+        }
+        for id in kick {
+            self.with_sa(now, id, |sa, ctx| sa.run_tasks(ctx));
+        }
+    }
+
+    /// Processes one datagram received on `local` from `remote` (the non-ESP marker
+    /// already stripped when it came in on the NAT-T port).
+    pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        if let Err(d) = self.handle_inner(now, local, remote, data) {
+            self.stats.count(d);
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), Dropped> {
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(WireError::UnsupportedVersion(_)) | Err(_) => return Err(Dropped::Malformed),
+        };
+        let h = msg.header;
+        if h.exchange == crate::iana::exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == 0 {
+            return self.handle_init_request(now, local, remote, data, msg);
+        }
+        // The original initiator sets the I flag; our SPI is the other one.
+        let our_spi = if h.flags.initiator { h.spi_r } else { h.spi_i };
+        let id = *self.by_spi.get(&our_spi).ok_or(Dropped::UnknownSpi)?;
+        self.with_sa(now, id, |sa, ctx| sa.handle(ctx, local, remote, data, msg))
+            .unwrap_or(Err(Dropped::UnknownSpi))
+    }
+
+    fn handle_init_request(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+        msg: Message,
+    ) -> Result<(), Dropped> {
+        let h: Header = msg.header;
+        if let Some(&id) = self.half_open.get(&(remote, h.spi_i)) {
+            // A retransmitted IKE_SA_INIT: answer from the cached response.
+            return self
+                .with_sa(now, id, |sa, ctx| sa.retransmit_init_response(ctx, data))
+                .unwrap_or(Err(Dropped::Unexpected));
+        }
+        if self.half_open.len() >= self.config.max_half_open
+            || self.sas.len() >= self.config.max_ike_sas
+        {
+            return Err(Dropped::Overloaded);
+        }
+        let unix_now = self.unix_time(now);
+        let half_open = self.half_open.len();
+        let mut ctx = Ctx {
+            now,
+            unix_now,
+            config: &self.config,
+            connections: &self.connections,
+            rng: &mut *self.rng,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            spawned: Vec::new(),
+            moves: Vec::new(),
+            next_id: &mut self.next_id,
+        };
+        let cookie = init::CookieJar {
+            secret: &self.cookie_secret,
+            required: half_open >= self.config.cookie_threshold,
+        };
+        let sa = IkeSa::respond_init(&mut ctx, &cookie, local, remote, data, &msg)?;
+        let Some(mut sa) = sa else { return Ok(()) };
+        let id = ctx.alloc_id();
+        sa.id = id;
+        self.half_open.insert((remote, h.spi_i), id);
+        self.by_spi.insert(sa.our_spi(), id);
+        self.sas.insert(id, sa);
+        Ok(())
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas
+            .values()
+            .filter_map(|sa| sa.next_timeout(&self.config, &self.connections))
+            .min()
+    }
+
+    /// Runs every timer that is due at `now`: retransmissions, rekeys, liveness checks,
+    /// half-open expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<IkeSaId> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                sa.next_timeout(&self.config, &self.connections)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.with_sa(now, id, |sa, ctx| sa.on_timeout(ctx));
+        }
+    }
+
+    /// Starts an IKE SA for connection `conn`, with its child `child` (or all of its
+    /// children when `None`). Returns the new SA's handle.
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        conn: &str,
+        child: Option<&str>,
+    ) -> Result<IkeSaId, CommandError> {
+        let ci = self
+            .connections
+            .iter()
+            .position(|c| c.name == conn)
+            .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
+        let c = &self.connections[ci];
+        let children: Vec<usize> = match child {
+            Some(name) => vec![c
+                .children
+                .iter()
+                .position(|ch| ch.name == name)
+                .ok_or_else(|| CommandError::UnknownChild {
+                    conn: conn.to_string(),
+                    child: name.to_string(),
+                })?],
+            None => (0..c.children.len()).collect(),
+        };
+        // An established IKE SA of this connection takes new children directly.
+        if let Some(id) = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.conn == Some(ci) && sa.is_usable())
+            .map(|(id, _)| *id)
+        {
+            self.with_sa(now, id, |sa, ctx| {
+                for ch in children {
+                    sa.queue_create_child(ctx, ch);
+                }
+            });
+            return Ok(id);
+        }
+        let remote_ip = *c
+            .remote_addrs
+            .first()
+            .ok_or_else(|| CommandError::NoRemoteAddress(conn.to_string()))?;
+        if self.sas.len() >= self.config.max_ike_sas {
+            return Err(CommandError::TooManySas);
+        }
+        let local_ip = c
+            .local_addrs
+            .first()
+            .copied()
+            .unwrap_or(if remote_ip.is_ipv4() {
+                std::net::IpAddr::from([0, 0, 0, 0])
+            } else {
+                std::net::IpAddr::from([0u16; 8])
+            });
+        let local = SocketAddr::new(local_ip, self.config.port);
+        let remote = SocketAddr::new(remote_ip, c.remote_port);
+        let unix_now = self.unix_time(now);
+        let mut ctx = Ctx {
+            now,
+            unix_now,
+            config: &self.config,
+            connections: &self.connections,
+            rng: &mut *self.rng,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            spawned: Vec::new(),
+            moves: Vec::new(),
+            next_id: &mut self.next_id,
+        };
+        let id = ctx.alloc_id();
+        let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
+        self.by_spi.insert(sa.our_spi(), id);
+        self.sas.insert(id, sa);
+        Ok(id)
+    }
+
+    /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.
+    pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), CommandError> {
+        let ci = self
+            .connections
+            .iter()
+            .position(|c| c.name == conn)
+            .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
+        let ids: Vec<IkeSaId> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.conn == Some(ci))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
+        }
+        Ok(())
+    }
+
+    /// Deletes every IKE SA at its peer, e.g. on shutdown.
+    pub fn terminate_all(&mut self, now: Instant) {
+        let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
+        for id in ids {
+            self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
+        }
+    }
+
+    /// Rekeys the child SA whose inbound SPI is `spi_in` (e.g. when esp reports its soft
+    /// lifetime), make-before-break.
+    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), CommandError> {
+        let id = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.has_child(spi_in))
+            .map(|(id, _)| *id)
+            .ok_or(CommandError::UnknownSa)?;
+        self.with_sa(now, id, |sa, ctx| sa.queue_rekey_child(ctx, spi_in));
+        Ok(())
+    }
+
+    /// Rekeys an IKE SA (RFC 7296 2.18).
+    pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), CommandError> {
+        self.with_sa(now, id, |sa, ctx| sa.queue_rekey_ike(ctx))
+            .ok_or(CommandError::UnknownSa)
+    }
+
+    /// Sends a liveness check on an IKE SA now.
+    pub fn dpd(&mut self, now: Instant, id: IkeSaId) -> Result<(), CommandError> {
+        self.with_sa(now, id, |sa, ctx| sa.queue_dpd(ctx))
+            .ok_or(CommandError::UnknownSa)
+    }
+
+    /// Deletes one child SA at the peer.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), CommandError> {
+        let id = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.has_child(spi_in))
+            .map(|(id, _)| *id)
+            .ok_or(CommandError::UnknownSa)?;
+        self.with_sa(now, id, |sa, ctx| sa.queue_delete_child(ctx, spi_in));
+        Ok(())
+    }
+}
+
+/// `base * 2^tries`, capped: the retransmission schedule (RFC 7296 2.1).
+pub(crate) fn backoff(config: &Config, tries: u32) -> Duration {
+    let factor = 1u32.checked_shl(tries.min(16)).unwrap_or(u32::MAX);
+    config
+        .retransmit_timeout
+        .saturating_mul(factor)
+        .min(config.retransmit_max_interval)
+}

@@ -1,0 +1,778 @@
+//! One IKE SA: its state, message-ID windows, retransmission, task queue and timers.
+//! The exchanges live in their own files (init.rs, auth.rs, child.rs, info.rs).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::authn::Identity;
+use super::child::{ChildSa, ChildState};
+use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
+use super::keys::Dh;
+use super::keys::IkeKeys;
+use super::{backoff, Ctx, Dropped, IkeSaId};
+use crate::config::Connection;
+use crate::iana::{exchange, payload};
+use crate::nat::NatState;
+use crate::proposal::IkeSuite;
+use crate::wire::{self, Flags, Header, Message, Payload};
+
+/// Where an IKE SA is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent,
+    /// Initiator: IKE_AUTH sent.
+    AuthSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    InitReplied,
+    /// IKE_AUTH done.
+    Established,
+    /// Replaced by a rekeyed IKE SA, waiting for the old one's delete.
+    Rekeyed,
+    /// Our delete is in flight.
+    Deleting,
+    /// Gone: the endpoint removes it.
+    Dead,
+}
+
+/// The exchange our outstanding request belongs to, with what its response needs.
+pub(crate) enum Pending {
+    /// IKE_SA_INIT request.
+    Init,
+    /// IKE_AUTH request; the first child's config and our inbound SPI.
+    Auth(Option<super::child::ChildRequest>),
+    /// CREATE_CHILD_SA for a new or rekeyed child SA.
+    CreateChild(super::child::ChildRequest),
+    /// CREATE_CHILD_SA rekeying this IKE SA.
+    RekeyIke(super::child::IkeRekeyRequest),
+    /// INFORMATIONAL with deletes of these child SAs (inbound SPIs).
+    DeleteChildren(Vec<u32>),
+    /// INFORMATIONAL deleting this IKE SA.
+    DeleteIke,
+    /// Empty INFORMATIONAL: liveness check.
+    Dpd,
+}
+
+/// Work waiting for the request window (one outstanding request, RFC 7296 2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Task {
+    /// Create the child with this config index.
+    CreateChild(usize),
+    /// Rekey the child with this inbound SPI.
+    RekeyChild(u32),
+    /// Rekey the IKE SA.
+    RekeyIke,
+    /// Delete the child with this inbound SPI.
+    DeleteChild(u32),
+    /// Delete the IKE SA.
+    DeleteIke,
+    /// Liveness check.
+    Dpd,
+}
+
+/// Our outstanding request.
+pub(crate) struct Outstanding {
+    pub(crate) message_id: u32,
+    pub(crate) datagrams: Vec<Vec<u8>>,
+    pub(crate) tries: u32,
+    pub(crate) deadline: Instant,
+    pub(crate) pending: Pending,
+}
+
+/// One IKE SA.
+pub(crate) struct IkeSa {
+    pub(crate) id: IkeSaId,
+    /// Connection index; a responder learns it at IKE_AUTH.
+    pub(crate) conn: Option<usize>,
+    /// Connection whose proposals a responder used in IKE_SA_INIT.
+    pub(crate) init_conn: Option<usize>,
+    /// We are the original initiator (the I flag).
+    pub(crate) initiator: bool,
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    pub(crate) state: State,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) nat: NatState,
+    pub(crate) suite: Option<IkeSuite>,
+    pub(crate) keys: Option<IkeKeys>,
+    pub(crate) dh: Option<Dh>,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
+    /// IKE_SA_INIT request and response as sent, for the AUTH signed octets.
+    pub(crate) init_request: Vec<u8>,
+    pub(crate) init_response: Vec<u8>,
+    /// COOKIE the responder asked for.
+    pub(crate) cookie: Option<Vec<u8>>,
+    pub(crate) peer_fragmentation: bool,
+    pub(crate) peer_hashes: Vec<u16>,
+    pub(crate) local_id: Option<Identity>,
+    pub(crate) remote_id: Option<Identity>,
+    /// Our next request's message ID.
+    pub(crate) next_request_id: u32,
+    /// The peer's next request's message ID.
+    pub(crate) expected_request_id: u32,
+    /// Our last response (datagrams, fragmented or not) for retransmitted requests.
+    pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    pub(crate) outstanding: Option<Outstanding>,
+    pub(crate) tasks: VecDeque<Task>,
+    pub(crate) children: Vec<ChildSa>,
+    /// Children queued at initiation, created in IKE_AUTH (first) and CREATE_CHILD_SA.
+    pub(crate) fragments: wire::Reassembler,
+    pub(crate) created: Instant,
+    pub(crate) established: Option<Instant>,
+    pub(crate) rekey_at: Option<Instant>,
+    pub(crate) last_heard: Instant,
+    /// Nonces of an IKE rekey we answered, for collision resolution (RFC 7296 2.8.2).
+    pub(crate) answered_ike_rekey: Option<(Vec<u8>, Vec<u8>, IkeSaId)>,
+    /// Why the SA died, reported once.
+    pub(crate) down_reason: Option<DownReason>,
+    /// The IKE SA this one replaced by a rekey.
+    pub(crate) rekeyed_from: Option<IkeSaId>,
+    /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
+    pub(crate) init_retries: u32,
+}
+
+impl IkeSa {
+    /// A fresh SA with defaults; the exchange constructors fill in the rest.
+    pub(crate) fn blank(
+        now: Instant,
+        initiator: bool,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> IkeSa {
+        IkeSa {
+            id: IkeSaId(0),
+            conn: None,
+            init_conn: None,
+            initiator,
+            spi_i: 0,
+            spi_r: 0,
+            state: if initiator {
+                State::InitSent
+            } else {
+                State::InitReplied
+            },
+            local,
+            remote,
+            nat: NatState::default(),
+            suite: None,
+            keys: None,
+            dh: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            peer_fragmentation: false,
+            peer_hashes: Vec::new(),
+            local_id: None,
+            remote_id: None,
+            next_request_id: 0,
+            expected_request_id: 0,
+            last_response: None,
+            outstanding: None,
+            tasks: VecDeque::new(),
+            children: Vec::new(),
+            fragments: wire::Reassembler::new(),
+            created: now,
+            established: None,
+            rekey_at: None,
+            last_heard: now,
+            answered_ike_rekey: None,
+            down_reason: None,
+            rekeyed_from: None,
+            init_retries: 0,
+        }
+    }
+
+    pub(crate) fn our_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state == State::Dead
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established | State::Rekeyed | State::Deleting
+        )
+    }
+
+    /// Established and not on its way out: takes new work.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.state == State::Established
+    }
+
+    pub(crate) fn has_child(&self, spi_in: u32) -> bool {
+        self.children.iter().any(|c| c.spi_in == spi_in)
+    }
+
+    pub(crate) fn connection<'c>(&self, conns: &'c [Connection]) -> Option<&'c Connection> {
+        self.conn.and_then(|i| conns.get(i))
+    }
+
+    /// Status snapshot.
+    pub(crate) fn info(&self, conns: &[Connection]) -> IkeSaInfo {
+        let conn = self.connection(conns);
+        IkeSaInfo {
+            id: self.id,
+            conn: conn.map(|c| c.name.clone()).unwrap_or_default(),
+            state: match self.state {
+                State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
+                State::Established
+                    if self
+                        .outstanding
+                        .as_ref()
+                        .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_))) =>
+                {
+                    "REKEYING"
+                }
+                State::Established => "ESTABLISHED",
+                State::Rekeyed => "REKEYED",
+                State::Deleting | State::Dead => "DELETING",
+            },
+            initiator: self.initiator,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            local: self.local,
+            remote: self.remote,
+            local_id: self
+                .local_id
+                .as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            remote_id: self
+                .remote_id
+                .as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            suite: self.suite,
+            established: self.established,
+            rekey_at: self.rekey_at,
+            nat: (self.nat.local_behind, self.nat.remote_behind),
+            busy: self.outstanding.is_some() || !self.tasks.is_empty(),
+            children: self
+                .children
+                .iter()
+                .filter(|c| c.state != ChildState::Deleted)
+                .map(|c| ChildStatus {
+                    name: conn
+                        .and_then(|cn| cn.children.get(c.cfg))
+                        .map(|ch| ch.name.clone())
+                        .unwrap_or_default(),
+                    spi_in: c.spi_in,
+                    spi_out: c.spi_out,
+                    suite: c.suite,
+                    local_ts: c.local_ts.clone(),
+                    remote_ts: c.remote_ts.clone(),
+                    established: c.established,
+                    rekey_at: c.rekey_at,
+                })
+                .collect(),
+        }
+    }
+
+    /// Marks the SA dead, reporting every child and the SA itself as down.
+    pub(crate) fn die(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
+        if self.state == State::Dead {
+            return;
+        }
+        let was_up = self.established.is_some();
+        for c in self.children.drain(..) {
+            if c.state != ChildState::Deleted {
+                ctx.events.push_back(Event::ChildDown {
+                    ike: self.id,
+                    spi_in: c.spi_in,
+                    spi_out: c.spi_out,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        // A rekeyed (or redundant) SA handed its children over: not "down" for the user.
+        // A responder's half-open SA that expired was never anything to the user either.
+        let silent = !was_up && !self.initiator && reason == DownReason::HalfOpenExpired;
+        if self.state != State::Rekeyed && !silent {
+            ctx.events.push_back(Event::IkeDown {
+                id: self.id,
+                conn: self
+                    .connection(ctx.connections)
+                    .or_else(|| self.init_conn.and_then(|i| ctx.connections.get(i)))
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                reason: reason.clone(),
+            });
+        }
+        self.down_reason = Some(reason);
+        self.state = State::Dead;
+        self.outstanding = None;
+        self.tasks.clear();
+    }
+
+    fn header(&self, exchange: u8, message_id: u32, response: bool) -> Header {
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: payload::NONE,
+            version: 0x20,
+            exchange,
+            flags: Flags {
+                initiator: self.initiator,
+                response,
+                version: false,
+            },
+            message_id,
+            length: 0,
+        }
+    }
+
+    /// Encrypts payloads into one SK message, or SKF fragments when it would not fit and
+    /// the peer supports fragmentation (RFC 7383 2.5).
+    fn seal(&mut self, ctx: &Ctx<'_>, header: Header, payloads: &[Payload]) -> Vec<Vec<u8>> {
+        let frag_ok = self.peer_fragmentation
+            && self
+                .connection(ctx.connections)
+                .is_none_or(|c| c.fragmentation);
+        let Some(keys) = self.keys.as_mut() else {
+            return Vec::new();
+        };
+        let one = wire::encrypt_message(&header, payloads, keys.cipher_out.as_mut());
+        if one.len() > ctx.config.fragment_size && frag_ok {
+            wire::encrypt_fragments(
+                &header,
+                payloads,
+                keys.cipher_out.as_mut(),
+                ctx.config.fragment_size,
+            )
+        } else {
+            vec![one]
+        }
+    }
+
+    fn send(&self, ctx: &mut Ctx<'_>, datagrams: &[Vec<u8>], to: SocketAddr) {
+        for d in datagrams {
+            ctx.transmits.push_back(super::Transmit {
+                local: self.local,
+                remote: to,
+                data: d.clone(),
+            });
+        }
+    }
+
+    /// Sends an encrypted request and arms its retransmission timer.
+    pub(crate) fn send_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        payloads: Vec<Payload>,
+        pending: Pending,
+    ) {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let header = self.header(exchange, id, false);
+        let datagrams = self.seal(ctx, header, &payloads);
+        self.send(ctx, &datagrams, self.remote);
+        self.outstanding = Some(Outstanding {
+            message_id: id,
+            datagrams,
+            tries: 0,
+            deadline: ctx.now + ctx.config.retransmit_timeout,
+            pending,
+        });
+    }
+
+    /// Sends an unencrypted request (IKE_SA_INIT) and arms its retransmission timer.
+    pub(crate) fn send_plain_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        bytes: Vec<u8>,
+        pending: Pending,
+    ) {
+        let datagrams = vec![bytes];
+        self.send(ctx, &datagrams, self.remote);
+        self.outstanding = Some(Outstanding {
+            message_id: 0,
+            datagrams,
+            tries: 0,
+            deadline: ctx.now + ctx.config.retransmit_timeout,
+            pending,
+        });
+    }
+
+    /// Sends an encrypted response to the request with `message_id`, caching it for
+    /// retransmitted requests.
+    pub(crate) fn send_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        message_id: u32,
+        payloads: Vec<Payload>,
+        to: SocketAddr,
+    ) {
+        let header = self.header(exchange, message_id, true);
+        let datagrams = self.seal(ctx, header, &payloads);
+        self.send(ctx, &datagrams, to);
+        self.last_response = Some((message_id, datagrams));
+    }
+
+    /// Answers a retransmitted IKE_SA_INIT request with the same response.
+    pub(crate) fn retransmit_init_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _request: &[u8],
+    ) -> Result<(), Dropped> {
+        if self.init_response.is_empty() {
+            return Err(Dropped::Unexpected);
+        }
+        ctx.transmits.push_back(super::Transmit {
+            local: self.local,
+            remote: self.remote,
+            data: self.init_response.clone(),
+        });
+        Ok(())
+    }
+
+    /// Entry point for every message of this SA after IKE_SA_INIT's request.
+    pub(crate) fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        raw: &[u8],
+        msg: Message,
+    ) -> Result<(), Dropped> {
+        let h = msg.header;
+        if self.is_dead() {
+            return Err(Dropped::Unexpected);
+        }
+        if h.exchange == exchange::IKE_SA_INIT {
+            if h.flags.response && self.state == State::InitSent {
+                return self.handle_init_response(ctx, local, remote, raw, &msg);
+            }
+            return Err(Dropped::Unexpected);
+        }
+        if h.flags.response {
+            let Some(out) = self.outstanding.as_ref() else {
+                return Err(Dropped::Unexpected);
+            };
+            if out.message_id != h.message_id {
+                return Err(Dropped::Unexpected);
+            }
+            let Some(payloads) = self.open(raw, &msg)? else {
+                return Ok(()); // more fragments to come
+            };
+            self.heard_from(ctx, local, remote);
+            let Some(out) = self.outstanding.take() else {
+                return Err(Dropped::Unexpected);
+            };
+            self.dispatch_response(ctx, h, out.pending, payloads);
+            self.run_tasks(ctx);
+            return Ok(());
+        }
+        // A request from the peer.
+        if h.message_id.wrapping_add(1) == self.expected_request_id {
+            if let Some((id, datagrams)) = &self.last_response {
+                if *id == h.message_id {
+                    // RFC 7296 2.1: a retransmitted request gets the cached response,
+                    // once per request (for fragments: on the first fragment only).
+                    if is_first_fragment_or_whole(&msg) {
+                        let datagrams = datagrams.clone();
+                        self.send(ctx, &datagrams, remote);
+                    }
+                    return Ok(());
+                }
+            }
+            return Err(Dropped::Unexpected);
+        }
+        if h.message_id != self.expected_request_id {
+            return Err(Dropped::Unexpected);
+        }
+        let Some(payloads) = self.open(raw, &msg)? else {
+            return Ok(());
+        };
+        self.heard_from(ctx, local, remote);
+        self.expected_request_id = self.expected_request_id.wrapping_add(1);
+        self.dispatch_request(ctx, h, remote, payloads);
+        self.run_tasks(ctx);
+        Ok(())
+    }
+
+    /// Decrypts an SK message, or collects an SKF fragment: `Ok(None)` until complete.
+    fn open(&mut self, raw: &[u8], msg: &Message) -> Result<Option<Vec<Payload>>, Dropped> {
+        let Some(keys) = self.keys.as_ref() else {
+            return Err(Dropped::Unexpected);
+        };
+        let frag = msg.payloads.iter().any(|p| matches!(p, Payload::Skf(_)));
+        if frag {
+            return match self
+                .fragments
+                .insert_message(raw, msg, keys.cipher_in.as_ref())
+            {
+                Ok(wire::Reassembly::Complete(payloads)) => Ok(Some(payloads)),
+                Ok(_) => Ok(None),
+                Err(wire::ReassemblyError::Decrypt(wire::DecryptError::Integrity)) => {
+                    Err(Dropped::Integrity)
+                }
+                Err(_) => Err(Dropped::Malformed),
+            };
+        }
+        match wire::decrypt_message(raw, msg, keys.cipher_in.as_ref()) {
+            Ok(p) => Ok(Some(p)),
+            Err(wire::DecryptError::Integrity) => Err(Dropped::Integrity),
+            Err(_) => Err(Dropped::Malformed),
+        }
+    }
+
+    /// An authenticated message arrived: note liveness and follow NAT rebinding.
+    fn heard_from(&mut self, ctx: &mut Ctx<'_>, local: SocketAddr, remote: SocketAddr) {
+        self.last_heard = ctx.now;
+        if local.port() == ctx.config.port_nat_t && self.local.port() != ctx.config.port_nat_t {
+            self.local.set_port(ctx.config.port_nat_t);
+        }
+        if remote != self.remote {
+            // RFC 7296 2.23: behind a NAT, follow the address authenticated messages
+            // come from.
+            let moved = self.remote.ip() != remote.ip() || self.remote.port() != remote.port();
+            self.remote = remote;
+            if moved && self.is_established() {
+                ctx.events.push_back(Event::PeerAddressChanged {
+                    ike: self.id,
+                    remote,
+                });
+            }
+        }
+    }
+
+    fn dispatch_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: Header,
+        from: SocketAddr,
+        payloads: Vec<Payload>,
+    ) {
+        match (h.exchange, self.state) {
+            (exchange::IKE_AUTH, State::InitReplied) => self.respond_auth(ctx, h, from, payloads),
+            (exchange::CREATE_CHILD_SA, s) if s != State::InitReplied => {
+                self.respond_create_child(ctx, h, from, payloads)
+            }
+            (exchange::INFORMATIONAL, s) if s != State::InitReplied => {
+                self.respond_informational(ctx, h, from, payloads)
+            }
+            _ => {
+                ctx.stats.unexpected += 1;
+            }
+        }
+    }
+
+    fn dispatch_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: Header,
+        pending: Pending,
+        payloads: Vec<Payload>,
+    ) {
+        match pending {
+            Pending::Init => {}
+            Pending::Auth(child) => self.auth_response(ctx, h, child, payloads),
+            Pending::CreateChild(req) => self.create_child_response(ctx, req, payloads),
+            Pending::RekeyIke(req) => self.rekey_ike_response(ctx, req, payloads),
+            Pending::DeleteChildren(spis) => self.delete_children_response(ctx, spis, payloads),
+            Pending::DeleteIke => self.die(ctx, DownReason::Terminated),
+            Pending::Dpd => {}
+        }
+    }
+
+    /// Starts queued work when no request is outstanding.
+    pub(crate) fn run_tasks(&mut self, ctx: &mut Ctx<'_>) {
+        while self.outstanding.is_none() && self.state != State::Dead {
+            if !matches!(self.state, State::Established | State::Rekeyed) {
+                return;
+            }
+            let Some(task) = self.tasks.pop_front() else {
+                return;
+            };
+            if self.state == State::Rekeyed && task != Task::DeleteIke {
+                continue;
+            }
+            match task {
+                Task::CreateChild(cfg) => self.start_create_child(ctx, cfg, None),
+                Task::RekeyChild(spi) => {
+                    if let Some(i) = self
+                        .children
+                        .iter()
+                        .position(|c| c.spi_in == spi && c.state == ChildState::Installed)
+                    {
+                        let cfg = self.children[i].cfg;
+                        self.children[i].state = ChildState::Rekeying;
+                        self.start_create_child(ctx, cfg, Some(spi));
+                    }
+                }
+                Task::RekeyIke => self.start_rekey_ike(ctx),
+                Task::DeleteChild(spi) => self.start_delete_children(ctx, vec![spi]),
+                Task::DeleteIke => {
+                    // A rekeyed SA stays "Rekeyed" so its end is not reported as down.
+                    if self.state != State::Rekeyed {
+                        self.state = State::Deleting;
+                    }
+                    let del = Payload::Delete(wire::Delete {
+                        protocol: crate::iana::protocol::IKE,
+                        spis: Vec::new(),
+                    });
+                    self.send_request(ctx, exchange::INFORMATIONAL, vec![del], Pending::DeleteIke);
+                }
+                Task::Dpd => {
+                    self.send_request(ctx, exchange::INFORMATIONAL, Vec::new(), Pending::Dpd)
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, ctx: &mut Ctx<'_>, task: Task) {
+        if !self.tasks.contains(&task) {
+            self.tasks.push_back(task);
+        }
+        self.run_tasks(ctx);
+    }
+
+    pub(crate) fn queue_create_child(&mut self, ctx: &mut Ctx<'_>, cfg: usize) {
+        self.queue(ctx, Task::CreateChild(cfg));
+    }
+
+    pub(crate) fn queue_rekey_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) {
+        self.queue(ctx, Task::RekeyChild(spi_in));
+    }
+
+    pub(crate) fn queue_delete_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) {
+        self.queue(ctx, Task::DeleteChild(spi_in));
+    }
+
+    pub(crate) fn queue_rekey_ike(&mut self, ctx: &mut Ctx<'_>) {
+        self.queue(ctx, Task::RekeyIke);
+    }
+
+    pub(crate) fn queue_dpd(&mut self, ctx: &mut Ctx<'_>) {
+        self.queue(ctx, Task::Dpd);
+    }
+
+    pub(crate) fn queue_delete_ike(&mut self, ctx: &mut Ctx<'_>) {
+        if self.is_established() {
+            // Deleting the IKE SA supersedes everything else queued (RFC 7296 1.4.1).
+            self.tasks.retain(|t| *t == Task::DeleteIke);
+            self.queue(ctx, Task::DeleteIke);
+        } else {
+            self.die(ctx, DownReason::Terminated);
+        }
+    }
+
+    /// The earliest timer of this SA.
+    pub(crate) fn next_timeout(
+        &self,
+        config: &crate::config::Config,
+        conns: &[Connection],
+    ) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        if self.is_dead() {
+            return None;
+        }
+        if let Some(o) = &self.outstanding {
+            at(o.deadline);
+        }
+        if self.state == State::InitReplied {
+            at(self.created + config.half_open_timeout);
+        }
+        if self.state == State::Established {
+            if let Some(r) = self.rekey_at {
+                at(r);
+            }
+            for c in &self.children {
+                if c.state == ChildState::Installed {
+                    if let Some(r) = c.rekey_at {
+                        at(r);
+                    }
+                }
+            }
+            if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
+                if self.outstanding.is_none() {
+                    at(self.last_heard + d);
+                }
+            }
+        }
+        t
+    }
+
+    /// Runs whatever timers are due.
+    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        if self.state == State::InitReplied && now >= self.created + ctx.config.half_open_timeout {
+            self.die(ctx, DownReason::HalfOpenExpired);
+            return;
+        }
+        if let Some(o) = self.outstanding.as_mut() {
+            if now >= o.deadline {
+                if o.tries >= ctx.config.retransmit_tries {
+                    let reason = if matches!(o.pending, Pending::Dpd) {
+                        DownReason::DpdTimeout
+                    } else {
+                        DownReason::Timeout
+                    };
+                    self.die(ctx, reason);
+                    return;
+                }
+                o.tries += 1;
+                o.deadline = now + backoff(ctx.config, o.tries);
+                ctx.stats.retransmits += 1;
+                let datagrams = o.datagrams.clone();
+                self.send(ctx, &datagrams, self.remote);
+            }
+        }
+        if self.state != State::Established {
+            return;
+        }
+        if self.rekey_at.is_some_and(|r| now >= r) {
+            self.rekey_at = None;
+            self.queue_rekey_ike(ctx);
+        }
+        let due: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| c.state == ChildState::Installed && c.rekey_at.is_some_and(|r| now >= r))
+            .map(|c| c.spi_in)
+            .collect();
+        for spi in due {
+            if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi) {
+                c.rekey_at = None;
+            }
+            self.queue_rekey_child(ctx, spi);
+        }
+        if let Some(d) = self.connection(ctx.connections).and_then(|c| c.dpd_delay) {
+            if self.outstanding.is_none() && now >= self.last_heard + d {
+                // Re-arm from now so an unanswered check is left to the retransmit
+                // schedule rather than queued again.
+                self.last_heard = now;
+                self.queue_dpd(ctx);
+            }
+        }
+    }
+
+    /// Reports a freshly spawned (rekeyed) IKE SA.
+    pub(crate) fn announce_rekey(&self, events: &mut VecDeque<Event>) {
+        if let Some(old) = self.rekeyed_from {
+            events.push_back(Event::IkeRekeyed { old, new: self.id });
+        }
+    }
+}
+
+fn is_first_fragment_or_whole(msg: &Message) -> bool {
+    match msg.payloads.last() {
+        Some(Payload::Skf(f)) => f.number == 1,
+        _ => true,
+    }
+}

@@ -1,0 +1,647 @@
+//! Every exchange run between two in-memory endpoints on a virtual clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ike::config::Config;
+use ike::endpoint::{DownReason, Event};
+use ike::iana;
+use ike::wire::Message;
+
+const IKE: &str = "aes128gcm16-prfsha256-x25519";
+const ESP: &str = "aes128gcm16";
+
+fn up(p: &mut Pair) {
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 1
+            && p.b.children.len() == 1),
+        "tunnel did not come up"
+    );
+    p.settle();
+    assert_eq!(p.a.ike_up, 1);
+    assert_eq!(p.b.ike_up, 1);
+    p.assert_children_match();
+}
+
+fn exchange_of(t: &ike::endpoint::Transmit) -> (u8, bool) {
+    let m = Message::parse(&t.data).unwrap();
+    (m.header.exchange, m.header.flags.response)
+}
+
+#[test]
+fn psk_handshake_with_every_ike_suite() {
+    for ike in [
+        "aes128gcm16-prfsha256-x25519",
+        "aes256gcm16-prfsha384-ecp256",
+        "aes128-sha256-ecp256",
+        "aes256-sha512-x25519",
+        "aes128-aesxcbc-ecp256",
+        "aes256-sha384-ecp256",
+    ] {
+        for esp in ["aes128gcm16", "aes256gcm16", "aes256gcm16-esn"] {
+            let mut p = psk_pair(ike, esp);
+            up(&mut p);
+            let c = p.a.children.values().next().unwrap();
+            let expect_len = if esp.starts_with("aes128") { 20 } else { 36 };
+            assert_eq!(c.key_in.len(), expect_len, "{ike} {esp}");
+            assert!(
+                p.a.children
+                    .values()
+                    .chain(p.b.children.values())
+                    .all(|c| !c.encap),
+                "no NAT here"
+            );
+        }
+    }
+}
+
+#[test]
+fn handshake_survives_loss_duplication_and_reordering() {
+    for (name, fate) in [
+        ("drop the first copy of every datagram", Fate::Drop),
+        ("duplicate", Fate::Duplicate),
+        ("reorder", Fate::Delay(Duration::from_millis(50))),
+    ] {
+        let mut p = psk_pair(IKE, ESP);
+        let mut seen = std::collections::HashSet::new();
+        // Retransmissions are byte-identical: each datagram suffers once, then passes.
+        p.filter = Some(Box::new(move |_, t| {
+            if seen.insert(t.data.clone()) {
+                fate
+            } else {
+                Fate::Deliver
+            }
+        }));
+        p.a.ep.initiate(p.now, "site-b", None).unwrap();
+        assert!(
+            p.run_until(Duration::from_secs(120), |p| p.a.children.len() == 1
+                && p.b.children.len() == 1),
+            "{name}"
+        );
+        p.settle();
+        p.assert_children_match();
+        assert_eq!(p.a.ike_up, 1, "{name}");
+        assert_eq!(p.b.ike_up, 1, "{name}");
+    }
+}
+
+#[test]
+fn responder_answers_retransmits_from_cache() {
+    let mut p = psk_pair(IKE, ESP);
+    // Lose the first IKE_AUTH response: a retransmits, b answers from its cache without
+    // processing the request twice.
+    p.filter = Some(Box::new(|_, t| {
+        if exchange_of(t) == (iana::exchange::IKE_AUTH, true) {
+            static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Fate::Drop;
+            }
+        }
+        Fate::Deliver
+    }));
+    up(&mut p);
+    assert_eq!(p.b.children.len(), 1, "b created the child once");
+    assert!(p.a.ep.stats().retransmits >= 1);
+}
+
+#[test]
+fn gives_up_after_retransmits() {
+    let mut p = psk_pair(IKE, ESP);
+    p.filter = Some(Box::new(|_, _| Fate::Drop));
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    assert!(p.run_until(Duration::from_secs(600), |p| !p.a.ike_down.is_empty()));
+    assert_eq!(p.a.ike_down, vec![DownReason::Timeout]);
+    let sends = p.sent;
+    assert_eq!(sends, 1 + Config::default().retransmit_tries as usize);
+}
+
+#[test]
+fn cookie_on_demand() {
+    let cfg = Config {
+        cookie_threshold: 0,
+        ..Config::default()
+    };
+    let mut p = Pair::new(cfg);
+    let base = psk_pair(IKE, ESP);
+    for c in base.a.ep.connections() {
+        p.a.ep.add_connection(c.clone());
+    }
+    for c in base.b.ep.connections() {
+        p.b.ep.add_connection(c.clone());
+    }
+    let inits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = inits.clone();
+    p.filter = Some(Box::new(move |_, t| {
+        if exchange_of(t) == (iana::exchange::IKE_SA_INIT, false) {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Fate::Deliver
+    }));
+    up(&mut p);
+    // The first IKE_SA_INIT was answered with a COOKIE only; the retry echoed it.
+    assert_eq!(inits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn invalid_ke_then_retry_with_requested_group() {
+    let mut p = Pair::new(Config::default());
+    // a guesses x25519 first; b only takes ecp256.
+    p.a.ep.add_connection(psk_conn(
+        "site-b",
+        A_IP,
+        Some(B_IP),
+        "site-a",
+        "site-b",
+        "s3cret-s3cret",
+        "aes128gcm16-prfsha256-x25519-ecp256",
+        vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
+    ));
+    p.b.ep.add_connection(psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "s3cret-s3cret",
+        "aes128gcm16-prfsha256-ecp256",
+        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
+    ));
+    up(&mut p);
+    let sa = &p.a.ep.ike_sas()[0];
+    assert_eq!(sa.suite.as_ref().unwrap().dh.id(), iana::dh::ECP_256);
+}
+
+#[test]
+fn ike_proposal_mismatch_fails_cleanly() {
+    let mut p = Pair::new(Config::default());
+    p.a.ep.add_connection(psk_conn(
+        "site-b",
+        A_IP,
+        Some(B_IP),
+        "site-a",
+        "site-b",
+        "s3cret-s3cret",
+        "aes128gcm16-prfsha256-x25519",
+        vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
+    ));
+    p.b.ep.add_connection(psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "s3cret-s3cret",
+        "aes256-sha512-ecp256",
+        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
+    ));
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    p.settle();
+    assert_eq!(p.a.ike_down, vec![DownReason::NoProposalChosen]);
+    assert!(p.b.ep.ike_sas().is_empty(), "responder kept no state");
+}
+
+#[test]
+fn esp_proposal_and_ts_mismatch_keep_ike_sa() {
+    for (esp_b, remote_b, want) in [
+        ("aes256gcm16", "10.96.1.0/24", DownReason::NoProposalChosen),
+        (ESP, "10.99.0.0/16", DownReason::TsUnacceptable),
+    ] {
+        let mut p = Pair::new(Config::default());
+        p.a.ep.add_connection(psk_conn(
+            "site-b",
+            A_IP,
+            Some(B_IP),
+            "site-a",
+            "site-b",
+            "s3cret-s3cret",
+            IKE,
+            vec![child(
+                "net",
+                &["10.96.1.0/24"],
+                &["10.96.2.0/24"],
+                "aes128gcm16",
+            )],
+        ));
+        p.b.ep.add_connection(psk_conn(
+            "site-a",
+            B_IP,
+            None,
+            "site-b",
+            "site-a",
+            "s3cret-s3cret",
+            IKE,
+            vec![child("net", &["10.96.2.0/24"], &[remote_b], esp_b)],
+        ));
+        p.a.ep.initiate(p.now, "site-b", None).unwrap();
+        p.settle();
+        assert_eq!(p.a.ike_up, 1);
+        assert!(p.a.children.is_empty());
+        let failed: Vec<&DownReason> =
+            p.a.events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ChildFailed { reason, .. } => Some(reason),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(failed, vec![&want]);
+    }
+}
+
+#[test]
+fn traffic_selectors_are_narrowed() {
+    let mut p = Pair::new(Config::default());
+    // a asks for all of 10.0.0.0/8 behind b; b allows two subnets of it. Several
+    // subnets per side, like seed 000's p2p child.
+    p.a.ep.add_connection(psk_conn(
+        "site-b",
+        A_IP,
+        Some(B_IP),
+        "site-a",
+        "site-b",
+        "s3cret-s3cret",
+        IKE,
+        vec![child("net", &["192.168.2.0/24"], &["10.0.0.0/8"], ESP)],
+    ));
+    p.b.ep.add_connection(psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "s3cret-s3cret",
+        IKE,
+        vec![child(
+            "net",
+            &["10.96.0.0/12", "10.1.0.0/24", "172.16.0.0/16"],
+            &["192.168.0.0/16"],
+            ESP,
+        )],
+    ));
+    up(&mut p);
+    let c = p.a.children.values().next().unwrap();
+    let shown: Vec<String> = c.remote_ts.iter().map(ike::ts::display).collect();
+    assert_eq!(shown, vec!["10.96.0.0/12", "10.1.0.0/24"]);
+    let shown: Vec<String> = c.local_ts.iter().map(ike::ts::display).collect();
+    assert_eq!(shown, vec!["192.168.2.0/24"]);
+}
+
+#[test]
+fn wrong_psk_is_authentication_failed_on_both_sides() {
+    let mut p = Pair::new(Config::default());
+    p.a.ep.add_connection(psk_conn(
+        "site-b",
+        A_IP,
+        Some(B_IP),
+        "site-a",
+        "site-b",
+        "the right secret",
+        IKE,
+        vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
+    ));
+    p.b.ep.add_connection(psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "the wrong secret",
+        IKE,
+        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
+    ));
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    p.settle();
+    assert!(
+        matches!(&p.b.ike_down[..], [DownReason::AuthenticationFailed(why)] if why.contains("pre-shared key")),
+        "{:?}",
+        p.b.ike_down
+    );
+    assert!(
+        matches!(&p.a.ike_down[..], [DownReason::AuthenticationFailed(_)]),
+        "{:?}",
+        p.a.ike_down
+    );
+    assert!(p.a.children.is_empty() && p.b.children.is_empty());
+}
+
+#[test]
+fn several_children_under_one_ike_sa() {
+    let mut p = Pair::new(Config::default());
+    // The p2p / n2p / p2n shape of seed 000.
+    let a_children = vec![
+        child(
+            "p2p",
+            &["192.168.2.0/24"],
+            &["10.96.0.0/12", "192.168.0.0/24", "192.168.1.0/24"],
+            ESP,
+        ),
+        child(
+            "p2n",
+            &["192.168.2.0/24"],
+            &["10.20.8.23/32", "10.20.8.24/32"],
+            ESP,
+        ),
+        child(
+            "n2p",
+            &["10.20.8.6/32"],
+            &["10.96.0.0/12", "192.168.0.0/24", "192.168.1.0/24"],
+            ESP,
+        ),
+    ];
+    let b_children = vec![
+        child(
+            "p2p",
+            &["10.96.0.0/12", "192.168.0.0/24", "192.168.1.0/24"],
+            &["192.168.2.0/24"],
+            ESP,
+        ),
+        child(
+            "n2p",
+            &["10.20.8.23/32", "10.20.8.24/32"],
+            &["192.168.2.0/24"],
+            ESP,
+        ),
+        child(
+            "p2n",
+            &["10.96.0.0/12", "192.168.0.0/24", "192.168.1.0/24"],
+            &["10.20.8.6/32"],
+            ESP,
+        ),
+    ];
+    p.a.ep.add_connection(psk_conn(
+        "cloud",
+        A_IP,
+        Some(B_IP),
+        "edge1",
+        "cloud",
+        "s3cret-s3cret",
+        IKE,
+        a_children,
+    ));
+    p.b.ep.add_connection(psk_conn(
+        "edge1",
+        B_IP,
+        None,
+        "cloud",
+        "edge1",
+        "s3cret-s3cret",
+        IKE,
+        b_children,
+    ));
+    p.a.ep.initiate(p.now, "cloud", None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 3
+            && p.b.children.len() == 3)
+    );
+    p.settle();
+    p.assert_children_match();
+    let mut names: Vec<String> = p.b.children.values().map(|c| c.child.clone()).collect();
+    names.sort();
+    assert_eq!(names, vec!["n2p", "p2n", "p2p"]);
+    assert_eq!(p.a.ep.ike_sas().len(), 1);
+}
+
+fn rekey_child(side: Side, esp: &str) {
+    let mut p = psk_pair(IKE, esp);
+    up(&mut p);
+    let old = p.node(side).child_spis()[0];
+    let now = p.now;
+    p.node(side).ep.rekey_child(now, old.0).unwrap();
+    p.settle();
+    p.assert_children_match();
+    assert_eq!(p.a.children.len(), 1);
+    let new = p.node(side).child_spis()[0];
+    assert_ne!(new, old);
+    // make-before-break: the new SA was reported up before the old one down.
+    let ev = &p.node(side).events;
+    let up_at = ev
+        .iter()
+        .position(
+            |e| matches!(e, Event::ChildUp(c) if c.spi_in == new.0 && c.rekeys == Some(old.0)),
+        )
+        .expect("ChildUp for the rekey");
+    let down_at = ev.iter().position(|e| matches!(e, Event::ChildDown { spi_in, reason: DownReason::Rekeyed, .. } if *spi_in == old.0)).expect("old child down as rekeyed");
+    assert!(up_at < down_at);
+}
+
+#[test]
+fn child_rekey_from_initiator_without_pfs() {
+    rekey_child(Side::A, "aes128gcm16");
+}
+
+#[test]
+fn child_rekey_from_responder_with_pfs() {
+    rekey_child(Side::B, "aes128gcm16-x25519");
+}
+
+#[test]
+fn child_rekey_with_pfs_from_initiator() {
+    rekey_child(Side::A, "aes256gcm16-ecp256");
+}
+
+#[test]
+fn child_rekey_on_timer() {
+    let mut p = psk_pair(IKE, ESP);
+    for node in [&mut p.a, &mut p.b] {
+        let mut c = node.ep.connections()[0].clone();
+        c.children[0].rekey_time = Duration::from_secs(3600);
+        node.ep.add_connection(c);
+    }
+    up(&mut p);
+    let first = p.a.child_spis();
+    p.run_for(Duration::from_secs(3600 + 30));
+    p.settle();
+    p.assert_children_match();
+    assert_eq!(p.a.children.len(), 1);
+    assert_ne!(p.a.child_spis(), first);
+}
+
+#[test]
+fn simultaneous_child_rekey_leaves_exactly_one_pair() {
+    for seed_order in [false, true] {
+        let mut p = psk_pair(IKE, "aes128gcm16-x25519");
+        up(&mut p);
+        let (a_in, b_in) = (p.a.child_spis()[0].0, p.b.child_spis()[0].0);
+        let now = p.now;
+        if seed_order {
+            p.b.ep.rekey_child(now, b_in).unwrap();
+            p.a.ep.rekey_child(now, a_in).unwrap();
+        } else {
+            p.a.ep.rekey_child(now, a_in).unwrap();
+            p.b.ep.rekey_child(now, b_in).unwrap();
+        }
+        p.settle();
+        p.assert_children_match();
+        assert_eq!(
+            p.a.children.len(),
+            1,
+            "collision left {:?} / {:?}",
+            p.a.child_spis(),
+            p.b.child_spis()
+        );
+        assert!(!p.a.children.contains_key(&a_in));
+    }
+}
+
+fn rekey_ike(side: Side) {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let children = p.a.child_spis();
+    let old = p.node(side).ep.ike_sas()[0].id;
+    let now = p.now;
+    p.node(side).ep.rekey_ike(now, old).unwrap();
+    p.settle();
+    for n in [&p.a, &p.b] {
+        let sas = n.ep.ike_sas();
+        assert_eq!(sas.len(), 1, "old IKE SA deleted");
+        assert_eq!(sas[0].state, "ESTABLISHED");
+        assert_eq!(sas[0].children.len(), 1, "children moved to the new IKE SA");
+        assert!(
+            n.ike_down.is_empty(),
+            "a rekey is not a down: {:?}",
+            n.ike_down
+        );
+    }
+    assert_eq!(p.a.child_spis(), children, "child SAs untouched");
+    // The new IKE SA works: rekey a child through it.
+    let now = p.now;
+    p.a.ep.rekey_child(now, children[0].0).unwrap();
+    p.settle();
+    p.assert_children_match();
+    assert_ne!(p.a.child_spis(), children);
+}
+
+#[test]
+fn ike_rekey_from_initiator() {
+    rekey_ike(Side::A);
+}
+
+#[test]
+fn ike_rekey_from_responder() {
+    rekey_ike(Side::B);
+}
+
+#[test]
+fn simultaneous_ike_rekey_leaves_one_ike_sa() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let (ia, ib) = (p.a.ep.ike_sas()[0].id, p.b.ep.ike_sas()[0].id);
+    let now = p.now;
+    p.a.ep.rekey_ike(now, ia).unwrap();
+    p.b.ep.rekey_ike(now, ib).unwrap();
+    p.settle();
+    for n in [&p.a, &p.b] {
+        let sas = n.ep.ike_sas();
+        assert_eq!(
+            sas.len(),
+            1,
+            "{:?}",
+            sas.iter()
+                .map(|s| (s.spi_i, s.spi_r, s.state))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(sas[0].children.len(), 1);
+    }
+    assert_eq!(
+        (p.a.ep.ike_sas()[0].spi_i, p.a.ep.ike_sas()[0].spi_r),
+        (p.b.ep.ike_sas()[0].spi_i, p.b.ep.ike_sas()[0].spi_r)
+    );
+    p.assert_children_match();
+}
+
+#[test]
+fn delete_child_and_ike_from_either_side() {
+    for side in [Side::A, Side::B] {
+        let mut p = psk_pair(IKE, ESP);
+        up(&mut p);
+        let spi = p.node(side).child_spis()[0].0;
+        let now = p.now;
+        p.node(side).ep.delete_child(now, spi).unwrap();
+        p.settle();
+        assert!(p.a.children.is_empty() && p.b.children.is_empty());
+        assert_eq!(p.a.ep.ike_sas().len(), 1, "IKE SA stays");
+        let now = p.now;
+        let conn = p.node(side).ep.connections()[0].name.clone();
+        p.node(side).ep.terminate(now, &conn).unwrap();
+        p.settle();
+        assert!(p.a.ep.ike_sas().is_empty() && p.b.ep.ike_sas().is_empty());
+        let other = if side == Side::A { &p.b } else { &p.a };
+        assert_eq!(other.ike_down, vec![DownReason::DeletedByPeer]);
+    }
+}
+
+#[test]
+fn dpd_detects_a_dead_peer() {
+    let mut p = psk_pair(IKE, ESP);
+    let mut c = p.a.ep.connections()[0].clone();
+    c.dpd_delay = Some(Duration::from_secs(30));
+    p.a.ep.add_connection(c);
+    up(&mut p);
+    // Liveness checks are answered while b lives.
+    p.run_for(Duration::from_secs(100));
+    assert!(p.a.ike_down.is_empty());
+    // b vanishes.
+    p.filter = Some(Box::new(|_, _| Fate::Drop));
+    assert!(p.run_until(Duration::from_secs(600), |p| !p.a.ike_down.is_empty()));
+    assert_eq!(p.a.ike_down, vec![DownReason::DpdTimeout]);
+    assert!(p.a.children.is_empty(), "children reported down");
+}
+
+#[test]
+fn nat_is_detected_and_ike_floats_to_4500() {
+    let mut p = psk_pair(IKE, ESP);
+    p.nat = Some(Nat {
+        public: "198.51.100.1".parse().unwrap(),
+        next_port: 40000,
+        map: Default::default(),
+    });
+    up(&mut p);
+    let ca = p.a.children.values().next().unwrap();
+    let cb = p.b.children.values().next().unwrap();
+    assert!(ca.encap && cb.encap);
+    assert_eq!(ca.remote.port(), 4500);
+    assert_eq!(ca.local.port(), 4500);
+    assert_eq!(cb.remote.ip().to_string(), "198.51.100.1");
+    assert_eq!(
+        cb.remote.port(),
+        40002,
+        "b sends ESP to the NAT's 4500 mapping"
+    );
+    let sa = &p.b.ep.ike_sas()[0];
+    assert_eq!(sa.nat, (false, true));
+}
+
+#[test]
+fn forced_encapsulation_without_nat() {
+    let mut p = psk_pair(IKE, ESP);
+    let mut c = p.a.ep.connections()[0].clone();
+    c.encap = true;
+    p.a.ep.add_connection(c);
+    up(&mut p);
+    assert!(p.a.children.values().all(|c| c.encap));
+    assert!(p.b.children.values().all(|c| c.encap));
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let now = p.now;
+    let local = "192.0.2.2:500".parse().unwrap();
+    let remote = "192.0.2.1:500".parse().unwrap();
+    let mut junk = vec![0u8; 28];
+    for i in 0..2000u32 {
+        let len = (i as usize * 7) % 200;
+        junk.resize(len, 0);
+        for (j, b) in junk.iter_mut().enumerate() {
+            *b = (i as usize * 31 + j * 17) as u8;
+        }
+        p.b.ep.handle(now, local, remote, &junk);
+    }
+    let s = p.b.ep.stats();
+    assert!(s.malformed + s.unknown_spi > 0);
+    p.assert_children_match();
+}
