@@ -2,3 +2,4 @@
 //! and `tun-io` together.
 
 pub mod config;
+pub mod install;
