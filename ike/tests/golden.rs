@@ -103,6 +103,24 @@ fn suite_of(d: &Path) -> IkeSuite {
     IkeSuite::from_transforms(&props[0].transforms).unwrap()
 }
 
+/// A capture's logged keys, its IKE suite, and the IKE keys we derive from its
+/// logged DH secret, nonces and SPIs.
+fn derive(d: &Path) -> (HashMap<String, Vec<u8>>, IkeSuite, IkeKeys) {
+    let k = keys(d);
+    let suite = suite_of(d);
+    let spi = |name: &str| u64::from_be_bytes(k[name].clone().try_into().unwrap());
+    let ours = IkeKeys::initial(
+        &suite,
+        &k["shared_secret"],
+        &k["ni"],
+        &k["nr"],
+        spi("spi_i"),
+        spi("spi_r"),
+    )
+    .unwrap();
+    (k, suite, ours)
+}
+
 fn open(raw: &[u8], cipher: &dyn SkCipher) -> Vec<Payload> {
     let m = Message::parse(raw).unwrap();
     wire::decrypt_message(raw, &m, cipher).unwrap()
@@ -112,21 +130,9 @@ fn open(raw: &[u8], cipher: &dyn SkCipher) -> Vec<Payload> {
 fn key_derivation_matches_charon() {
     for c in ["psk-gcm-x25519", "psk-cbc-ecp256", "ecdsa-gcm-ecp256"] {
         let d = dir(c);
-        let k = keys(&d);
-        let suite = suite_of(&d);
-        let spi_i = u64::from_be_bytes(k["spi_i"].clone().try_into().unwrap());
-        let spi_r = u64::from_be_bytes(k["spi_r"].clone().try_into().unwrap());
+        let (k, suite, ours) = derive(&d);
         let seed = crypto::skeyseed(suite.prf, &k["ni"], &k["nr"], &k["shared_secret"]);
         assert_eq!(seed.as_bytes(), k["skeyseed"].as_slice(), "{c}: SKEYSEED");
-        let ours = IkeKeys::initial(
-            &suite,
-            &k["shared_secret"],
-            &k["ni"],
-            &k["nr"],
-            spi_i,
-            spi_r,
-        )
-        .unwrap();
         for (name, got) in [
             ("sk_d", &ours.sk_d),
             ("sk_ei", &ours.sk_ei),
@@ -179,19 +185,7 @@ fn key_derivation_matches_charon() {
 fn we_open_charons_ike_auth_and_its_psk_auth_verifies() {
     for c in ["psk-gcm-x25519", "psk-cbc-ecp256"] {
         let d = dir(c);
-        let k = keys(&d);
-        let suite = suite_of(&d);
-        let spi_i = u64::from_be_bytes(k["spi_i"].clone().try_into().unwrap());
-        let spi_r = u64::from_be_bytes(k["spi_r"].clone().try_into().unwrap());
-        let ours = IkeKeys::initial(
-            &suite,
-            &k["shared_secret"],
-            &k["ni"],
-            &k["nr"],
-            spi_i,
-            spi_r,
-        )
-        .unwrap();
+        let (k, suite, ours) = derive(&d);
         // As the responder: our inbound cipher opens the initiator's IKE_AUTH.
         let (_, inbound) = ours.ciphers(&suite, false).unwrap();
         let req = open(&load(&d, "03-ike_auth-req.hex"), &inbound);
@@ -234,19 +228,7 @@ fn we_open_charons_ike_auth_and_its_psk_auth_verifies() {
 #[test]
 fn charons_fragments_reassemble_in_either_order() {
     let d = dir("rsa-frag");
-    let k = keys(&d);
-    let suite = suite_of(&d);
-    let spi_i = u64::from_be_bytes(k["spi_i"].clone().try_into().unwrap());
-    let spi_r = u64::from_be_bytes(k["spi_r"].clone().try_into().unwrap());
-    let ours = IkeKeys::initial(
-        &suite,
-        &k["shared_secret"],
-        &k["ni"],
-        &k["nr"],
-        spi_i,
-        spi_r,
-    )
-    .unwrap();
+    let (_, suite, ours) = derive(&d);
     let (_, inbound) = ours.ciphers(&suite, false).unwrap();
     let frags: Vec<Vec<u8>> = messages(&d)
         .into_iter()

@@ -212,8 +212,7 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        if let Some(n) = find_notify(&payloads, notify::AUTHENTICATION_FAILED) {
-            let _ = n;
+        if find_notify(&payloads, notify::AUTHENTICATION_FAILED).is_some() {
             self.die(
                 ctx,
                 DownReason::AuthenticationFailed("the peer rejected our authentication".into()),

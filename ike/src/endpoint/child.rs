@@ -252,7 +252,7 @@ impl ChildSa {
                     }));
                     Some(s)
                 }
-                (Some(g), _) => return Err(invalid_ke(g)),
+                (Some(_), _) => return Err(notify::INVALID_KE_PAYLOAD),
                 (None, _) => None,
             };
             (ni, nr, shared)
@@ -296,11 +296,6 @@ impl ChildSa {
         });
         Ok((out, c, info))
     }
-}
-
-/// INVALID_KE_PAYLOAD carries the wanted group; the caller builds the notify data.
-fn invalid_ke(_group: u16) -> u16 {
-    notify::INVALID_KE_PAYLOAD
 }
 
 impl IkeSa {
@@ -763,9 +758,8 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        if let Some(n) = error_notify(&payloads) {
+        if error_notify(&payloads).is_some() {
             // TEMPORARY_FAILURE, NO_PROPOSAL_CHOSEN, ...: keep the old SA, retry later.
-            let _ = n;
             self.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
             return;
         }

@@ -171,31 +171,67 @@ impl Ctx<'_> {
     }
 }
 
-/// The IKEv2 endpoint: all IKE SAs of one daemon.
-pub struct Endpoint {
+/// Everything the IKE SAs share: configuration, randomness, output queues, counters.
+struct Shared {
     config: Config,
     connections: Vec<Connection>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: Box<dyn Rng + Send>,
+    clock_anchor: (Instant, SystemTime),
+    stats: Stats,
+}
+
+impl Shared {
+    fn unix_time(&self, now: Instant) -> u64 {
+        let (i, s) = self.clock_anchor;
+        let t = if now >= i {
+            s + (now - i)
+        } else {
+            s - (i - now)
+        };
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// The context a handler runs in at `now`.
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            unix_now: self.unix_time(now),
+            config: &self.config,
+            connections: &self.connections,
+            rng: &mut *self.rng,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            spawned: Vec::new(),
+            moves: Vec::new(),
+            next_id: &mut self.next_id,
+        }
+    }
+}
+
+/// The IKEv2 endpoint: all IKE SAs of one daemon.
+pub struct Endpoint {
+    shared: Shared,
     sas: HashMap<IkeSaId, IkeSa>,
     /// Our IKE SPI -> SA.
     by_spi: HashMap<u64, IkeSaId>,
     /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
     /// IKE_SA_INIT requests (RFC 7296 2.1).
     half_open: HashMap<(SocketAddr, u64), IkeSaId>,
-    next_id: u64,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
-    rng: Box<dyn Rng + Send>,
     cookie_secret: [u8; 32],
-    clock_anchor: (Instant, SystemTime),
-    stats: Stats,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
-            .field("connections", &self.connections.len())
+            .field("connections", &self.shared.connections.len())
             .field("ike_sas", &self.sas.len())
-            .field("stats", &self.stats)
+            .field("stats", &self.shared.stats)
             .finish()
     }
 }
@@ -211,38 +247,45 @@ impl Endpoint {
         let mut cookie_secret = [0u8; 32];
         rng.fill(&mut cookie_secret);
         Endpoint {
-            config,
-            connections: Vec::new(),
+            shared: Shared {
+                config,
+                connections: Vec::new(),
+                next_id: 1,
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                rng,
+                clock_anchor,
+                stats: Stats::default(),
+            },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
-            next_id: 1,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            rng,
             cookie_secret,
-            clock_anchor,
-            stats: Stats::default(),
         }
     }
 
     /// Adds a connection definition; a later one with the same name replaces it.
     pub fn add_connection(&mut self, conn: Connection) {
-        if let Some(c) = self.connections.iter_mut().find(|c| c.name == conn.name) {
+        if let Some(c) = self
+            .shared
+            .connections
+            .iter_mut()
+            .find(|c| c.name == conn.name)
+        {
             *c = conn;
         } else {
-            self.connections.push(conn);
+            self.shared.connections.push(conn);
         }
     }
 
     /// The configured connections.
     pub fn connections(&self) -> &[Connection] {
-        &self.connections
+        &self.shared.connections
     }
 
     /// Drop counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.shared.stats
     }
 
     /// A snapshot of every IKE SA, for status output.
@@ -250,22 +293,10 @@ impl Endpoint {
         let mut v: Vec<IkeSaInfo> = self
             .sas
             .values()
-            .map(|sa| sa.info(&self.connections))
+            .map(|sa| sa.info(&self.shared.connections))
             .collect();
         v.sort_by_key(|i| i.id);
         v
-    }
-
-    fn unix_time(&self, now: Instant) -> u64 {
-        let (i, s) = self.clock_anchor;
-        let t = if now >= i {
-            s + (now - i)
-        } else {
-            s - (i - now)
-        };
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
     }
 
     fn with_sa<R>(
@@ -274,21 +305,8 @@ impl Endpoint {
         id: IkeSaId,
         f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
-        let unix_now = self.unix_time(now);
         let sa = self.sas.get_mut(&id)?;
-        let mut ctx = Ctx {
-            now,
-            unix_now,
-            config: &self.config,
-            connections: &self.connections,
-            rng: &mut *self.rng,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            spawned: Vec::new(),
-            moves: Vec::new(),
-            next_id: &mut self.next_id,
-        };
+        let mut ctx = self.shared.ctx(now);
         let r = f(sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let moves = std::mem::take(&mut ctx.moves);
@@ -323,7 +341,7 @@ impl Endpoint {
         }
         let mut kick = Vec::new();
         for new in spawned {
-            new.announce_rekey(&mut self.events);
+            new.announce_rekey(&mut self.shared.events);
             self.by_spi.insert(new.our_spi(), new.id);
             if !new.tasks.is_empty() {
                 kick.push(new.id);
@@ -350,7 +368,7 @@ impl Endpoint {
     /// already stripped when it came in on the NAT-T port).
     pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
         if let Err(d) = self.handle_inner(now, local, remote, data) {
-            self.stats.count(d);
+            self.shared.stats.count(d);
         }
     }
 
@@ -391,29 +409,16 @@ impl Endpoint {
                 .with_sa(now, id, |sa, ctx| sa.retransmit_init_response(ctx, data))
                 .unwrap_or(Err(Dropped::Unexpected));
         }
-        if self.half_open.len() >= self.config.max_half_open
-            || self.sas.len() >= self.config.max_ike_sas
+        if self.half_open.len() >= self.shared.config.max_half_open
+            || self.sas.len() >= self.shared.config.max_ike_sas
         {
             return Err(Dropped::Overloaded);
         }
-        let unix_now = self.unix_time(now);
-        let half_open = self.half_open.len();
-        let mut ctx = Ctx {
-            now,
-            unix_now,
-            config: &self.config,
-            connections: &self.connections,
-            rng: &mut *self.rng,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            spawned: Vec::new(),
-            moves: Vec::new(),
-            next_id: &mut self.next_id,
-        };
+        let required = self.half_open.len() >= self.shared.config.cookie_threshold;
+        let mut ctx = self.shared.ctx(now);
         let cookie = init::CookieJar {
             secret: &self.cookie_secret,
-            required: half_open >= self.config.cookie_threshold,
+            required,
         };
         let sa = IkeSa::respond_init(&mut ctx, &cookie, local, remote, data, &msg)?;
         let Some(mut sa) = sa else { return Ok(()) };
@@ -427,19 +432,19 @@ impl Endpoint {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.shared.transmits.pop_front()
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.shared.events.pop_front()
     }
 
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sas
             .values()
-            .filter_map(|sa| sa.next_timeout(&self.config, &self.connections))
+            .filter_map(|sa| sa.next_timeout(&self.shared.config, &self.shared.connections))
             .min()
     }
 
@@ -450,7 +455,7 @@ impl Endpoint {
             .sas
             .iter()
             .filter(|(_, sa)| {
-                sa.next_timeout(&self.config, &self.connections)
+                sa.next_timeout(&self.shared.config, &self.shared.connections)
                     .is_some_and(|t| t <= now)
             })
             .map(|(id, _)| *id)
@@ -469,11 +474,12 @@ impl Endpoint {
         child: Option<&str>,
     ) -> Result<IkeSaId, CommandError> {
         let ci = self
+            .shared
             .connections
             .iter()
             .position(|c| c.name == conn)
             .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
-        let c = &self.connections[ci];
+        let c = &self.shared.connections[ci];
         let children: Vec<usize> = match child {
             Some(name) => vec![c
                 .children
@@ -503,7 +509,7 @@ impl Endpoint {
             .remote_addrs
             .first()
             .ok_or_else(|| CommandError::NoRemoteAddress(conn.to_string()))?;
-        if self.sas.len() >= self.config.max_ike_sas {
+        if self.sas.len() >= self.shared.config.max_ike_sas {
             return Err(CommandError::TooManySas);
         }
         let local_ip = c
@@ -515,22 +521,9 @@ impl Endpoint {
             } else {
                 std::net::IpAddr::from([0u16; 8])
             });
-        let local = SocketAddr::new(local_ip, self.config.port);
+        let local = SocketAddr::new(local_ip, self.shared.config.port);
         let remote = SocketAddr::new(remote_ip, c.remote_port);
-        let unix_now = self.unix_time(now);
-        let mut ctx = Ctx {
-            now,
-            unix_now,
-            config: &self.config,
-            connections: &self.connections,
-            rng: &mut *self.rng,
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            spawned: Vec::new(),
-            moves: Vec::new(),
-            next_id: &mut self.next_id,
-        };
+        let mut ctx = self.shared.ctx(now);
         let id = ctx.alloc_id();
         let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
         self.by_spi.insert(sa.our_spi(), id);
@@ -541,6 +534,7 @@ impl Endpoint {
     /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), CommandError> {
         let ci = self
+            .shared
             .connections
             .iter()
             .position(|c| c.name == conn)
