@@ -24,10 +24,10 @@ pub struct PrivateKey(Inner);
 enum Inner {
     /// The same P-256 key for RFC 4754 (r || s) and RFC 7427 (DER) signatures.
     Ecdsa {
-        fixed: EcdsaKeyPair,
-        asn1: EcdsaKeyPair,
+        fixed: Box<EcdsaKeyPair>,
+        asn1: Box<EcdsaKeyPair>,
     },
-    Rsa(RsaKeyPair),
+    Rsa(Box<RsaKeyPair>),
 }
 
 impl PrivateKey {
@@ -58,16 +58,19 @@ impl PrivateKey {
             ec(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
             ec(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
         ) {
-            return Ok(PrivateKey(Inner::Ecdsa { fixed, asn1 }));
+            return Ok(PrivateKey(Inner::Ecdsa {
+                fixed: Box::new(fixed),
+                asn1: Box::new(asn1),
+            }));
         }
         RsaKeyPair::from_pkcs8(der)
-            .map(|k| PrivateKey(Inner::Rsa(k)))
+            .map(|k| PrivateKey(Inner::Rsa(Box::new(k))))
             .map_err(|e| Error::InvalidKey(format!("PKCS#8: {e}")))
     }
 
     fn from_pkcs1(der: &[u8]) -> Result<PrivateKey, Error> {
         RsaKeyPair::from_der(der)
-            .map(|k| PrivateKey(Inner::Rsa(k)))
+            .map(|k| PrivateKey(Inner::Rsa(Box::new(k))))
             .map_err(|e| Error::InvalidKey(format!("PKCS#1: {e}")))
     }
 
