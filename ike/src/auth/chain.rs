@@ -110,6 +110,14 @@ pub struct TrustStore {
     anchors: Vec<Parsed>,
 }
 
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.anchors.iter().map(|a| a.subject.to_string()))
+            .finish()
+    }
+}
+
 impl TrustStore {
     /// A store of every CERTIFICATE block in `pem`.
     pub fn from_pem(pem: &[u8]) -> Result<TrustStore, Error> {
@@ -200,6 +208,7 @@ impl TrustStore {
 }
 
 /// A peer certificate that chained up to a trusted CA.
+#[derive(Debug)]
 pub struct VerifiedPeer {
     subject: Dn,
     alt_names: Vec<GeneralName>,

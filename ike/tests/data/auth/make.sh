@@ -50,7 +50,14 @@ pki --gen --type ecdsa --size 256 --outform pem >rogue.key
 valid --issue --in rogue.key --type priv --cacert rogue-ca.crt --cakey rogue-ca.key \
     --dn "C=CN, O=Local Cluster, CN=edge1" --san edge1 >rogue.crt
 
-# Issued by edge2, which is no CA.
+# Issued by edge2, which is no CA (pki refuses that, openssl ca does not).
 pki --gen --type ecdsa --size 256 --outform pem >under-ee.key
-valid --issue --in under-ee.key --type priv --cacert edge2.crt --cakey edge2.key \
-    --dn "CN=under-ee" >under-ee.crt
+ca=$(mktemp -d)
+trap 'rm -rf "$conf" "$ca"' EXIT
+: >"$ca/index.txt"
+echo 01 >"$ca/serial"
+printf '[ca]\ndefault_ca=x\n[x]\ndatabase=%s/index.txt\nnew_certs_dir=%s\nserial=%s/serial\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' \
+    "$ca" "$ca" "$ca" >"$ca/ca.cnf"
+openssl req -new -key under-ee.key -subj "/CN=under-ee" -out "$ca/req.csr"
+openssl ca -batch -notext -config "$ca/ca.cnf" -cert edge2.crt -keyfile edge2.key \
+    -startdate 20260101000000Z -enddate 20460101000000Z -in "$ca/req.csr" -out under-ee.crt 2>/dev/null
