@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::endpoint::authn::{Identity, PrivateKey, TrustStore};
+pub use crate::auth::{Identity, PrivateKey, TrustStore};
 use crate::proposal::ProposalSet;
 use crate::wire::TrafficSelector;
 

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 
-use super::authn::{self as auth, Identity};
+use super::authn as auth;
 use super::child::{ChildRequest, ChildSa};
 use super::event::{DownReason, Event};
 use super::init::{error_notify, find_notify, notify_payload};
 use super::sa::{IkeSa, Pending, State, Task};
 use super::Ctx;
+use crate::auth::Identity;
 use crate::config::{Connection, LocalAuth, RemoteAuth};
 use crate::iana::{exchange, notify};
 use crate::wire::{Authentication, Certificate, Header, Identification, Payload};

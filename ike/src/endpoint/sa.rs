@@ -5,12 +5,12 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::authn::Identity;
 use super::child::{ChildSa, ChildState};
 use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
 use super::keys::Dh;
 use super::keys::IkeKeys;
 use super::{backoff, Ctx, Dropped, IkeSaId};
+use crate::auth::Identity;
 use crate::config::Connection;
 use crate::iana::{exchange, payload};
 use crate::nat::NatState;

@@ -1,0 +1,129 @@
+//! Our signing key and the AUTH payloads it produces (RFC 7296 2.15, RFC 4754,
+//! RFC 7427).
+
+use ring::rand::SystemRandom;
+use ring::signature::{self as sig, EcdsaKeyPair, RsaKeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+use super::asn1::{self, tag};
+use super::sigalg::{ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA};
+use super::Error;
+use crate::iana::{auth, hash};
+use crate::wire::Authentication;
+
+/// id-ecPublicKey and prime256v1, DER, for wrapping SEC1 keys into PKCS#8.
+const EC_P256_ALG_ID: &[u8] = &[
+    0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+    0xce, 0x3d, 0x03, 0x01, 0x07,
+];
+
+/// A signing key for certificate authentication: ECDSA P-256 or RSA.
+pub struct PrivateKey(Inner);
+
+enum Inner {
+    /// The same P-256 key for RFC 4754 (r || s) and RFC 7427 (DER) signatures.
+    Ecdsa {
+        fixed: Box<EcdsaKeyPair>,
+        asn1: Box<EcdsaKeyPair>,
+    },
+    Rsa(Box<RsaKeyPair>),
+}
+
+impl PrivateKey {
+    /// Loads a PEM key: PKCS#8 "PRIVATE KEY", PKCS#1 "RSA PRIVATE KEY" or SEC1 "EC
+    /// PRIVATE KEY".
+    pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, Error> {
+        match PrivateKeyDer::from_pem_slice(pem) {
+            Ok(PrivateKeyDer::Pkcs8(k)) => PrivateKey::from_pkcs8(k.secret_pkcs8_der()),
+            Ok(PrivateKeyDer::Pkcs1(k)) => PrivateKey::from_pkcs1(k.secret_pkcs1_der()),
+            Ok(PrivateKeyDer::Sec1(k)) => PrivateKey::from_sec1(k.secret_sec1_der()),
+            Ok(_) => Err(Error::InvalidKey("unknown PEM key type".into())),
+            Err(e) => Err(Error::InvalidKey(format!("PEM: {e}"))),
+        }
+    }
+
+    /// Loads a DER key in PKCS#8, PKCS#1 (RSA) or SEC1 (P-256) form.
+    pub fn from_der(der: &[u8]) -> Result<PrivateKey, Error> {
+        PrivateKey::from_pkcs8(der)
+            .or_else(|_| PrivateKey::from_pkcs1(der))
+            .or_else(|_| PrivateKey::from_sec1(der))
+            .map_err(|_| Error::InvalidKey("neither PKCS#8, PKCS#1 nor SEC1 P-256".into()))
+    }
+
+    fn from_pkcs8(der: &[u8]) -> Result<PrivateKey, Error> {
+        let rng = SystemRandom::new();
+        let ec = |alg| EcdsaKeyPair::from_pkcs8(alg, der, &rng);
+        if let (Ok(fixed), Ok(asn1)) = (
+            ec(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
+            ec(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+        ) {
+            return Ok(PrivateKey(Inner::Ecdsa {
+                fixed: Box::new(fixed),
+                asn1: Box::new(asn1),
+            }));
+        }
+        RsaKeyPair::from_pkcs8(der)
+            .map(|k| PrivateKey(Inner::Rsa(Box::new(k))))
+            .map_err(|e| Error::InvalidKey(format!("PKCS#8: {e}")))
+    }
+
+    fn from_pkcs1(der: &[u8]) -> Result<PrivateKey, Error> {
+        RsaKeyPair::from_der(der)
+            .map(|k| PrivateKey(Inner::Rsa(Box::new(k))))
+            .map_err(|e| Error::InvalidKey(format!("PKCS#1: {e}")))
+    }
+
+    /// RFC 5915 ECPrivateKey, wrapped into a PKCS#8 PrivateKeyInfo for ring.
+    fn from_sec1(der: &[u8]) -> Result<PrivateKey, Error> {
+        let mut info = asn1::encode(tag::INTEGER, &[0]);
+        info.extend_from_slice(EC_P256_ALG_ID);
+        info.extend(asn1::encode(tag::OCTET_STRING, der));
+        PrivateKey::from_pkcs8(&asn1::encode(tag::SEQUENCE, &info))
+    }
+
+    /// Signs `octets` into an AUTH payload: RFC 7427 (SHA-256) when the peer sent
+    /// SIGNATURE_HASH_ALGORITHMS with SHA2-256, else RFC 4754 for ECDSA.
+    pub fn sign_auth(&self, peer_hashes: &[u16], octets: &[u8]) -> Result<Authentication, Error> {
+        let rng = SystemRandom::new();
+        let failed = |_| Error::InvalidKey("signing failed".into());
+        let rfc7427 = peer_hashes.contains(&hash::SHA2_256);
+        match &self.0 {
+            Inner::Ecdsa { fixed, asn1 } => {
+                if rfc7427 {
+                    let s = asn1.sign(&rng, octets).map_err(failed)?;
+                    Ok(digital_signature(ALG_ID_ECDSA_SHA256, s.as_ref()))
+                } else {
+                    let s = fixed.sign(&rng, octets).map_err(failed)?;
+                    Ok(Authentication {
+                        method: auth::ECDSA_SHA256_P256,
+                        data: s.as_ref().to_vec(),
+                    })
+                }
+            }
+            Inner::Rsa(k) => {
+                // Method 1 would need SHA-1 signatures, which ring does not make.
+                if !rfc7427 {
+                    return Err(Error::NoSignatureHashes);
+                }
+                let mut s = vec![0; k.public().modulus_len()];
+                k.sign(&sig::RSA_PKCS1_SHA256, &rng, octets, &mut s)
+                    .map_err(failed)?;
+                Ok(digital_signature(ALG_ID_SHA256_RSA, &s))
+            }
+        }
+    }
+}
+
+/// RFC 7427 3: length of the AlgorithmIdentifier, the AlgorithmIdentifier, the
+/// signature.
+fn digital_signature(alg_id: &[u8], signature: &[u8]) -> Authentication {
+    let mut data = Vec::with_capacity(1 + alg_id.len() + signature.len());
+    data.push(alg_id.len() as u8);
+    data.extend_from_slice(alg_id);
+    data.extend_from_slice(signature);
+    Authentication {
+        method: auth::DIGITAL_SIGNATURE,
+        data,
+    }
+}

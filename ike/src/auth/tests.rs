@@ -1,0 +1,325 @@
+//! Identities, keys, signatures and chains against the pki-generated fixtures in
+//! tests/data/auth (see make.sh there).
+
+use der::{Decode, Encode};
+use ring::rand::SystemRandom;
+use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivatePkcs1KeyDer;
+
+use super::sigalg::{Hash, SigAlg, ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA};
+use super::*;
+use crate::iana::{auth, hash, id};
+use crate::wire::{Authentication, Identification};
+
+/// The test harness's wall clock, 2026-11-01.
+const NOW: u64 = 1_793_491_200;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../tests/data/auth/", $name)).as_slice()
+    };
+}
+
+fn cert(pem: &[u8]) -> Vec<u8> {
+    load_certs_pem(pem).unwrap().remove(0)
+}
+
+fn ecdsa_ca() -> TrustStore {
+    TrustStore::from_pem(fixture!("ecdsa-ca.crt")).unwrap()
+}
+
+fn rsa_ca() -> TrustStore {
+    TrustStore::from_pem(fixture!("rsa-ca.crt")).unwrap()
+}
+
+fn edge1() -> VerifiedPeer {
+    ecdsa_ca()
+        .verify_chain(&cert(fixture!("edge1.crt")), &[], NOW)
+        .unwrap()
+}
+
+fn cloud() -> VerifiedPeer {
+    let int = cert(fixture!("rsa-int.crt"));
+    rsa_ca()
+        .verify_chain(&cert(fixture!("cloud-connector.crt")), &[&int], NOW)
+        .unwrap()
+}
+
+fn id(s: &str) -> Identity {
+    Identity::parse(s).unwrap()
+}
+
+#[test]
+fn dn_parse_display_and_der_round_trip() {
+    let s = "C=CN, O=Local Cluster, CN=edge1";
+    let dn = id(s);
+    assert_eq!(dn.to_string(), s);
+    let wire = dn.to_wire();
+    assert_eq!(wire.id_type, id::DER_ASN1_DN);
+    // C as PrintableString, the rest as UTF8String.
+    let d = &wire.data;
+    assert_eq!(&d[..2], &[0x30, d.len() as u8 - 2]);
+    assert!(d.windows(5).any(|w| w == [0x55, 0x04, 0x06, 0x13, 0x02]));
+    assert!(d.windows(5).any(|w| w == [0x55, 0x04, 0x03, 0x0c, 0x05]));
+    let back = Identity::from_wire(&wire).unwrap();
+    assert_eq!(back, dn);
+    assert_eq!(back.to_string(), s);
+    assert_eq!(id("/C=CN/O=Local Cluster/CN=edge1"), dn);
+    assert_eq!(
+        id("E=ops@example.org, DC=example, serialNumber=7, OU=x, L=y, ST=z").to_string(),
+        "E=ops@example.org, DC=example, serialNumber=7, OU=x, L=y, ST=z"
+    );
+    assert!(Identity::parse("C=CN, Foo=bar").is_err());
+    assert!(Identity::from_wire(&Identification {
+        id_type: id::DER_ASN1_DN,
+        data: vec![0x30, 0x05, 0x31],
+    })
+    .is_err());
+}
+
+#[test]
+fn dn_matches_semantically() {
+    // pki encodes every attribute as PrintableString; we encode UTF8String.
+    let der = cert(fixture!("edge1.crt"));
+    let c = x509_cert::Certificate::from_der(&der).unwrap();
+    let subject = Identity::from_wire(&Identification {
+        id_type: id::DER_ASN1_DN,
+        data: c.tbs_certificate.subject.to_der().unwrap(),
+    })
+    .unwrap();
+    let configured = id("C=CN, O=Local Cluster, CN=edge1");
+    assert_ne!(subject, configured, "different string types");
+    assert!(configured.matches(&subject));
+    assert!(id("C=CN, O=Local Cluster, CN=*").matches(&subject));
+    assert!(!id("C=CN, O=Local Cluster, CN=edge2").matches(&subject));
+    assert!(!id("O=Local Cluster, CN=edge1").matches(&subject));
+    assert!(!id("C=CN, CN=Local Cluster, O=edge1").matches(&subject));
+    assert!(id("%any").matches(&subject));
+    assert!(edge1().matches_id(&configured));
+    assert!(!edge1().matches_id(&id("CN=edge1")));
+}
+
+#[test]
+fn identity_kinds() {
+    for (s, t, shown) in [
+        ("192.0.2.1", id::IPV4_ADDR, "192.0.2.1"),
+        ("2001:db8::1", id::IPV6_ADDR, "2001:db8::1"),
+        ("@edge1", id::FQDN, "edge1"),
+        ("edge1.example", id::FQDN, "edge1.example"),
+        ("ops@example.org", id::RFC822_ADDR, "ops@example.org"),
+        ("@#0102ab", id::KEY_ID, "@#0102ab"),
+    ] {
+        let i = id(s);
+        assert_eq!(i.to_wire().id_type, t, "{s}");
+        assert_eq!(i.to_string(), shown);
+        assert_eq!(Identity::from_wire(&i.to_wire()).unwrap(), i);
+    }
+    assert!(id("%any").is_any());
+    assert!(id("EDGE1").matches(&id("edge1")));
+    assert!(!id("192.0.2.1").matches(&id("192.0.2.2")));
+    assert!(Identity::parse("@#abc").is_err());
+    assert!(Identity::parse("").is_err());
+    assert!(Identity::from_wire(&Identification {
+        id_type: id::IPV4_ADDR,
+        data: vec![1, 2, 3],
+    })
+    .is_err());
+}
+
+#[test]
+fn subject_alt_names_match() {
+    let p = edge1();
+    for ok in ["edge1", "@EDGE1", "edge1@local.cluster", "192.0.2.1"] {
+        assert!(p.matches_id(&id(ok)), "{ok}");
+    }
+    for bad in ["edge2", "edge1@other", "192.0.2.9", "2001:db8::1", "@#01"] {
+        assert!(!p.matches_id(&id(bad)), "{bad}");
+    }
+}
+
+#[test]
+fn keys_load_in_every_format() {
+    for pem in [
+        fixture!("edge1.key"),
+        fixture!("edge2.key"),
+        fixture!("cloud-connector.key"),
+        fixture!("cloud-connector.pkcs8.key"),
+    ] {
+        PrivateKey::from_pem(pem).unwrap();
+    }
+    let pkcs1 = PrivatePkcs1KeyDer::from_pem_slice(fixture!("cloud-connector.key")).unwrap();
+    PrivateKey::from_der(pkcs1.secret_pkcs1_der()).unwrap();
+    assert!(PrivateKey::from_pem(fixture!("edge1.crt")).is_err());
+    assert!(PrivateKey::from_der(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
+}
+
+fn tamper(a: &Authentication) -> Authentication {
+    let mut t = a.clone();
+    if let Some(b) = t.data.last_mut() {
+        *b ^= 1;
+    }
+    t
+}
+
+#[test]
+fn ecdsa_sign_verify() {
+    let key = PrivateKey::from_pem(fixture!("edge1.key")).unwrap();
+    let peer = edge1();
+    let a9 = key.sign_auth(&[], b"octets").unwrap();
+    assert_eq!((a9.method, a9.data.len()), (auth::ECDSA_SHA256_P256, 64));
+    let a14 = key.sign_auth(&[hash::SHA2_256], b"octets").unwrap();
+    assert_eq!(a14.method, auth::DIGITAL_SIGNATURE);
+    assert_eq!(&a14.data[1..13], ALG_ID_ECDSA_SHA256);
+    for a in [&a9, &a14] {
+        peer.verify_auth(a, b"octets").unwrap();
+        assert!(matches!(
+            peer.verify_auth(a, b"other"),
+            Err(Error::BadSignature(_))
+        ));
+        assert!(matches!(
+            peer.verify_auth(&tamper(a), b"octets"),
+            Err(Error::BadSignature(_))
+        ));
+    }
+    // Another key's signature.
+    let other = PrivateKey::from_pem(fixture!("edge2.key")).unwrap();
+    assert!(peer
+        .verify_auth(&other.sign_auth(&[], b"octets").unwrap(), b"octets")
+        .is_err());
+}
+
+#[test]
+fn rsa_sign_verify() {
+    let key = PrivateKey::from_pem(fixture!("cloud-connector.key")).unwrap();
+    let peer = cloud();
+    assert_eq!(
+        key.sign_auth(&[], b"x").unwrap_err(),
+        Error::NoSignatureHashes
+    );
+    let a = key
+        .sign_auth(&[hash::SHA2_512, hash::SHA2_256], b"octets")
+        .unwrap();
+    assert_eq!(a.method, auth::DIGITAL_SIGNATURE);
+    assert_eq!(&a.data[1..16], ALG_ID_SHA256_RSA);
+    assert_eq!(a.data.len(), 16 + 384);
+    peer.verify_auth(&a, b"octets").unwrap();
+    assert!(peer.verify_auth(&tamper(&a), b"octets").is_err());
+    // An ECDSA AUTH against an RSA certificate.
+    let ec = PrivateKey::from_pem(fixture!("edge1.key")).unwrap();
+    let e = peer.verify_auth(&ec.sign_auth(&[], b"octets").unwrap(), b"octets");
+    assert!(matches!(e, Err(Error::UnsupportedAlgorithm(_))));
+    // Method 1 (SHA-1) goes through ring's legacy verifier.
+    let m1 = Authentication {
+        method: auth::RSA_SIGNATURE,
+        data: vec![0; 384],
+    };
+    assert!(matches!(
+        peer.verify_auth(&m1, b"octets"),
+        Err(Error::BadSignature(_))
+    ));
+}
+
+#[test]
+fn rfc7427_rsassa_pss() {
+    // The PSS AlgorithmIdentifier (SHA-256, MGF1-SHA-256, salt 32) from a certificate.
+    let der = cert(fixture!("cloud-connector.crt"));
+    let c = x509_cert::Certificate::from_der(&der).unwrap();
+    let alg_id = c.signature_algorithm.to_der().unwrap();
+    assert_eq!(
+        SigAlg::from_der(&alg_id).unwrap(),
+        SigAlg::RsaPss(Hash::Sha256)
+    );
+    let pkcs1 = PrivatePkcs1KeyDer::from_pem_slice(fixture!("cloud-connector.key")).unwrap();
+    let k = RsaKeyPair::from_der(pkcs1.secret_pkcs1_der()).unwrap();
+    let mut sig = vec![0; k.public().modulus_len()];
+    k.sign(&RSA_PSS_SHA256, &SystemRandom::new(), b"octets", &mut sig)
+        .unwrap();
+    let mut data = vec![alg_id.len() as u8];
+    data.extend(&alg_id);
+    data.extend(&sig);
+    let a = Authentication {
+        method: auth::DIGITAL_SIGNATURE,
+        data,
+    };
+    cloud().verify_auth(&a, b"octets").unwrap();
+    assert!(cloud().verify_auth(&tamper(&a), b"octets").is_err());
+}
+
+#[test]
+fn rfc7427_algorithm_identifiers() {
+    assert_eq!(
+        SigAlg::from_der(ALG_ID_SHA256_RSA).unwrap(),
+        SigAlg::RsaPkcs1(Hash::Sha256)
+    );
+    assert_eq!(
+        SigAlg::from_der(ALG_ID_ECDSA_SHA256).unwrap(),
+        SigAlg::Ecdsa(Hash::Sha256)
+    );
+    // sha1WithRSAEncryption is refused.
+    let sha1 = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00,
+    ];
+    assert!(matches!(
+        SigAlg::from_der(&sha1),
+        Err(Error::UnsupportedAlgorithm(_))
+    ));
+    let peer = edge1();
+    for data in [vec![], vec![200, 1, 2], vec![3, 0x30, 0x01, 0x00, 9, 9]] {
+        let a = Authentication {
+            method: auth::DIGITAL_SIGNATURE,
+            data,
+        };
+        assert!(peer.verify_auth(&a, b"octets").is_err());
+    }
+}
+
+#[test]
+fn chains_verify() {
+    // Intermediates in any order, with the root sent along.
+    let ee = cert(fixture!("cloud-connector.crt"));
+    let int = cert(fixture!("rsa-int.crt"));
+    let root = cert(fixture!("rsa-ca.crt"));
+    let both = TrustStore::from_der(vec![root.clone(), cert(fixture!("ecdsa-ca.crt"))]).unwrap();
+    both.verify_chain(&ee, &[&root, &int], NOW).unwrap();
+    both.verify_chain(&ee, &[&int, &root], NOW).unwrap();
+    let req = both.certreq().unwrap();
+    assert_eq!((req.encoding, req.data.len()), (4, 40));
+    assert!(TrustStore::default().certreq().is_none());
+}
+
+#[test]
+fn chain_errors() {
+    let ecdsa = ecdsa_ca();
+    let e = ecdsa.verify_chain(&cert(fixture!("expired.crt")), &[], NOW);
+    assert!(matches!(e, Err(Error::Expired { .. })), "{e:?}");
+    let e = ecdsa.verify_chain(&cert(fixture!("edge1.crt")), &[], 1_700_000_000);
+    assert!(matches!(e, Err(Error::NotYetValid { .. })), "{e:?}");
+    let ee = cert(fixture!("cloud-connector.crt"));
+    let e = ecdsa.verify_chain(&ee, &[], NOW);
+    assert!(matches!(e, Err(Error::UnknownIssuer { .. })), "{e:?}");
+    let e = rsa_ca().verify_chain(&ee, &[], NOW);
+    assert!(matches!(e, Err(Error::UnknownIssuer { .. })), "{e:?}");
+    // Same issuer name, different key.
+    let e = ecdsa.verify_chain(&cert(fixture!("rogue.crt")), &[], NOW);
+    assert!(matches!(e, Err(Error::BadSignature(_))), "{e:?}");
+    let edge2 = cert(fixture!("edge2.crt"));
+    let e = ecdsa.verify_chain(&cert(fixture!("under-ee.crt")), &[&edge2], NOW);
+    assert!(matches!(e, Err(Error::NotACa { .. })), "{e:?}");
+    let e = ecdsa.verify_chain(&[0x30, 0x00], &[], NOW);
+    assert!(matches!(e, Err(Error::Malformed(_))), "{e:?}");
+}
+
+#[test]
+fn malformed_certificates_never_panic() {
+    let der = cert(fixture!("edge1.crt"));
+    let store = ecdsa_ca();
+    for n in 0..der.len() {
+        assert!(store.verify_chain(&der[..n], &[], NOW).is_err());
+        let mut flipped = der.clone();
+        flipped[n] ^= 0x55;
+        let _ = store.verify_chain(&flipped, &[], NOW);
+    }
+    assert!(load_certs_pem(b"garbage").is_err());
+    assert!(TrustStore::from_der(vec![vec![1, 2, 3]]).is_err());
+}
