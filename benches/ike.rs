@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ike::auth::{load_certs_pem, PrivateKey, TrustStore};
 use ike::config::{ChildConfig, Config, Connection, Identity, LocalAuth, RemoteAuth};
 use ike::crypto::{Dh, DhKeyPair, SeededRng, SystemRng};
 use ike::endpoint::Endpoint;
@@ -16,25 +17,62 @@ use ike::ts;
 const A: [u8; 4] = [192, 0, 2, 1];
 const B: [u8; 4] = [192, 0, 2, 2];
 
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ike/tests/data/auth/");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
+}
+
+/// PSK, or ECDSA P-256 certificates from ike's test fixtures.
+#[derive(Clone, Copy)]
+enum Auth {
+    Psk,
+    Ecdsa,
+}
+
+fn dn(cn: &str) -> String {
+    format!("C=CN, O=Local Cluster, CN={cn}")
+}
+
+fn auths(auth: Auth, me: &str) -> (LocalAuth, RemoteAuth) {
+    match auth {
+        Auth::Psk => {
+            let psk = Arc::new(zeroize::Zeroizing::new(b"a long random secret".to_vec()));
+            (LocalAuth::Psk(psk.clone()), RemoteAuth::Psk(psk))
+        }
+        Auth::Ecdsa => (
+            LocalAuth::Pubkey {
+                key: Arc::new(PrivateKey::from_pem(&fixture(&format!("{me}.key"))).unwrap()),
+                certs: load_certs_pem(&fixture(&format!("{me}.crt"))).unwrap(),
+            },
+            RemoteAuth::Pubkey(Arc::new(
+                TrustStore::from_pem(&fixture("ecdsa-ca.crt")).unwrap(),
+            )),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn conn(
     name: &str,
     local: [u8; 4],
     remote: Option<[u8; 4]>,
     ike: &str,
+    auth: Auth,
     me: &str,
     peer: &str,
 ) -> Connection {
-    let psk = Arc::new(zeroize::Zeroizing::new(b"a long random secret".to_vec()));
+    let (local_auth, remote_auth) = auths(auth, me);
     Connection {
         name: name.into(),
         local_addrs: vec![IpAddr::from(local)],
         remote_addrs: remote.map(IpAddr::from).into_iter().collect(),
         remote_port: 500,
         proposals: ProposalSet::parse_ike(ike).unwrap(),
-        local_id: Identity::parse(me).unwrap(),
-        local_auth: LocalAuth::Psk(psk.clone()),
-        remote_id: Identity::parse(peer).unwrap(),
-        remote_auth: RemoteAuth::Psk(psk),
+        local_id: Identity::parse(&dn(me)).unwrap(),
+        local_auth,
+        remote_id: Identity::parse(&dn(peer)).unwrap(),
+        remote_auth,
         encap: false,
         dpd_delay: None,
         rekey_time: Duration::ZERO,
@@ -50,26 +88,12 @@ fn conn(
 }
 
 /// Runs one handshake; returns the time the responder spent in `handle`.
-fn handshake(now: Instant, ike: &str, seed: u64) -> Duration {
+fn handshake(now: Instant, ike: &str, auth: Auth, seed: u64) -> Duration {
     let clock = (now, SystemTime::now());
     let mut i = Endpoint::new(Config::default(), Box::new(SeededRng::new(seed)), clock);
     let mut r = Endpoint::new(Config::default(), Box::new(SystemRng::new()), clock);
-    i.add_connection(conn(
-        "site-b",
-        A,
-        Some(B),
-        ike,
-        "site-a.example",
-        "site-b.example",
-    ));
-    r.add_connection(conn(
-        "site-a",
-        B,
-        None,
-        ike,
-        "site-b.example",
-        "site-a.example",
-    ));
+    i.add_connection(conn("site-b", A, Some(B), ike, auth, "edge1", "edge2"));
+    r.add_connection(conn("site-a", B, None, ike, auth, "edge2", "edge1"));
     i.initiate(now, "site-b", None).unwrap();
     let mut spent = Duration::ZERO;
     for _ in 0..4 {
@@ -100,22 +124,24 @@ impl LocalWith for ike::endpoint::Transmit {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("responder_handshake");
-    for ike in [
-        "aes128gcm16-prfsha256-x25519",
-        "aes128gcm16-prfsha256-ecp256",
-    ] {
-        g.bench_function(format!("psk/{ike}"), |b| {
-            let mut seed = 1;
-            b.iter_custom(|iters| {
-                let now = Instant::now();
-                (0..iters)
-                    .map(|_| {
-                        seed += 1;
-                        handshake(now, ike, seed)
-                    })
-                    .sum()
-            })
-        });
+    for (name, auth) in [("psk", Auth::Psk), ("ecdsa", Auth::Ecdsa)] {
+        for ike in [
+            "aes128gcm16-prfsha256-x25519",
+            "aes128gcm16-prfsha256-ecp256",
+        ] {
+            g.bench_function(format!("{name}/{ike}"), |b| {
+                let mut seed = 1;
+                b.iter_custom(|iters| {
+                    let now = Instant::now();
+                    (0..iters)
+                        .map(|_| {
+                            seed += 1;
+                            handshake(now, ike, auth, seed)
+                        })
+                        .sum()
+                })
+            });
+        }
     }
     g.finish();
     // The responder's DH share of a handshake: one key pair and one agreement.
@@ -130,6 +156,31 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    // The responder's signature share with ECDSA: its AUTH signature, and the peer's
+    // chain (one certificate signature) and AUTH to verify.
+    let mut g = c.benchmark_group("responder_signatures");
+    let key = PrivateKey::from_pem(&fixture("edge2.key")).unwrap();
+    let octets = vec![0x5a; 400];
+    g.bench_function("ecdsa_sign", |b| {
+        b.iter(|| key.sign_auth(&[2], &octets).unwrap())
+    });
+    let peer_auth = PrivateKey::from_pem(&fixture("edge1.key"))
+        .unwrap()
+        .sign_auth(&[2], &octets)
+        .unwrap();
+    let trust = TrustStore::from_pem(&fixture("ecdsa-ca.crt")).unwrap();
+    let ee = load_certs_pem(&fixture("edge1.crt")).unwrap().remove(0);
+    let unix_now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    g.bench_function("ecdsa_verify_chain_and_auth", |b| {
+        b.iter(|| {
+            let v = trust.verify_chain(&ee, &[], unix_now).unwrap();
+            v.verify_auth(&peer_auth, &octets).unwrap()
+        })
+    });
     g.finish();
 }
 
