@@ -30,8 +30,12 @@ enum Auth {
     Ecdsa,
 }
 
-fn dn(cn: &str) -> String {
-    format!("C=CN, O=Local Cluster, CN={cn}")
+/// The identities in the fixture certificates' subjects.
+fn dn(cn: &str) -> &'static str {
+    match cn {
+        "edge1" => "C=CN, O=Local Cluster, CN=edge1",
+        _ => "CN=edge2",
+    }
 }
 
 fn auths(auth: Auth, me: &str) -> (LocalAuth, RemoteAuth) {
@@ -69,9 +73,9 @@ fn conn(
         remote_addrs: remote.map(IpAddr::from).into_iter().collect(),
         remote_port: 500,
         proposals: ProposalSet::parse_ike(ike).unwrap(),
-        local_id: Identity::parse(&dn(me)).unwrap(),
+        local_id: Identity::parse(dn(me)).unwrap(),
         local_auth,
-        remote_id: Identity::parse(&dn(peer)).unwrap(),
+        remote_id: Identity::parse(dn(peer)).unwrap(),
         remote_auth,
         encap: false,
         dpd_delay: None,
@@ -109,6 +113,7 @@ fn handshake(now: Instant, ike: &str, auth: Auth, seed: u64) -> Duration {
         }
     }
     assert_eq!(r.ike_sas().first().map(|s| s.state), Some("ESTABLISHED"));
+    assert_eq!(i.ike_sas().first().map(|s| s.state), Some("ESTABLISHED"));
     spent
 }
 

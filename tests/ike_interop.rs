@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ike::auth::{load_certs_pem, PrivateKey, TrustStore};
 use ike::config::{ChildConfig, Config, Connection, Identity, LocalAuth, RemoteAuth};
 use ike::crypto::SystemRng;
 use ike::endpoint::{ChildSaInfo, Endpoint, Event};
@@ -21,6 +22,29 @@ use ike::proposal::ProposalSet;
 
 const LIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/strongswan/lib.sh");
 const PSK: &str = "esprit-interop-psk-0123456789";
+const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ike/tests/data/auth/");
+
+/// How both sides authenticate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// A pre-shared key, FQDN identities.
+    Psk,
+    /// ECDSA P-256 certificates from one CA, DN identities (we are edge1, charon edge2).
+    Ecdsa,
+}
+
+impl Auth {
+    fn ids(self) -> (&'static str, &'static str) {
+        match self {
+            Auth::Psk => ("site-a.example", "site-b.example"),
+            Auth::Ecdsa => ("C=CN, O=Local Cluster, CN=edge1", "CN=edge2"),
+        }
+    }
+}
+
+fn cert_file(name: &str) -> Vec<u8> {
+    fs::read(format!("{CERTS}{name}")).unwrap()
+}
 
 fn sh(script: &str) -> Result<String, String> {
     let out = Command::new("bash")
@@ -49,7 +73,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(ike: &str, esp: &str) -> Lab {
+    fn new(ike: &str, esp: &str, auth: Auth) -> Lab {
         static N: AtomicU32 = AtomicU32::new(0);
         let tag = format!(
             "{}-{}",
@@ -67,14 +91,23 @@ impl Lab {
             lab.ns_us, lab.ns_charon
         ))
         .expect("namespaces");
-        let conf = format!(
-            "{}\n{}",
-            sh(&format!(
-                "sw_conn_conf net 192.0.2.2 192.0.2.1 {ike} {esp} psk site-b.example site-a.example 10.96.2.0/24 10.96.1.0/24"
-            ))
-            .unwrap(),
-            sh(&format!("sw_psk_secret {PSK} site-a.example site-b.example")).unwrap()
-        );
+        let (ours, theirs) = auth.ids();
+        let conf = match auth {
+            Auth::Psk => format!(
+                "{}\n{}",
+                sh(&format!("sw_conn_conf net 192.0.2.2 192.0.2.1 {ike} {esp} psk '{theirs}' '{ours}' 10.96.2.0/24 10.96.1.0/24")).unwrap(),
+                sh(&format!("sw_psk_secret {PSK} '{ours}' '{theirs}'")).unwrap()
+            ),
+            Auth::Ecdsa => {
+                for (file, sub) in [("edge2.crt", "x509"), ("ecdsa-ca.crt", "x509ca"), ("edge2.key", "ecdsa")] {
+                    fs::write(lab.dir.join("swanctl").join(sub).join(file), cert_file(file)).unwrap();
+                }
+                sh(&format!(
+                    "sw_conn_conf net 192.0.2.2 192.0.2.1 {ike} {esp} pubkey '{theirs}' '{ours}' 10.96.2.0/24 10.96.1.0/24 '' 'certs = edge2.crt' '' 'cacerts = ecdsa-ca.crt'"
+                ))
+                .unwrap()
+            }
+        };
         fs::write(lab.dir.join("swanctl/swanctl.conf"), conf).unwrap();
         sh(&format!(
             "sw_start_charon {} {d}; sw_wait_vici {d} 15; sw_load {d}",
@@ -101,18 +134,33 @@ impl Drop for Lab {
     }
 }
 
-fn connection(ike: &str, esp: &str) -> Connection {
-    let psk = Arc::new(zeroize::Zeroizing::new(PSK.as_bytes().to_vec()));
+fn connection(ike: &str, esp: &str, auth: Auth) -> Connection {
+    let (ours, theirs) = auth.ids();
+    let (local_auth, remote_auth) = match auth {
+        Auth::Psk => {
+            let psk = Arc::new(zeroize::Zeroizing::new(PSK.as_bytes().to_vec()));
+            (LocalAuth::Psk(psk.clone()), RemoteAuth::Psk(psk))
+        }
+        Auth::Ecdsa => (
+            LocalAuth::Pubkey {
+                key: Arc::new(PrivateKey::from_pem(&cert_file("edge1.key")).unwrap()),
+                certs: load_certs_pem(&cert_file("edge1.crt")).unwrap(),
+            },
+            RemoteAuth::Pubkey(Arc::new(
+                TrustStore::from_pem(&cert_file("ecdsa-ca.crt")).unwrap(),
+            )),
+        ),
+    };
     Connection {
         name: "net".into(),
         local_addrs: vec![IpAddr::from([192, 0, 2, 1])],
         remote_addrs: vec![IpAddr::from([192, 0, 2, 2])],
         remote_port: 500,
         proposals: ProposalSet::parse_ike(ike).unwrap(),
-        local_id: Identity::parse("site-a.example").unwrap(),
-        local_auth: LocalAuth::Psk(psk.clone()),
-        remote_id: Identity::parse("site-b.example").unwrap(),
-        remote_auth: RemoteAuth::Psk(psk),
+        local_id: Identity::parse(ours).unwrap(),
+        local_auth,
+        remote_id: Identity::parse(theirs).unwrap(),
+        remote_auth,
         encap: false,
         dpd_delay: None,
         rekey_time: Duration::ZERO,
@@ -129,7 +177,13 @@ fn connection(ike: &str, esp: &str) -> Connection {
 
 /// Runs our endpoint over UDP 500/4500 in `ns` until a child SA is up (or 20 s pass).
 /// `initiate`: we start the exchange.
-fn run_endpoint(ns: &str, ike: &str, esp: &str, initiate: bool) -> Result<ChildSaInfo, String> {
+fn run_endpoint(
+    ns: &str,
+    ike: &str,
+    esp: &str,
+    auth: Auth,
+    initiate: bool,
+) -> Result<ChildSaInfo, String> {
     let netns = fs::File::open(Path::new("/run/netns").join(ns)).map_err(|e| e.to_string())?;
     // SAFETY: setns on this thread only moves this thread into the namespace; the fd is
     // a valid open network namespace file.
@@ -145,7 +199,7 @@ fn run_endpoint(ns: &str, ike: &str, esp: &str, initiate: bool) -> Result<ChildS
         Box::new(SystemRng::new()),
         (Instant::now(), SystemTime::now()),
     );
-    ep.add_connection(connection(ike, esp));
+    ep.add_connection(connection(ike, esp, auth));
     if initiate {
         ep.initiate(Instant::now(), "net", None)
             .map_err(|e| e.to_string())?;
@@ -200,15 +254,15 @@ fn run_endpoint(ns: &str, ike: &str, esp: &str, initiate: bool) -> Result<ChildS
     Err("no child SA within 20 s".into())
 }
 
-fn case(ike: &str, esp: &str, we_initiate: bool) {
+fn case(ike: &str, esp: &str, auth: Auth, we_initiate: bool) {
     assert!(
         Path::new("/usr/lib/ipsec/charon").exists(),
         "strongSwan is not installed (see .ci/run)"
     );
-    let lab = Lab::new(ike, esp);
+    let lab = Lab::new(ike, esp, auth);
     let ns = lab.ns_us.clone();
     let (ike_s, esp_s) = (ike.to_string(), esp.to_string());
-    let ours = std::thread::spawn(move || run_endpoint(&ns, &ike_s, &esp_s, we_initiate));
+    let ours = std::thread::spawn(move || run_endpoint(&ns, &ike_s, &esp_s, auth, we_initiate));
     if !we_initiate {
         // Give our sockets a moment to bind: retry the initiation until it succeeds.
         let mut tries = 0;
@@ -242,20 +296,50 @@ fn case(ike: &str, esp: &str, we_initiate: bool) {
 
 #[test]
 fn esprit_initiates_to_charon_gcm() {
-    case("aes128gcm16-prfsha256-x25519", "aes128gcm16", true);
+    case(
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16",
+        Auth::Psk,
+        true,
+    );
 }
 
 #[test]
 fn charon_initiates_to_esprit_gcm() {
-    case("aes128gcm16-prfsha256-x25519", "aes128gcm16", false);
+    case(
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16",
+        Auth::Psk,
+        false,
+    );
 }
 
 #[test]
 fn esprit_initiates_to_charon_cbc_ecp256() {
-    case("aes128-sha256-ecp256", "aes256gcm16", true);
+    case("aes128-sha256-ecp256", "aes256gcm16", Auth::Psk, true);
 }
 
 #[test]
 fn charon_initiates_to_esprit_cbc_ecp256() {
-    case("aes256-sha512-x25519", "aes256gcm16", false);
+    case("aes256-sha512-x25519", "aes256gcm16", Auth::Psk, false);
+}
+
+#[test]
+fn esprit_initiates_to_charon_ecdsa_certificates() {
+    case(
+        "aes256gcm16-prfsha384-ecp256",
+        "aes128gcm16",
+        Auth::Ecdsa,
+        true,
+    );
+}
+
+#[test]
+fn charon_initiates_to_esprit_ecdsa_certificates() {
+    case(
+        "aes256gcm16-prfsha384-ecp256",
+        "aes128gcm16",
+        Auth::Ecdsa,
+        false,
+    );
 }
