@@ -645,3 +645,16 @@ fn garbage_never_panics_and_is_counted() {
     assert!(s.malformed + s.unknown_spi > 0);
     p.assert_children_match();
 }
+
+#[test]
+fn initiating_twice_while_connecting_uses_one_ike_sa() {
+    let mut p = psk_pair(IKE, ESP);
+    let now = p.now;
+    let first = p.a.ep.initiate(now, "site-b", None).unwrap();
+    let again = p.a.ep.initiate(now, "site-b", None).unwrap();
+    assert_eq!(first, again);
+    p.settle();
+    assert_eq!(p.a.ep.ike_sas().len(), 1);
+    assert_eq!(p.b.ep.ike_sas().len(), 1);
+    p.assert_children_match();
+}

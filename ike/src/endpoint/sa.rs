@@ -206,9 +206,13 @@ impl IkeSa {
         )
     }
 
-    /// Established and not on its way out: takes new work.
+    /// Connecting or established, and not on its way out: takes new work (queued until
+    /// IKE_AUTH completes).
     pub(crate) fn is_usable(&self) -> bool {
-        self.state == State::Established
+        matches!(
+            self.state,
+            State::InitSent | State::AuthSent | State::Established
+        )
     }
 
     pub(crate) fn has_child(&self, spi_in: u32) -> bool {
