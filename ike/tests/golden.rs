@@ -259,3 +259,85 @@ fn charons_fragments_reassemble_in_either_order() {
         assert!(payloads.iter().any(|p| matches!(p, Payload::Auth(_))));
     }
 }
+
+/// charon's decrypted IKE_AUTH payloads (fragments concatenated), as it logged them.
+fn plain_payloads(d: &Path, files: &[&str], first: u8) -> Vec<Payload> {
+    let plain: Vec<u8> = files.iter().flat_map(|f| load(d, f)).collect();
+    wire::message::parse_chain(first, &plain, 0, false).unwrap()
+}
+
+#[test]
+fn charons_certificates_and_signatures_verify_with_our_code() {
+    use ike::auth::{Identity, TrustStore};
+    // 2027-01-15: inside the captured certificates' validity.
+    const NOW: u64 = 1_800_000_000;
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "ecdsa-gcm-ecp256",
+            &["03-ike_auth-req.plain.hex"],
+            &["04-ike_auth-resp.plain.hex"],
+        ),
+        (
+            "rsa-frag",
+            &[
+                "03-ike_auth-req-frag1.plain.hex",
+                "04-ike_auth-req-frag2.plain.hex",
+            ],
+            &[
+                "05-ike_auth-resp-frag1.plain.hex",
+                "06-ike_auth-resp-frag2.plain.hex",
+            ],
+        ),
+    ];
+    for (c, req, resp) in cases {
+        let d = dir(c);
+        let k = keys(&d);
+        let trust = TrustStore::from_pem(&std::fs::read(d.join("ca.crt")).unwrap()).unwrap();
+        for (files, first, octets, cn) in [
+            (req, payload::IDI, "auth_octets_i", "edge1"),
+            (resp, payload::IDR, "auth_octets_r", "edge2"),
+        ] {
+            let p = plain_payloads(&d, files, first);
+            let id = p
+                .iter()
+                .find_map(|x| match x {
+                    Payload::IdI(i) | Payload::IdR(i) => Some(i.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            // Our DN encoding is charon's, byte for byte.
+            let ours = Identity::parse(&format!("C=CN, O=Local Cluster, CN={cn}")).unwrap();
+            assert_eq!(ours.to_wire(), id, "{c}: {cn} identity");
+            let cert = p
+                .iter()
+                .find_map(|x| match x {
+                    Payload::Cert(cert) => Some(cert.data.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let auth = p
+                .iter()
+                .find_map(|x| match x {
+                    Payload::Auth(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let verified = trust
+                .verify_chain(&cert, &[], NOW)
+                .unwrap_or_else(|e| panic!("{c}: {cn} chain: {e}"));
+            assert!(
+                verified.matches_id(&Identity::from_wire(&id).unwrap()),
+                "{c}: {cn}"
+            );
+            verified
+                .verify_auth(&auth, &k[octets])
+                .unwrap_or_else(|e| panic!("{c}: {cn} AUTH: {e}"));
+            let mut other = k[octets].clone();
+            other[0] ^= 1;
+            assert!(
+                verified.verify_auth(&auth, &other).is_err(),
+                "{c}: altered octets must fail"
+            );
+        }
+    }
+}

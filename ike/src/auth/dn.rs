@@ -24,8 +24,6 @@ const NAMES: &[(&str, &str)] = &[
     ("serialNumber", "2.5.4.5"),
 ];
 
-const COUNTRY: &str = "2.5.4.6";
-
 /// One attribute: its type and its value as text, whatever string type carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ava {
@@ -92,15 +90,15 @@ impl Dn {
             .collect())
     }
 
-    /// Encodes as DER: C as PrintableString, everything else as UTF8String (as
-    /// strongSwan does).
+    /// Encodes as DER the way strongSwan does: PrintableString when the value fits its
+    /// alphabet, UTF8String otherwise (checked against charon's IDi/IDr bytes in
+    /// `tests/golden.rs`).
     pub(crate) fn to_der(&self) -> Vec<u8> {
         let mut rdns = Vec::new();
         for rdn in &self.0 {
             let mut set = Vec::new();
             for ava in rdn {
-                let printable = ava.oid.to_string() == COUNTRY && is_printable(&ava.value);
-                let t = if printable {
+                let t = if is_printable(&ava.value) {
                     tag::PRINTABLE_STRING
                 } else {
                     tag::UTF8_STRING
