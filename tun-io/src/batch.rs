@@ -258,6 +258,13 @@ impl UdpRecvBatch {
         self.count == 0
     }
 
+    /// Number of datagrams in message `i` (more than one when GRO coalesced them).
+    pub fn datagrams_in(&self, i: usize) -> usize {
+        self.metas[..self.count]
+            .get(i)
+            .map_or(0, |m| m.len.div_ceil(m.stride.max(1)))
+    }
+
     /// The GRO stride of message `i`: the size of every datagram in it but the last.
     pub fn stride(&self, i: usize) -> Option<usize> {
         self.metas[..self.count].get(i).map(|m| m.stride)
