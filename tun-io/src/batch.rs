@@ -310,7 +310,11 @@ impl UdpRecvBatch {
 
     /// Buffers and metadata slots for `UdpSocketState::recv`.
     pub(crate) fn recv_parts(&mut self) -> (Vec<IoSliceMut<'_>>, &mut [RecvMeta]) {
-        let slices = self.buf.chunks_mut(UDP_MSG_BUF).map(IoSliceMut::new).collect();
+        let slices = self
+            .buf
+            .chunks_mut(UDP_MSG_BUF)
+            .map(IoSliceMut::new)
+            .collect();
         (slices, &mut self.metas)
     }
 

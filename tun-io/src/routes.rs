@@ -14,8 +14,7 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -93,14 +92,12 @@ impl RouteGuard {
 
     fn delete(&mut self, net: IpNet) -> io::Result<()> {
         let msg = route_message(net, self.ifindex, self.table);
-        match self
-            .nl
-            .request(RouteNetlinkMessage::DelRoute(msg), NLM_F_REQUEST | NLM_F_ACK)
-        {
+        match self.nl.request(
+            RouteNetlinkMessage::DelRoute(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        ) {
             // Gone already, e.g. with its device: nothing left to undo.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENODEV)) => {
-                Ok(())
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
             r => r,
         }
     }

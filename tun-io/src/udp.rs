@@ -381,7 +381,8 @@ mod tests {
         let mut r = UdpRecvBatch::new(8);
         let mut got = Vec::new();
         while got.len() < 8 {
-            rx.recv_batch_timeout(&mut r, Duration::from_secs(5)).unwrap();
+            rx.recv_batch_timeout(&mut r, Duration::from_secs(5))
+                .unwrap();
             got.extend(r.iter().map(|d| (d.data.to_vec(), d.src, d.dst_ip)));
         }
         for (i, (data, src, dst)) in got.iter().enumerate() {

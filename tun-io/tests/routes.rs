@@ -20,7 +20,10 @@ fn installs_and_removes_v4_and_v6_routes_in_main_and_custom_tables() {
     };
     let (tun, main, custom) = ns.run(|| {
         let tun = Tun::create(&TunConfig::new().name("tio0")).unwrap();
-        let nets = ["10.96.2.0/24".parse().unwrap(), "fd00:96:2::/64".parse().unwrap()];
+        let nets = [
+            "10.96.2.0/24".parse().unwrap(),
+            "fd00:96:2::/64".parse().unwrap(),
+        ];
         let mut main = install_routes("tio0", &nets).unwrap();
         // Host bits are ignored; tables past 255 work.
         let custom = install_routes_in("tio0", &["10.96.3.77/24".parse().unwrap()], 1000).unwrap();
@@ -42,7 +45,8 @@ fn installs_and_removes_v4_and_v6_routes_in_main_and_custom_tables() {
     assert!(!show(&["route", "show", "table", "1000"]).contains("10.96.3.0/24"));
 
     // Unknown devices are an error, not a panic.
-    let err = ns.run(|| install_routes("nosuchdev", &["10.9.0.0/16".parse().unwrap()]).unwrap_err());
+    let err =
+        ns.run(|| install_routes("nosuchdev", &["10.9.0.0/16".parse().unwrap()]).unwrap_err());
     assert_eq!(err.raw_os_error(), Some(libc::ENODEV));
     drop(tun);
 }

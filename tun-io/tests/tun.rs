@@ -34,7 +34,10 @@ fn config() -> TunConfig {
 }
 
 fn remote_nets() -> Vec<ipnet::IpNet> {
-    vec!["10.78.0.0/24".parse().unwrap(), "fd00:78::/64".parse().unwrap()]
+    vec![
+        "10.78.0.0/24".parse().unwrap(),
+        "fd00:78::/64".parse().unwrap(),
+    ]
 }
 
 /// Sends with `send`, then reads from `tun` until `want` says it has seen enough, sending
@@ -193,15 +196,16 @@ fn adopts_fds_and_attaches_without_cap_net_admin() {
     // The init step: a persistent TUN for this user, one owned by someone else, and
     // descriptors opened for the unprivileged process.
     ns.ip(&["tuntap", "add", "mode", "tun", "name", "tiop", "user", "0"]);
-    ns.ip(&["tuntap", "add", "mode", "tun", "name", "tiox", "user", "65534"]);
+    ns.ip(&[
+        "tuntap", "add", "mode", "tun", "name", "tiox", "user", "65534",
+    ]);
     ns.ip(&["addr", "add", "10.79.0.1/24", "dev", "tiop"]);
     ns.ip(&["link", "set", "tiop", "mtu", "1400", "up"]);
     let plain: OwnedFd = ns.run(|| open_tun_fd("tifd", libc::IFF_TUN | libc::IFF_NO_PI));
     ns.ip(&["addr", "add", "10.80.0.1/24", "dev", "tifd"]);
     ns.ip(&["link", "set", "tifd", "up"]);
-    let vnet: OwnedFd = ns.run(|| {
-        open_tun_fd("tivn", libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR)
-    });
+    let vnet: OwnedFd =
+        ns.run(|| open_tun_fd("tivn", libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR));
 
     ns.run(move || {
         drop_cap_net_admin();
@@ -236,7 +240,13 @@ fn adopts_fds_and_attaches_without_cap_net_admin() {
         rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut out = PacketBatch::new(4, MIN_TUN_HEADROOM, 1500);
         let from = Ipv4Addr::new(10, 80, 0, 7);
-        out.push(&ipv4_udp(from, Ipv4Addr::new(10, 80, 0, 1), 9000, 7002, b"from adopted"));
+        out.push(&ipv4_udp(
+            from,
+            Ipv4Addr::new(10, 80, 0, 1),
+            9000,
+            7002,
+            b"from adopted",
+        ));
         a.send_from(&mut out).unwrap();
         let mut buf = [0u8; 64];
         let (n, _) = rx.recv_from(&mut buf).unwrap();
@@ -300,7 +310,8 @@ fn async_tun_and_udp_move_packets() {
             let mut pkt = None;
             for _ in 0..25 {
                 s.send_to(b"async", (REMOTE_V4, 7000)).unwrap();
-                let read = tokio::time::timeout(Duration::from_millis(200), tun.recv_into(&mut batch));
+                let read =
+                    tokio::time::timeout(Duration::from_millis(200), tun.recv_into(&mut batch));
                 if let Ok(r) = read.await {
                     r.unwrap();
                     pkt = batch

@@ -117,7 +117,8 @@ fn ike_and_natt_sockets_on_v4_and_v6_report_port_and_destination() {
             let peer = UdpSocket::bind(SocketAddr::new(s.local_addr().ip(), 0)).unwrap();
             peer.send_to(b"IKE_SA_INIT", s.local_addr(), None).unwrap();
             let mut rb = UdpRecvBatch::new(1);
-            s.recv_batch_timeout(&mut rb, Duration::from_secs(5)).unwrap();
+            s.recv_batch_timeout(&mut rb, Duration::from_secs(5))
+                .unwrap();
             let d = rb.iter().next().unwrap();
             assert_eq!(d.data, b"IKE_SA_INIT");
             assert_eq!(d.src, peer.local_addr());

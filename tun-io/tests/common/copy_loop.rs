@@ -94,7 +94,9 @@ impl CopyLoop {
         self.stop.store(true, Ordering::Relaxed);
         let mut r = Ok(());
         for t in self.threads.drain(..) {
-            let res = t.join().unwrap_or_else(|_| Err(io::Error::other("loop thread panicked")));
+            let res = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("loop thread panicked")));
             if r.is_ok() {
                 r = res;
             }
@@ -173,8 +175,12 @@ fn udp_to_tun(
                 continue;
             }
         }
-        stats.udp_msgs.fetch_add(rb.messages() as u64, Ordering::Relaxed);
-        stats.udp_datagrams.fetch_add(rb.len() as u64, Ordering::Relaxed);
+        stats
+            .udp_msgs
+            .fetch_add(rb.messages() as u64, Ordering::Relaxed);
+        stats
+            .udp_datagrams
+            .fetch_add(rb.len() as u64, Ordering::Relaxed);
         for i in 0..rb.messages() {
             note_max(&stats.max_per_msg, rb.datagrams_in(i) as u64);
         }

@@ -164,7 +164,10 @@ fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
 /// An IPv4/UDP packet with valid checksums.
 pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut udp = udp_header(sport, dport, payload);
-    let c = checksum(&udp, pseudo_sum(&src.octets(), &dst.octets(), 17, udp.len()));
+    let c = checksum(
+        &udp,
+        pseudo_sum(&src.octets(), &dst.octets(), 17, udp.len()),
+    );
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
     let total = (20 + udp.len()) as u16;
     let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
@@ -180,7 +183,10 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &
 /// An IPv6/UDP packet with a valid checksum.
 pub fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut udp = udp_header(sport, dport, payload);
-    let c = checksum(&udp, pseudo_sum(&src.octets(), &dst.octets(), 17, udp.len()));
+    let c = checksum(
+        &udp,
+        pseudo_sum(&src.octets(), &dst.octets(), 17, udp.len()),
+    );
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
     let mut ip = vec![0x60, 0, 0, 0];
     ip.extend_from_slice(&(udp.len() as u16).to_be_bytes());
@@ -209,13 +215,23 @@ pub fn parse(pkt: &[u8]) -> Option<Parsed<'_>> {
             let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
             let s: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
             let d: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), pkt[9], pkt.get(ihl..total)?)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                pkt[9],
+                pkt.get(ihl..total)?,
+            )
         }
         6 => {
             let len = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
             let s: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
             let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), pkt[6], pkt.get(40..40 + len)?)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                pkt[6],
+                pkt.get(40..40 + len)?,
+            )
         }
         _ => return None,
     };
@@ -253,7 +269,9 @@ pub fn l4_checksum_ok(pkt: &[u8]) -> bool {
         4 => usize::from(u16::from_be_bytes([pkt[2], pkt[3]])),
         _ => 40 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]])),
     };
-    let Some(l4) = pkt.get(l4_start..l4_end) else { return false };
+    let Some(l4) = pkt.get(l4_start..l4_end) else {
+        return false;
+    };
     checksum(l4, pseudo_sum(&src, &dst, p.proto, l4.len())) == 0
 }
 
@@ -263,7 +281,11 @@ pub fn open_tun_fd(name: &str, flags: libc::c_int) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: plain open of a device node.
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    assert!(fd >= 0, "open /dev/net/tun: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "open /dev/net/tun: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: fd was just opened and is owned by nobody else.
     let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     // SAFETY: ifreq is plain old data.
@@ -274,7 +296,12 @@ pub fn open_tun_fd(name: &str, flags: libc::c_int) -> std::os::fd::OwnedFd {
     req.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: TUNSETIFF reads an ifreq that lives across the call.
     let r = unsafe { libc::ioctl(fd, libc::TUNSETIFF as _, &mut req) };
-    assert_eq!(r, 0, "TUNSETIFF {name}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "TUNSETIFF {name}: {}",
+        std::io::Error::last_os_error()
+    );
     owned
 }
 
