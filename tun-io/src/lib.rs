@@ -37,7 +37,22 @@
 //! user ([`Tun::attach`], `ip tuntap add mode tun name X user UID`; offloads work there
 //! because `TUNSETIFF` on a device it owns and `TUNSETOFFLOAD` need no capability), or adopt
 //! an open descriptor ([`Tun::from_fd`], for `--tun-fd N`; such descriptors carry no
-//! virtio header, so batching falls back to one packet per read).
+//! virtio header, so batching falls back to one packet per read). Attaching opens
+//! `/dev/net/tun`, so the container needs that device node (`--device /dev/net/tun`);
+//! the device's owner/group (or no owner at all) must match the process.
+//!
+//! # Offloads, concretely
+//!
+//! - A read of a TSO super-packet (say 46 segments of MSS 1360 behind one TCP header)
+//!   yields 46 complete IPv4/IPv6 TCP packets of at most MTU bytes in `bufs[0..46]`, each
+//!   at the caller's headroom, with IP total length, IPv4 ID, TCP sequence number, flags
+//!   (FIN/PSH only on the last) and checksums rewritten. A non-GSO packet whose checksum
+//!   the kernel left partial comes back with the checksum completed. Without offloads a
+//!   read yields exactly one packet.
+//! - A write batch is scanned for TCP segments of one flow with consecutive sequence
+//!   numbers and equal size (and, with USO, UDP datagrams of one flow and equal size); each
+//!   run is merged into the first buffer of the flow and written once with a virtio-net
+//!   header asking the kernel to segment; everything else is written as it is.
 
 #![cfg(target_os = "linux")]
 
