@@ -6,6 +6,8 @@
 # Prints Gbit/s and the ratios. Run as root from the workspace root:
 #   bash tun-io/bench/copy_loop.sh [SECONDS]
 # Everything happens inside namespaces this script makes and removes.
+# Measured on the 2-core dev machine while other builds and fuzzers ran (2026-11-23):
+#   (a) 13.2-15.2, (b) 6.6-7.2, (c) 0.9 Gbit/s; (b)/(a) 0.43-0.55.
 set -euo pipefail
 
 SECS=${1:-10}
