@@ -174,7 +174,8 @@ pub fn run(seconds: u64) -> Result<(), String> {
     let mut out = [sa_a.outbound];
     let mut spd: Spd<usize> = Spd::new();
     for (src, dst) in &sa_a.policies {
-        spd.insert(src, dst, 0).map_err(|e| format!("policy: {e:?}"))?;
+        spd.insert(src, dst, 0)
+            .map_err(|e| format!("policy: {e:?}"))?;
     }
     let mut sad = Sad::new();
     sad.insert(sa_b.inbound);
