@@ -160,14 +160,13 @@ impl UdpSocket {
                 let r = self.retry(libc::POLLOUT, None, || {
                     self.state.try_send((&self.sock).into(), &t)
                 });
-                match r {
-                    Ok(()) => {
-                        sent += chunk.len().div_ceil(run.segment.max(1));
+                match send_outcome(r, &self.state, seg, chunk.len(), run.segment) {
+                    SendOutcome::Sent(n) => {
+                        sent += n;
                         rest = tail;
                     }
-                    // quinn-udp turns GSO off on EIO/EINVAL: resend without it.
-                    Err(_) if seg.is_some() && self.state.max_gso_segments() == 1 => {}
-                    Err(e) => {
+                    SendOutcome::Retry => {}
+                    SendOutcome::Failed(e) => {
                         first_err.get_or_insert(e);
                         break;
                     }
@@ -276,14 +275,13 @@ impl AsyncUdpSocket {
                         self.state.try_send((&self.sock).into(), &t)
                     })
                     .await;
-                match r {
-                    Ok(()) => {
-                        sent += chunk.len().div_ceil(run.segment.max(1));
+                match send_outcome(r, &self.state, seg, chunk.len(), run.segment) {
+                    SendOutcome::Sent(n) => {
+                        sent += n;
                         rest = tail;
                     }
-                    // quinn-udp turns GSO off on EIO/EINVAL: resend without it.
-                    Err(_) if seg.is_some() && self.state.max_gso_segments() == 1 => {}
-                    Err(e) => {
+                    SendOutcome::Retry => {}
+                    SendOutcome::Failed(e) => {
                         first_err.get_or_insert(e);
                         break;
                     }
@@ -308,6 +306,30 @@ fn next_chunk<'a>(
 }
 
 /// A batch send's result: the count if anything went out, else the first error.
+/// What one GSO send attempt of a run's chunk came to.
+enum SendOutcome {
+    /// The chunk went out: this many datagrams.
+    Sent(usize),
+    /// quinn-udp turned GSO off after EIO/EINVAL: send the chunk again without it.
+    Retry,
+    /// The kernel refused the chunk; the rest of this run is skipped.
+    Failed(io::Error),
+}
+
+fn send_outcome(
+    r: io::Result<()>,
+    state: &UdpSocketState,
+    seg: Option<usize>,
+    chunk_len: usize,
+    segment: usize,
+) -> SendOutcome {
+    match r {
+        Ok(()) => SendOutcome::Sent(chunk_len.div_ceil(segment.max(1))),
+        Err(_) if seg.is_some() && state.max_gso_segments() == 1 => SendOutcome::Retry,
+        Err(e) => SendOutcome::Failed(e),
+    }
+}
+
 fn finish_send(sent: usize, first_err: Option<io::Error>) -> io::Result<usize> {
     match first_err {
         Some(e) if sent == 0 => Err(e),
