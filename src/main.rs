@@ -2,7 +2,13 @@
 
 mod demo;
 
-use clap::{Parser, Subcommand};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use engine::control::{request, Request, Response};
 
 /// esprit: a pure-userspace IKEv2/ESP VPN engine.
 #[derive(Parser)]
@@ -14,33 +20,206 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Negotiate a tunnel between two in-process peers and push traffic through it.
-    Demo {
-        /// Seconds of traffic.
-        #[arg(long, default_value_t = 3)]
-        seconds: u64,
+    /// Run the daemon in the foreground (logs to stderr; filter with RUST_LOG, e.g.
+    /// RUST_LOG=debug or RUST_LOG=engine=debug,info).
+    Run {
+        /// The configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Use this already open TUN descriptor (IFF_TUN|IFF_NO_PI) instead of creating
+        /// the device: for containers without CAP_NET_ADMIN.
+        #[arg(long, value_name = "N")]
+        tun_fd: Option<i32>,
     },
     /// Validate a configuration file without starting.
     Check {
         /// The configuration file.
         #[arg(short, long)]
-        config: std::path::PathBuf,
+        config: PathBuf,
+    },
+    /// Show the SAs of a running daemon, like `swanctl --list-sas`.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a connection and wait until it is up.
+    Initiate {
+        /// Connection name.
+        name: String,
+        /// Only this child (default: all of the connection's children).
+        #[arg(long)]
+        child: Option<String>,
+        /// Seconds to wait for the SAs.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Delete a connection's SAs at the peer.
+    Terminate {
+        /// Connection name.
+        name: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Build two network namespaces, run two esprit peers between them, ping and measure
+    /// throughput through the tunnel, then clean up (needs root).
+    Demo {
+        /// Seconds of the throughput probe.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
     },
 }
 
-fn main() -> std::process::ExitCode {
+/// How to find the daemon.
+#[derive(Args)]
+struct DaemonArgs {
+    /// The daemon's configuration file (its control_socket is used).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The control socket.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        match &self.config {
+            Some(c) => engine::config::read(c)
+                .map(|f| f.daemon.control_socket)
+                .map_err(|e| e.to_string()),
+            None => Ok(engine::config::DaemonSection::default().control_socket),
+        }
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ask(socket: &Path, req: &Request) -> Result<Response, String> {
+    match request(socket, req, TIMEOUT).map_err(|e| e.to_string())? {
+        Response::Error { message } => Err(message),
+        r => Ok(r),
+    }
+}
+
+fn status(daemon: &DaemonArgs, json: bool) -> Result<(), String> {
+    match ask(&daemon.socket()?, &Request::Status)? {
+        Response::Status(s) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Response::Status(s) => {
+            print!("{s}");
+            Ok(())
+        }
+        r => Err(format!("unexpected answer {r:?}")),
+    }
+}
+
+fn initiate(
+    name: &str,
+    child: Option<String>,
+    timeout: u64,
+    daemon: &DaemonArgs,
+) -> Result<(), String> {
+    let socket = daemon.socket()?;
+    let req = Request::Initiate {
+        conn: name.to_string(),
+        child: child.clone(),
+    };
+    if let Response::Ok { message } = ask(&socket, &req)? {
+        println!("{message}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let Response::Status(s) = ask(&socket, &Request::Status)? else {
+            continue;
+        };
+        let up = s.ike_sas.iter().any(|sa| {
+            sa.conn == name
+                && sa.state == "ESTABLISHED"
+                && sa
+                    .children
+                    .iter()
+                    .any(|c| child.as_deref().is_none_or(|n| n == c.name))
+        });
+        if up {
+            println!("{name}: established");
+            return Ok(());
+        }
+        let failed = s
+            .connections
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.last_error.clone());
+        if let Some(e) = failed {
+            if !s.ike_sas.iter().any(|sa| sa.conn == name) {
+                return Err(format!("{name}: {e}"));
+            }
+        }
+    }
+    Err(format!("{name}: not established after {timeout}s"))
+}
+
+fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // SAFETY: the user handed us this descriptor number to own (`--tun-fd`); nothing
+    // else in this process uses it.
+    let tun_fd = tun_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    engine::daemon::run(engine::daemon::RunOptions { config, tun_fd }).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { seconds } => demo::run(seconds),
-        Command::Check { config } => engine::config::read(&config)
-            .map(|_| println!("{}: ok", config.display()))
+        Command::Run { config, tun_fd } => run(config, tun_fd),
+        Command::Check { config } => engine::config::load(&config)
+            .map(|r| {
+                println!(
+                    "{}: ok ({} connection(s))",
+                    config.display(),
+                    r.connections.len()
+                )
+            })
             .map_err(|e| e.to_string()),
+        Command::Status { daemon, json } => status(&daemon, json),
+        Command::Initiate {
+            name,
+            child,
+            timeout,
+            daemon,
+        } => initiate(&name, child, timeout, &daemon),
+        Command::Terminate { name, daemon } => ask(
+            &daemon.socket().unwrap_or_default(),
+            &Request::Terminate { conn: name },
+        )
+        .map(|r| {
+            if let Response::Ok { message } = r {
+                println!("{message}");
+            }
+        }),
+        Command::Demo { seconds } => demo::run(seconds),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("esprit: {e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -29,7 +29,8 @@ pub struct InstalledChild {
     pub policies: Vec<(TrafficSelector, TrafficSelector)>,
 }
 
-fn convert(ts: &ike::wire::TrafficSelector) -> Result<TrafficSelector, InstallError> {
+/// An ike selector as an esp one.
+pub fn convert(ts: &ike::wire::TrafficSelector) -> Result<TrafficSelector, InstallError> {
     TrafficSelector::new(
         ts.start_addr,
         ts.end_addr,

@@ -1,5 +1,11 @@
-//! The esprit runtime: configuration, tasks and the control socket, wiring `ike`, `esp`
-//! and `tun-io` together.
+//! The esprit runtime: configuration, the daemon's tasks and threads, and the control
+//! socket, wiring `ike`, `esp` and `tun-io` together.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+mod dataplane;
 pub mod install;
+pub mod status;
+
+pub use dataplane::{InStats, OutStats};

@@ -61,12 +61,15 @@ pub mod routes;
 mod sys;
 pub mod tun;
 pub mod udp;
+mod waker;
 
 pub use batch::{Datagram, DatagramMut, GsoBatch, PacketBatch, UdpRecvBatch};
 pub use routes::{install_routes, RouteGuard};
+pub use sys::{local_addrs, poll_readable};
 pub use tun::{AsyncTun, Offloads, Tun, TunConfig};
 pub use tun_rs::ExpandBuffer;
 pub use udp::{AsyncUdpSocket, UdpConfig, UdpSocket};
+pub use waker::Waker;
 
 /// Headroom every packet handed to [`Tun::send_batch`] must have: room for the virtio-net
 /// header that the kernel reads in front of each write when offloads are on.

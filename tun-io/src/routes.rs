@@ -63,8 +63,24 @@ impl RouteGuard {
 
     /// Adds one more route through the same device and table.
     pub fn add(&mut self, net: IpNet) -> io::Result<()> {
+        self.add_with_src(net, None)
+    }
+
+    /// Adds a route whose packets get `src` as source address when the sending socket
+    /// did not pick one (`ip route replace NET dev TUN src SRC`).
+    ///
+    /// A TUN device usually has no address of its own, so without a hint the kernel
+    /// would pick the outer address, which the tunnel's traffic selectors do not cover;
+    /// strongSwan sets the same hint from the local subnet.
+    pub fn add_with_src(&mut self, net: IpNet, src: Option<IpAddr>) -> io::Result<()> {
         let net = net.trunc();
-        let msg = route_message(net, self.ifindex, self.table);
+        let mut msg = route_message(net, self.ifindex, self.table);
+        if let Some(src) = src.filter(|s| s.is_ipv4() == net.addr().is_ipv4()) {
+            msg.attributes.push(RouteAttribute::PrefSource(match src {
+                IpAddr::V4(a) => RouteAddress::Inet(a),
+                IpAddr::V6(a) => RouteAddress::Inet6(a),
+            }));
+        }
         self.nl.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,

@@ -35,6 +35,40 @@ pub(crate) fn poll_fd(
     }
 }
 
+/// Waits until one of `fds` is readable; returns a bit per descriptor (bit `i` set: `fds[i]`
+/// is readable or in error), 0 on timeout. At most 64 descriptors.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u64> {
+    if fds.len() > 64 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfd entries for the duration of the call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .fold(0, |m, (i, _)| m | (1 << i)))
+}
+
 /// The `IFF_*` flags of a TUN descriptor (`TUNGETIFF`, which needs no capability).
 pub(crate) fn tun_flags(fd: RawFd) -> io::Result<i32> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
@@ -57,4 +91,50 @@ pub(crate) fn if_index(name: &str) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(idx)
+}
+
+/// The addresses configured on this namespace's interfaces (`getifaddrs`).
+pub fn local_addrs() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(std::net::IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 means the sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(std::net::IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_is_local() {
+        let addrs = super::local_addrs().unwrap();
+        assert!(
+            addrs.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
+            "{addrs:?}"
+        );
+    }
 }

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,13 @@ pub struct Tun {
     name: String,
     raw: Vec<u8>,
     gro: GroTable,
+}
+
+impl AsFd for Tun {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the device owns this descriptor for as long as `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.dev.as_raw_fd()) }
+    }
 }
 
 impl std::fmt::Debug for Tun {

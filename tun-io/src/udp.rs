@@ -207,6 +207,12 @@ impl UdpSocket {
     }
 }
 
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 /// A UDP socket driven by tokio, with the same batched IO as [`UdpSocket`].
 #[derive(Debug)]
 pub struct AsyncUdpSocket {

@@ -36,6 +36,14 @@ pub struct DaemonSection {
     pub port_nat_t: u16,
     /// Path of the control socket used by `esprit status/initiate/terminate`.
     pub control_socket: PathBuf,
+    /// NAT-T keepalive interval (RFC 3948 4); "0s": none.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive: Duration,
+    /// First IKE retransmission timeout; it doubles with each retry (RFC 7296 2.1).
+    #[serde(deserialize_with = "duration")]
+    pub retransmit_timeout: Duration,
+    /// IKE retransmissions before a request is given up.
+    pub retransmit_tries: u32,
 }
 
 impl Default for DaemonSection {
@@ -44,6 +52,10 @@ impl Default for DaemonSection {
             port: 500,
             port_nat_t: 4500,
             control_socket: PathBuf::from("/run/esprit/esprit.sock"),
+            // strongSwan's charon.keep_alive, retransmit_timeout and retransmit_tries.
+            keepalive: Duration::from_secs(20),
+            retransmit_timeout: Duration::from_secs(2),
+            retransmit_tries: 5,
         }
     }
 }
@@ -86,14 +98,15 @@ pub struct ConnectionSection {
     /// IKE proposals in strongSwan syntax.
     #[serde(default = "default_proposals")]
     pub proposals: Vec<String>,
-    /// Force UDP encapsulation of ESP.
+    /// Accepted for swanctl.conf compatibility and ignored: esprit has no raw ESP socket
+    /// and always UDP-encapsulates ESP (RFC 3948), like strongSwan's kernel-libipsec.
     #[serde(default)]
     pub encap: bool,
     /// Liveness check interval ("30s"); absent or "0s": off.
     #[serde(default, deserialize_with = "duration_opt")]
     pub dpd_delay: Option<Duration>,
-    /// IKE SA rekey interval.
-    #[serde(default, deserialize_with = "duration_opt")]
+    /// IKE SA rekey interval; absent: 4h, "0s": never.
+    #[serde(default, deserialize_with = "duration_some")]
     pub rekey_time: Option<Duration>,
     /// Use IKE fragmentation (RFC 7383) when the peer supports it.
     #[serde(default = "yes")]
@@ -164,8 +177,8 @@ pub struct ChildSection {
     /// What to do when DPD declares the peer dead.
     #[serde(default)]
     pub dpd_action: DpdAction,
-    /// Child SA rekey interval.
-    #[serde(default, deserialize_with = "duration_opt")]
+    /// Child SA rekey interval; absent: 1h, "0s": never.
+    #[serde(default, deserialize_with = "duration_some")]
     pub rekey_time: Option<Duration>,
 }
 
@@ -214,10 +227,11 @@ pub struct SecretsSection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IkeSecret {
-    /// Identities sharing the key (one string or a list).
-    #[serde(deserialize_with = "one_or_many")]
+    /// Identities sharing the key (one string or a list); none: any identity, as a last
+    /// resort when no entry names the connection's identities.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub id: Vec<String>,
-    /// The key. A "0x" prefix means hex.
+    /// The key. A "0x" prefix means hex, "0s" base64 (strongSwan's syntax).
     pub secret: String,
 }
 
@@ -250,18 +264,30 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     })
 }
 
-fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+/// A duration as a number of seconds or in strongSwan's syntax ("30s").
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
         Secs(u64),
         Text(String),
     }
-    let dur = match Raw::deserialize(d)? {
-        Raw::Secs(s) => Duration::from_secs(s),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom)?,
-    };
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A duration where zero means off.
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let dur = duration(d)?;
     Ok((!dur.is_zero()).then_some(dur))
+}
+
+/// A duration that, when given, is kept even when zero: absence picks a default,
+/// "0s" means never.
+fn duration_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// strongSwan's time syntax: a number with an optional unit s, m, h or d ("30s", "4h").

@@ -2,6 +2,7 @@
 //! dotted path like `connections.site-b.children.net.start_action`) and the reason.
 
 mod file;
+mod resolve;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ pub use file::{
     parse_duration, AuthKind, AuthSection, ChildSection, ConfigFile, ConnectionSection,
     DaemonSection, DpdAction, IkeSecret, PrivateSecret, SecretsSection, StartAction, TunSection,
 };
+pub use resolve::{load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, Tun};
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +69,15 @@ pub fn read(file: &Path) -> Result<ConfigFile, ConfigError> {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"
+    /// The sample of the documentation; `resolve`'s tests build on it.
+    pub(super) const SAMPLE: &str = r#"
 [daemon]
 port = 500
 port_nat_t = 4500
 control_socket = "/run/esprit/esprit.sock"
+keepalive = "20s"
+retransmit_timeout = "2s"
+retransmit_tries = 5
 [tun]
 name = "esprit0"
 mtu = 1400
@@ -107,6 +113,12 @@ file = "site-a-key.pem"
     #[test]
     fn the_documented_sample_parses() {
         let c = parse(Path::new("esprit.toml"), SAMPLE).unwrap();
+        assert_eq!(c.daemon.keepalive, std::time::Duration::from_secs(20));
+        assert_eq!(
+            c.daemon.retransmit_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(c.daemon.retransmit_tries, 5);
         let conn = &c.connections["site-b"];
         assert_eq!(conn.dpd_delay, Some(std::time::Duration::from_secs(30)));
         assert_eq!(conn.children["net"].start_action, StartAction::Start);
@@ -142,6 +154,9 @@ file = "site-a-key.pem"
         let dur = SAMPLE.replace("\"4h\"", "\"4 hours\"");
         let e = parse(Path::new("x.toml"), &dur).unwrap_err();
         assert_eq!(e.key, "connections.site-b.rekey_time");
+
+        let e = parse(Path::new("x.toml"), "[daemon]\nkeepalive = \"often\"").unwrap_err();
+        assert_eq!(e.key, "daemon.keepalive");
 
         let e = parse(Path::new("x.toml"), "[daemon\nport=1").unwrap_err();
         assert!(e.key.is_empty() && !e.reason.is_empty());

@@ -1,8 +1,9 @@
 //! Our signing key and the AUTH payloads it produces (RFC 7296 2.15, RFC 4754,
 //! RFC 7427).
 
+use der::Decode;
 use ring::rand::SystemRandom;
-use ring::signature::{self as sig, EcdsaKeyPair, RsaKeyPair};
+use ring::signature::{self as sig, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
@@ -82,6 +83,23 @@ impl PrivateKey {
         PrivateKey::from_pkcs8(&asn1::encode(tag::SEQUENCE, &info))
     }
 
+    /// True when the X.509 certificate `cert_der` carries this key's public half, so
+    /// that it is the certificate to send with our signatures.
+    pub fn matches_certificate(&self, cert_der: &[u8]) -> bool {
+        let Ok(cert) = x509_cert::Certificate::from_der(cert_der) else {
+            return false;
+        };
+        let spki = &cert.tbs_certificate.subject_public_key_info;
+        // ring's public key is what the subjectPublicKey BIT STRING holds: the
+        // uncompressed point for ECDSA (RFC 5480 2.2), RSAPublicKey DER for RSA
+        // (RFC 3279 2.3.1).
+        let ours = match &self.0 {
+            Inner::Ecdsa { fixed, .. } => fixed.public_key().as_ref(),
+            Inner::Rsa(k) => k.public_key().as_ref(),
+        };
+        spki.subject_public_key.as_bytes() == Some(ours)
+    }
+
     /// Signs `octets` into an AUTH payload: RFC 7427 (SHA-256) when the peer sent
     /// SIGNATURE_HASH_ALGORITHMS with SHA2-256, else RFC 4754 for ECDSA.
     pub fn sign_auth(&self, peer_hashes: &[u16], octets: &[u8]) -> Result<Authentication, Error> {
@@ -125,5 +143,45 @@ fn digital_signature(alg_id: &[u8], signature: &[u8]) -> Authentication {
     Authentication {
         method: auth::DIGITAL_SIGNATURE,
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrivateKey;
+    use crate::auth::load_certs_pem;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_bytes!(concat!("../../tests/data/auth/", $name)).as_slice()
+        };
+    }
+
+    fn cert(pem: &[u8]) -> Vec<u8> {
+        load_certs_pem(pem).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_key_matches_its_own_certificate_only() {
+        let edge1 = PrivateKey::from_pem(fixture!("edge1.key")).unwrap();
+        assert!(edge1.matches_certificate(&cert(fixture!("edge1.crt"))));
+        assert!(!edge1.matches_certificate(&cert(fixture!("edge2.crt"))));
+        assert!(!edge1.matches_certificate(&cert(fixture!("rogue.crt"))));
+        assert!(!edge1.matches_certificate(&cert(fixture!("cloud-connector.crt"))));
+
+        let sec1 = PrivateKey::from_pem(fixture!("edge2.key")).unwrap();
+        assert!(sec1.matches_certificate(&cert(fixture!("edge2.crt"))));
+
+        for pem in [
+            fixture!("cloud-connector.key"),
+            fixture!("cloud-connector.pkcs8.key"),
+        ] {
+            let rsa = PrivateKey::from_pem(pem).unwrap();
+            assert!(rsa.matches_certificate(&cert(fixture!("cloud-connector.crt"))));
+            assert!(!rsa.matches_certificate(&cert(fixture!("rsa-int.crt"))));
+            assert!(!rsa.matches_certificate(&cert(fixture!("edge1.crt"))));
+        }
+
+        assert!(!edge1.matches_certificate(b"not a certificate"));
     }
 }

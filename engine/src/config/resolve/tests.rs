@@ -1,0 +1,401 @@
+//! Resolution of the documented sample, of PSK setups, and of each error a file's
+//! text alone can cause; `files` resolves certificate setups written to disk.
+
+mod files;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ike::config::{Identity, LocalAuth, RemoteAuth};
+use ike::proposal::ProposalSet;
+use ike::ts;
+use ike::wire::TrafficSelector;
+
+use super::*;
+use crate::config::tests::SAMPLE;
+use crate::config::{parse, ConfigError, DpdAction, StartAction};
+
+fn sample(text: &str) -> Result<Resolved, ConfigError> {
+    let path = Path::new("/etc/esprit/esprit.toml");
+    resolve(path, &parse(path, text).unwrap())
+}
+
+/// Expects an error at `key` whose reason holds `needle`.
+fn fails_at(r: Result<Resolved, ConfigError>, key: &str, needle: &str) -> ConfigError {
+    let e = r.expect_err(key);
+    assert_eq!(e.key, key, "{e}");
+    assert!(e.reason.contains(needle), "'{needle}' not in: {e}");
+    e
+}
+
+fn id(s: &str) -> Identity {
+    Identity::parse(s).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn cidr(s: &str) -> TrafficSelector {
+    ts::parse_cidr(s).unwrap()
+}
+
+fn psk_bytes(auth: &LocalAuth) -> Vec<u8> {
+    match auth {
+        LocalAuth::Psk(k) => k.to_vec(),
+        other => panic!("not a PSK: {other:?}"),
+    }
+}
+
+#[test]
+fn the_documented_sample_resolves_with_a_psk() {
+    let r = sample(SAMPLE).unwrap();
+    assert_eq!(
+        r.daemon,
+        Daemon {
+            port: 500,
+            port_nat_t: 4500,
+            control_socket: "/run/esprit/esprit.sock".into(),
+            keepalive: Duration::from_secs(20),
+            retransmit_timeout: Duration::from_secs(2),
+            retransmit_tries: 5,
+        }
+    );
+    assert_eq!(
+        r.tun,
+        Tun {
+            name: "esprit0".into(),
+            mtu: 1400,
+            install_routes: None,
+        }
+    );
+    let [plan] = r.connections.as_slice() else {
+        panic!("one connection: {:?}", r.connections);
+    };
+    let c = &plan.conn;
+    assert_eq!(c.name, "site-b");
+    assert_eq!(c.local_addrs, [ip("192.0.2.1")]);
+    assert_eq!(c.remote_addrs, [ip("192.0.2.2")]);
+    assert_eq!(c.remote_port, 500);
+    assert_eq!(
+        c.proposals,
+        ProposalSet::parse_ike("aes128gcm16-prfsha256-x25519").unwrap()
+    );
+    assert_eq!(c.local_id, id("C=CN, O=Local Cluster, CN=site-a"));
+    assert_eq!(c.remote_id, id("C=CN, O=Local Cluster, CN=site-b"));
+    assert_eq!(psk_bytes(&c.local_auth), b"a long random secret");
+    assert!(
+        matches!(c.remote_auth, RemoteAuth::Psk(ref k) if k.as_slice() == b"a long random secret")
+    );
+    assert!(
+        c.encap,
+        "the file's encap = false does not turn UDP encapsulation off"
+    );
+    assert_eq!(c.dpd_delay, Some(Duration::from_secs(30)));
+    assert_eq!(c.rekey_time, Duration::from_secs(4 * 3600));
+    assert!(c.fragmentation);
+
+    let [child] = c.children.as_slice() else {
+        panic!("one child: {:?}", c.children);
+    };
+    assert_eq!(child.name, "net");
+    assert_eq!(child.local_ts, [cidr("10.1.0.0/24"), cidr("10.96.0.0/12")]);
+    assert_eq!(child.remote_ts, [cidr("10.2.0.0/24")]);
+    assert_eq!(
+        child.esp_proposals,
+        ProposalSet::parse_esp("aes128gcm16-x25519").unwrap()
+    );
+    assert_eq!(child.rekey_time, Duration::from_secs(3600));
+    assert_eq!(
+        plan.children,
+        [ChildPlan {
+            name: "net".into(),
+            start_action: StartAction::Start,
+            dpd_action: DpdAction::Restart,
+        }]
+    );
+
+    let ike = r.ike_config();
+    assert_eq!((ike.port, ike.port_nat_t), (500, 4500));
+    assert_eq!(ike.retransmit_timeout, Duration::from_secs(2));
+    assert_eq!(ike.retransmit_tries, 5);
+    assert_eq!(ike.max_ike_sas, ike::config::Config::default().max_ike_sas);
+}
+
+const MINIMAL_PSK: &str = r#"
+[connections.c]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+local.auth = "psk"
+remote.auth = "psk"
+remote.id = "@peer"
+[connections.c.children.net]
+[secrets.ike-any]
+secret = "wildcard"
+"#;
+
+#[test]
+fn defaults_of_a_minimal_file() {
+    let r = sample(MINIMAL_PSK).unwrap();
+    assert_eq!(r.daemon.keepalive, Duration::from_secs(20));
+    assert_eq!(r.daemon.retransmit_timeout, Duration::from_secs(2));
+    assert_eq!(r.daemon.retransmit_tries, 5);
+    let c = &r.connections[0].conn;
+    assert_eq!(c.local_id, id("192.0.2.1"), "psk: the first local address");
+    assert_eq!(c.proposals, ProposalSet::parse_ike("default").unwrap());
+    assert_eq!(c.rekey_time, Duration::from_secs(4 * 3600));
+    let child = &c.children[0];
+    assert_eq!(
+        child.esp_proposals,
+        ProposalSet::parse_esp("default").unwrap()
+    );
+    assert_eq!(child.rekey_time, Duration::from_secs(3600));
+    // "dynamic": each side's IKE address.
+    assert_eq!(child.local_ts, [cidr("192.0.2.1")]);
+    assert_eq!(child.remote_ts, [cidr("192.0.2.2/32")]);
+    let plan = &r.connections[0].children[0];
+    assert_eq!(plan.start_action, StartAction::None);
+    assert_eq!(plan.dpd_action, DpdAction::Clear);
+
+    let r = sample(&MINIMAL_PSK.replace(
+        "[connections.c.children.net]",
+        "rekey_time = \"0s\"\n[connections.c.children.net]\nrekey_time = 0",
+    ))
+    .unwrap();
+    assert_eq!(r.connections[0].conn.rekey_time, Duration::ZERO, "never");
+    assert_eq!(r.connections[0].conn.children[0].rekey_time, Duration::ZERO);
+
+    let r = sample(&format!(
+        "[daemon]\nkeepalive = \"0s\"\nretransmit_timeout = \"1m\"\nretransmit_tries = 2\n\
+         control_socket = \"run/esprit.sock\"\n{MINIMAL_PSK}"
+    ))
+    .unwrap();
+    assert_eq!(r.daemon.keepalive, Duration::ZERO);
+    assert_eq!(r.ike_config().retransmit_timeout, Duration::from_secs(60));
+    assert_eq!(r.ike_config().retransmit_tries, 2);
+    assert_eq!(
+        r.daemon.control_socket,
+        Path::new("/etc/esprit/run/esprit.sock")
+    );
+}
+
+#[test]
+fn dynamic_selectors_without_addresses_are_any_of_both_families() {
+    let text = MINIMAL_PSK
+        .replace("local_addrs = [\"192.0.2.1\"]", "local.id = \"@me\"")
+        .replace("[\"192.0.2.2\"]", "[\"2001:db8::2\"]");
+    let r = sample(&text).unwrap();
+    let c = &r.connections[0].conn;
+    assert!(c.local_addrs.is_empty());
+    assert_eq!(c.local_id, id("@me"));
+    let child = &c.children[0];
+    assert_eq!(child.local_ts, [ts::any_v4(), cidr("::/0")]);
+    assert_eq!(child.remote_ts, [cidr("2001:db8::2/128")]);
+
+    let r = sample(&text.replace("[\"2001:db8::2\"]", "[\"%any\"]")).unwrap();
+    let c = &r.connections[0].conn;
+    assert!(c.remote_addrs.is_empty());
+    assert_eq!(c.children[0].remote_ts, [ts::any_v4(), cidr("::/0")]);
+}
+
+#[test]
+fn a_psk_is_picked_like_strongswan() {
+    let entries = [
+        ("ike-1-local", "id = \"192.0.2.1\"", "local"),
+        ("ike-2-remote", "id = [\"@other\", \"@peer\"]", "remote"),
+        ("ike-3-both", "id = [\"192.0.2.1\", \"@peer\"]", "both"),
+        ("ike-4-other", "id = \"@stranger\"", "unrelated"),
+    ];
+    let file = |skip: &[&str]| {
+        let mut text = MINIMAL_PSK.replace("secret = \"wildcard\"", "secret = \"any\"");
+        for (name, ids, secret) in entries {
+            if !skip.contains(&name) {
+                text += &format!("[secrets.{name}]\n{ids}\nsecret = \"{secret}\"\n");
+            }
+        }
+        text
+    };
+    let picked =
+        |skip: &[&str]| psk_bytes(&sample(&file(skip)).unwrap().connections[0].conn.local_auth);
+    assert_eq!(picked(&[]), b"both");
+    assert_eq!(picked(&["ike-3-both"]), b"remote");
+    assert_eq!(picked(&["ike-3-both", "ike-2-remote"]), b"local");
+    assert_eq!(
+        picked(&["ike-3-both", "ike-2-remote", "ike-1-local"]),
+        b"any",
+        "an entry without ids is the last resort"
+    );
+    let none = file(&["ike-3-both", "ike-2-remote", "ike-1-local"])
+        .replace("[secrets.ike-any]\nsecret = \"any\"\n", "");
+    let e = fails_at(
+        sample(&none),
+        "connections.c.local.auth",
+        "no [secrets.ike-*] entry for ids '192.0.2.1' and 'peer'",
+    );
+    assert!(!e.reason.contains("unrelated"));
+}
+
+#[test]
+fn secret_encodings() {
+    let with =
+        |secret: &str| sample(&MINIMAL_PSK.replace("\"wildcard\"", &format!("\"{secret}\"")));
+    let bytes = |secret: &str| psk_bytes(&with(secret).unwrap().connections[0].conn.local_auth);
+    assert_eq!(bytes("0x00fF10"), [0x00, 0xff, 0x10]);
+    assert_eq!(bytes("0sAP8Q"), [0x00, 0xff, 0x10]);
+    assert_eq!(bytes("plain text"), b"plain text");
+    for bad in ["0x0g", "0x123", "0x+f", "0s!!!!", "0x", ""] {
+        let e = fails_at(with(bad), "secrets.ike-any.secret", "");
+        if bad.len() > 2 {
+            assert!(
+                !e.to_string().contains(bad),
+                "the secret stays out of errors: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_key_and_the_value() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "remote_addrs = [\"192.0.2.2\"]",
+            "remote_addrs = [\"site-b.example.org\"]",
+            "connections.site-b.remote_addrs",
+            "'site-b.example.org' is not an IP address: esprit resolves no names; give an address",
+        ),
+        (
+            "local_addrs = [\"192.0.2.1\"]",
+            "local_addrs = [\"192.0.2.0/24\"]",
+            "connections.site-b.local_addrs",
+            "'192.0.2.0/24' is not an IP address",
+        ),
+        (
+            "local_addrs = [\"192.0.2.1\"]",
+            "local_addrs = [\"192.0.2.1\", \"%any\"]",
+            "connections.site-b.local_addrs",
+            "cannot be mixed",
+        ),
+        (
+            "proposals = [\"aes128gcm16-prfsha256-x25519\"]",
+            "proposals = [\"aes128gcm16-prfsha256-x25519\", \"aes999-sha1-modp1024\"]",
+            "connections.site-b.proposals",
+            "'aes999-sha1-modp1024': unknown or unsupported algorithm 'aes999'",
+        ),
+        (
+            "proposals = [\"aes128gcm16-prfsha256-x25519\"]",
+            "proposals = []",
+            "connections.site-b.proposals",
+            "empty proposal list",
+        ),
+        (
+            "esp_proposals = [\"aes128gcm16-x25519\"]",
+            "esp_proposals = [\"aes128-sha256\"]",
+            "connections.site-b.children.net.esp_proposals",
+            "'aes128-sha256'",
+        ),
+        (
+            "local_ts = [\"10.1.0.0/24\", \"10.96.0.0/12\"]",
+            "local_ts = [\"10.1.0.0/24\", \"10.96.0.0/33\"]",
+            "connections.site-b.children.net.local_ts",
+            "'10.96.0.0/33' is not a subnet: prefix length '33' is not a number from 0 to 32",
+        ),
+        (
+            "remote_ts = [\"10.2.0.0/24\"]",
+            "remote_ts = [\"10.2.0.x/24\"]",
+            "connections.site-b.children.net.remote_ts",
+            "'10.2.0.x/24' is not a subnet: '10.2.0.x'",
+        ),
+        (
+            "remote_ts = [\"10.2.0.0/24\"]",
+            "remote_ts = [\"10.2.0.0/24[tcp/443]\"]",
+            "connections.site-b.children.net.remote_ts",
+            "protocol and port selectors are not supported",
+        ),
+        (
+            "remote_ts = [\"10.2.0.0/24\"]",
+            "remote_ts = []",
+            "connections.site-b.children.net.remote_ts",
+            "empty selector list",
+        ),
+        (
+            "id = \"C=CN, O=Local Cluster, CN=site-b\"\n",
+            "id = \"C=CN, Colour=blue\"\n",
+            "connections.site-b.remote.id",
+            "'C=CN, Colour=blue': invalid identity",
+        ),
+        (
+            "id = \"C=CN, O=Local Cluster, CN=site-a\"\n",
+            "id = \"%any\"\n",
+            "connections.site-b.local.id",
+            "cannot be %any",
+        ),
+        (
+            "secret = \"a long random secret\"",
+            "secret = \"a long random secret\"\n[secrets.ike-bad]\nid = \"C=CN, Colour=blue\"\nsecret = \"x\"",
+            "secrets.ike-bad.id",
+            "'C=CN, Colour=blue'",
+        ),
+        (
+            "[secrets.ike-site]",
+            "[secrets.site]",
+            "secrets.site",
+            "named ike<suffix>",
+        ),
+        (
+            "id = [\"C=CN, O=Local Cluster, CN=site-a\", \"C=CN, O=Local Cluster, CN=site-b\"]",
+            "id = [\"C=CN, O=Local Cluster, CN=site-c\"]",
+            "connections.site-b.local.auth",
+            "no [secrets.ike-*] entry for ids 'C=CN, O=Local Cluster, CN=site-a' and \
+             'C=CN, O=Local Cluster, CN=site-b'",
+        ),
+        (
+            "port_nat_t = 4500",
+            "port_nat_t = 500",
+            "daemon.port_nat_t",
+            "500 is also daemon.port",
+        ),
+        (
+            "retransmit_timeout = \"2s\"",
+            "retransmit_timeout = 0",
+            "daemon.retransmit_timeout",
+            "longer than 0s",
+        ),
+        (
+            "name = \"esprit0\"",
+            "name = \"a-very-long-tunnel-name\"",
+            "tun.name",
+            "'a-very-long-tunnel-name'",
+        ),
+        ("mtu = 1400", "mtu = 60", "tun.mtu", "60"),
+    ];
+    for &(from, to, key, reason) in cases {
+        assert!(SAMPLE.contains(from), "{from}");
+        fails_at(sample(&SAMPLE.replacen(from, to, 1)), key, reason);
+    }
+}
+
+#[test]
+fn a_psk_needs_an_id_and_start_needs_a_peer() {
+    fails_at(
+        sample(&MINIMAL_PSK.replace("local_addrs = [\"192.0.2.1\"]", "")),
+        "connections.c.local.id",
+        "local.id is required with psk when local_addrs is empty",
+    );
+    for action in ["start", "trap"] {
+        let text = MINIMAL_PSK
+            .replace("remote_addrs = [\"192.0.2.2\"]", "")
+            .replace(
+                "[connections.c.children.net]",
+                &format!("[connections.c.children.net]\nstart_action = \"{action}\""),
+            );
+        fails_at(
+            sample(&text),
+            "connections.c.children.net.start_action",
+            &format!("start_action {action} needs remote_addrs"),
+        );
+    }
+    // A responder-only connection is fine.
+    let r = sample(&MINIMAL_PSK.replace("remote_addrs = [\"192.0.2.2\"]", "")).unwrap();
+    assert!(r.connections[0].conn.remote_addrs.is_empty());
+}

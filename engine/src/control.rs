@@ -1,0 +1,173 @@
+//! The control socket: a Unix stream socket on which `esprit status`, `initiate` and
+//! `terminate` send one JSON request line and read one JSON response line.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::status::Status;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// SAs and counters.
+    Status,
+    /// Start a connection (all its children, or one).
+    Initiate {
+        /// Connection name.
+        conn: String,
+        /// Child name; all children when absent.
+        child: Option<String>,
+    },
+    /// Delete a connection's IKE SAs at the peer.
+    Terminate {
+        /// Connection name.
+        conn: String,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Response {
+    /// The status report.
+    Status(Box<Status>),
+    /// The command was accepted.
+    Ok {
+        /// What the daemon did.
+        message: String,
+    },
+    /// The command was refused.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Largest request line the daemon reads.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Sends `req` to the daemon listening on `path` and waits for its answer.
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Response> {
+    let mut sock = UnixStream::connect(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach the esprit daemon at {}: {e} (is `esprit run` going?)",
+                path.display()
+            ),
+        )
+    })?;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    sock.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(sock).read_line(&mut answer)?;
+    serde_json::from_str(&answer)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
+}
+
+/// A request with the channel its answer goes back on.
+pub(crate) type Pending = (Request, oneshot::Sender<Response>);
+
+/// The listening socket; removes its file when dropped.
+pub(crate) struct ControlSocket {
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` (replacing a stale socket file) and serves connections on the current
+    /// tokio runtime, passing each request to `tx`.
+    pub(crate) fn bind(path: &Path, tx: mpsc::Sender<Pending>) -> io::Result<ControlSocket> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another daemon answers on {}", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        // Only the owner (root) may command the daemon.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(serve(stream, tx));
+            }
+        });
+        Ok(ControlSocket {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await;
+    let response = match read {
+        Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let (reply, answer) = oneshot::channel();
+                if tx.send((req, reply)).await.is_err() {
+                    return;
+                }
+                match answer.await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
+        },
+        _ => return,
+    };
+    if let Ok(mut out) = serde_json::to_vec(&response) {
+        out.push(b'\n');
+        let _ = wr.write_all(&out).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_line() {
+        let r = Request::Initiate {
+            conn: "site-b".into(),
+            child: None,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"cmd":"initiate","conn":"site-b","child":null}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let s = serde_json::to_string(&Response::Ok {
+            message: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"result":"ok","message":"x"}"#);
+    }
+}

@@ -1,0 +1,434 @@
+//! `esprit run`: the daemon. One tokio task (on the main thread) drives `ike::Endpoint`
+//! over the IKE sockets, the control socket, timers and signals; two dataplane threads
+//! move ESP between the TUN device and the NAT-T sockets (see [`crate::dataplane`]).
+//!
+//! ESP is always UDP-encapsulated on the NAT-T port (RFC 3948), also without a NAT, as
+//! strongSwan's kernel-libipsec does: raw ESP (IP protocol 50) would need a raw socket,
+//! which a container without `CAP_NET_RAW` cannot have. Every standard peer accepts it,
+//! since we announce a NAT through the NAT-detection payloads.
+
+mod routes;
+mod sas;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ike::crypto::SystemRng;
+use ike::endpoint::Endpoint;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
+
+use crate::config::{self, ConfigError, Resolved};
+use crate::control::{ControlSocket, Pending, Request, Response};
+use crate::dataplane::{Dataplane, DpEvent, InCmd, NattSockets, OutCmd};
+use crate::status::{ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, Status};
+use routes::OsRoutes;
+use sas::Sas;
+
+/// How long shutdown waits for the peers to confirm the deletes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How `esprit run` was asked to start.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// An already open TUN descriptor to adopt (`--tun-fd`).
+    pub tun_fd: Option<OwnedFd>,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A system resource could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let cfg = config::load(&opts.config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    rt.block_on(serve(cfg, opts))
+}
+
+/// The TUN device: adopted, attached or created.
+fn open_tun(cfg: &Resolved, fd: Option<OwnedFd>) -> Result<(Tun, bool), RunError> {
+    if let Some(fd) = fd {
+        let tun = Tun::from_fd(fd).map_err(io_err("adopting the TUN descriptor"))?;
+        return Ok((tun, false));
+    }
+    let config = TunConfig::new().name(&cfg.tun.name).mtu(cfg.tun.mtu);
+    match Tun::create(&config) {
+        Ok(t) => Ok((t, true)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // No CAP_NET_ADMIN: a persistent device made for us beforehand still works.
+            let t = Tun::attach(&cfg.tun.name, false).map_err(io_err(format!(
+                "creating TUN {} (no CAP_NET_ADMIN?) and attaching to it",
+                cfg.tun.name
+            )))?;
+            Ok((t, false))
+        }
+        Err(e) => Err(io_err(format!("creating TUN {}", cfg.tun.name))(e)),
+    }
+}
+
+/// Binds `port` on the IPv4 and IPv6 wildcard; a family the namespace lacks is skipped.
+fn bind_pair(port: u16) -> Result<(Option<UdpSocket>, Option<UdpSocket>), RunError> {
+    let v4 = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        .map_err(io_err(format!("binding UDP port {port} (IPv4)")))?;
+    let v6 = match UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no IPv6 on UDP port {port}: {e}");
+            None
+        }
+    };
+    Ok((Some(v4), v6))
+}
+
+struct Io {
+    ike4: Option<AsyncUdpSocket>,
+    ike6: Option<AsyncUdpSocket>,
+    b4: UdpRecvBatch,
+    b6: UdpRecvBatch,
+    natt: NattSockets,
+    port_nat_t: u16,
+    keepalives_sent: u64,
+}
+
+async fn recv_opt(sock: &Option<AsyncUdpSocket>, batch: &mut UdpRecvBatch) -> io::Result<usize> {
+    match sock {
+        Some(s) => s.recv_batch(batch).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
+    let (tun, created) = open_tun(&cfg, opts.tun_fd)?;
+    let install_routes = cfg.tun.install_routes.unwrap_or(created);
+    let tun_name = tun.name().to_string();
+    tracing::info!(
+        "TUN {tun_name}: mtu {}, offloads {:?}, routes {}",
+        cfg.tun.mtu,
+        tun.offloads(),
+        if install_routes { "on" } else { "off" }
+    );
+    let (ike4, ike6) = bind_pair(cfg.daemon.port)?;
+    let (n4, n6) = bind_pair(cfg.daemon.port_nat_t)?;
+    let natt = NattSockets {
+        v4: n4.map(Arc::new),
+        v6: n6.map(Arc::new),
+    };
+    let to_async = |s: Option<UdpSocket>| -> Result<Option<AsyncUdpSocket>, RunError> {
+        s.map(|s| s.into_async().map_err(io_err("registering the IKE socket")))
+            .transpose()
+    };
+    let mut io = Io {
+        ike4: to_async(ike4)?,
+        ike6: to_async(ike6)?,
+        b4: UdpRecvBatch::new(4),
+        b6: UdpRecvBatch::new(4),
+        natt: natt.clone(),
+        port_nat_t: cfg.daemon.port_nat_t,
+        keepalives_sent: 0,
+    };
+    let (dp_tx, mut dp_rx) = mpsc::channel(1024);
+    let dp = Dataplane::start(tun, natt, dp_tx).map_err(io_err("starting the dataplane"))?;
+    let routes = OsRoutes::new(&tun_name, install_routes)
+        .map_err(io_err(format!("opening netlink for routes via {tun_name}")))?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
+    let _control =
+        ControlSocket::bind(&cfg.daemon.control_socket, ctl_tx).map_err(io_err(format!(
+            "binding the control socket {}",
+            cfg.daemon.control_socket.display()
+        )))?;
+    let mut ep = Endpoint::new(
+        cfg.ike_config(),
+        Box::new(SystemRng::new()),
+        (Instant::now(), SystemTime::now()),
+    );
+    for p in &cfg.connections {
+        ep.add_connection(p.conn.clone());
+    }
+    let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes);
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
+    tracing::info!(
+        "esprit running: IKE on UDP {}/{}, control socket {}, {} connection(s)",
+        cfg.daemon.port,
+        cfg.daemon.port_nat_t,
+        cfg.daemon.control_socket.display(),
+        cfg.connections.len()
+    );
+    let keepalive = cfg.daemon.keepalive;
+    let mut next_keepalive = Instant::now() + keepalive;
+    let mut deadline_shutdown: Option<Instant> = None;
+    st.start(Instant::now());
+    loop {
+        flush(&mut st, &mut io, Instant::now()).await;
+        if let Some(d) = deadline_shutdown {
+            if st.ike_count() == 0 || Instant::now() >= d {
+                break;
+            }
+        }
+        let mut wake = [st.ep.poll_timeout(), st.next_timer(), Some(next_keepalive)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        if let Some(d) = deadline_shutdown {
+            wake = wake.min(d);
+        }
+        tokio::select! {
+            r = recv_opt(&io.ike4, &mut io.b4) => {
+                if r.is_ok() {
+                    let now = Instant::now();
+                    let bound = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.daemon.port);
+                    for d in io.b4.iter() {
+                        let local = SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port);
+                        st.ep.handle(now, local, d.src, d.data);
+                    }
+                }
+            }
+            r = recv_opt(&io.ike6, &mut io.b6) => {
+                if r.is_ok() {
+                    let now = Instant::now();
+                    for d in io.b6.iter() {
+                        let ip = d.dst_ip.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                        st.ep.handle(now, SocketAddr::new(ip, d.local_port), d.src, d.data);
+                    }
+                }
+            }
+            Some(ev) = dp_rx.recv() => {
+                let now = Instant::now();
+                match ev {
+                    DpEvent::Ike { local, remote, data } => st.ep.handle(now, local, remote, &data),
+                    DpEvent::Acquire { trap } => st.on_acquire(now, trap),
+                    DpEvent::SoftExpired { spi, inbound } => st.on_soft_expired(now, spi, inbound),
+                }
+            }
+            Some((req, reply)) = ctl_rx.recv() => {
+                let resp = command(&mut st, &io, req).await;
+                let _ = reply.send(resp);
+            }
+            _ = sigterm.recv(), if deadline_shutdown.is_none() => {
+                deadline_shutdown = Some(begin_shutdown(&mut st, "SIGTERM"));
+            }
+            _ = sigint.recv(), if deadline_shutdown.is_none() => {
+                deadline_shutdown = Some(begin_shutdown(&mut st, "SIGINT"));
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                st.ep.handle_timeout(now);
+                st.run_timers(now);
+                if now >= next_keepalive {
+                    next_keepalive = now + keepalive;
+                    for (local, remote) in st.keepalive_targets() {
+                        send_natt(&mut io, local, remote, &esp::natt::NAT_KEEPALIVE);
+                        io.keepalives_sent += 1;
+                    }
+                }
+            }
+        }
+    }
+    let left = st.ike_count();
+    if left > 0 {
+        tracing::warn!("{left} IKE SA(s) not confirmed deleted by their peers");
+    }
+    let Sas { dp, routes, .. } = st;
+    dp.stop();
+    drop(routes);
+    tracing::info!("esprit stopped");
+    Ok(())
+}
+
+fn begin_shutdown(st: &mut Sas, why: &str) -> Instant {
+    tracing::info!("{why}: deleting SAs at the peers and stopping");
+    st.closing = true;
+    st.ep.terminate_all(Instant::now());
+    Instant::now() + SHUTDOWN_GRACE
+}
+
+/// Applies ike's events, then sends what it queued.
+async fn flush(st: &mut Sas, io: &mut Io, now: Instant) {
+    // Events first: an inbound SA must be installed before the message that completes
+    // its negotiation leaves, or the peer's first ESP packet could arrive before it.
+    st.drain_events(now);
+    while let Some(t) = st.ep.poll_transmit() {
+        if t.local.port() == io.port_nat_t {
+            let mut framed = Vec::with_capacity(4 + t.data.len());
+            framed.extend_from_slice(&esp::natt::NON_ESP_MARKER);
+            framed.extend_from_slice(&t.data);
+            send_natt(io, t.local, t.remote, &framed);
+        } else {
+            let sock = if t.remote.is_ipv4() {
+                io.ike4.as_ref()
+            } else {
+                io.ike6.as_ref()
+            };
+            let src = Some(t.local.ip()).filter(|ip| !ip.is_unspecified());
+            match sock {
+                Some(s) => {
+                    if let Err(e) = s.send_to(&t.data, t.remote, src).await {
+                        tracing::debug!("IKE send to {} failed: {e}", t.remote);
+                    }
+                }
+                None => tracing::debug!("no socket for {}", t.remote),
+            }
+        }
+    }
+    // Handling events may queue more (e.g. a deferred child's CREATE_CHILD_SA).
+    st.drain_events(now);
+}
+
+fn send_natt(io: &mut Io, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+    let src = Some(local.ip()).filter(|ip| !ip.is_unspecified());
+    match io.natt.for_peer(&remote) {
+        Some(s) => {
+            if let Err(e) = s.send_to(data, remote, src) {
+                tracing::debug!("NAT-T send to {remote} failed: {e}");
+            }
+        }
+        None => tracing::debug!("no NAT-T socket for {remote}"),
+    }
+}
+
+async fn command(st: &mut Sas, io: &Io, req: Request) -> Response {
+    let now = Instant::now();
+    match req {
+        Request::Status => Response::Status(Box::new(status(st, io).await)),
+        Request::Initiate { conn, child } => match st.initiate(now, &conn, child.as_deref()) {
+            Ok(()) => Response::Ok {
+                message: format!("initiating {conn}"),
+            },
+            Err(message) => Response::Error { message },
+        },
+        Request::Terminate { conn } => match st.terminate(now, &conn) {
+            Ok(()) => Response::Ok {
+                message: format!("terminating {conn}"),
+            },
+            Err(message) => Response::Error { message },
+        },
+    }
+}
+
+fn hex_spi(spi: u32) -> String {
+    format!("{spi:08x}")
+}
+
+async fn status(st: &mut Sas, io: &Io) -> Status {
+    let (otx, orx) = oneshot::channel();
+    let (itx, irx) = oneshot::channel();
+    st.dp.out.send(OutCmd::Stats(otx));
+    st.dp.inb.send(InCmd::Stats(itx));
+    let wait = Duration::from_secs(2);
+    let out = tokio::time::timeout(wait, orx)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let inb = tokio::time::timeout(wait, irx)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let now = Instant::now();
+    let secs_since = |t: Instant| now.saturating_duration_since(t).as_secs();
+    let secs_until = |t: Instant| t.saturating_duration_since(now).as_secs();
+    let sa_stats = |list: Option<&Vec<(u32, esp::SaStats)>>, spi: u32| {
+        list.and_then(|l| l.iter().find(|(s, _)| *s == spi).map(|(_, st)| *st))
+            .unwrap_or_default()
+    };
+    let ike_sas = st
+        .ep
+        .ike_sas()
+        .into_iter()
+        .map(|sa| IkeSaStatus {
+            conn: sa.conn.clone(),
+            id: sa.id.0,
+            state: sa.state.to_string(),
+            initiator: sa.initiator,
+            spi_i: format!("{:016x}", sa.spi_i),
+            spi_r: format!("{:016x}", sa.spi_r),
+            local_addr: format!("{}[{}]", sa.local.ip(), sa.local.port()),
+            remote_addr: format!("{}[{}]", sa.remote.ip(), sa.remote.port()),
+            local_id: sa.local_id.clone(),
+            remote_id: sa.remote_id.clone(),
+            proposal: sa.suite.map(|s| s.to_string()),
+            nat_local: sa.nat.0,
+            nat_remote: sa.nat.1,
+            established_secs: sa.established.map(secs_since),
+            rekey_in_secs: sa.rekey_at.map(secs_until),
+            children: sa
+                .children
+                .iter()
+                .map(|c| {
+                    let i = sa_stats(inb.as_ref().map(|s| &s.sas), c.spi_in);
+                    let o = sa_stats(out.as_ref().map(|s| &s.sas), c.spi_out);
+                    ChildSaStatus {
+                        name: c.name.clone(),
+                        state: st.child_state(c.spi_in).to_string(),
+                        spi_in: hex_spi(c.spi_in),
+                        spi_out: hex_spi(c.spi_out),
+                        proposal: c.suite.to_string(),
+                        encap: true,
+                        bytes_in: i.bytes,
+                        packets_in: i.packets,
+                        bytes_out: o.bytes,
+                        packets_out: o.packets,
+                        local_ts: c.local_ts.iter().map(ike::ts::display).collect(),
+                        remote_ts: c.remote_ts.iter().map(ike::ts::display).collect(),
+                        installed_secs: secs_since(c.established),
+                        rekey_in_secs: c.rekey_at.map(secs_until),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let connections = st
+        .plans
+        .iter()
+        .map(|p| ConnectionStatus {
+            name: p.conn.name.clone(),
+            last_error: st.failures.get(&p.conn.name).cloned(),
+        })
+        .collect();
+    let ike = st.ep.stats();
+    Status {
+        ike_sas,
+        connections,
+        counters: Counters {
+            outbound: serde_json::to_value(out.unwrap_or_default()).unwrap_or_default(),
+            inbound: serde_json::to_value(inb.unwrap_or_default()).unwrap_or_default(),
+            ike: serde_json::json!({
+                "malformed": ike.malformed,
+                "unknown_spi": ike.unknown_spi,
+                "integrity": ike.integrity,
+                "unexpected": ike.unexpected,
+                "overloaded": ike.overloaded,
+                "retransmits": ike.retransmits,
+            }),
+            keepalives_sent: io.keepalives_sent,
+        },
+    }
+}

@@ -1,0 +1,164 @@
+//! UDP -> SAD -> ESP -> TUN.
+//!
+//! One `recvmmsg` on a NAT-T socket returns up to 32 GRO aggregates of up to 64
+//! datagrams each. ESP datagrams are decapsulated in place and their inner packets
+//! gathered into a [`PacketBatch`] that the TUN writes with GRO coalescing, one write per
+//! flow. IKE messages go to the control task; keepalives are counted and dropped.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use esp::natt::{classify_4500, Datagram4500};
+use esp::{DropCounters, InnerKind, Sad};
+use tun_io::{
+    poll_readable, PacketBatch, Tun, UdpRecvBatch, UdpSocket, MIN_TUN_HEADROOM, TUN_BATCH,
+    UDP_BATCH,
+};
+
+use super::{DpEvent, InCmd, InStats, Inbox, NattSockets, TICK};
+
+struct Inbound {
+    sad: Sad,
+    drops: DropCounters,
+    stats: InStats,
+    tun: Tun,
+    out: PacketBatch,
+    events: tokio::sync::mpsc::Sender<DpEvent>,
+}
+
+pub(super) fn run(
+    tun: Tun,
+    socks: NattSockets,
+    inbox: Inbox<InCmd>,
+    events: tokio::sync::mpsc::Sender<DpEvent>,
+    stop: &AtomicBool,
+    mtu: usize,
+) {
+    let sockets: Vec<&UdpSocket> = [socks.v4.as_deref(), socks.v6.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut st = Inbound {
+        sad: Sad::new(),
+        drops: DropCounters::new(),
+        stats: InStats::default(),
+        tun,
+        // Room for any inner packet the peer may send, whatever our own MTU.
+        out: PacketBatch::new(TUN_BATCH, MIN_TUN_HEADROOM, 65535.max(mtu)),
+        events,
+    };
+    let mut rb = UdpRecvBatch::new(UDP_BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
+        fds.push(inbox.waker.as_fd());
+        let ready = match poll_readable(&fds, Some(TICK)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("inbound dataplane: poll failed: {e}");
+                return;
+            }
+        };
+        if ready & (1 << sockets.len()) != 0 {
+            for cmd in inbox.drain() {
+                st.apply(cmd);
+            }
+        }
+        for (i, sock) in sockets.iter().enumerate() {
+            if ready & (1 << i) == 0 {
+                continue;
+            }
+            // Drain what is queued, a batch at a time, before polling again.
+            for _ in 0..8 {
+                match sock.try_recv_batch(&mut rb) {
+                    Ok(0) => break,
+                    Ok(_) => st.receive(&mut rb, sock.local_addr()),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+impl Inbound {
+    fn apply(&mut self, cmd: InCmd) {
+        match cmd {
+            InCmd::AddSa(sa) => {
+                self.sad.insert(*sa);
+            }
+            InCmd::RemoveSa { spi } => {
+                self.sad.remove(spi);
+            }
+            InCmd::Stats(reply) => {
+                let mut s = self.stats.clone();
+                s.sas = self.sad.iter().map(|sa| (sa.spi(), sa.stats())).collect();
+                s.drops = self
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| (name.to_string(), n))
+                    .collect();
+                let _ = reply.send(s);
+            }
+        }
+    }
+
+    fn receive(&mut self, rb: &mut UdpRecvBatch, bound: SocketAddr) {
+        self.stats.udp_reads += rb.messages() as u64;
+        for d in rb.iter_mut() {
+            let local = SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port);
+            match classify_4500(d.data) {
+                Datagram4500::Esp(_) => {}
+                Datagram4500::Ike(msg) => {
+                    self.stats.ike_received += 1;
+                    let _ = self.events.try_send(DpEvent::Ike {
+                        local,
+                        remote: d.src,
+                        data: msg.to_vec(),
+                    });
+                    continue;
+                }
+                Datagram4500::Keepalive => {
+                    self.stats.keepalives += 1;
+                    continue;
+                }
+                Datagram4500::Malformed(_) => {
+                    self.stats.malformed += 1;
+                    continue;
+                }
+            }
+            let len = d.data.len();
+            match self.sad.decapsulate(d.data, 0..len) {
+                Ok(dec) => {
+                    self.stats.esp_received += 1;
+                    if dec.soft_limit_crossed {
+                        let _ = self.events.try_send(DpEvent::SoftExpired {
+                            spi: dec.spi,
+                            inbound: true,
+                        });
+                    }
+                    if dec.kind == InnerKind::Dummy {
+                        continue;
+                    }
+                    let inner = &d.data[dec.inner];
+                    if !self.out.push(inner) {
+                        self.flush();
+                        self.out.push(inner);
+                    }
+                }
+                Err(reason) => self.drops.record(reason),
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.tun.send_from(&mut self.out) {
+            self.stats.tun_errors += 1;
+            tracing::debug!("TUN write failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The dataplane: two OS threads that move packets between the TUN device and the
+//! NAT-T sockets, each owning its half of the SA state so the hot path takes no lock.
+//!
+//! - [`outbound`]: TUN read (a TSO super-packet split into MTU-sized packets) -> SPD ->
+//!   ESP encapsulation straight into a GSO send buffer -> one `sendmsg` per run of
+//!   equal-size datagrams to one peer.
+//! - [`inbound`]: `recvmmsg` with GRO on the port-4500 sockets -> demux (IKE, keepalive,
+//!   ESP) -> SAD -> decapsulation in place -> TUN write with GRO coalescing.
+//!
+//! The control task changes SA state only through commands ([`OutCmd`], [`InCmd`]); a
+//! command wakes the thread through an eventfd, and the thread applies all pending
+//! commands before it touches the next batch. The threads report back through
+//! [`DpEvent`]s (IKE messages that arrived on port 4500, trap acquires, soft lifetimes).
+
+pub(crate) mod inbound;
+pub(crate) mod outbound;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use esp::{InboundSa, OutboundSa, SaStats, TrafficSelector};
+use ike::endpoint::IkeSaId;
+use tokio::sync::oneshot;
+use tun_io::{Tun, UdpSocket, Waker};
+
+/// How long a dataplane thread sleeps in `poll` before it looks at the stop flag.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Packets a trap policy holds while its SA is negotiated (strongSwan holds a few too).
+pub(crate) const TRAP_HOLD: usize = 32;
+
+/// A route: the policies of one child SA, pointing at its current outbound SA.
+pub(crate) type RouteId = u64;
+
+/// A trap policy: selectors that start a negotiation when a packet matches.
+pub(crate) type TrapId = u64;
+
+/// The sending half of a child SA and where its packets go.
+pub(crate) struct OutSa {
+    /// The SA.
+    pub(crate) sa: OutboundSa,
+    /// UDP destination: the peer's NAT-T address.
+    pub(crate) dst: SocketAddr,
+    /// Source address to send from, when bound to a wildcard.
+    pub(crate) src: Option<IpAddr>,
+    /// The IKE SA it belongs to, for peer address updates.
+    pub(crate) ike: IkeSaId,
+}
+
+/// Selector pairs (our side, the peer's side).
+pub(crate) type Policies = Vec<(TrafficSelector, TrafficSelector)>;
+
+/// Commands for the outbound thread.
+pub(crate) enum OutCmd {
+    /// A new child SA: its outbound SA and its policies, under a new route.
+    AddRoute {
+        route: RouteId,
+        sa: Box<OutSa>,
+        policies: Policies,
+    },
+    /// The outbound SA of a rekeyed child. The route keeps using its current SA until
+    /// that one is removed (the peer may not have installed the new inbound SA yet);
+    /// then it switches to this one: make-before-break.
+    AddSuccessor { route: RouteId, sa: Box<OutSa> },
+    /// Removes an outbound SA; its route moves to the successor, or goes if it has none.
+    RemoveSa { spi: u32 },
+    /// The peer's address changed: every SA of this IKE SA sends there now.
+    PeerMoved { ike: IkeSaId, dst: SocketAddr },
+    /// Installs a trap policy.
+    AddTrap { trap: TrapId, policies: Policies },
+    /// A negotiation the trap started failed: drop held packets, acquire again later.
+    TrapFailed { trap: TrapId },
+    /// Reports per-SA counters.
+    Stats(oneshot::Sender<OutStats>),
+}
+
+/// Commands for the inbound thread.
+pub(crate) enum InCmd {
+    /// Installs an inbound SA.
+    AddSa(Box<InboundSa>),
+    /// Removes an inbound SA.
+    RemoveSa { spi: u32 },
+    /// Reports per-SA counters.
+    Stats(oneshot::Sender<InStats>),
+}
+
+/// What the dataplane tells the control task.
+#[derive(Debug)]
+pub(crate) enum DpEvent {
+    /// An IKE message that arrived on a NAT-T socket (non-ESP marker stripped).
+    Ike {
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// A packet hit a trap policy.
+    Acquire { trap: TrapId },
+    /// An SA crossed its soft lifetime (sequence numbers or bytes): rekey it.
+    SoftExpired { spi: u32, inbound: bool },
+}
+
+/// Counters of the outbound thread.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct OutStats {
+    /// Per outbound SPI.
+    #[serde(skip)]
+    pub(crate) sas: Vec<(u32, SaStats)>,
+    /// Packets read from the TUN.
+    pub tun_packets: u64,
+    /// TUN reads (each may hold many packets).
+    pub tun_reads: u64,
+    /// ESP datagrams sent.
+    pub esp_sent: u64,
+    /// UDP sends (each a GSO run of up to 64 datagrams).
+    pub udp_sends: u64,
+    /// Packets no policy covered.
+    pub no_policy: u64,
+    /// Packets a trap policy held, and those it had to drop because it was full.
+    pub trap_held: u64,
+    /// Packets dropped because the trap was full or its negotiation failed.
+    pub trap_dropped: u64,
+    /// Packets esp refused to encapsulate (lifetime or sequence space exhausted).
+    pub encap_errors: u64,
+    /// Send errors.
+    pub send_errors: u64,
+}
+
+/// Counters of the inbound thread.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct InStats {
+    /// Per inbound SPI.
+    #[serde(skip)]
+    pub(crate) sas: Vec<(u32, SaStats)>,
+    /// ESP packets accepted.
+    pub esp_received: u64,
+    /// UDP messages read (GRO aggregates).
+    pub udp_reads: u64,
+    /// IKE messages passed to the control task.
+    pub ike_received: u64,
+    /// NAT-T keepalives seen.
+    pub keepalives: u64,
+    /// Malformed port-4500 datagrams.
+    pub malformed: u64,
+    /// ESP drops by reason (unknown SPI, replay, integrity, ...).
+    pub drops: Vec<(String, u64)>,
+    /// TUN write errors.
+    pub tun_errors: u64,
+}
+
+/// A command queue whose sender wakes the receiving thread.
+pub(crate) struct Mailbox<T> {
+    tx: mpsc::Sender<T>,
+    waker: Arc<Waker>,
+}
+
+impl<T> Mailbox<T> {
+    /// Queues a command and wakes the thread; false if the thread is gone.
+    pub(crate) fn send(&self, cmd: T) -> bool {
+        let ok = self.tx.send(cmd).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
+/// The receiving end of a [`Mailbox`].
+pub(crate) struct Inbox<T> {
+    rx: mpsc::Receiver<T>,
+    waker: Arc<Waker>,
+}
+
+impl<T> Inbox<T> {
+    /// Clears the wake-up and returns the commands queued so far.
+    pub(crate) fn drain(&self) -> impl Iterator<Item = T> + '_ {
+        self.waker.reset();
+        self.rx.try_iter()
+    }
+}
+
+fn mailbox<T>() -> io::Result<(Mailbox<T>, Inbox<T>)> {
+    let (tx, rx) = mpsc::channel();
+    let waker = Arc::new(Waker::new()?);
+    Ok((
+        Mailbox {
+            tx,
+            waker: waker.clone(),
+        },
+        Inbox { rx, waker },
+    ))
+}
+
+/// The NAT-T sockets, one per address family that could be bound.
+#[derive(Clone)]
+pub(crate) struct NattSockets {
+    pub(crate) v4: Option<Arc<UdpSocket>>,
+    pub(crate) v6: Option<Arc<UdpSocket>>,
+}
+
+impl NattSockets {
+    /// The socket that reaches `dst`.
+    pub(crate) fn for_peer(&self, dst: &SocketAddr) -> Option<&UdpSocket> {
+        match dst {
+            SocketAddr::V4(_) => self.v4.as_deref(),
+            SocketAddr::V6(_) => self.v6.as_deref(),
+        }
+    }
+}
+
+/// The running dataplane.
+pub(crate) struct Dataplane {
+    pub(crate) out: Mailbox<OutCmd>,
+    pub(crate) inb: Mailbox<InCmd>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Dataplane {
+    /// Starts both threads on `tun` and the NAT-T sockets.
+    pub(crate) fn start(
+        tun: Tun,
+        socks: NattSockets,
+        events: tokio::sync::mpsc::Sender<DpEvent>,
+    ) -> io::Result<Dataplane> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, out_rx) = mailbox()?;
+        let (inb, in_rx) = mailbox()?;
+        let mtu = usize::from(tun.mtu()?);
+        let writer = tun.share();
+        let t_out = {
+            let (socks, stop, events) = (socks.clone(), stop.clone(), events.clone());
+            std::thread::Builder::new()
+                .name("esp-out".into())
+                .spawn(move || outbound::run(tun, socks, out_rx, events, &stop, mtu))?
+        };
+        let t_in = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("esp-in".into())
+                .spawn(move || inbound::run(writer, socks, in_rx, events, &stop, mtu))?
+        };
+        Ok(Dataplane {
+            out,
+            inb,
+            stop,
+            threads: vec![t_out, t_in],
+        })
+    }
+
+    /// Stops both threads and waits for them.
+    pub(crate) fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.out.waker.wake();
+        self.inb.waker.wake();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

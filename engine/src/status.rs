@@ -1,0 +1,243 @@
+//! What `esprit status` shows: the daemon's SAs and counters, as JSON on the control
+//! socket (`status --json` prints it unchanged) and as text shaped like
+//! `swanctl --list-sas`.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole status report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// IKE SAs with their child SAs.
+    pub ike_sas: Vec<IkeSaStatus>,
+    /// Connections from the config, with the last failure of each.
+    pub connections: Vec<ConnectionStatus>,
+    /// Dataplane and IKE counters.
+    pub counters: Counters,
+}
+
+/// One configured connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// Name.
+    pub name: String,
+    /// Why its last attempt failed or why it went down, if it did.
+    pub last_error: Option<String>,
+}
+
+/// One IKE SA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IkeSaStatus {
+    /// Connection name.
+    pub conn: String,
+    /// Handle (unique while the daemon runs).
+    pub id: u64,
+    /// CONNECTING, ESTABLISHED, REKEYING or DELETING.
+    pub state: String,
+    /// We initiated it.
+    pub initiator: bool,
+    /// Initiator SPI (hex).
+    pub spi_i: String,
+    /// Responder SPI (hex).
+    pub spi_r: String,
+    /// Our address and port.
+    pub local_addr: String,
+    /// The peer's address and port.
+    pub remote_addr: String,
+    /// Our identity.
+    pub local_id: String,
+    /// The peer's identity.
+    pub remote_id: String,
+    /// Negotiated algorithms.
+    pub proposal: Option<String>,
+    /// NAT detected in front of us.
+    pub nat_local: bool,
+    /// NAT detected in front of the peer (or faked by it).
+    pub nat_remote: bool,
+    /// Seconds since IKE_AUTH completed.
+    pub established_secs: Option<u64>,
+    /// Seconds until the next IKE rekey.
+    pub rekey_in_secs: Option<u64>,
+    /// Child SAs.
+    pub children: Vec<ChildSaStatus>,
+}
+
+/// One child SA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChildSaStatus {
+    /// Child name.
+    pub name: String,
+    /// INSTALLED (or REKEYED while its successor takes over).
+    pub state: String,
+    /// Inbound SPI (hex).
+    pub spi_in: String,
+    /// Outbound SPI (hex).
+    pub spi_out: String,
+    /// ESP algorithms.
+    pub proposal: String,
+    /// ESP in UDP (always, in esprit).
+    pub encap: bool,
+    /// Inner bytes received.
+    pub bytes_in: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Inner bytes sent.
+    pub bytes_out: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Our selectors.
+    pub local_ts: Vec<String>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<String>,
+    /// Seconds since it was installed.
+    pub installed_secs: u64,
+    /// Seconds until its rekey.
+    pub rekey_in_secs: Option<u64>,
+}
+
+/// Counters of the daemon.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Outbound dataplane.
+    pub outbound: serde_json::Value,
+    /// Inbound dataplane.
+    pub inbound: serde_json::Value,
+    /// IKE message drops and retransmissions.
+    pub ike: serde_json::Value,
+    /// NAT-T keepalives sent.
+    pub keepalives_sent: u64,
+}
+
+fn human(secs: u64) -> String {
+    let d = Duration::from_secs(secs);
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ike_sas.is_empty() {
+            writeln!(f, "no IKE SAs")?;
+        }
+        for sa in &self.ike_sas {
+            let (mi, mr) = if sa.initiator { ("*", "") } else { ("", "*") };
+            writeln!(
+                f,
+                "{}: #{}, {}, IKEv2, {}_i{mi} {}_r{mr}",
+                sa.conn, sa.id, sa.state, sa.spi_i, sa.spi_r
+            )?;
+            writeln!(f, "  local  '{}' @ {}", sa.local_id, sa.local_addr)?;
+            writeln!(f, "  remote '{}' @ {}", sa.remote_id, sa.remote_addr)?;
+            if let Some(p) = &sa.proposal {
+                writeln!(f, "  {p}")?;
+            }
+            let mut line = String::new();
+            if let Some(e) = sa.established_secs {
+                write!(line, "established {} ago", human(e))?;
+            }
+            if let Some(r) = sa.rekey_in_secs {
+                write!(line, ", rekeying in {}", human(r))?;
+            }
+            if !line.is_empty() {
+                writeln!(f, "  {line}")?;
+            }
+            for c in &sa.children {
+                let mode = if c.encap { "TUNNEL-in-UDP" } else { "TUNNEL" };
+                writeln!(f, "  {}: {}, {mode}, ESP:{}", c.name, c.state, c.proposal)?;
+                let mut line = format!("installed {} ago", human(c.installed_secs));
+                if let Some(r) = c.rekey_in_secs {
+                    write!(line, ", rekeying in {}", human(r))?;
+                }
+                writeln!(f, "    {line}")?;
+                writeln!(
+                    f,
+                    "    in  {}, {:>10} bytes, {:>8} packets",
+                    c.spi_in, c.bytes_in, c.packets_in
+                )?;
+                writeln!(
+                    f,
+                    "    out {}, {:>10} bytes, {:>8} packets",
+                    c.spi_out, c.bytes_out, c.packets_out
+                )?;
+                writeln!(f, "    local  {}", c.local_ts.join(" "))?;
+                writeln!(f, "    remote {}", c.remote_ts.join(" "))?;
+            }
+        }
+        for c in &self.connections {
+            if let Some(e) = &c.last_error {
+                writeln!(f, "{}: last error: {e}", c.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_looks_like_swanctl() {
+        let s = Status {
+            ike_sas: vec![IkeSaStatus {
+                conn: "site-b".into(),
+                id: 1,
+                state: "ESTABLISHED".into(),
+                initiator: true,
+                spi_i: "0011223344556677".into(),
+                spi_r: "8899aabbccddeeff".into(),
+                local_addr: "192.0.2.1[4500]".into(),
+                remote_addr: "192.0.2.2[4500]".into(),
+                local_id: "CN=a".into(),
+                remote_id: "CN=b".into(),
+                proposal: Some("AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE_25519".into()),
+                established_secs: Some(130),
+                rekey_in_secs: Some(14_000),
+                children: vec![ChildSaStatus {
+                    name: "net".into(),
+                    state: "INSTALLED".into(),
+                    spi_in: "c0000001".into(),
+                    spi_out: "c0000002".into(),
+                    proposal: "AES_GCM_16_128".into(),
+                    encap: true,
+                    bytes_in: 84,
+                    packets_in: 1,
+                    local_ts: vec!["10.96.1.0/24".into()],
+                    remote_ts: vec!["10.96.2.0/24".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(
+            text.starts_with(
+                "site-b: #1, ESTABLISHED, IKEv2, 0011223344556677_i* 8899aabbccddeeff_r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("established 2m ago, rekeying in 3h53m"),
+            "{text}"
+        );
+        assert!(
+            text.contains("net: INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16_128"),
+            "{text}"
+        );
+        assert!(
+            text.contains("in  c0000001,         84 bytes,        1 packets"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.ike_sas[0].children[0].remote_ts, ["10.96.2.0/24"]);
+    }
+}
