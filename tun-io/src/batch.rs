@@ -138,10 +138,18 @@ impl PacketBatch {
         if packet.len() > self.room || self.is_full() {
             return false;
         }
-        self.push_with(|buf| {
-            buf[..packet.len()].copy_from_slice(packet);
-            packet.len()
-        })
+        if packet.is_empty() {
+            return true;
+        }
+        // Append rather than resize-then-copy: no zero-filling of bytes about to be
+        // overwritten (slots keep their capacity, so this does not allocate).
+        let i = self.count;
+        let slot = &mut self.slots[i];
+        slot.resize(self.headroom, 0);
+        slot.extend_from_slice(packet);
+        self.sizes[i] = packet.len();
+        self.count += 1;
+        true
     }
 
     /// Appends a packet that `fill` writes at the start of the `room`-byte slice it is
