@@ -3,29 +3,38 @@
 use std::process::Command;
 
 #[test]
-fn demo_negotiates_and_carries_traffic() {
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+fn demo_builds_a_tunnel_carries_traffic_and_cleans_up() {
+    let child = Command::new(env!("CARGO_BIN_EXE_esprit"))
         .args(["demo", "--seconds", "1"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run esprit demo");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("demo output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "demo failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        stdout.matches(": ESTABLISHED, IKEv2").count(),
-        2,
-        "{stdout}"
-    );
-    assert_eq!(stdout.matches("INSTALLED, TUNNEL").count(), 2, "{stdout}");
+    assert!(stdout.contains(": #1, ESTABLISHED, IKEv2"), "{stdout}");
+    assert!(stdout.contains("net: INSTALLED, TUNNEL-in-UDP"), "{stdout}");
+    assert_eq!(stdout.matches("3/3 answered").count(), 2, "{stdout}");
     let line = stdout
         .lines()
-        .find(|l| l.contains("packets,"))
-        .expect("traffic line");
-    let packets: u64 = line.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(packets > 0, "{line}");
+        .find(|l| l.contains("child SA counters: out"))
+        .expect("counter line");
+    let packets: u64 = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|n| n.parse().ok())
+        .expect("packet count");
+    assert!(packets > 1000, "{line}");
+    // Everything the demo made is gone: its namespaces carry its PID in their names.
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&format!("-{pid}-")), "left behind: {list}");
 }
 
 #[test]

@@ -66,11 +66,26 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = config::load(&opts.config)?;
+    unblock_signals();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
     rt.block_on(serve(cfg, opts))
+}
+
+/// A parent may hand down SIGINT/SIGTERM blocked (the mask survives exec); shutdown
+/// depends on them, so take them back.
+fn unblock_signals() {
+    // SAFETY: sigset_t is plain data; the calls only change this thread's mask, before
+    // any other thread exists.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// The TUN device: adopted, attached or created.

@@ -1,0 +1,34 @@
+//! A test bench of Linux network namespaces for `esprit demo` and the end-to-end tests.
+//!
+//! Everything here needs root. Traffic stays inside namespaces this code created
+//! ([`Netns`]), named uniquely per process and call so that tests in one multi-threaded
+//! process never collide. Every guard cleans up on drop, on the panic path too:
+//! processes ([`Proc`]) are killed by PID, namespaces deleted, scratch directories removed.
+//! Waits poll a condition with a bound ([`wait`]), never sleep and hope.
+//!
+//! - [`netns`]: the [`Netns`] guard, commands and sockets inside it.
+//! - [`proc`]: the [`Proc`] guard for a process started in a namespace.
+//! - [`topo`]: ready-made [`Topology`]s: direct veth, behind a NAT router, through an
+//!   nginx UDP proxy.
+//! - [`probe`]: TCP, UDP and ping probes between namespaces.
+//! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
+//! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod certs;
+pub mod esprit;
+mod middlebox;
+pub mod netns;
+pub mod probe;
+pub mod proc;
+pub mod scratch;
+pub mod topo;
+pub mod wait;
+
+pub use certs::{subject_dn, KeyKind, Leaf, Pki};
+pub use netns::Netns;
+pub use probe::{ping, tcp_transfer, throughput, udp_counted, Transfer, UdpCount};
+pub use proc::Proc;
+pub use scratch::Scratch;
+pub use topo::{Inner, Kind, Topology, A_INNER, B_INNER, UPLINK};
+pub use wait::{wait_for, wait_ok, wait_until, Timeout};
