@@ -49,9 +49,9 @@ pub(super) fn run(
         events,
     };
     let mut rb = UdpRecvBatch::new(UDP_BATCH);
+    let mut fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
+    fds.push(inbox.waker.as_fd());
     while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|s| s.as_fd()).collect();
-        fds.push(inbox.waker.as_fd());
         let ready = match poll_readable(&fds, Some(TICK)) {
             Ok(r) => r,
             Err(e) => {

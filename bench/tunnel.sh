@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# TCP throughput through a tunnel between two network namespaces, against references
+# measured in the same run (iperf3, one stream, SECONDS each):
+#   veth      the bare veth pair both tunnels run over;
+#   esprit    two esprit daemons (AES-128-GCM, PSK, UDP-encapsulated ESP);
+#   strongswan two charons with kernel-libipsec (userspace ESP, AES-128-GCM), when
+#              strongSwan is installed (skip with NO_STRONGSWAN=1).
+# Prints Gbit/s and each tunnel's ratio to the veth. Run as root from the workspace:
+#   bash bench/tunnel.sh [SECONDS]
+# Everything happens inside namespaces this script makes and removes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${1:-10}
+: "${CARGO_TARGET_DIR:=target}"
+A=esprit-bench-a-$$
+B=esprit-bench-b-$$
+TMP=$(mktemp -d)
+PIDS=()
+. tests/strongswan/lib.sh
+
+stop_pids() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
+
+cleanup() {
+    stop_pids
+    sw_cleanup
+    ip netns del "$A" 2>/dev/null || true
+    ip netns del "$B" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cargo build -q --release --bin esprit
+ESPRIT="$CARGO_TARGET_DIR/release/esprit"
+
+fresh_pair() {
+    ip netns del "$A" 2>/dev/null || true
+    ip netns del "$B" 2>/dev/null || true
+    sw_ns_pair "$A" "$B" 192.0.2.1/24 192.0.2.2/24 10.96.1.1/32 10.96.2.1/32
+}
+
+# iperf3 from A to $1 for $SECS s; prints Gbit/s as the receiver saw it.
+iperf() {
+    ip netns exec "$B" iperf3 -s -1 -B "$1" >/dev/null &
+    local server=$!
+    for _ in $(seq 50); do
+        ip netns exec "$B" ss -Htln "sport = :5201" | grep -q . && break
+        sleep 0.1
+    done
+    ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -J |
+        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+    wait "$server" 2>/dev/null || true
+}
+
+esprit_conf() { # SIDE ME PEER START
+    cat <<CONF
+[daemon]
+control_socket = "$TMP/$1.sock"
+[connections.bench]
+local_addrs = ["192.0.2.$2"]
+remote_addrs = ["192.0.2.$3"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+[connections.bench.local]
+auth = "psk"
+id = "bench-$2"
+[connections.bench.remote]
+auth = "psk"
+[connections.bench.children.net]
+local_ts = ["10.96.$2.0/24"]
+remote_ts = ["10.96.$3.0/24"]
+esp_proposals = ["aes128gcm16"]
+start_action = "$4"
+[secrets.ike-bench]
+secret = "a benchmark secret of some length"
+CONF
+}
+
+fresh_pair
+veth=$(iperf 192.0.2.2)
+echo "veth:       $veth Gbit/s"
+
+esprit_conf b 2 1 none >"$TMP/b.toml"
+esprit_conf a 1 2 start >"$TMP/a.toml"
+ip netns exec "$B" "$ESPRIT" run -c "$TMP/b.toml" 2>"$TMP/b.log" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$TMP/b.sock" ] && break; sleep 0.1; done
+ip netns exec "$A" "$ESPRIT" run -c "$TMP/a.toml" 2>"$TMP/a.log" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$TMP/a.sock" ] && break; sleep 0.1; done
+"$ESPRIT" initiate bench --socket "$TMP/a.sock" --timeout 20 >/dev/null
+esp=$(iperf 10.96.2.1)
+echo "esprit:     $esp Gbit/s  ($(python3 -c "print('%.2f' % ($esp / $veth))") of veth)"
+stop_pids
+
+if [ -z "${NO_STRONGSWAN:-}" ] && [ -x "$SW_CHARON" ]; then
+    fresh_pair
+    for side in a b; do
+        if [ $side = a ]; then me=1 peer=2 ns=$A; else me=2 peer=1 ns=$B; fi
+        d="$TMP/sw-$side"
+        sw_instance_init "$d"
+        sw_write_strongswan_conf "$d"
+        {
+            sw_conn_conf bench "192.0.2.$me" "192.0.2.$peer" aes128gcm16-prfsha256-x25519 \
+                aes128gcm16 psk "bench-$me" "bench-$peer" "10.96.$me.0/24" "10.96.$peer.0/24"
+            sw_psk_secret "a benchmark secret of some length" bench-1 bench-2
+        } >"$d/swanctl/swanctl.conf"
+        sw_start_charon "$ns" "$d"
+        sw_wait_vici "$d"
+        sw_load "$d"
+    done
+    sw_initiate "$TMP/sw-a" bench
+    sw=$(iperf 10.96.2.1)
+    echo "strongswan: $sw Gbit/s  ($(python3 -c "print('%.2f' % ($sw / $veth))") of veth); esprit/strongswan $(python3 -c "print('%.1f' % ($esp / $sw))")x"
+fi
