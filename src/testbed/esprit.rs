@@ -215,11 +215,25 @@ impl Daemon {
 
     /// Starts a daemon on an existing configuration file.
     pub fn start_with(exe: &Path, ns: &Netns, config: &Path, dir: &Path) -> io::Result<Daemon> {
+        Self::start_wrapped(&[], exe, ns, config, dir)
+    }
+
+    /// Starts a daemon through a wrapper command (`wrapper... exe run -c CONFIG`), e.g.
+    /// `setpriv` to drop capabilities.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        exe: &Path,
+        ns: &Netns,
+        config: &Path,
+        dir: &Path,
+    ) -> io::Result<Daemon> {
         let socket = dir.join("esprit.sock");
         let exe = exe.to_string_lossy();
         let cfg = config.to_string_lossy();
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend([&*exe, "run", "-c", &*cfg]);
         let mut proc = ns.spawn(
-            &[&exe, "run", "-c", &cfg],
+            &argv,
             &[("RUST_LOG", "info,engine=debug")],
             &dir.join("esprit.log"),
         )?;
