@@ -177,6 +177,7 @@ fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // SAFETY: the user handed us this descriptor number to own (`--tun-fd`); nothing
     // else in this process uses it.

@@ -27,8 +27,9 @@
 SW_CHARON=${SW_CHARON:-/usr/lib/ipsec/charon}
 SW_SWANCTL=${SW_SWANCTL:-swanctl}
 # kernel-libipsec MUST precede kernel-netlink (the first IPsec backend wins;
-# the kernel here has no ESP). kdf is needed for the IKEv2 PRF+.
-SW_PLUGINS=${SW_PLUGINS:-"random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici"}
+# the kernel here has no ESP). kdf is needed for the IKEv2 PRF+; xcbc for
+# AES-XCBC integrity and PRF (openssl has no XCBC).
+SW_PLUGINS=${SW_PLUGINS:-"random nonce openssl xcbc kdf pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-libipsec kernel-netlink socket-default vici"}
 # plugins swanctl itself needs to parse keys and certificates
 SW_SWANCTL_PLUGINS=${SW_SWANCTL_PLUGINS:-"random nonce openssl pem pkcs1 pkcs8 x509 pubkey"}
 # default filelog levels; override per instance via sw_write_strongswan_conf
@@ -320,6 +321,16 @@ sw_initiate() {
 sw_terminate() {
     local dir=$1 ike=$2 timeout=${3:-10}
     sw_swanctl "$dir" --terminate --ike "$ike" --timeout "$timeout" >"$dir/terminate.out" 2>&1
+}
+
+# sw_rekey DIR --ike NAME | --child NAME: have charon start a rekey of the
+# named IKE_SA or CHILD_SA (returns once it is queued, not when it is done).
+sw_rekey() {
+    local dir=$1 kind=$2 name=$3
+    sw_swanctl "$dir" --rekey "$kind" "$name" >"$dir/rekey.out" 2>&1 || {
+        cat "$dir/rekey.out" >&2
+        sw_die "rekey $kind $name failed for $dir"
+    }
 }
 
 # sw_wait_installed DIR CHILD [TIMEOUT_S=20]: poll `swanctl --list-sas`
