@@ -91,8 +91,12 @@ impl DaemonArgs {
             return Ok(s.clone());
         }
         match &self.config {
+            // Like the daemon: a relative path is taken from the file's folder.
             Some(c) => engine::config::read(c)
-                .map(|f| f.daemon.control_socket)
+                .map(|f| {
+                    let dir = c.parent().unwrap_or(Path::new("."));
+                    dir.join(f.daemon.control_socket)
+                })
                 .map_err(|e| e.to_string()),
             None => Ok(engine::config::DaemonSection::default().control_socket),
         }
