@@ -209,9 +209,15 @@ fn untrusted_responder_fails_on_both_sides() {
     let mut a = edge1();
     a.cas = &["rsa-ca.crt"];
     let mut p = pair(a, b);
-    let (a_down, _) = fail(&mut p);
+    let (a_down, b_down) = fail(&mut p);
     let a_why = auth_failed(&a_down).expect("a reports AuthenticationFailed");
     assert!(a_why.contains("certificate"), "{a_why}");
+    // RFC 7296 2.21.2: b completed the SA, then learns from a's INFORMATIONAL that a
+    // rejected it, and tears it down.
+    let b_why = auth_failed(&b_down).expect("b reports AuthenticationFailed");
+    assert!(b_why.contains("rejected"), "{b_why}");
+    assert!(p.b.ep.ike_sas().is_empty());
+    assert!(p.b.children.is_empty(), "{:?}", p.b.children);
 }
 
 #[test]

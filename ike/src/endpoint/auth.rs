@@ -231,6 +231,10 @@ impl IkeSa {
         match self.verify_peer(ctx, &conn, id, auth_p, &payloads) {
             Ok(peer) => self.remote_id = Some(peer),
             Err(why) => {
+                // RFC 7296 2.21.2: the responder thinks the SA is up; tell it in a
+                // separate INFORMATIONAL, sent once (no SA is left to retransmit it).
+                let failed = vec![notify_payload(notify::AUTHENTICATION_FAILED, Vec::new())];
+                self.send_final_request(ctx, exchange::INFORMATIONAL, failed);
                 self.die(ctx, DownReason::AuthenticationFailed(why));
                 return;
             }

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 
 use super::child::ChildState;
 use super::event::DownReason;
+use super::init::find_notify;
 use super::sa::{IkeSa, Pending};
 use super::Ctx;
-use crate::iana::{exchange, protocol};
+use crate::iana::{exchange, notify, protocol};
 use crate::wire::{Delete, Header, Payload};
 
 impl IkeSa {
@@ -67,6 +68,15 @@ impl IkeSa {
         from: SocketAddr,
         payloads: Vec<Payload>,
     ) {
+        // RFC 7296 2.21.2: the initiator rejected our AUTH after we had completed the SA.
+        if find_notify(&payloads, notify::AUTHENTICATION_FAILED).is_some() {
+            self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
+            self.die(
+                ctx,
+                DownReason::AuthenticationFailed("the peer rejected our authentication".into()),
+            );
+            return;
+        }
         let mut out = Vec::new();
         let mut delete_ike = false;
         for p in &payloads {

@@ -392,6 +392,21 @@ impl IkeSa {
         });
     }
 
+    /// Sends an encrypted request once, expecting no answer: the last word of an SA that
+    /// is about to go (RFC 7296 2.21.2).
+    pub(crate) fn send_final_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        payloads: Vec<Payload>,
+    ) {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let header = self.header(exchange, id, false);
+        let datagrams = self.seal(ctx, header, &payloads);
+        self.send(ctx, &datagrams, self.remote);
+    }
+
     /// Sends an unencrypted request (IKE_SA_INIT) and arms its retransmission timer.
     pub(crate) fn send_plain_request(
         &mut self,
