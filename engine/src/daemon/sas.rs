@@ -411,20 +411,32 @@ impl Sas {
             tracing::debug!("{}.{}: old child SA {spi_in:08x} retired", c.key.0, c.key.1);
             return;
         }
-        self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
         tracing::info!(
             "{}.{}: child SA {spi_in:08x}_i {spi_out:08x}_o down: {reason}",
             c.key.0,
             c.key.1
         );
-        // A predecessor whose successor this was keeps the route.
-        for other in self.children.values_mut() {
+        let siblings: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|(_, o)| o.route == c.route)
+            .map(|(s, _)| *s)
+            .collect();
+        // A predecessor whose successor this was keeps the route, handed on to the
+        // other new SA of a rekey collision if there is one.
+        for (spi, other) in self.children.iter_mut() {
             if other.successor == Some(spi_in) {
-                other.successor = None;
+                other.successor = siblings.iter().copied().find(|s| s != spi);
             }
         }
-        if !self.children.values().any(|o| o.route == c.route) {
+        if siblings.is_empty() {
+            self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
             self.routes.release(&c.nets);
+        } else {
+            // RFC 7296 2.8.1: the redundant SA of a rekey collision is deleted as soon as
+            // both are up, and the peer's outbound route may have moved onto it already:
+            // its inbound SA lingers like a retired one.
+            self.removals.push((now + INBOUND_GRACE, spi_in));
         }
     }
 
