@@ -552,6 +552,41 @@ fn simultaneous_ike_rekey_leaves_one_ike_sa() {
     p.assert_children_match();
 }
 
+/// An IKE rekey and a child rekey from the other side cross (RFC 7296 2.25): one side
+/// answers TEMPORARY_FAILURE, the other retries, and both end with one IKE SA holding
+/// one child SA whose SPIs match, in either order of the two requests.
+#[test]
+fn ike_rekey_crossing_a_child_rekey_settles_on_one_pair() {
+    for ike_first in [true, false] {
+        let mut p = psk_pair(IKE, ESP);
+        up(&mut p);
+        let ia = p.a.ep.ike_sas()[0].id;
+        let b_in = p.b.child_spis()[0].0;
+        let now = p.now;
+        if ike_first {
+            p.a.ep.rekey_ike(now, ia).unwrap();
+            p.b.ep.rekey_child(now, b_in).unwrap();
+        } else {
+            p.b.ep.rekey_child(now, b_in).unwrap();
+            p.a.ep.rekey_ike(now, ia).unwrap();
+        }
+        p.run_for(Duration::from_secs(60));
+        p.settle();
+        for n in [&p.a, &p.b] {
+            let sas = n.ep.ike_sas();
+            assert_eq!(sas.len(), 1, "ike_first {ike_first}");
+            assert_eq!(sas[0].children.len(), 1, "ike_first {ike_first}: {sas:?}");
+            assert!(!sas[0].busy, "ike_first {ike_first}: {sas:?}");
+        }
+        assert_ne!(
+            p.b.child_spis()[0].0,
+            b_in,
+            "the child was rekeyed in the end"
+        );
+        p.assert_children_match();
+    }
+}
+
 #[test]
 fn delete_child_and_ike_from_either_side() {
     for side in [Side::A, Side::B] {

@@ -610,6 +610,13 @@ impl IkeSa {
             return;
         }
         let rekey = find_notify(&payloads, notify::REKEY_SA).map(|n| spi_u32(&n.spi));
+        // RFC 7296 2.25: a child rekey that crosses our IKE SA rekey would land on an SA
+        // about to be replaced; the peer retries after the IKE rekey (strongSwan does
+        // the same).
+        if rekey.is_some() && self.outstanding_is(|p| matches!(p, Pending::RekeyIke(_))) {
+            reply_err(self, ctx, notify::TEMPORARY_FAILURE, Vec::new());
+            return;
+        }
         let old = match rekey {
             // The notify carries the sender's inbound SPI, our outbound one.
             Some(Some(spi)) => match self.children.iter().find(|c| c.spi_out == spi) {
@@ -854,6 +861,16 @@ impl IkeSa {
         let reply = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, out: Vec<Payload>| {
             sa.send_response(ctx, exchange::CREATE_CHILD_SA, h.message_id, out, from)
         };
+        // RFC 7296 2.25: while our CREATE_CHILD_SA for a child is outstanding, its
+        // answer must find this IKE SA; the peer retries its IKE rekey later.
+        if self.outstanding_is(|p| matches!(p, Pending::CreateChild(_))) {
+            reply(
+                self,
+                ctx,
+                vec![notify_payload(notify::TEMPORARY_FAILURE, Vec::new())],
+            );
+            return;
+        }
         let (Some(sa_p), Some(ni), Some(ke)) =
             (sa_of(payloads), nonce_of(payloads), ke_of(payloads))
         else {

@@ -392,6 +392,11 @@ impl IkeSa {
         });
     }
 
+    /// Whether our outstanding request is of the kind `f` picks.
+    pub(crate) fn outstanding_is(&self, f: impl Fn(&Pending) -> bool) -> bool {
+        self.outstanding.as_ref().is_some_and(|o| f(&o.pending))
+    }
+
     /// Sends an encrypted request once, expecting no answer: the last word of an SA that
     /// is about to go (RFC 7296 2.21.2).
     pub(crate) fn send_final_request(
