@@ -9,8 +9,8 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{child_bytes, inbound_counter, psk_net, Bench, Who, TRANSFER, TRANSFER_TIMEOUT};
-use esprit::testbed::{ping, tcp_transfer, Kind, Topology};
+use common::{child_bytes, inbound_counter, psk_net, Bench, Who, TRANSFER};
+use esprit::testbed::{ping, Kind, Topology};
 
 const PING_WAIT: Duration = Duration::from_secs(5);
 
@@ -23,17 +23,7 @@ fn ping_and_transfer(bench: &Bench, port: u16) {
         child_bytes(&bench.status(Who::A), "net").1,
         child_bytes(&bench.status(Who::B), "net").0,
     );
-    let t = tcp_transfer(
-        bench.topo.a(),
-        bench.topo.b(),
-        to,
-        port,
-        TRANSFER,
-        TRANSFER_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("TCP transfer: {e}"));
-    assert_eq!(t.bytes, TRANSFER);
-    assert!(t.intact(), "sha256 differs");
+    bench.transfer(to, port);
     let after = (
         child_bytes(&bench.status(Who::A), "net").1,
         child_bytes(&bench.status(Who::B), "net").0,

@@ -11,33 +11,11 @@ use std::time::Duration;
 
 use common::{
     all_inner, child, child_bytes, children, psk_sides, v4_first, v4_first_and_v6, v4_second,
-    Bench, Who, TRANSFER, TRANSFER_TIMEOUT,
+    Bench, Who, TRANSFER,
 };
-use esprit::testbed::{ping, tcp_transfer, KeyKind, Topology};
+use esprit::testbed::{ping, KeyKind, Topology};
 
 const PING_WAIT: Duration = Duration::from_secs(5);
-
-/// Sends [`TRANSFER`] bytes from a to `to` through the tunnel and checks they arrived
-/// intact.
-fn transfer(bench: &Bench, to: IpAddr, port: u16) {
-    let t = tcp_transfer(
-        bench.topo.a(),
-        bench.topo.b(),
-        to,
-        port,
-        TRANSFER,
-        TRANSFER_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("TCP transfer to {to}: {e}"));
-    assert_eq!(t.bytes, TRANSFER, "bytes received from {to}");
-    assert!(t.intact(), "sha256 differs for the transfer to {to}");
-    eprintln!(
-        "{} MB to {to} in {:?} ({:.2} Gbit/s)",
-        TRANSFER / 1_000_000,
-        t.elapsed,
-        t.gbit_per_s()
-    );
-}
 
 /// Inner bytes (in at b, out at a) of child `name`, summed over its SAs.
 fn flow(bench: &Bench, name: &str) -> (u64, u64) {
@@ -82,7 +60,7 @@ fn psk_two_children_carry_ipv4_and_ipv6_on_their_own_sa() {
 
     // 10.97.x: the second child carries it, the first does not.
     let (net_before, net2_before) = (flow(&bench, "net"), flow(&bench, "net2"));
-    transfer(&bench, bi.v4[1].into(), 5001);
+    bench.transfer(bi.v4[1].into(), 5001);
     let (net_after, net2_after) = (flow(&bench, "net"), flow(&bench, "net2"));
     assert!(net2_after.0 - net2_before.0 >= TRANSFER, "a's net2 out");
     assert!(net2_after.1 - net2_before.1 >= TRANSFER, "b's net2 in");
@@ -91,7 +69,7 @@ fn psk_two_children_carry_ipv4_and_ipv6_on_their_own_sa() {
     // 10.96.x and fd00:96:x::: the first child.
     for (addr, port) in [(IpAddr::V4(bi.v4[0]), 5002), (IpAddr::V6(bi.v6), 5003)] {
         let (before, other_before) = (flow(&bench, "net"), flow(&bench, "net2"));
-        transfer(&bench, addr, port);
+        bench.transfer(addr, port);
         let (after, other_after) = (flow(&bench, "net"), flow(&bench, "net2"));
         assert!(after.0 - before.0 >= TRANSFER, "a's net out ({addr})");
         assert!(after.1 - before.1 >= TRANSFER, "b's net in ({addr})");
@@ -133,8 +111,8 @@ fn ecdsa_certificates_one_child_with_several_subnets() {
         assert!(ping(bench.topo.a(), addr, 2, PING_WAIT), "ping {addr}");
     }
     let before = flow(&bench, "net");
-    transfer(&bench, bi.v4[1].into(), 5011);
-    transfer(&bench, IpAddr::V6(bi.v6), 5012);
+    bench.transfer(bi.v4[1].into(), 5011);
+    bench.transfer(IpAddr::V6(bi.v6), 5012);
     let after = flow(&bench, "net");
     assert!(after.0 - before.0 >= 2 * TRANSFER, "a's out");
     assert!(after.1 - before.1 >= 2 * TRANSFER, "b's in");
@@ -155,7 +133,7 @@ fn rsa_certificates_carry_a_checked_transfer() {
     // And the other way: b reaches a through the same child.
     assert!(ping(bench.topo.b(), ai.v4[0].into(), 2, PING_WAIT));
     let before = flow(&bench, "net");
-    transfer(&bench, bi.v4[0].into(), 5021);
+    bench.transfer(bi.v4[0].into(), 5021);
     let after = flow(&bench, "net");
     assert!(after.0 - before.0 >= TRANSFER, "a's out");
     assert!(after.1 - before.1 >= TRANSFER, "b's in");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use engine::status::{ChildSaStatus, IkeSaStatus, Status};
 use esprit::testbed::esprit::{Auth, Child, Daemon, Side};
-use esprit::testbed::{wait_ok, Inner, KeyKind, Pki, Topology};
+use esprit::testbed::{tcp_transfer, wait_ok, Inner, KeyKind, Pki, Topology};
 
 /// How long a tunnel may take to come up (generous: tests share two cores).
 pub const SETUP: Duration = Duration::from_secs(20);
@@ -238,6 +238,28 @@ impl Bench {
     }
 
     /// `who`'s status.
+    /// Sends [`TRANSFER`] bytes over TCP from a to `to` through the tunnel and checks
+    /// that all arrived with the same SHA-256.
+    pub fn transfer(&self, to: IpAddr, port: u16) {
+        let t = tcp_transfer(
+            self.topo.a(),
+            self.topo.b(),
+            to,
+            port,
+            TRANSFER,
+            TRANSFER_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("TCP transfer to {to}: {e}"));
+        assert_eq!(t.bytes, TRANSFER, "bytes received from {to}");
+        assert!(t.intact(), "sha256 differs for the transfer to {to}");
+        eprintln!(
+            "{} MB to {to} in {:?} ({:.2} Gbit/s)",
+            TRANSFER / 1_000_000,
+            t.elapsed,
+            t.gbit_per_s()
+        );
+    }
+
     pub fn status(&self, who: Who) -> Status {
         self.daemon(who)
             .status()
