@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::wait::wait_for;
 
-/// How long a process gets between SIGTERM and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a process gets between SIGTERM and SIGKILL: longer than an esprit daemon
+/// waits for its peers to confirm the deletes it sends on SIGTERM (3 s).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A started process, stopped (SIGTERM, then SIGKILL after [`STOP_GRACE`]) on drop.
 ///
