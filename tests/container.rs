@@ -107,3 +107,92 @@ fn daemon_without_cap_net_admin_attaches_to_a_prepared_tun() {
     let links = topo.a().ip(&["link", "show", "esprit0"]).unwrap();
     assert!(links.contains("esprit0"), "{links}");
 }
+
+/// `esprit run --tun-fd N`: the daemon adopts a TUN descriptor it inherited (a CNI plugin
+/// or an init process opened it and configured the device), issues no privileged ioctl,
+/// installs no route, and carries traffic.
+#[test]
+fn daemon_adopts_an_inherited_tun_descriptor() {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::process::CommandExt;
+
+    let topo = Topology::direct(false).unwrap();
+    let (ai, bi) = (topo.a_inner(), topo.b_inner());
+    let (a_net, b_net) = ("10.96.1.0/24", "10.96.2.0/24");
+    assert_eq!(ai.v4[0].octets()[..3], [10, 96, 1]);
+
+    // The "init process": a TUN queue without virtio header, opened inside a's namespace.
+    let fd = topo
+        .a()
+        .enter(|| {
+            let cfg = tun_io::TunConfig::new()
+                .name("esprit0")
+                .mtu(1400)
+                .offload(false);
+            let tun = tun_io::Tun::create(&cfg).unwrap();
+            tun.as_fd().try_clone_to_owned().unwrap()
+        })
+        .unwrap();
+    let src = ai.v4[0].to_string();
+    topo.a()
+        .ip(&["route", "add", b_net, "dev", "esprit0", "src", &src])
+        .unwrap();
+
+    let psk = Auth::Psk("descriptor secret, long enough".into());
+    let mut sa = Side::new(
+        topo.a_addr(),
+        Some(topo.b_addr_for_a()),
+        "a.example",
+        psk.clone(),
+    );
+    let mut child = Child::new("net", &[a_net], &[b_net]);
+    child.start_action = "start".into();
+    sa.children.push(child);
+    let mut sb = Side::new(topo.b_addr(), None, "b.example", psk);
+    sb.children.push(Child::new("net", &[b_net], &[a_net]));
+    let (da, db) = (topo.dir().join("a"), topo.dir().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let b = Daemon::start(EXE.as_ref(), topo.b(), &sb, &db).unwrap();
+    let cfg = da.join("esprit.toml");
+    std::fs::write(&cfg, sa.toml(&da)).unwrap();
+
+    let log = std::fs::File::create(da.join("esprit.log")).unwrap();
+    let mut cmd = topo.a().command(EXE);
+    cmd.args(["run", "-c"])
+        .arg(&cfg)
+        .args(["--tun-fd", "3"])
+        .env("RUST_LOG", "info,engine=debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let raw = fd.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it gives the child the queue as descriptor 3
+    // (without close-on-exec), which `ip netns exec` passes on to esprit.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let proc = esprit::testbed::Proc::spawn("esprit --tun-fd", &mut cmd)
+        .unwrap()
+        .with_log(&da.join("esprit.log"));
+    // The daemon holds the queue now; the device lives as long as it does.
+    drop(fd);
+    let a = Daemon::adopt(proc, &cfg, &da).unwrap();
+
+    a.wait_child("net", Duration::from_secs(20)).unwrap();
+    b.wait_child("net", Duration::from_secs(20)).unwrap();
+    let log = a.log();
+    assert!(
+        log.contains("TUN esprit0") && log.contains("routes off"),
+        "{log}"
+    );
+    assert!(
+        ping(topo.a(), IpAddr::V4(bi.v4[0]), 3, Duration::from_secs(5)),
+        "ping through the adopted descriptor failed\n{}",
+        a.log()
+    );
+}

@@ -227,16 +227,22 @@ impl Daemon {
         config: &Path,
         dir: &Path,
     ) -> io::Result<Daemon> {
-        let socket = dir.join("esprit.sock");
         let exe = exe.to_string_lossy();
         let cfg = config.to_string_lossy();
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend([&*exe, "run", "-c", &*cfg]);
-        let mut proc = ns.spawn(
+        let proc = ns.spawn(
             &argv,
             &[("RUST_LOG", "info,engine=debug")],
             &dir.join("esprit.log"),
         )?;
+        Self::adopt(proc, config, dir)
+    }
+
+    /// Takes over a daemon started some other way (say, with an inherited descriptor)
+    /// whose control socket is `dir/esprit.sock`; returns once the socket answers.
+    pub fn adopt(mut proc: Proc, config: &Path, dir: &Path) -> io::Result<Daemon> {
+        let socket = dir.join("esprit.sock");
         let up = wait_ok(
             "the esprit control socket",
             Duration::from_secs(10),
