@@ -116,3 +116,22 @@ fn nginx_udp_proxy_between_the_peers() {
     let s = bench.status(Who::A);
     assert!(s.ike_sas[0].children[0].packets_in > 0, "{s}");
 }
+
+/// IKE and ESP over IPv6 outer addresses (fd00:0:2::1 <-> fd00:0:2::2), carrying IPv4
+/// and IPv6 inner traffic: the daemon's IPv6 sockets on 500 and 4500.
+#[test]
+fn ipv6_outer_addresses_carry_the_tunnel() {
+    let topo = Topology::direct(true).expect("topology");
+    let (a6, b6) = (
+        IpAddr::V6(topo.a_addr6().expect("v6")),
+        IpAddr::V6(topo.b_addr6().expect("v6")),
+    );
+    let (mut a, mut b) = psk_net(&topo, "start");
+    a.local_addr = a6;
+    a.remote_addr = Some(b6);
+    b.local_addr = b6;
+    let bench = Bench::up(topo, a, b, "net");
+    let sa = &bench.status(Who::A).ike_sas[0];
+    assert_eq!(sa.remote_addr, format!("{b6}[4500]"), "{sa:?}");
+    ping_and_transfer(&bench, 5103);
+}
