@@ -77,6 +77,8 @@ pub(super) fn run(
                 }
             }
         }
+        // One TUN write batch for everything drained, so GRO coalesces across receives.
+        st.flush();
     }
 }
 
@@ -149,7 +151,6 @@ impl Inbound {
                 Err(reason) => self.drops.record(reason),
             }
         }
-        self.flush();
     }
 
     fn flush(&mut self) {

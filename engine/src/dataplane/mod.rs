@@ -153,15 +153,20 @@ pub struct InStats {
 }
 
 /// A command queue whose sender wakes the receiving thread.
+///
+/// A busy thread does not poll between batches: it checks the `pending` flag, which
+/// `send` sets after queueing, and polls (waking on the eventfd) only when idle.
 pub(crate) struct Mailbox<T> {
     tx: mpsc::Sender<T>,
     waker: Arc<Waker>,
+    pending: Arc<AtomicBool>,
 }
 
 impl<T> Mailbox<T> {
     /// Queues a command and wakes the thread; false if the thread is gone.
     pub(crate) fn send(&self, cmd: T) -> bool {
         let ok = self.tx.send(cmd).is_ok();
+        self.pending.store(true, Ordering::Release);
         self.waker.wake();
         ok
     }
@@ -171,11 +176,18 @@ impl<T> Mailbox<T> {
 pub(crate) struct Inbox<T> {
     rx: mpsc::Receiver<T>,
     waker: Arc<Waker>,
+    pending: Arc<AtomicBool>,
 }
 
 impl<T> Inbox<T> {
+    /// True when commands may be queued (a cheap check for a busy thread).
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Clears the wake-up and returns the commands queued so far.
     pub(crate) fn drain(&self) -> impl Iterator<Item = T> + '_ {
+        self.pending.store(false, Ordering::Release);
         self.waker.reset();
         self.rx.try_iter()
     }
@@ -184,12 +196,14 @@ impl<T> Inbox<T> {
 fn mailbox<T>() -> io::Result<(Mailbox<T>, Inbox<T>)> {
     let (tx, rx) = mpsc::channel();
     let waker = Arc::new(Waker::new()?);
+    let pending = Arc::new(AtomicBool::new(false));
     Ok((
         Mailbox {
             tx,
             waker: waker.clone(),
+            pending: pending.clone(),
         },
-        Inbox { rx, waker },
+        Inbox { rx, waker, pending },
     ))
 }
 

@@ -24,6 +24,10 @@ const READ_HEADROOM: usize = 64;
 /// Bytes of one GSO send buffer: a few 64 KiB runs.
 const GSO_BYTES: usize = 256 * 1024;
 
+/// Flush the GSO buffers once less than this is free: the next TUN read (up to 64 KiB of
+/// packets) would not fit without a flush anyway.
+const FLUSH_BELOW: usize = 80 * 1024;
+
 /// How often a trap asks again while its packets wait.
 const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -74,27 +78,41 @@ pub(super) fn run(
         stats: OutStats::default(),
         events,
     };
+    // Reads never block: a busy thread reads until the TUN is empty and polls only then.
+    if let Err(e) = tun.set_nonblocking(true) {
+        tracing::error!("outbound dataplane: TUN not made non-blocking: {e}");
+        return;
+    }
+    let mut idle = false;
     while !stop.load(Ordering::Relaxed) {
-        let ready = match poll_readable(&[tun.as_fd(), inbox.waker.as_fd()], Some(TICK)) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("outbound dataplane: poll failed: {e}");
-                return;
+        if idle {
+            idle = false;
+            match poll_readable(&[tun.as_fd(), inbox.waker.as_fd()], Some(TICK)) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("outbound dataplane: poll failed: {e}");
+                    return;
+                }
             }
-        };
-        if ready & 2 != 0 {
+        }
+        if inbox.pending() {
             for cmd in inbox.drain() {
                 st.apply(cmd);
             }
         }
-        if ready & 1 == 0 {
-            continue;
-        }
         match tun.recv_into(&mut batch) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Send what the reads gathered before going to sleep.
+                st.flush();
+                idle = true;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!("TUN read failed: {e}");
+                st.flush();
+                idle = true;
                 continue;
             }
         }
@@ -103,7 +121,10 @@ pub(super) fn run(
             st.stats.tun_packets += 1;
             st.route_packet(p);
         }
-        st.flush();
+        // A full GSO buffer flushes itself; otherwise the next read may add to its runs.
+        if st.gso4.remaining() < FLUSH_BELOW || st.gso6.remaining() < FLUSH_BELOW {
+            st.flush();
+        }
     }
 }
 
