@@ -183,9 +183,16 @@ fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // SAFETY: the user handed us this descriptor number to own (`--tun-fd`); nothing
-    // else in this process uses it.
-    let tun_fd = tun_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let tun_fd = match tun_fd {
+        // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+        Some(fd) if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 => {
+            return Err(format!("--tun-fd {fd}: not an open file descriptor"));
+        }
+        // SAFETY: the user handed us this open descriptor to own (`--tun-fd`); nothing
+        // else in this process uses it.
+        Some(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        None => None,
+    };
     engine::daemon::run(engine::daemon::RunOptions { config, tun_fd }).map_err(|e| e.to_string())
 }
 

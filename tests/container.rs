@@ -166,14 +166,22 @@ fn daemon_adopts_an_inherited_tun_descriptor() {
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     let raw = fd.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; it gives the child the queue as descriptor 3
-    // (without close-on-exec), which `ip netns exec` passes on to esprit.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they give the child the queue as
+    // descriptor 3 without close-on-exec, which `ip netns exec` passes on to esprit.
+    // (When the queue already is descriptor 3, dup2 does nothing, not even clear the
+    // flag, so that is done by hand.)
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(raw, 3) >= 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
             }
-            Ok(())
         });
     }
     let proc = esprit::testbed::Proc::spawn("esprit --tun-fd", &mut cmd)
