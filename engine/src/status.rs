@@ -3,7 +3,6 @@
 //! `swanctl --list-sas`.
 
 use std::fmt::{self, Write as _};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +109,7 @@ pub struct Counters {
     pub keepalives_sent: u64,
 }
 
-fn human(secs: u64) -> String {
-    let d = Duration::from_secs(secs);
-    let s = d.as_secs();
+fn human(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),

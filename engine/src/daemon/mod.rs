@@ -219,21 +219,12 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             r = recv_opt(&io.ike4, &mut io.b4) => {
                 if r.is_ok() {
-                    let now = Instant::now();
-                    let bound = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.daemon.port);
-                    for d in io.b4.iter() {
-                        let local = SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port);
-                        st.ep.handle(now, local, d.src, d.data);
-                    }
+                    handle_ike(&mut st, &io.b4, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 }
             }
             r = recv_opt(&io.ike6, &mut io.b6) => {
                 if r.is_ok() {
-                    let now = Instant::now();
-                    for d in io.b6.iter() {
-                        let ip = d.dst_ip.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-                        st.ep.handle(now, SocketAddr::new(ip, d.local_port), d.src, d.data);
-                    }
+                    handle_ike(&mut st, &io.b6, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
                 }
             }
             Some(ev) = dp_rx.recv() => {
@@ -277,6 +268,16 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
     drop(routes);
     tracing::info!("esprit stopped");
     Ok(())
+}
+
+/// Passes received IKE datagrams to the endpoint, each with the local address it was
+/// sent to (`wildcard` when the kernel did not say).
+fn handle_ike(st: &mut Sas, batch: &UdpRecvBatch, wildcard: IpAddr) {
+    let now = Instant::now();
+    for d in batch.iter() {
+        let local = SocketAddr::new(d.dst_ip.unwrap_or(wildcard), d.local_port);
+        st.ep.handle(now, local, d.src, d.data);
+    }
 }
 
 fn begin_shutdown(st: &mut Sas, why: &str) -> Instant {

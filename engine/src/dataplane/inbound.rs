@@ -108,13 +108,12 @@ impl Inbound {
     fn receive(&mut self, rb: &mut UdpRecvBatch, bound: SocketAddr) {
         self.stats.udp_reads += rb.messages() as u64;
         for d in rb.iter_mut() {
-            let local = SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port);
             match classify_4500(d.data) {
                 Datagram4500::Esp(_) => {}
                 Datagram4500::Ike(msg) => {
                     self.stats.ike_received += 1;
                     let _ = self.events.try_send(DpEvent::Ike {
-                        local,
+                        local: SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port),
                         remote: d.src,
                         data: msg.to_vec(),
                     });

@@ -188,14 +188,13 @@ impl Outbound {
         if self.sas.remove(&spi).is_none() {
             return;
         }
-        let Some((&id, _)) = self
+        let Some((&id, route)) = self
             .routes
-            .iter()
+            .iter_mut()
             .find(|(_, r)| r.current == spi || r.successors.contains(&spi))
         else {
             return;
         };
-        let route = self.routes.get_mut(&id).expect("found above");
         if route.current == spi {
             // The newest successor takes over: the peer has it installed by now.
             if let Some(next) = route.successors.pop() {
@@ -211,9 +210,12 @@ impl Outbound {
 
     /// Sends whatever held packets now match an SA.
     fn release_held(&mut self) {
-        let traps: Vec<TrapId> = self.traps.keys().copied().collect();
-        for id in traps {
-            let held = std::mem::take(&mut self.traps.get_mut(&id).expect("listed").held);
+        let held: Vec<(TrapId, Vec<Vec<u8>>)> = self
+            .traps
+            .iter_mut()
+            .map(|(id, t)| (*id, std::mem::take(&mut t.held)))
+            .collect();
+        for (id, held) in held {
             let mut keep = Vec::new();
             for p in held {
                 if self.spd.lookup(&p).is_some() {
