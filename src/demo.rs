@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esprit::testbed::esprit::{Auth, Child, Daemon, Side};
-use esprit::testbed::{ping, throughput, KeyKind, Pki, Topology};
+use esprit::testbed::{ping_stats, throughput, KeyKind, Netns, Pki, Topology};
 
 /// How long the tunnel may take to come up.
 const SETUP: Duration = Duration::from_secs(20);
@@ -25,6 +25,7 @@ pub fn run(seconds: u64) -> Result<(), String> {
                 .into(),
         );
     }
+    preflight()?;
     let stop = Arc::new(AtomicBool::new(false));
     // Signals stay blocked in every thread; this one waits for them.
     let mask = block_signals()?;
@@ -36,6 +37,30 @@ pub fn run(seconds: u64) -> Result<(), String> {
     worker
         .join()
         .map_err(|_| "the demo panicked (everything was cleaned up)".to_string())?
+}
+
+/// What the demo needs from the kernel, checked first so that a missing piece is named
+/// as such and never reported as a tunnel failure. It needs no program besides itself.
+fn preflight() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| {
+            format!(
+                "/dev/net/tun: {e}: the demo needs the TUN device (load the `tun` module: \
+                 modprobe tun; in a container, pass --device /dev/net/tun)"
+            )
+        })?;
+    let probe = Netns::new("esprit-check").map_err(|e| {
+        format!(
+            "cannot make a network namespace: {e}\n(the demo needs root with \
+             CAP_SYS_ADMIN and a kernel with network namespaces; in a container, run it \
+             privileged)"
+        )
+    })?;
+    drop(probe);
+    Ok(())
 }
 
 fn demo(seconds: u64, stop: &AtomicBool) -> Result<(), String> {
@@ -103,20 +128,32 @@ fn demo(seconds: u64, stop: &AtomicBool) -> Result<(), String> {
         println!("    {line}");
     }
 
-    step("ping through the tunnel")?;
+    step("ping through the tunnel (ICMP echo from the demo's own socket)")?;
     for (what, addr) in [("IPv4", IpAddr::V4(bi.v4[0])), ("IPv6", IpAddr::V6(bi.v6))] {
-        let ok = ping(topo.a(), addr, 3, Duration::from_secs(5));
-        println!(
-            "    {what} {} -> {addr}: {}",
-            inner_src(addr, &ai),
-            if ok { "3/3 answered" } else { "FAILED" }
-        );
-        if !ok {
+        let p = ping_stats(topo.a(), addr, 3, Duration::from_secs(5))
+            .map_err(|e| format!("the ping probe could not run (not a tunnel fault): {e}"))?;
+        let src = inner_src(addr, &ai);
+        if p.answered < 3 {
+            println!(
+                "    {what} {src} -> {addr}: {}/{} answered",
+                p.answered, p.sent
+            );
             return Err(format!(
-                "ping to {addr} through the tunnel failed\n{}",
+                "the tunnel is up but carried only {} of {} echo requests to {addr}; \
+                 site-a's log follows\n{}",
+                p.answered,
+                p.sent,
                 daemons[0].log()
             ));
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let max = p.rtts.iter().max().copied().unwrap_or_default();
+        let min = p.rtts.iter().min().copied().unwrap_or_default();
+        println!(
+            "    {what} {src} -> {addr}: 3/3 answered, rtt {:.2}-{:.2} ms",
+            ms(min),
+            ms(max)
+        );
     }
 
     step(&format!("throughput, {seconds} s each (TCP, one stream)"))?;

@@ -255,10 +255,9 @@ fn run_endpoint(
 }
 
 fn case(ike: &str, esp: &str, auth: Auth, we_initiate: bool) {
-    assert!(
-        Path::new("/usr/lib/ipsec/charon").exists(),
-        "strongSwan is not installed (see .ci/run)"
-    );
+    if let Err(e) = esprit::testbed::tools::require_strongswan() {
+        panic!("{e}");
+    }
     let lab = Lab::new(ike, esp, auth);
     let ns = lab.ns_us.clone();
     let (ike_s, esp_s) = (ike.to_string(), esp.to_string());

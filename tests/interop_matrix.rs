@@ -303,10 +303,9 @@ fn command_line(program: &str, args: &[&str]) -> String {
 
 #[test]
 fn interop_matrix() {
-    assert!(
-        Path::new(charon::CHARON).exists(),
-        "strongSwan is not installed (see .ci/run)"
-    );
+    if let Err(e) = esprit::testbed::tools::require_strongswan() {
+        panic!("{e}");
+    }
     // SAFETY: plain syscall without arguments.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the matrix needs root");
     let only: Vec<String> = std::env::var("ESPRIT_INTEROP_ONLY")

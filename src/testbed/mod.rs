@@ -13,6 +13,11 @@
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
+//! - [`tools`]: the outside programs the tests use and the package of each.
+//!
+//! Namespaces, links, addresses and routes are made with system calls and netlink, and
+//! [`ping`] is an ICMP socket of our own, so `esprit demo` runs on a machine with no
+//! `ip`, `ping` or `iperf3`.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod certs;
@@ -22,12 +27,15 @@ pub mod netns;
 pub mod probe;
 pub mod proc;
 pub mod scratch;
+pub mod tools;
 pub mod topo;
 pub mod wait;
 
 pub use certs::{subject_dn, KeyKind, Leaf, Pki};
 pub use netns::Netns;
-pub use probe::{ping, tcp_transfer, throughput, udp_counted, Transfer, UdpCount};
+pub use probe::{
+    ping, ping_stats, tcp_transfer, throughput, udp_counted, Pings, Transfer, UdpCount,
+};
 pub use proc::Proc;
 pub use scratch::Scratch;
 pub use topo::{Inner, Kind, Topology, A_INNER, B_INNER, UPLINK};

@@ -1,9 +1,11 @@
 //! [`Netns`]: a network namespace this process created, deleted on drop.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::CommandExt;
 use std::panic;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,6 +14,11 @@ use std::sync::Mutex;
 use std::thread;
 
 use super::proc::Proc;
+use super::tools;
+use tun_io::netlink::Netlink;
+
+/// Where named namespaces live, as for `ip netns`.
+const RUN_DIR: &str = "/run/netns";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -30,15 +37,18 @@ pub struct Netns {
 
 impl Netns {
     /// Creates `PREFIX-PID-N`, unique in this process and among live processes.
+    ///
+    /// Made with system calls, as `ip netns add` does (so `ip netns` lists it): a fresh
+    /// network namespace bind-mounted on `/run/netns/NAME`; no tool is needed.
     pub fn new(prefix: &str) -> io::Result<Netns> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{}-{n}", std::process::id());
         {
             let _serial = ADD.lock().unwrap_or_else(|e| e.into_inner());
-            run_checked(Command::new("ip").args(["netns", "add", &name]))?;
+            sys::create(Path::new(RUN_DIR), &name)?;
         }
         let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
+        ns.enter(|| Netlink::open()?.set_up("lo"))??;
         Ok(ns)
     }
 
@@ -49,7 +59,7 @@ impl Netns {
 
     /// The bind mount that holds the namespace.
     pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
+        Path::new(RUN_DIR).join(&self.name)
     }
 
     /// Runs `argv` inside the namespace (`ip netns exec NAME argv...`) and waits for it.
@@ -85,9 +95,18 @@ impl Netns {
 
     /// A command that runs `program` inside the namespace; add arguments, environment
     /// and stdio, then run it or pass it to [`Proc::spawn`].
+    ///
+    /// Like `ip netns exec`, but without the tool: the child joins the namespace before
+    /// it execs, in a private mount namespace (mounts it makes stay its own) with `/sys`
+    /// showing the namespace's interfaces. The PID is the program's own.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
+        let mut cmd = Command::new(program);
+        let path = CString::new(self.path().into_os_string().into_vec()).unwrap_or_default();
+        // SAFETY: the hook runs in the forked child before exec and makes only system
+        // calls (open, setns, unshare, mount), which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || sys::join(&path));
+        }
         cmd
     }
 
@@ -138,19 +157,21 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Err(e) = run_checked(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!("testbed: {e}");
+        if let Err(e) = sys::delete(&self.path()) {
+            eprintln!("testbed: deleting namespace {}: {e}", self.name);
         }
     }
 }
 
 /// Runs `cmd` to completion; a failure to start or a non-zero exit is an error with the
-/// command line, the status and stderr.
+/// command line, the status and stderr. A program that is not installed is named with
+/// the Debian package that has it.
 pub fn run_checked(cmd: &mut Command) -> io::Result<Output> {
     let line = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
         .output()
+        .map_err(|e| tools::explain(cmd.get_program(), e))
         .map_err(|e| io::Error::new(e.kind(), format!("{line}: {e}")))?;
     if out.status.success() {
         Ok(out)
@@ -160,6 +181,139 @@ pub fn run_checked(cmd: &mut Command) -> io::Result<Output> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+/// The system calls behind [`Netns`]: what `ip netns add`, `del` and `exec` do.
+mod sys {
+    use std::ffi::{CStr, CString};
+    use std::fs::{self, OpenOptions};
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::ptr;
+    use std::thread;
+
+    /// Creates namespace `name` under `dir`: makes `dir` a shared mount point (so the
+    /// namespace mounts show in every mount namespace, `ip netns exec`'s too), creates an
+    /// empty file, and bind-mounts a new network namespace on it from a thread that
+    /// unshared its own.
+    pub(super) fn create(dir: &Path, name: &str) -> io::Result<()> {
+        fs::create_dir_all(dir).map_err(|e| at(e, dir, "creating"))?;
+        shared_mount_point(dir)?;
+        let file = dir.join(name);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&file)
+            .map_err(|e| at(e, &file, "creating"))?;
+        let mounted = thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: unshare changes only this thread's network namespace, and this
+                // thread ends right after the mount.
+                check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create a network namespace (needs root and a kernel with CONFIG_NET_NS): {e}"),
+                    )
+                })?;
+                mount(
+                    Some(c"/proc/thread-self/ns/net"),
+                    &cpath(&file)?,
+                    None,
+                    libc::MS_BIND,
+                )
+                .map_err(|e| at(e, &file, "bind-mounting the namespace on"))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+        });
+        if mounted.is_err() {
+            let _ = fs::remove_file(&file);
+        }
+        mounted
+    }
+
+    /// Unmounts and removes a namespace file; the namespace ends with its last process.
+    pub(super) fn delete(file: &Path) -> io::Result<()> {
+        // SAFETY: a valid NUL-terminated path for the duration of the call.
+        check(unsafe { libc::umount2(cpath(file)?.as_ptr(), libc::MNT_DETACH) })
+            .map_err(|e| at(e, file, "unmounting"))?;
+        fs::remove_file(file).map_err(|e| at(e, file, "removing"))
+    }
+
+    /// Runs in a forked child before exec: joins the namespace at `path`, moves to a
+    /// private mount namespace that still receives the host's new mounts, and mounts a
+    /// `/sys` that shows this namespace's interfaces. System calls only.
+    pub(super) fn join(path: &CStr) -> io::Result<()> {
+        // SAFETY: plain system calls on valid NUL-terminated strings; the descriptor is
+        // closed before returning.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            check(fd)?;
+            let joined = check(libc::setns(fd, libc::CLONE_NEWNET));
+            libc::close(fd);
+            joined?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+        }
+        mount(None, c"/", None, libc::MS_SLAVE | libc::MS_REC)?;
+        // SAFETY: as above.
+        if unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) } == 0 {
+            mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `dir` a shared mount point, bind-mounting it on itself first if it is none.
+    fn shared_mount_point(dir: &Path) -> io::Result<()> {
+        let c = cpath(dir)?;
+        let shared = libc::MS_SHARED | libc::MS_REC;
+        match mount(None, &c, None, shared) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                mount(Some(&c), &c, None, libc::MS_BIND | libc::MS_REC)
+                    .and_then(|()| mount(None, &c, None, shared))
+                    .map_err(|e| at(e, dir, "making a mount point of"))
+            }
+            r => r.map_err(|e| at(e, dir, "sharing the mount")),
+        }
+    }
+
+    fn mount(
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> io::Result<()> {
+        let none = c"none";
+        // SAFETY: valid NUL-terminated strings for the duration of the call, no data.
+        check(unsafe {
+            libc::mount(
+                source.unwrap_or(none).as_ptr(),
+                target.as_ptr(),
+                fstype.unwrap_or(none).as_ptr(),
+                flags,
+                ptr::null(),
+            )
+        })
+    }
+
+    fn cpath(p: &Path) -> io::Result<CString> {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+    }
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn at(e: io::Error, path: &Path, what: &str) -> io::Error {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     }
 }
 

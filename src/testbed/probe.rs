@@ -9,13 +9,13 @@ use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
 use std::panic;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ring::digest;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::netns::Netns;
 use super::wait::wait_ok;
@@ -239,19 +239,98 @@ pub fn udp_counted(
     })
 }
 
-/// Whether `ping` in `ns` gets `count` answers from `addr` (IPv4 or IPv6) within
-/// `timeout` (whole seconds, at least one). Echoes go out every 200 ms until then.
+/// The outcome of a [`ping_stats`] run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pings {
+    /// Echo requests sent.
+    pub sent: u32,
+    /// Distinct requests answered with our own payload.
+    pub answered: u32,
+    /// Round-trip time of each answered request, in the order the answers came.
+    pub rtts: Vec<Duration>,
+}
+
+/// Marks our echo payloads, so a stray reply cannot be counted.
+const PING_MAGIC: &[u8; 16] = b"esprit-ping-v1\0\0";
+/// Echo requests go out this often until `count` are answered or the time is up.
+const PING_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Sends ICMP (or ICMPv6) echo requests from `ns` to `addr` every 200 ms until `count`
+/// distinct ones are answered or `timeout` passes, with an ICMP datagram socket of our
+/// own (no `ping` program): the kernel fills in the identifier and checksum and hands
+/// this socket only the replies to its own requests.
+///
+/// Errors are about the probe itself (no socket could be made), never about the path:
+/// an unanswered request is just not counted.
+pub fn ping_stats(ns: &Netns, addr: IpAddr, count: u32, timeout: Duration) -> io::Result<Pings> {
+    let (domain, protocol, request, reply) = match addr {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128, 129),
+    };
+    let sock = ns
+        .enter(|| {
+            // Ping sockets are open to the groups in this range, per network namespace
+            // (the default, "1 0", allows nobody); root's group 0 is enough.
+            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0")?;
+            Socket::new(domain, Type::DGRAM, Some(protocol))
+        })?
+        .map_err(|e| io::Error::new(e.kind(), format!("an ICMP socket in {}: {e}", ns.name())))?;
+    // An ICMP datagram socket speaks sendto/recvfrom with plain IP socket addresses,
+    // exactly as a UDP socket does: std's type drives it without any unsafe buffer code.
+    let sock = UdpSocket::from(sock);
+    // Not connected: with no route yet (a tunnel coming up) connect would fail for good,
+    // while an unconnected send just fails this time and is retried.
+    let to = SocketAddr::new(addr, 0);
+    sock.set_read_timeout(Some(Duration::from_millis(10)))?;
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut sent_at: Vec<Instant> = Vec::new();
+    let mut seen = Vec::new();
+    let mut rtts = Vec::new();
+    let mut next = start;
+    let mut packet = [0u8; 8 + 48];
+    packet[8..8 + PING_MAGIC.len()].copy_from_slice(PING_MAGIC);
+    let mut got = [0u8; 1500];
+    while (rtts.len() as u32) < count && Instant::now() < deadline {
+        if Instant::now() >= next && sent_at.len() < usize::from(u16::MAX) {
+            packet[0] = request;
+            packet[6..8].copy_from_slice(&(sent_at.len() as u16).to_be_bytes());
+            // A route that is not there yet (a tunnel coming up) fails the send: retry.
+            if sock.send_to(&packet, to).is_ok() {
+                sent_at.push(Instant::now());
+                seen.push(false);
+            }
+            next += PING_INTERVAL;
+        }
+        let Ok((n, from)) = sock.recv_from(&mut got) else {
+            continue;
+        };
+        let got = &got[..n];
+        let from_peer = from.ip() == addr;
+        if !from_peer || n != packet.len() || got[0] != reply || got[8..] != packet[8..] {
+            continue;
+        }
+        let seq = usize::from(u16::from_be_bytes([got[6], got[7]]));
+        if let Some(false) = seen.get(seq) {
+            seen[seq] = true;
+            rtts.push(sent_at[seq].elapsed());
+        }
+    }
+    Ok(Pings {
+        sent: sent_at.len() as u32,
+        answered: rtts.len() as u32,
+        rtts,
+    })
+}
+
+/// Whether `count` echo requests from `ns` to `addr` are answered within `timeout`
+/// ([`ping_stats`]). Panics when no ICMP socket can be made: that is a broken test
+/// bench, not an unanswered ping.
 pub fn ping(ns: &Netns, addr: IpAddr, count: u32, timeout: Duration) -> bool {
-    let deadline = timeout.as_secs_f64().ceil().max(1.0) as u64;
-    ns.command("ping")
-        .args(["-n", "-q", "-i", "0.2"])
-        .args(["-c", &count.to_string(), "-w", &deadline.to_string()])
-        .arg(addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    match ping_stats(ns, addr, count, timeout) {
+        Ok(p) => p.answered >= count,
+        Err(e) => panic!("ping {addr} from {}: {e}", ns.name()),
+    }
 }
 
 /// Accepts one connection on `addr` in `to` while connecting to it from `from`, then runs

@@ -33,6 +33,7 @@ impl Proc {
         let child = cmd
             .process_group(0)
             .spawn()
+            .map_err(|e| super::tools::explain(cmd.get_program(), e))
             .map_err(|e| io::Error::new(e.kind(), format!("starting {label}: {e}")))?;
         Ok(Proc {
             child,

@@ -7,10 +7,22 @@
 //! for tunnel selectors such as 10.96.1.0/24 <-> 10.96.2.0/24. No route joins the inner
 //! addresses: that is the tunnel's job.
 
+use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
+
+use ipnet::IpNet;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use tun_io::netlink::{self, Netlink};
 
 use super::middlebox::{masquerade, nginx, Firewall};
 use super::netns::Netns;
@@ -136,7 +148,7 @@ impl Topology {
         addr(&r, "to-b", "192.0.2.1/24")?;
         addr(&b, UPLINK, "192.0.2.2/24")?;
         links_up(&[(&a, UPLINK), (&r, "to-a"), (&r, "to-b"), (&b, UPLINK)])?;
-        a.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        default_route(&a, Ipv4Addr::new(10, 0, 0, 1))?;
         r.sysctl("net.ipv4.ip_forward", "1")?;
         masquerade(&r, "to-b", fw, scratch.path())?;
         inner(&a, &A_INNER)?;
@@ -282,27 +294,62 @@ fn host(prefix: &str) -> io::Result<Netns> {
     Ok(ns)
 }
 
-/// A veth pair with one end in each namespace (names are per namespace, <= 15 bytes).
+/// A veth pair with one end in each namespace (names are per namespace, <= 15 bytes),
+/// both ends up. Made over netlink inside `x` (`ip link add X type veth peer name Y
+/// netns NS`), so no tool is needed.
 fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> {
-    x.ip(&[
-        "link",
-        "add",
-        x_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        y_if,
-        "netns",
-        y.name(),
-    ])?;
-    x.ip(&["link", "set", x_if, "up"])?;
-    y.ip(&["link", "set", y_if, "up"])?;
-    Ok(())
+    let y_file = File::open(y.path())?;
+    let y_fd = y_file.as_raw_fd();
+    x.enter(|| {
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(y_if.to_string()));
+        peer.attributes.push(LinkAttribute::NetNsFd(y_fd));
+        let mut link = LinkMessage::default();
+        link.attributes
+            .push(LinkAttribute::IfName(x_if.to_string()));
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        let mut nl = Netlink::open()?;
+        nl.request(RouteNetlinkMessage::NewLink(link), netlink::CREATE)
+            .map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    " (the kernel has no veth driver, CONFIG_VETH)"
+                } else {
+                    ""
+                };
+                io::Error::new(e.kind(), format!("creating veth {x_if}/{y_if}: {e}{hint}"))
+            })?;
+        nl.set_up(x_if)
+    })??;
+    drop(y_file);
+    y.enter(|| Netlink::open()?.set_up(y_if))?
 }
 
 fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
-    ns.ip(&["addr", "add", cidr, "dev", dev, "nodad"]).map(drop)
+    let net: IpNet = cidr
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{cidr}: {e}")))?;
+    ns.enter(|| Netlink::open()?.add_address(dev, net))?
+}
+
+/// `ip route add default via GATEWAY` in `ns`.
+fn default_route(ns: &Netns, gateway: Ipv4Addr) -> io::Result<()> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    ns.enter(|| {
+        Netlink::open()?
+            .request(RouteNetlinkMessage::NewRoute(msg), netlink::CREATE)
+            .map_err(|e| io::Error::new(e.kind(), format!("default route via {gateway}: {e}")))
+    })?
 }
 
 fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
@@ -312,13 +359,14 @@ fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
     addr(ns, "lo", &format!("{}/128", inner.v6))
 }
 
-/// Waits until every link reports carrier and operational state UP.
+/// Waits until every link reports carrier and is up.
 fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
     for (ns, dev) in links {
         let what = format!("{dev} in {} to come up", ns.name());
+        let mut nl = ns.enter(Netlink::open)??;
         wait_for(&what, SETUP_WAIT, POLL, || {
-            let l = ns.ip(&["-o", "link", "show", "dev", dev]).ok()?;
-            (l.contains("state UP") && l.contains("LOWER_UP")).then_some(())
+            let l = nl.link_state(dev).ok()?;
+            (l.up && l.lower_up).then_some(())
         })?;
     }
     Ok(())
@@ -327,9 +375,10 @@ fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
 /// Waits until no IPv6 address of the namespace is tentative.
 fn no_tentative(ns: &Netns) -> io::Result<()> {
     let what = format!("IPv6 addresses in {} to leave tentative", ns.name());
+    let mut nl = ns.enter(Netlink::open)??;
     wait_for(&what, SETUP_WAIT, POLL, || {
-        let l = ns.ip(&["-6", "-o", "addr", "show", "tentative"]).ok()?;
-        l.trim().is_empty().then_some(())
+        let addrs = nl.addresses(None).ok()?;
+        addrs.iter().all(|(_, a)| !a.tentative).then_some(())
     })?;
     Ok(())
 }

@@ -12,6 +12,8 @@
 //!   ESP datagrams) and UDP GRO (`UDP_GRO` + `recvmmsg`: one syscall returns many
 //!   datagrams with a stride), and reports each datagram's destination IP (`IP_PKTINFO`)
 //!   and local port, which the engine needs for NAT-T and multi-homing.
+//! - [`netlink`] is a blocking rtnetlink socket with the link and address operations
+//!   esprit needs without the `ip` tool (link up, add an address, link state).
 //! - [`routes`] installs routes for remote subnets through the TUN via netlink and removes
 //!   them again on drop.
 //!
@@ -57,6 +59,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod batch;
+pub mod netlink;
 pub mod routes;
 mod sys;
 pub mod tun;

@@ -9,16 +9,13 @@ use std::io;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use crate::netlink::Netlink;
 use crate::sys::if_index;
 
 /// The main routing table (`RT_TABLE_MAIN`).
@@ -164,53 +161,6 @@ fn route_message(net: IpNet, ifindex: u32, table: u32) -> RouteMessage {
         RouteAttribute::Table(table),
     ];
     msg
-}
-
-/// A blocking rtnetlink socket that sends one request at a time and waits for its ACK.
-#[derive(Debug)]
-struct Netlink {
-    sock: Socket,
-    seq: u32,
-}
-
-impl Netlink {
-    fn open() -> io::Result<Netlink> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        Ok(Netlink { sock, seq: 0 })
-    }
-
-    fn request(&mut self, inner: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = self.seq;
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(inner));
-        msg.finalize();
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        self.sock.send(&buf, 0)?;
-        loop {
-            let (reply, _) = self.sock.recv_from_full()?;
-            let mut rest = &reply[..];
-            while !rest.is_empty() {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = (m.header.length as usize).clamp(1, rest.len());
-                rest = &rest[len..];
-                if m.header.sequence_number != self.seq {
-                    continue;
-                }
-                if let NetlinkPayload::Error(err) = m.payload {
-                    return match err.code {
-                        None => Ok(()),
-                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                    };
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,13 +16,15 @@ use std::thread;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// True when the tests can make namespaces and TUN devices; otherwise they skip.
+/// Checks that the tests can make namespaces and TUN devices, and fails the test with
+/// what to do when they cannot: a test that needs root never skips silently.
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: needs root (network namespaces, TUN devices)");
-    }
+    assert!(
+        root,
+        "this test needs root (network namespaces, TUN devices): run `sudo ./test.sh`"
+    );
     root
 }
 
@@ -31,7 +33,13 @@ pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        .unwrap_or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => panic!(
+                "{args:?}: `{}` is not installed (Debian package iproute2; `sudo ./test.sh` installs it)",
+                args[0]
+            ),
+            _ => panic!("{args:?}: {e}"),
+        });
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
