@@ -5,14 +5,17 @@
 //! drives timers with [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`]. Time is
 //! always passed in; nothing here reads a clock or touches a socket.
 
-mod auth;
 pub(crate) mod authn;
-mod child;
+mod child_sa;
+mod create_child_sa;
 mod event;
-mod info;
-mod init;
+mod ike_auth;
+mod ike_sa;
+mod ike_sa_init;
+mod informational;
 mod keys;
-mod sa;
+mod payloads;
+mod rekey_ike;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,7 +26,7 @@ pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
 use crate::config::{Config, Connection};
 use crate::crypto::Rng;
 use crate::wire::{Header, Message, WireError};
-use sa::IkeSa;
+use ike_sa::IkeSa;
 
 /// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
 /// rekeyed IKE SA gets a new handle and an [`Event::IkeRekeyed`] links the two.
@@ -354,7 +357,7 @@ impl Endpoint {
             };
             let children = std::mem::take(&mut src.children);
             // The source is the redundant SA of a collision: its creator deletes it.
-            src.state = sa::State::Rekeyed;
+            src.state = ike_sa::State::Rekeyed;
             if let Some(dst) = self.sas.get_mut(&to) {
                 dst.children.extend(children);
             }
@@ -416,7 +419,7 @@ impl Endpoint {
         }
         let required = self.half_open.len() >= self.shared.config.cookie_threshold;
         let mut ctx = self.shared.ctx(now);
-        let cookie = init::CookieJar {
+        let cookie = ike_sa_init::CookieJar {
             secret: &self.cookie_secret,
             required,
         };

@@ -4,7 +4,7 @@
 use super::cursor::put_u16;
 use super::message::{emit_chain, parse_chain};
 use super::payload::{emit_generic_header, GENERIC_HEADER_LEN};
-use super::sk::{decrypt_fragment, seal_append, sealed_len, SKF_FIELDS_LEN};
+use super::sk::{open_body, seal_append, sealed_len, SKF_FIELDS_LEN};
 use super::{DecryptError, Header, Message, Payload, SkCipher, WireError};
 use crate::iana::payload as pt;
 
@@ -63,6 +63,28 @@ pub enum ReassemblyError {
     /// The reassembled inner payloads are malformed; reassembly is abandoned.
     #[error("malformed reassembled message: {0}")]
     Malformed(WireError),
+}
+
+/// Decrypts the SKF payload of `msg`, which was parsed from `raw` (RFC 7383 2.6): the
+/// fragment for a [`Reassembler`].
+pub fn decrypt_fragment(
+    raw: &[u8],
+    msg: &Message,
+    cipher: &dyn SkCipher,
+) -> Result<Fragment, DecryptError> {
+    let Some(skf) = msg.fragment() else {
+        return Err(DecryptError::NotEncrypted);
+    };
+    let aad = raw
+        .get(..skf.aad_end())
+        .ok_or(WireError::Truncated("message"))?;
+    let plaintext = open_body(aad, &skf.body, cipher)?;
+    Ok(Fragment {
+        number: skf.number,
+        total: skf.total,
+        next_payload: skf.next_payload,
+        plaintext,
+    })
 }
 
 /// Collects the fragments of one message in any order (RFC 7383 2.6).

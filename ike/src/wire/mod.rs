@@ -36,10 +36,12 @@ pub mod vendor;
 #[cfg(test)]
 mod tests;
 
-pub use fragment::{encrypt_fragments, Fragment, Reassembler, Reassembly, ReassemblyError};
+pub use fragment::{
+    decrypt_fragment, encrypt_fragments, Fragment, Reassembler, Reassembly, ReassemblyError,
+};
 pub use header::HeaderPacket;
 pub use payload::PayloadPacket;
-pub use sk::{decrypt_fragment, decrypt_message, encrypt_message, DecryptError, SkParts};
+pub use sk::{decrypt_message, encrypt_message, DecryptError, SkParts};
 
 /// Most payloads accepted in one message, and separately inside one SK payload.
 pub const MAX_PAYLOADS: usize = 64;

@@ -17,7 +17,6 @@
 //! ```
 
 use super::cursor::{put_u16, Reader};
-use super::fragment::Fragment;
 use super::message::{chain_len, emit_chain, parse_chain};
 use super::payload::{emit_generic_header, GENERIC_HEADER_LEN};
 use super::{Encrypted, EncryptedFragment, Header, Message, Payload, SkCipher, WireError};
@@ -243,26 +242,4 @@ pub fn decrypt_message(
         .ok_or(WireError::Truncated("message"))?;
     let plain = open_body(aad, &sk.body, cipher)?;
     Ok(parse_chain(sk.next_payload, &plain, 0, false)?)
-}
-
-/// Decrypts the SKF payload of `msg`, which was parsed from `raw` (RFC 7383 2.6): the
-/// fragment for a [`super::Reassembler`].
-pub fn decrypt_fragment(
-    raw: &[u8],
-    msg: &Message,
-    cipher: &dyn SkCipher,
-) -> Result<Fragment, DecryptError> {
-    let Some(skf) = msg.fragment() else {
-        return Err(DecryptError::NotEncrypted);
-    };
-    let aad = raw
-        .get(..skf.aad_end())
-        .ok_or(WireError::Truncated("message"))?;
-    let plaintext = open_body(aad, &skf.body, cipher)?;
-    Ok(Fragment {
-        number: skf.number,
-        total: skf.total,
-        next_payload: skf.next_payload,
-        plaintext,
-    })
 }

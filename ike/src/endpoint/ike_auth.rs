@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use super::authn as auth;
-use super::child::{ChildRequest, ChildSa};
+use super::child_sa::ChildRequest;
 use super::event::{DownReason, Event};
-use super::init::{error_notify, find_notify, notify_payload};
-use super::sa::{IkeSa, Pending, State, Task};
+use super::ike_sa::{IkeSa, Pending, State, Task};
+use super::payloads::{error_notify, find_notify, notify_payload};
 use super::Ctx;
 use crate::auth::Identity;
 use crate::config::{Connection, LocalAuth, RemoteAuth};
@@ -295,10 +295,7 @@ impl IkeSa {
             .connections
             .iter()
             .enumerate()
-            .filter(|(_, c)| {
-                super::init::addresses_match(c, self.local, self.remote)
-                    || super::init::addresses_match(c, self.local, from)
-            })
+            .filter(|(_, c)| c.admits(self.local, self.remote) || c.admits(self.local, from))
             .filter(|(_, c)| c.remote_id.matches(&peer))
             .filter(|(_, c)| {
                 wanted_local
@@ -339,7 +336,7 @@ impl IkeSa {
         out.extend(cert_payloads);
         out.push(Payload::Auth(our_auth));
         let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
-            Some(ChildSa::respond(self, ctx, &conn, &payloads, None, false))
+            Some(self.respond_child(ctx, &conn, &payloads, None, false))
         } else {
             None
         };

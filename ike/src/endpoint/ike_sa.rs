@@ -1,11 +1,13 @@
-//! One IKE SA: its state, message-ID windows, retransmission, task queue and timers.
-//! The exchanges live in their own files (init.rs, auth.rs, child.rs, info.rs).
+//! The hub: one IKE SA, its state, message-ID windows, retransmission, task queue and
+//! timers. The exchanges live in their own files (`ike_sa_init.rs`, `ike_auth.rs`,
+//! `create_child_sa.rs`, `rekey_ike.rs`, `informational.rs`), which import this one; the
+//! hub calls them by method and imports only leaves.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::child::{ChildSa, ChildState};
+use super::child_sa::{ChildRequest, ChildSa, ChildState, IkeRekeyRequest};
 use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
 use super::keys::Dh;
 use super::keys::IkeKeys;
@@ -41,11 +43,11 @@ pub(crate) enum Pending {
     /// IKE_SA_INIT request.
     Init,
     /// IKE_AUTH request; the first child's config and our inbound SPI.
-    Auth(Option<super::child::ChildRequest>),
+    Auth(Option<ChildRequest>),
     /// CREATE_CHILD_SA for a new or rekeyed child SA.
-    CreateChild(super::child::ChildRequest),
+    CreateChild(ChildRequest),
     /// CREATE_CHILD_SA rekeying this IKE SA.
-    RekeyIke(super::child::IkeRekeyRequest),
+    RekeyIke(IkeRekeyRequest),
     /// INFORMATIONAL with deletes of these child SAs (inbound SPIs).
     DeleteChildren(Vec<u32>),
     /// INFORMATIONAL deleting this IKE SA.
@@ -318,6 +320,19 @@ impl IkeSa {
         self.state = State::Dead;
         self.outstanding = None;
         self.tasks.clear();
+    }
+
+    /// Reports a child SA as gone and forgets it.
+    pub(crate) fn remove_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32, reason: DownReason) {
+        if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
+            let c = self.children.remove(i);
+            ctx.events.push_back(Event::ChildDown {
+                ike: self.id,
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                reason,
+            });
+        }
     }
 
     fn header(&self, exchange: u8, message_id: u32, response: bool) -> Header {

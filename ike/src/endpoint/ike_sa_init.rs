@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use ring::digest;
 
 use super::event::DownReason;
+use super::ike_sa::{IkeSa, Pending, State, Task};
 use super::keys::Dh;
 use super::keys::IkeKeys;
-use super::sa::{IkeSa, Pending, State, Task};
+use super::payloads::{error_notify, find_notify, ke_of, nonce_of, notify_payload, sa_of};
 use super::{Ctx, Dropped, IkeSaId};
-use crate::config::{Connection, RemoteAuth};
+use crate::config::RemoteAuth;
 use crate::iana::{exchange, notify, payload};
 use crate::nat::{self, NatState};
-use crate::wire::{Flags, Header, KeyExchange, Message, Notify, Payload};
+use crate::wire::{Flags, Header, KeyExchange, Message, Payload};
 
 /// Most COOKIE and INVALID_KE round trips an initiator makes before giving up.
 const MAX_INIT_RETRIES: u32 = 4;
@@ -38,52 +39,6 @@ impl CookieJar<'_> {
         ctx.update(&spi_i.to_be_bytes());
         ctx.finish().as_ref().to_vec()
     }
-}
-
-pub(crate) fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify {
-        protocol: 0,
-        spi: Vec::new(),
-        kind,
-        data,
-    })
-}
-
-pub(crate) fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind == kind => Some(n),
-        _ => None,
-    })
-}
-
-/// The first error notify (type below 16384), if any.
-pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind < notify::FIRST_STATUS => Some(n),
-        _ => None,
-    })
-}
-
-fn nonce_of(payloads: &[Payload]) -> Option<&[u8]> {
-    payloads.iter().find_map(|p| match p {
-        // RFC 7296 3.9: 16 to 256 octets.
-        Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.as_slice()),
-        _ => None,
-    })
-}
-
-fn ke_of(payloads: &[Payload]) -> Option<&KeyExchange> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Ke(k) => Some(k),
-        _ => None,
-    })
-}
-
-fn sa_of(payloads: &[Payload]) -> Option<&[crate::wire::Proposal]> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Sa(s) => Some(s.as_slice()),
-        _ => None,
-    })
 }
 
 /// Hash algorithms we can sign and verify with (RFC 7427 4).
@@ -429,7 +384,7 @@ impl IkeSa {
                 return Ok(None);
             }
         }
-        let Some(ci) = pick_connection(ctx.connections, local, remote) else {
+        let Some(ci) = ctx.connections.iter().position(|c| c.admits(local, remote)) else {
             reply(
                 ctx,
                 vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
@@ -547,18 +502,4 @@ impl IkeSa {
         });
         Ok(Some(sa))
     }
-}
-
-/// The first connection whose addresses admit this pair (empty lists admit any).
-pub(crate) fn pick_connection(
-    conns: &[Connection],
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> Option<usize> {
-    conns.iter().position(|c| addresses_match(c, local, remote))
-}
-
-pub(crate) fn addresses_match(c: &Connection, local: SocketAddr, remote: SocketAddr) -> bool {
-    (c.local_addrs.is_empty() || local.ip().is_unspecified() || c.local_addrs.contains(&local.ip()))
-        && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&remote.ip()))
 }
