@@ -127,11 +127,26 @@ pub(crate) struct Ctx<'a> {
     pub(crate) transmits: &'a mut VecDeque<Transmit>,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut Stats,
-    /// IKE SAs created by a rekey, inserted by the endpoint after the handler returns.
-    pub(crate) spawned: Vec<IkeSa>,
-    /// Child SAs to move from one IKE SA to another (IKE rekey collisions, 2.8.2).
-    pub(crate) moves: Vec<(IkeSaId, IkeSaId)>,
+    /// What the handler did to other IKE SAs, applied in order by the endpoint after
+    /// it returns (a handler only ever holds its own SA).
+    pub(crate) effects: Vec<SaEffect>,
     next_id: &'a mut u64,
+}
+
+/// An effect of one IKE SA's handler on the endpoint's other IKE SAs, in the manner of
+/// quinn-proto's `EndpointEvent`: named, so that each cross-SA path is one variant.
+pub(crate) enum SaEffect {
+    /// Insert an IKE SA created by a rekey (RFC 7296 2.18), announce it and run its
+    /// queued tasks.
+    Spawn(Box<IkeSa>),
+    /// Move the child SAs of `from` to `to`, and mark `from` rekeyed: `from` is the
+    /// redundant SA of a simultaneous IKE rekey, deleted by its creator (RFC 7296 2.8.2).
+    MoveChildren {
+        /// The redundant IKE SA.
+        from: IkeSaId,
+        /// The surviving IKE SA.
+        to: IkeSaId,
+    },
 }
 
 impl Ctx<'_> {
@@ -210,8 +225,7 @@ impl Shared {
             transmits: &mut self.transmits,
             events: &mut self.events,
             stats: &mut self.stats,
-            spawned: Vec::new(),
-            moves: Vec::new(),
+            effects: Vec::new(),
             next_id: &mut self.next_id,
         }
     }
@@ -311,20 +325,14 @@ impl Endpoint {
         let sa = self.sas.get_mut(&id)?;
         let mut ctx = self.shared.ctx(now);
         let r = f(sa, &mut ctx);
-        let spawned = std::mem::take(&mut ctx.spawned);
-        let moves = std::mem::take(&mut ctx.moves);
-        self.after(now, id, spawned, moves);
+        let effects = std::mem::take(&mut ctx.effects);
+        self.after(now, id, effects);
         Some(r)
     }
 
-    /// Book-keeping after a handler ran: SPI index, spawned and dead SAs.
-    fn after(
-        &mut self,
-        now: Instant,
-        id: IkeSaId,
-        spawned: Vec<IkeSa>,
-        moves: Vec<(IkeSaId, IkeSaId)>,
-    ) {
+    /// Book-keeping after a handler ran: SPI index, dead SAs, and the handler's effects
+    /// on other SAs.
+    fn after(&mut self, now: Instant, id: IkeSaId, effects: Vec<SaEffect>) {
         if let Some(sa) = self.sas.get(&id) {
             let spi = sa.our_spi();
             if spi != 0 {
@@ -343,23 +351,26 @@ impl Endpoint {
             }
         }
         let mut kick = Vec::new();
-        for new in spawned {
-            new.announce_rekey(&mut self.shared.events);
-            self.by_spi.insert(new.our_spi(), new.id);
-            if !new.tasks.is_empty() {
-                kick.push(new.id);
-            }
-            self.sas.insert(new.id, new);
-        }
-        for (from, to) in moves {
-            let Some(src) = self.sas.get_mut(&from) else {
-                continue;
-            };
-            let children = std::mem::take(&mut src.children);
-            // The source is the redundant SA of a collision: its creator deletes it.
-            src.state = ike_sa::State::Rekeyed;
-            if let Some(dst) = self.sas.get_mut(&to) {
-                dst.children.extend(children);
+        for effect in effects {
+            match effect {
+                SaEffect::Spawn(new) => {
+                    new.announce_rekey(&mut self.shared.events);
+                    self.by_spi.insert(new.our_spi(), new.id);
+                    if !new.tasks.is_empty() {
+                        kick.push(new.id);
+                    }
+                    self.sas.insert(new.id, *new);
+                }
+                SaEffect::MoveChildren { from, to } => {
+                    let Some(src) = self.sas.get_mut(&from) else {
+                        continue;
+                    };
+                    let children = std::mem::take(&mut src.children);
+                    src.state = ike_sa::State::Rekeyed;
+                    if let Some(dst) = self.sas.get_mut(&to) {
+                        dst.children.extend(children);
+                    }
+                }
             }
         }
         for id in kick {

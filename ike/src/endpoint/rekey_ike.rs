@@ -7,7 +7,7 @@ use super::child_sa::IkeRekeyRequest;
 use super::ike_sa::{IkeSa, Pending, State, Task};
 use super::keys::{Dh, IkeKeys};
 use super::payloads::{error_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64};
-use super::Ctx;
+use super::{Ctx, SaEffect};
 use crate::config::Connection;
 use crate::iana::{exchange, notify};
 use crate::proposal::IkeSuite;
@@ -157,7 +157,7 @@ impl IkeSa {
                 new.tasks.push_back(Task::DeleteIke);
                 new.rekeyed_from = None;
                 new.state = State::Rekeyed;
-                ctx.spawned.push(new);
+                ctx.effects.push(SaEffect::Spawn(Box::new(new)));
                 self.state = State::Rekeyed;
                 return;
             }
@@ -172,12 +172,16 @@ impl IkeSa {
             req.ni.clone(),
             nr.to_vec(),
         );
+        let new_id = new.id;
+        ctx.effects.push(SaEffect::Spawn(Box::new(new)));
         if let Some((_, _, answered)) = collided {
             // We won the collision: the children went to the SA we answered; bring them
             // to ours. The peer deletes the one it created.
-            ctx.moves.push((answered, new.id));
+            ctx.effects.push(SaEffect::MoveChildren {
+                from: answered,
+                to: new_id,
+            });
         }
-        ctx.spawned.push(new);
         // The rekey initiator deletes the old IKE SA (RFC 7296 1.3.2).
         self.state = State::Rekeyed;
         self.tasks.clear();
@@ -306,6 +310,6 @@ impl IkeSa {
         } else {
             self.state = State::Rekeyed;
         }
-        ctx.spawned.push(new);
+        ctx.effects.push(SaEffect::Spawn(Box::new(new)));
     }
 }
