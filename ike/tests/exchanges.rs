@@ -26,7 +26,7 @@ fn up(p: &mut Pair) {
     p.assert_children_match();
 }
 
-fn exchange_of(t: &ike::endpoint::Transmit) -> (u8, bool) {
+fn exchange_of(t: &ike::endpoint::Transmit) -> (ike::iana::ExchangeType, bool) {
     let m = Message::parse(&t.data).unwrap();
     (m.header.exchange, m.header.flags.response)
 }
@@ -315,7 +315,7 @@ fn wrong_psk_is_authentication_failed_on_both_sides() {
     p.a.ep.initiate(p.now, "site-b", None).unwrap();
     p.settle();
     assert!(
-        matches!(&p.b.ike_down[..], [DownReason::AuthenticationFailed(why)] if why.contains("pre-shared key")),
+        matches!(&p.b.ike_down[..], [DownReason::AuthenticationFailed(why)] if why.to_string().contains("pre-shared key")),
         "{:?}",
         p.b.ike_down
     );

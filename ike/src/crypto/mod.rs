@@ -69,6 +69,9 @@ pub enum CryptoError {
     /// The random generator gave no valid private key after several attempts.
     #[error("could not generate a private key")]
     KeyGeneration,
+    /// A DH group number we do not implement.
+    #[error("unsupported DH group {0}")]
+    UnsupportedGroup(u16),
 }
 
 /// Secret bytes (keys, shared secrets, SKEYSEED): zeroized on drop, never printed.

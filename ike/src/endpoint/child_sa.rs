@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::event::DownReason;
 use super::keys::Dh;
 use super::Ctx;
 use crate::config::Connection;
@@ -74,8 +75,11 @@ impl ChildRequest {
         cfg: usize,
         rekeys: Option<&ChildSa>,
         pfs: bool,
-    ) -> Result<ChildRequest, String> {
-        let child = conn.children.get(cfg).ok_or("no such child config")?;
+    ) -> Result<ChildRequest, DownReason> {
+        let child = conn
+            .children
+            .get(cfg)
+            .ok_or(DownReason::UnknownChildConfig)?;
         let spi_in = ctx.random_esp_spi();
         let offered = if pfs {
             child.esp_proposals.clone()
@@ -83,7 +87,7 @@ impl ChildRequest {
             child.esp_proposals.without_dh()
         };
         let dh = match offered.preferred_dh() {
-            Some(g) if pfs => Some(Dh::generate(g.id(), ctx.rng)?),
+            Some(g) if pfs => Some(Dh::generate(g.id(), ctx.rng).map_err(DownReason::Crypto)?),
             _ => None,
         };
         let (local_ts, remote_ts) = match rekeys {

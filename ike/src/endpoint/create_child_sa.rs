@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::child_sa::{ChildRequest, ChildSa, ChildState};
+use super::error::PeerMisbehaved;
 use super::event::{ChildSaInfo, DownReason, Event};
 use super::ike_sa::{IkeSa, Pending, State, Task};
 use super::keys::Dh;
@@ -13,7 +14,7 @@ use super::payloads::{
 };
 use super::Ctx;
 use crate::config::Connection;
-use crate::iana::{exchange, notify, protocol};
+use crate::iana::{exchange, notify, payload, protocol, NotifyType};
 use crate::ts;
 use crate::wire::{KeyExchange, Payload};
 
@@ -28,7 +29,7 @@ impl IkeSa {
         req: &[Payload],
         rekeys: Option<&ChildSa>,
         create_child: bool,
-    ) -> Result<(Vec<Payload>, ChildSa, Box<ChildSaInfo>), u16> {
+    ) -> Result<(Vec<Payload>, ChildSa, Box<ChildSaInfo>), NotifyType> {
         let (Some(tsi), Some(tsr)) = ts_of(req) else {
             return Err(notify::TS_UNACCEPTABLE);
         };
@@ -152,7 +153,7 @@ impl IkeSa {
                         .get(cfg)
                         .map(|c| c.name.clone())
                         .unwrap_or_default(),
-                    reason: DownReason::Protocol(e),
+                    reason: e,
                 });
                 return;
             }
@@ -210,11 +211,13 @@ impl IkeSa {
         }
         let (Some(sa_p), (Some(tsi), Some(tsr))) = (sa_of(payloads), ts_of(payloads)) else {
             if !in_auth || sa_of(payloads).is_some() {
-                fail(
-                    self,
-                    ctx,
-                    DownReason::Protocol("child SA response incomplete".into()),
-                );
+                let missing = match (sa_of(payloads), ts_of(payloads)) {
+                    (None, _) => payload::SA,
+                    (_, (None, _)) => payload::TSI,
+                    _ => payload::TSR,
+                };
+                let why = PeerMisbehaved::MissingPayload(missing);
+                fail(self, ctx, DownReason::PeerMisbehaved(why));
             }
             return;
         };
@@ -230,7 +233,7 @@ impl IkeSa {
             fail(
                 self,
                 ctx,
-                DownReason::Protocol("responder chose an ESP proposal we did not offer".into()),
+                DownReason::PeerMisbehaved(PeerMisbehaved::UnofferedProposal),
             );
             return;
         };
@@ -248,18 +251,18 @@ impl IkeSa {
                 fail(
                     self,
                     ctx,
-                    DownReason::Protocol("CREATE_CHILD_SA response without nonce".into()),
+                    DownReason::PeerMisbehaved(PeerMisbehaved::MissingPayload(payload::NONCE)),
                 );
                 return;
             };
             let shared = match (&req.dh, ke_of(payloads)) {
                 (Some(dh), Some(ke)) if ke.group == dh.group() => match dh.agree(&ke.data) {
                     Ok(s) => Some(s),
-                    Err(_) => {
+                    Err(e) => {
                         fail(
                             self,
                             ctx,
-                            DownReason::Protocol("bad KE in CREATE_CHILD_SA".into()),
+                            DownReason::PeerMisbehaved(PeerMisbehaved::BadKe(e)),
                         );
                         return;
                     }
@@ -269,7 +272,7 @@ impl IkeSa {
                     fail(
                         self,
                         ctx,
-                        DownReason::Protocol("KE mismatch in CREATE_CHILD_SA".into()),
+                        DownReason::PeerMisbehaved(PeerMisbehaved::KeGroupMismatch),
                     );
                     return;
                 }
@@ -277,16 +280,14 @@ impl IkeSa {
             (req.ni.clone(), nr.to_vec(), shared)
         };
         // We initiated this exchange: i->r is our outbound direction.
-        let Ok((key_i, key_r)) =
-            keys.child_keys(&suite, shared.as_ref().map(|s| s.as_bytes()), &ni, &nr)
-        else {
-            fail(
-                self,
-                ctx,
-                DownReason::Protocol("child key derivation failed".into()),
-            );
-            return;
-        };
+        let (key_i, key_r) =
+            match keys.child_keys(&suite, shared.as_ref().map(|s| s.as_bytes()), &ni, &nr) {
+                Ok(k) => k,
+                Err(e) => {
+                    fail(self, ctx, DownReason::Crypto(e));
+                    return;
+                }
+            };
         let child_cfg = conn.children.get(req.cfg);
         let c = ChildSa {
             cfg: req.cfg,
@@ -396,7 +397,7 @@ impl IkeSa {
         from: SocketAddr,
         payloads: Vec<Payload>,
     ) {
-        let reply_err = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, kind: u16, data: Vec<u8>| {
+        let reply_err = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, kind: NotifyType, data: Vec<u8>| {
             sa.send_response(
                 ctx,
                 exchange::CREATE_CHILD_SA,

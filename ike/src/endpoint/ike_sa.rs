@@ -14,7 +14,7 @@ use super::keys::IkeKeys;
 use super::{backoff, Ctx, Dropped, IkeSaId};
 use crate::auth::Identity;
 use crate::config::Connection;
-use crate::iana::{exchange, payload};
+use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
 use crate::wire::{self, Flags, Header, Message, Payload};
@@ -335,7 +335,7 @@ impl IkeSa {
         }
     }
 
-    fn header(&self, exchange: u8, message_id: u32, response: bool) -> Header {
+    fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> Header {
         Header {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
@@ -389,7 +389,7 @@ impl IkeSa {
     pub(crate) fn send_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: Vec<Payload>,
         pending: Pending,
     ) {
@@ -417,7 +417,7 @@ impl IkeSa {
     pub(crate) fn send_final_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: Vec<Payload>,
     ) {
         let id = self.next_request_id;
@@ -450,7 +450,7 @@ impl IkeSa {
     pub(crate) fn send_response(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         message_id: u32,
         payloads: Vec<Payload>,
         to: SocketAddr,

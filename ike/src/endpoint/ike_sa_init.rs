@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use ring::digest;
 
+use super::error::PeerMisbehaved;
 use super::event::DownReason;
 use super::ike_sa::{IkeSa, Pending, State, Task};
 use super::keys::Dh;
@@ -135,10 +136,7 @@ impl IkeSa {
                 sa.dh = Some(dh);
                 sa.send_init(ctx);
             }
-            Err(e) => sa.die(
-                ctx,
-                DownReason::Protocol(format!("cannot use DH group {group}: {e}")),
-            ),
+            Err(e) => sa.die(ctx, DownReason::Crypto(e)),
         }
         sa
     }
@@ -268,7 +266,7 @@ impl IkeSa {
             _ => {
                 self.die(
                     ctx,
-                    DownReason::Protocol("responder chose a proposal we did not offer".into()),
+                    DownReason::PeerMisbehaved(PeerMisbehaved::UnofferedProposal),
                 );
                 return Ok(());
             }
@@ -279,14 +277,14 @@ impl IkeSa {
         if dh.group() != ke.group || suite.dh.id() != ke.group {
             self.die(
                 ctx,
-                DownReason::Protocol("KE group differs from the chosen one".into()),
+                DownReason::PeerMisbehaved(PeerMisbehaved::KeGroupMismatch),
             );
             return Ok(());
         }
         let shared = match dh.agree(&ke.data) {
             Ok(s) => s,
             Err(e) => {
-                self.die(ctx, DownReason::Protocol(format!("bad KE payload: {e}")));
+                self.die(ctx, DownReason::PeerMisbehaved(PeerMisbehaved::BadKe(e)));
                 return Ok(());
             }
         };
@@ -303,10 +301,7 @@ impl IkeSa {
         ) {
             Ok(k) => self.keys = Some(k),
             Err(e) => {
-                self.die(
-                    ctx,
-                    DownReason::Protocol(format!("key derivation failed: {e}")),
-                );
+                self.die(ctx, DownReason::Crypto(e));
                 return Ok(());
             }
         }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::child_sa::ChildState;
+use super::error::AuthFailure;
 use super::event::DownReason;
 use super::ike_sa::{IkeSa, Pending, State};
 use super::payloads::find_notify;
@@ -73,7 +74,7 @@ impl IkeSa {
             self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
             self.die(
                 ctx,
-                DownReason::AuthenticationFailed("the peer rejected our authentication".into()),
+                DownReason::AuthenticationFailed(AuthFailure::RejectedByPeer),
             );
             return;
         }

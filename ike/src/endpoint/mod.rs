@@ -8,6 +8,7 @@
 pub(crate) mod authn;
 mod child_sa;
 mod create_child_sa;
+mod error;
 mod event;
 mod ike_auth;
 mod ike_sa;
@@ -21,6 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use error::{AuthFailure, PeerMisbehaved};
 pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
 
 use crate::config::{Config, Connection};

@@ -1,12 +1,12 @@
 //! Finding payloads in a decoded message and building notifies: the helpers every
 //! exchange shares. A leaf: it imports no exchange file.
 
-use crate::iana::notify;
+use crate::iana::NotifyType;
 use crate::wire::nonce::{MAX_NONCE_LEN, MIN_NONCE_LEN};
 use crate::wire::{KeyExchange, Notify, Payload, Proposal, TrafficSelector};
 
 /// A Notify payload without protocol or SPI (RFC 7296 3.10).
-pub(crate) fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
+pub(crate) fn notify_payload(kind: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(Notify {
         protocol: 0,
         spi: Vec::new(),
@@ -16,7 +16,7 @@ pub(crate) fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
 }
 
 /// The first notify of type `kind`, if any.
-pub(crate) fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
+pub(crate) fn find_notify(payloads: &[Payload], kind: NotifyType) -> Option<&Notify> {
     payloads.iter().find_map(|p| match p {
         Payload::Notify(n) if n.kind == kind => Some(n),
         _ => None,
@@ -26,7 +26,7 @@ pub(crate) fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
 /// The first error notify (RFC 7296 3.10.1: types below 16384), if any.
 pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
     payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind < notify::FIRST_STATUS => Some(n),
+        Payload::Notify(n) if n.kind.is_error() => Some(n),
         _ => None,
     })
 }

@@ -6,7 +6,7 @@ use super::message::{emit_chain, parse_chain};
 use super::payload::{emit_generic_header, GENERIC_HEADER_LEN};
 use super::sk::{open_body, seal_append, sealed_len, SKF_FIELDS_LEN};
 use super::{DecryptError, Header, Message, Payload, SkCipher, WireError};
-use crate::iana::payload as pt;
+use crate::iana::{payload as pt, PayloadType};
 
 /// Most fragments a message may be split into that we reassemble.
 pub const MAX_FRAGMENTS: u16 = 64;
@@ -21,7 +21,7 @@ pub struct Fragment {
     /// Total Fragments.
     pub total: u16,
     /// Type of the first inner payload (meaningful in fragment 1 only).
-    pub next_payload: u8,
+    pub next_payload: PayloadType,
     /// Decrypted content with the padding removed.
     pub plaintext: Vec<u8>,
 }
@@ -91,7 +91,7 @@ pub fn decrypt_fragment(
 #[derive(Debug, Clone, Default)]
 pub struct Reassembler {
     message_id: Option<u32>,
-    next_payload: u8,
+    next_payload: PayloadType,
     parts: Vec<Option<Vec<u8>>>,
     received: usize,
     bytes: usize,
