@@ -63,7 +63,7 @@ impl IkeSa {
         let spi_out = spi_u32(&selected.peer_spi).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         let spi_in = ctx.random_esp_spi();
         let answer = selected.reply(&spi_in.to_be_bytes());
-        let keys = self.keys.as_ref().ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        let keys = self.phase.keys().ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         let mut out = vec![Payload::Sa(vec![answer])];
         let (ni, nr, shared) = if create_child {
             let ni = nonce_of(req).ok_or(notify::INVALID_SYNTAX)?.to_vec();
@@ -84,7 +84,9 @@ impl IkeSa {
             };
             (ni, nr, shared)
         } else {
-            (self.ni.clone(), self.nr.clone(), None)
+            // RFC 7296 2.17: the IKE_AUTH child takes the IKE_SA_INIT nonces.
+            let hs = self.phase.handshake().ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            (hs.ni.clone(), hs.nr.clone(), None)
         };
         out.push(Payload::TsI(n_i.clone()));
         out.push(Payload::TsR(n_r.clone()));
@@ -241,11 +243,15 @@ impl IkeSa {
             fail(self, ctx, DownReason::TsUnacceptable);
             return;
         }
-        let Some(keys) = self.keys.as_ref() else {
+        let Some(keys) = self.phase.keys() else {
             return;
         };
         let (ni, nr, shared) = if in_auth {
-            (self.ni.clone(), self.nr.clone(), None)
+            // RFC 7296 2.17: the IKE_AUTH child takes the IKE_SA_INIT nonces.
+            let Some(hs) = self.phase.handshake() else {
+                return;
+            };
+            (hs.ni.clone(), hs.nr.clone(), None)
         } else {
             let Some(nr) = nonce_of(payloads) else {
                 fail(

@@ -7,7 +7,7 @@ use super::authn as auth;
 use super::child_sa::ChildRequest;
 use super::error::{AuthFailure, PeerMisbehaved};
 use super::event::{DownReason, Event};
-use super::ike_sa::{IkeSa, Pending, State, Task};
+use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
 use super::keys::IkeKeys;
 use super::payloads::{error_notify, find_notify, notify_payload};
 use super::Ctx;
@@ -17,15 +17,20 @@ use crate::iana::{exchange, notify, payload};
 use crate::wire::{Authentication, Certificate, Header, Identification, Payload};
 
 /// What AUTH signs: RealMessage | Nonce | prf(SK_p, ID') (RFC 7296 2.15).
-fn signed_octets(sa: &IkeSa, keys: &IkeKeys, ours: bool, id: &Identification) -> Vec<u8> {
+fn signed_octets(
+    initiator: bool,
+    keys: &IkeKeys,
+    hs: &Handshake,
+    ours: bool,
+    id: &Identification,
+) -> Vec<u8> {
     // The initiator signs its IKE_SA_INIT request and the responder's nonce; the
     // responder signs its response and the initiator's nonce.
-    let we_are_i = sa.initiator;
-    let signer_is_i = ours == we_are_i;
+    let signer_is_i = ours == initiator;
     let (message, nonce) = if signer_is_i {
-        (&sa.init_request, &sa.nr)
+        (&hs.init_request, &hs.nr)
     } else {
-        (&sa.init_response, &sa.ni)
+        (&hs.init_response, &hs.ni)
     };
     let sk_p = if signer_is_i {
         keys.sk_pi()
@@ -71,11 +76,11 @@ impl IkeSa {
     /// Our AUTH payload and the CERT payloads that go before it.
     fn our_auth(
         &self,
-        keys: &IkeKeys,
+        (keys, hs): (&IkeKeys, &Handshake),
         conn: &Connection,
         id: &Identification,
     ) -> Result<(Vec<Payload>, Authentication), AuthFailure> {
-        let octets = signed_octets(self, keys, true, id);
+        let octets = signed_octets(self.initiator, keys, hs, true, id);
         match &conn.local_auth {
             LocalAuth::Psk(psk) => Ok((
                 Vec::new(),
@@ -86,7 +91,7 @@ impl IkeSa {
             )),
             LocalAuth::Pubkey { key, certs } => {
                 let auth = key
-                    .sign_auth(&self.peer_hashes, &octets)
+                    .sign_auth(&hs.peer_hashes, &octets)
                     .map_err(AuthFailure::OwnAuth)?;
                 let cert_payloads = certs
                     .iter()
@@ -107,7 +112,7 @@ impl IkeSa {
     fn verify_peer(
         &self,
         ctx: &Ctx<'_>,
-        keys: &IkeKeys,
+        (keys, hs): (&IkeKeys, &Handshake),
         conn: &Connection,
         id: &Identification,
         auth_p: &Authentication,
@@ -120,7 +125,7 @@ impl IkeSa {
                 configured: conn.remote_id.clone(),
             });
         }
-        let octets = signed_octets(self, keys, false, id);
+        let octets = signed_octets(self.initiator, keys, hs, false, id);
         match &conn.remote_auth {
             RemoteAuth::Psk(psk) => {
                 if auth_p.method != crate::iana::auth::SHARED_KEY_MIC {
@@ -156,11 +161,11 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        let Some(keys) = self.keys.as_ref() else {
+        let Phase::Auth(keys, hs) = &self.phase else {
             return;
         };
         let id = conn.local_id.to_wire();
-        let (cert_payloads, auth_p) = match self.our_auth(keys, &conn, &id) {
+        let (cert_payloads, auth_p) = match self.our_auth((keys, hs), &conn, &id) {
             Ok(x) => x,
             Err(e) => {
                 self.die(ctx, DownReason::AuthenticationFailed(e));
@@ -226,10 +231,10 @@ impl IkeSa {
             self.die(ctx, reason);
             return;
         };
-        let Some(keys) = self.keys.as_ref() else {
+        let Phase::Auth(keys, hs) = &self.phase else {
             return;
         };
-        match self.verify_peer(ctx, keys, &conn, id, auth_p, &payloads) {
+        match self.verify_peer(ctx, (keys, hs), &conn, id, auth_p, &payloads) {
             Ok(peer) => self.remote_id = Some(peer),
             Err(why) => {
                 // RFC 7296 2.21.2: the responder thinks the SA is up; tell it in a
@@ -244,6 +249,7 @@ impl IkeSa {
         if let Some(req) = child {
             self.finish_child_request(ctx, req, &payloads, true);
         }
+        self.end_handshake();
         self.run_tasks(ctx);
     }
 
@@ -255,9 +261,17 @@ impl IkeSa {
         if !conn.rekey_time.is_zero() {
             self.rekey_at = Some(ctx.now + conn.rekey_time);
         }
-        self.dh = None;
         ctx.events
             .push_back(Event::IkeUp(self.info(ctx.connections)));
+    }
+
+    /// IKE_AUTH is complete: drops the handshake data (zeroized on drop), keeping the
+    /// keys.
+    fn end_handshake(&mut self) {
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Auth(keys, _handshake) => Phase::Up(keys),
+            other => other,
+        };
     }
 
     /// Responder: IKE_AUTH request.
@@ -320,12 +334,12 @@ impl IkeSa {
         };
         let conn = ctx.connections[ci].clone();
         self.conn = Some(ci);
-        let Some(keys) = self.keys.as_ref() else {
+        let Phase::Auth(keys, hs) = &self.phase else {
             return;
         };
         let checked = self
-            .verify_peer(ctx, keys, &conn, idi, auth_p, &payloads)
-            .and_then(|_| self.our_auth(keys, &conn, &conn.local_id.to_wire()));
+            .verify_peer(ctx, (keys, hs), &conn, idi, auth_p, &payloads)
+            .and_then(|_| self.our_auth((keys, hs), &conn, &conn.local_id.to_wire()));
         let (cert_payloads, our_auth) = match checked {
             Ok(x) => x,
             Err(why) => {
@@ -356,6 +370,7 @@ impl IkeSa {
         }
         self.send_response(ctx, exchange::IKE_AUTH, h.message_id, out, from);
         self.established(ctx, &conn);
+        self.end_handshake();
         if let Some((c, info)) = new_child {
             self.children.push(c);
             ctx.events.push_back(Event::ChildUp(info));

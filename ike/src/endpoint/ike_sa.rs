@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use super::child_sa::{ChildRequest, ChildSa, ChildState, IkeRekeyRequest};
 use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
-use super::keys::Dh;
-use super::keys::IkeKeys;
+use zeroize::Zeroize;
+
+use super::keys::{Dh, IkeKeys};
 use super::{backoff, Ctx, Dropped, IkeSaId};
 use crate::auth::Identity;
 use crate::config::Connection;
@@ -18,6 +19,102 @@ use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
 use crate::wire::{self, Flags, Header, Message, Payload};
+
+/// What only the handshake needs (RFC 7296 1.2, 2.15): the DH key pair, COOKIE, both
+/// nonces and both IKE_SA_INIT messages. One box, dropped when IKE_AUTH completes, so an
+/// established SA is smaller and keeps no stale secret (the buffers are zeroized).
+pub(crate) struct Handshake {
+    /// Our DH key pair: the initiator's, until the IKE_SA_INIT response.
+    pub(crate) dh: Option<Dh>,
+    /// COOKIE the responder asked for (RFC 7296 2.6).
+    pub(crate) cookie: Option<Vec<u8>>,
+    /// Ni.
+    pub(crate) ni: Vec<u8>,
+    /// Nr.
+    pub(crate) nr: Vec<u8>,
+    /// IKE_SA_INIT request as sent, for the AUTH signed octets.
+    pub(crate) init_request: Vec<u8>,
+    /// IKE_SA_INIT response as sent; a responder also resends it for a retransmitted
+    /// request.
+    pub(crate) init_response: Vec<u8>,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 4).
+    pub(crate) peer_hashes: Vec<u16>,
+    /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
+    pub(crate) init_retries: u32,
+}
+
+impl Handshake {
+    /// The handshake of an SA whose Ni is `ni`.
+    pub(crate) fn new(ni: Vec<u8>) -> Self {
+        Handshake {
+            dh: None,
+            cookie: None,
+            ni,
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            peer_hashes: Vec::new(),
+            init_retries: 0,
+        }
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        // The DH secret zeroizes itself; the rest fed SKEYSEED and AUTH.
+        self.ni.zeroize();
+        self.nr.zeroize();
+        self.cookie.zeroize();
+        self.init_request.zeroize();
+        self.init_response.zeroize();
+    }
+}
+
+/// The IKE SA's keys and handshake data, by phase: keys exist from the IKE_SA_INIT
+/// response on and the handshake data until IKE_AUTH completes.
+pub(crate) enum Phase {
+    /// Initiator, IKE_SA_INIT in flight: no keys yet.
+    Init(Box<Handshake>),
+    /// Keys derived (RFC 7296 2.14), IKE_AUTH under way.
+    Auth(IkeKeys, Box<Handshake>),
+    /// IKE_AUTH done, or created by a rekey: keys only.
+    Up(IkeKeys),
+    /// Dead: keys and handshake data dropped.
+    Closed,
+}
+
+impl Phase {
+    /// The keys, from the IKE_SA_INIT response on.
+    pub(crate) fn keys(&self) -> Option<&IkeKeys> {
+        match self {
+            Phase::Auth(k, _) | Phase::Up(k) => Some(k),
+            Phase::Init(_) | Phase::Closed => None,
+        }
+    }
+
+    fn keys_mut(&mut self) -> Option<&mut IkeKeys> {
+        match self {
+            Phase::Auth(k, _) | Phase::Up(k) => Some(k),
+            Phase::Init(_) | Phase::Closed => None,
+        }
+    }
+
+    /// The handshake data, until IKE_AUTH completes.
+    pub(crate) fn handshake(&self) -> Option<&Handshake> {
+        match self {
+            Phase::Init(h) | Phase::Auth(_, h) => Some(h),
+            Phase::Up(_) | Phase::Closed => None,
+        }
+    }
+
+    /// The handshake data, mutable.
+    pub(crate) fn handshake_mut(&mut self) -> Option<&mut Handshake> {
+        match self {
+            Phase::Init(h) | Phase::Auth(_, h) => Some(h),
+            Phase::Up(_) | Phase::Closed => None,
+        }
+    }
+}
 
 /// Where an IKE SA is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,17 +195,9 @@ pub(crate) struct IkeSa {
     pub(crate) remote: SocketAddr,
     pub(crate) nat: NatState,
     pub(crate) suite: Option<IkeSuite>,
-    pub(crate) keys: Option<IkeKeys>,
-    pub(crate) dh: Option<Dh>,
-    pub(crate) ni: Vec<u8>,
-    pub(crate) nr: Vec<u8>,
-    /// IKE_SA_INIT request and response as sent, for the AUTH signed octets.
-    pub(crate) init_request: Vec<u8>,
-    pub(crate) init_response: Vec<u8>,
-    /// COOKIE the responder asked for.
-    pub(crate) cookie: Option<Vec<u8>>,
+    /// Keys and handshake-only data.
+    pub(crate) phase: Phase,
     pub(crate) peer_fragmentation: bool,
-    pub(crate) peer_hashes: Vec<u16>,
     pub(crate) local_id: Option<Identity>,
     pub(crate) remote_id: Option<Identity>,
     /// Our next request's message ID.
@@ -132,8 +221,6 @@ pub(crate) struct IkeSa {
     pub(crate) down_reason: Option<DownReason>,
     /// The IKE SA this one replaced by a rekey.
     pub(crate) rekeyed_from: Option<IkeSaId>,
-    /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
-    pub(crate) init_retries: u32,
 }
 
 impl IkeSa {
@@ -143,6 +230,7 @@ impl IkeSa {
         initiator: bool,
         local: SocketAddr,
         remote: SocketAddr,
+        phase: Phase,
     ) -> IkeSa {
         IkeSa {
             id: IkeSaId(0),
@@ -160,15 +248,8 @@ impl IkeSa {
             remote,
             nat: NatState::default(),
             suite: None,
-            keys: None,
-            dh: None,
-            ni: Vec::new(),
-            nr: Vec::new(),
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
+            phase,
             peer_fragmentation: false,
-            peer_hashes: Vec::new(),
             local_id: None,
             remote_id: None,
             next_request_id: 0,
@@ -185,7 +266,6 @@ impl IkeSa {
             answered_ike_rekey: None,
             down_reason: None,
             rekeyed_from: None,
-            init_retries: 0,
         }
     }
 
@@ -318,6 +398,7 @@ impl IkeSa {
         }
         self.down_reason = Some(reason);
         self.state = State::Dead;
+        self.phase = Phase::Closed;
         self.outstanding = None;
         self.tasks.clear();
     }
@@ -359,7 +440,7 @@ impl IkeSa {
             && self
                 .connection(ctx.connections)
                 .is_none_or(|c| c.fragmentation);
-        let Some(keys) = self.keys.as_mut() else {
+        let Some(keys) = self.phase.keys_mut() else {
             return Vec::new();
         };
         let one = wire::encrypt_message(&header, payloads, keys.cipher_out.as_mut());
@@ -467,13 +548,17 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         _request: &[u8],
     ) -> Result<(), Dropped> {
-        if self.init_response.is_empty() {
+        let Some(hs) = self
+            .phase
+            .handshake()
+            .filter(|h| !h.init_response.is_empty())
+        else {
             return Err(Dropped::Unexpected);
-        }
+        };
         ctx.transmits.push_back(super::Transmit {
             local: self.local,
             remote: self.remote,
-            data: self.init_response.clone(),
+            data: hs.init_response.clone(),
         });
         Ok(())
     }
@@ -545,7 +630,7 @@ impl IkeSa {
 
     /// Decrypts an SK message, or collects an SKF fragment: `Ok(None)` until complete.
     fn open(&mut self, raw: &[u8], msg: &Message) -> Result<Option<Vec<Payload>>, Dropped> {
-        let Some(keys) = self.keys.as_ref() else {
+        let Some(keys) = self.phase.keys() else {
             return Err(Dropped::Unexpected);
         };
         let frag = msg.payloads.iter().any(|p| matches!(p, Payload::Skf(_)));

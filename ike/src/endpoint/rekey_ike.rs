@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::child_sa::IkeRekeyRequest;
-use super::ike_sa::{IkeSa, Pending, State, Task};
+use super::ike_sa::{IkeSa, Pending, Phase, State, Task};
 use super::keys::{Dh, IkeKeys};
 use super::payloads::{error_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64};
 use super::{Ctx, SaEffect};
@@ -44,7 +44,6 @@ impl IkeSa {
     }
 
     /// Builds the IKE SA that replaces this one, moving the children over.
-    #[allow(clippy::too_many_arguments)]
     fn spawn_rekeyed(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -53,10 +52,8 @@ impl IkeSa {
         spi_i: u64,
         spi_r: u64,
         initiator: bool,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
     ) -> IkeSa {
-        let mut new = IkeSa::blank(ctx.now, initiator, self.local, self.remote);
+        let mut new = IkeSa::blank(ctx.now, initiator, self.local, self.remote, Phase::Up(keys));
         new.id = ctx.alloc_id();
         new.conn = self.conn;
         new.spi_i = spi_i;
@@ -64,11 +61,7 @@ impl IkeSa {
         new.state = State::Established;
         new.nat = self.nat;
         new.suite = Some(suite);
-        new.keys = Some(keys);
-        new.ni = ni;
-        new.nr = nr;
         new.peer_fragmentation = self.peer_fragmentation;
-        new.peer_hashes = self.peer_hashes.clone();
         new.local_id = self.local_id.clone();
         new.remote_id = self.remote_id.clone();
         new.next_request_id = 0;
@@ -122,7 +115,7 @@ impl IkeSa {
             self.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
             return;
         };
-        let Some(old_keys) = self.keys.as_ref() else {
+        let Some(old_keys) = self.phase.keys() else {
             return;
         };
         let Ok(keys) = old_keys.rekey(
@@ -143,16 +136,7 @@ impl IkeSa {
                 // RFC 7296 2.8.2: our new SA is the redundant one; the peer's (which we
                 // answered, and which took the children) survives and the peer deletes
                 // this old SA. Bring ours up only to delete it.
-                let mut new = self.spawn_rekeyed(
-                    ctx,
-                    suite,
-                    keys,
-                    req.spi,
-                    peer_spi,
-                    true,
-                    req.ni.clone(),
-                    nr.to_vec(),
-                );
+                let mut new = self.spawn_rekeyed(ctx, suite, keys, req.spi, peer_spi, true);
                 new.tasks.clear();
                 new.tasks.push_back(Task::DeleteIke);
                 new.rekeyed_from = None;
@@ -162,16 +146,7 @@ impl IkeSa {
                 return;
             }
         }
-        let new = self.spawn_rekeyed(
-            ctx,
-            suite,
-            keys,
-            req.spi,
-            peer_spi,
-            true,
-            req.ni.clone(),
-            nr.to_vec(),
-        );
+        let new = self.spawn_rekeyed(ctx, suite, keys, req.spi, peer_spi, true);
         let new_id = new.id;
         ctx.effects.push(SaEffect::Spawn(Box::new(new)));
         if let Some((_, _, answered)) = collided {
@@ -267,7 +242,7 @@ impl IkeSa {
         let our_spi = ctx.random_u64();
         let nr = ctx.nonce();
         let answer = selected.reply(&our_spi.to_be_bytes());
-        let Some(old_keys) = self.keys.as_ref() else {
+        let Some(old_keys) = self.phase.keys() else {
             return;
         };
         let Ok(keys) = old_keys.rekey(&suite, shared.as_bytes(), ni, &nr, peer_spi, our_spi, false)
@@ -295,16 +270,7 @@ impl IkeSa {
             .outstanding
             .as_ref()
             .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_)));
-        let new = self.spawn_rekeyed(
-            ctx,
-            suite,
-            keys,
-            peer_spi,
-            our_spi,
-            false,
-            ni.to_vec(),
-            nr.clone(),
-        );
+        let new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
         if colliding {
             self.answered_ike_rekey = Some((min_nonce(ni, &nr).to_vec(), Vec::new(), new.id));
         } else {
