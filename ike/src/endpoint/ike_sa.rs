@@ -12,6 +12,7 @@ use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
 use zeroize::Zeroize;
 
 use super::keys::{Dh, IkeKeys};
+use super::timer::{Timer, TimerTable};
 use super::{backoff, Ctx, Dropped, IkeSaId};
 use crate::auth::Identity;
 use crate::config::Connection;
@@ -221,6 +222,11 @@ pub(crate) struct IkeSa {
     pub(crate) down_reason: Option<DownReason>,
     /// The IKE SA this one replaced by a rekey.
     pub(crate) rekeyed_from: Option<IkeSaId>,
+    /// The deadline the endpoint's heap holds for this SA.
+    pub(crate) armed: Option<Instant>,
+    /// Responder, half-open: the address its IKE_SA_INIT came from, the endpoint's
+    /// half-open key with SPIi.
+    pub(crate) half_open_from: Option<SocketAddr>,
 }
 
 impl IkeSa {
@@ -266,6 +272,8 @@ impl IkeSa {
             answered_ike_rekey: None,
             down_reason: None,
             rekeyed_from: None,
+            armed: None,
+            half_open_from: None,
         }
     }
 
@@ -795,41 +803,51 @@ impl IkeSa {
         }
     }
 
+    /// The armed timers of this SA.
+    pub(crate) fn timers(
+        &self,
+        config: &crate::config::Config,
+        conns: &[Connection],
+    ) -> TimerTable {
+        let mut t = TimerTable::default();
+        if self.is_dead() {
+            return t;
+        }
+        if let Some(o) = &self.outstanding {
+            t.set(Timer::Retransmit, o.deadline);
+        }
+        if self.state == State::InitReplied {
+            t.set(Timer::HalfOpen, self.created + config.half_open_timeout);
+        }
+        if self.state == State::Established {
+            if let Some(r) = self.rekey_at {
+                t.set(Timer::RekeyIke, r);
+            }
+            if let Some(r) = self
+                .children
+                .iter()
+                .filter(|c| c.state == ChildState::Installed)
+                .filter_map(|c| c.rekey_at)
+                .min()
+            {
+                t.set(Timer::RekeyChild, r);
+            }
+            if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
+                if self.outstanding.is_none() {
+                    t.set(Timer::Dpd, self.last_heard + d);
+                }
+            }
+        }
+        t
+    }
+
     /// The earliest timer of this SA.
     pub(crate) fn next_timeout(
         &self,
         config: &crate::config::Config,
         conns: &[Connection],
     ) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
-        if self.is_dead() {
-            return None;
-        }
-        if let Some(o) = &self.outstanding {
-            at(o.deadline);
-        }
-        if self.state == State::InitReplied {
-            at(self.created + config.half_open_timeout);
-        }
-        if self.state == State::Established {
-            if let Some(r) = self.rekey_at {
-                at(r);
-            }
-            for c in &self.children {
-                if c.state == ChildState::Installed {
-                    if let Some(r) = c.rekey_at {
-                        at(r);
-                    }
-                }
-            }
-            if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
-                if self.outstanding.is_none() {
-                    at(self.last_heard + d);
-                }
-            }
-        }
-        t
+        self.timers(config, conns).next()
     }
 
     /// Runs whatever timers are due.
