@@ -232,3 +232,26 @@ pub struct ChildStatus {
     /// When the next rekey is due.
     pub rekey_at: Option<Instant>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iana::{notify, payload};
+
+    #[test]
+    fn reasons_print_registry_names() {
+        // What the daemon's logs and `esprit status` show (both use Display).
+        let peer = DownReason::PeerError(notify::TS_UNACCEPTABLE);
+        assert_eq!(peer.to_string(), "peer sent error notify TS_UNACCEPTABLE");
+        let missing = DownReason::PeerMisbehaved(PeerMisbehaved::MissingPayload(payload::NONCE));
+        assert_eq!(
+            missing.to_string(),
+            "protocol error: response without NONCE payload"
+        );
+        let auth = DownReason::AuthenticationFailed(AuthFailure::MissingPayload(payload::IDI));
+        assert_eq!(
+            auth.to_string(),
+            "authentication failed: IKE_AUTH without IDI payload"
+        );
+    }
+}
