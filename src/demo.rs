@@ -16,7 +16,7 @@ use esprit::testbed::{ping_stats, throughput, KeyKind, Netns, Pki, Topology};
 const SETUP: Duration = Duration::from_secs(20);
 
 /// Runs the demo; `seconds` is the length of each throughput probe.
-pub fn run(seconds: u64) -> Result<(), String> {
+pub(crate) fn run(seconds: u64) -> Result<(), String> {
     // SAFETY: plain syscall without arguments.
     if unsafe { libc::geteuid() } != 0 {
         return Err(

@@ -10,13 +10,18 @@ use ike::endpoint::ChildSaInfo;
 pub enum InstallError {
     /// The negotiated transform has no ESP implementation here.
     #[error("unsupported ESP transform {0}")]
-    UnsupportedTransform(String),
+    UnsupportedTransform(ike::crypto::Encr),
     /// A traffic selector could not be converted.
-    #[error("bad traffic selector: {0}")]
-    Selector(String),
+    #[error("bad traffic selector {}: {why}", ike::ts::display(.ts))]
+    Selector {
+        /// The selector as ike negotiated it.
+        ts: ike::wire::TrafficSelector,
+        /// Why esp refused it.
+        why: esp::SelectorError,
+    },
     /// The esp crate refused the SA (key length, window size).
     #[error("esp refused the SA: {0}")]
-    Sa(String),
+    Sa(#[from] esp::SaError),
 }
 
 /// Both halves of a child SA, ready for the SAD and the outbound table.
@@ -38,14 +43,14 @@ pub fn convert(ts: &ike::wire::TrafficSelector) -> Result<TrafficSelector, Insta
         ts.start_port,
         ts.end_port,
     )
-    .map_err(|e| InstallError::Selector(format!("{}: {e:?}", ike::ts::display(ts))))
+    .map_err(|why| InstallError::Selector { ts: *ts, why })
 }
 
 /// Builds the esp SAs for a `ChildUp` event.
 pub fn child_sas(info: &ChildSaInfo) -> Result<InstalledChild, InstallError> {
     let encr = info.suite.encr;
     let aead = Aead::from_transform(encr.id(), Some(encr.key_bits()))
-        .ok_or_else(|| InstallError::UnsupportedTransform(encr.to_string()))?;
+        .ok_or(InstallError::UnsupportedTransform(encr))?;
     let config = SaConfig {
         esn: info.suite.esn,
         ..SaConfig::default()
@@ -72,10 +77,8 @@ pub fn child_sas(info: &ChildSaInfo) -> Result<InstalledChild, InstallError> {
         &info.key_in,
         &config,
         SaSelectors::new(local, remote),
-    )
-    .map_err(|e| InstallError::Sa(format!("{e:?}")))?;
-    let outbound = OutboundSa::new(info.spi_out, aead, &info.key_out, &config)
-        .map_err(|e| InstallError::Sa(format!("{e:?}")))?;
+    )?;
+    let outbound = OutboundSa::new(info.spi_out, aead, &info.key_out, &config)?;
     Ok(InstalledChild {
         inbound,
         outbound,

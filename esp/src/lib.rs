@@ -37,6 +37,9 @@
 //! assert_eq!(&buf[got.inner], &inner);
 //! ```
 
+// Only the key-wiping Drop of `aead::SaKey` may use unsafe code, and says so there.
+#![deny(unsafe_code)]
+
 mod aead;
 mod error;
 mod flow;

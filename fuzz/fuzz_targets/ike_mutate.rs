@@ -31,13 +31,13 @@ fn mutate(msg: &[u8], ops: &[u8]) -> Vec<u8> {
             }
             2 if !m.payloads.is_empty() => m.payloads.swap(x % n, usize::from(y) % n),
             3 => m.header.message_id = m.header.message_id.wrapping_add(u32::from(y)),
-            4 => m.header.exchange = y,
+            4 => m.header.exchange = ike::iana::ExchangeType(y),
             5 => {
                 m.header.flags.response ^= true;
             }
             6 => {
                 if let Some(Payload::Notify(no)) = m.payloads.get_mut(x % n) {
-                    no.kind = u16::from(y) << 8 | u16::from(y);
+                    no.kind = ike::iana::NotifyType(u16::from(y) << 8 | u16::from(y));
                 }
             }
             _ => {

@@ -1,7 +1,7 @@
 //! Connection definitions: plain structs that the engine fills from its configuration
 //! file. Names follow swanctl.conf (local_addrs, remote_ts, esp_proposals, ...).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +123,17 @@ pub struct Connection {
     pub fragmentation: bool,
     /// Child SAs negotiated under this connection.
     pub children: Vec<ChildConfig>,
+}
+
+impl Connection {
+    /// Whether this connection admits an IKE SA between these addresses: empty address
+    /// lists and an unspecified local address admit any.
+    pub(crate) fn admits(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        (self.local_addrs.is_empty()
+            || local.ip().is_unspecified()
+            || self.local_addrs.contains(&local.ip()))
+            && (self.remote_addrs.is_empty() || self.remote_addrs.contains(&remote.ip()))
+    }
 }
 
 /// One child SA definition (a `children.<name>` section).

@@ -1,60 +1,119 @@
 //! IANA registry numbers used by IKEv2 (RFC 7296 section 3 and the IKEv2 parameters
 //! registry), kept in one place so wire, crypto and the state machine agree.
 
-/// Exchange types (RFC 7296 3.1).
-pub mod exchange {
-    /// IKE_SA_INIT.
-    pub const IKE_SA_INIT: u8 = 34;
-    /// IKE_AUTH.
-    pub const IKE_AUTH: u8 = 35;
-    /// CREATE_CHILD_SA.
-    pub const CREATE_CHILD_SA: u8 = 36;
-    /// INFORMATIONAL.
-    pub const INFORMATIONAL: u8 = 37;
-    /// IKE_SESSION_RESUME (RFC 5723), unsupported.
-    pub const IKE_SESSION_RESUME: u8 = 38;
-    /// ME_CONNECT (draft-brunner-ikev2-mediation; strongSwan private use).
-    pub const ME_CONNECT: u8 = 240;
+use std::fmt;
+
+/// A registry whose numbers travel as one newtype: `$ty`, with the RFC-named constants in
+/// module `$module`, and a `Debug`/`Display` that prints the name (`CREATE_CHILD_SA`, not
+/// `36`) or, for a number without one, the number.
+macro_rules! registry {
+    (
+        $(#[$doc:meta])*
+        $ty:ident($repr:ty) in $module:ident {
+            $($(#[$cdoc:meta])* $name:ident = $value:literal,)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $ty(pub $repr);
+
+        $(#[$doc])*
+        pub mod $module {
+            use super::$ty;
+            $($(#[$cdoc])* pub const $name: $ty = $ty($value);)*
+        }
+
+        impl $ty {
+            /// The registry name, if the number has one we know.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($value => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.name() {
+                    Some(n) => f.write_str(n),
+                    None => write!(f, "{}({})", stringify!($ty), self.0),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+
+        impl From<$ty> for $repr {
+            fn from(v: $ty) -> $repr {
+                v.0
+            }
+        }
+    };
 }
 
-/// Payload types (RFC 7296 3.2, RFC 7383 2.5).
-pub mod payload {
-    /// No next payload.
-    pub const NONE: u8 = 0;
-    /// Security Association.
-    pub const SA: u8 = 33;
-    /// Key Exchange.
-    pub const KE: u8 = 34;
-    /// Identification - Initiator.
-    pub const IDI: u8 = 35;
-    /// Identification - Responder.
-    pub const IDR: u8 = 36;
-    /// Certificate.
-    pub const CERT: u8 = 37;
-    /// Certificate Request.
-    pub const CERTREQ: u8 = 38;
-    /// Authentication.
-    pub const AUTH: u8 = 39;
-    /// Nonce.
-    pub const NONCE: u8 = 40;
-    /// Notify.
-    pub const NOTIFY: u8 = 41;
-    /// Delete.
-    pub const DELETE: u8 = 42;
-    /// Vendor ID.
-    pub const VENDOR_ID: u8 = 43;
-    /// Traffic Selector - Initiator.
-    pub const TSI: u8 = 44;
-    /// Traffic Selector - Responder.
-    pub const TSR: u8 = 45;
-    /// Encrypted and Authenticated.
-    pub const SK: u8 = 46;
-    /// Configuration.
-    pub const CP: u8 = 47;
-    /// Extensible Authentication.
-    pub const EAP: u8 = 48;
-    /// Encrypted and Authenticated Fragment (RFC 7383).
-    pub const SKF: u8 = 53;
+registry! {
+    /// Exchange types (RFC 7296 3.1).
+    ExchangeType(u8) in exchange {
+        /// IKE_SA_INIT.
+        IKE_SA_INIT = 34,
+        /// IKE_AUTH.
+        IKE_AUTH = 35,
+        /// CREATE_CHILD_SA.
+        CREATE_CHILD_SA = 36,
+        /// INFORMATIONAL.
+        INFORMATIONAL = 37,
+        /// IKE_SESSION_RESUME (RFC 5723), unsupported.
+        IKE_SESSION_RESUME = 38,
+        /// ME_CONNECT (draft-brunner-ikev2-mediation; strongSwan private use).
+        ME_CONNECT = 240,
+    }
+}
+
+registry! {
+    /// Payload types (RFC 7296 3.2, RFC 7383 2.5).
+    PayloadType(u8) in payload {
+        /// No next payload.
+        NONE = 0,
+        /// Security Association.
+        SA = 33,
+        /// Key Exchange.
+        KE = 34,
+        /// Identification - Initiator.
+        IDI = 35,
+        /// Identification - Responder.
+        IDR = 36,
+        /// Certificate.
+        CERT = 37,
+        /// Certificate Request.
+        CERTREQ = 38,
+        /// Authentication.
+        AUTH = 39,
+        /// Nonce.
+        NONCE = 40,
+        /// Notify.
+        NOTIFY = 41,
+        /// Delete.
+        DELETE = 42,
+        /// Vendor ID.
+        VENDOR_ID = 43,
+        /// Traffic Selector - Initiator.
+        TSI = 44,
+        /// Traffic Selector - Responder.
+        TSR = 45,
+        /// Encrypted and Authenticated.
+        SK = 46,
+        /// Configuration.
+        CP = 47,
+        /// Extensible Authentication.
+        EAP = 48,
+        /// Encrypted and Authenticated Fragment (RFC 7383).
+        SKF = 53,
+    }
 }
 
 /// Transform types (RFC 7296 3.3.2).
@@ -205,78 +264,85 @@ pub mod cfg {
     pub const INTERNAL_IP6_DNS: u16 = 10;
 }
 
-/// Notify message types (RFC 7296 3.10.1 and later RFCs).
-pub mod notify {
-    /// UNSUPPORTED_CRITICAL_PAYLOAD.
-    pub const UNSUPPORTED_CRITICAL_PAYLOAD: u16 = 1;
-    /// INVALID_IKE_SPI.
-    pub const INVALID_IKE_SPI: u16 = 4;
-    /// INVALID_MAJOR_VERSION.
-    pub const INVALID_MAJOR_VERSION: u16 = 5;
-    /// INVALID_SYNTAX.
-    pub const INVALID_SYNTAX: u16 = 7;
-    /// INVALID_MESSAGE_ID.
-    pub const INVALID_MESSAGE_ID: u16 = 9;
-    /// INVALID_SPI.
-    pub const INVALID_SPI: u16 = 11;
-    /// NO_PROPOSAL_CHOSEN.
-    pub const NO_PROPOSAL_CHOSEN: u16 = 14;
-    /// INVALID_KE_PAYLOAD.
-    pub const INVALID_KE_PAYLOAD: u16 = 17;
-    /// AUTHENTICATION_FAILED.
-    pub const AUTHENTICATION_FAILED: u16 = 24;
-    /// SINGLE_PAIR_REQUIRED.
-    pub const SINGLE_PAIR_REQUIRED: u16 = 34;
-    /// NO_ADDITIONAL_SAS.
-    pub const NO_ADDITIONAL_SAS: u16 = 35;
-    /// INTERNAL_ADDRESS_FAILURE.
-    pub const INTERNAL_ADDRESS_FAILURE: u16 = 36;
-    /// FAILED_CP_REQUIRED.
-    pub const FAILED_CP_REQUIRED: u16 = 37;
-    /// TS_UNACCEPTABLE.
-    pub const TS_UNACCEPTABLE: u16 = 38;
-    /// INVALID_SELECTORS.
-    pub const INVALID_SELECTORS: u16 = 39;
-    /// TEMPORARY_FAILURE (RFC 7296 2.25).
-    pub const TEMPORARY_FAILURE: u16 = 43;
-    /// CHILD_SA_NOT_FOUND (RFC 7296 2.25).
-    pub const CHILD_SA_NOT_FOUND: u16 = 44;
-    /// First status type; types below are errors.
-    pub const FIRST_STATUS: u16 = 16384;
-    /// INITIAL_CONTACT.
-    pub const INITIAL_CONTACT: u16 = 16384;
-    /// SET_WINDOW_SIZE.
-    pub const SET_WINDOW_SIZE: u16 = 16385;
-    /// ADDITIONAL_TS_POSSIBLE.
-    pub const ADDITIONAL_TS_POSSIBLE: u16 = 16386;
-    /// IPCOMP_SUPPORTED.
-    pub const IPCOMP_SUPPORTED: u16 = 16387;
-    /// NAT_DETECTION_SOURCE_IP (RFC 7296 2.23).
-    pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
-    /// NAT_DETECTION_DESTINATION_IP.
-    pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
-    /// COOKIE (RFC 7296 2.6).
-    pub const COOKIE: u16 = 16390;
-    /// USE_TRANSPORT_MODE.
-    pub const USE_TRANSPORT_MODE: u16 = 16391;
-    /// HTTP_CERT_LOOKUP_SUPPORTED.
-    pub const HTTP_CERT_LOOKUP_SUPPORTED: u16 = 16392;
-    /// REKEY_SA.
-    pub const REKEY_SA: u16 = 16393;
-    /// ESP_TFC_PADDING_NOT_SUPPORTED.
-    pub const ESP_TFC_PADDING_NOT_SUPPORTED: u16 = 16394;
-    /// NON_FIRST_FRAGMENTS_ALSO.
-    pub const NON_FIRST_FRAGMENTS_ALSO: u16 = 16395;
-    /// MOBIKE_SUPPORTED (RFC 4555).
-    pub const MOBIKE_SUPPORTED: u16 = 16396;
-    /// MULTIPLE_AUTH_SUPPORTED (RFC 4739).
-    pub const MULTIPLE_AUTH_SUPPORTED: u16 = 16404;
-    /// EAP_ONLY_AUTHENTICATION (RFC 5998).
-    pub const EAP_ONLY_AUTHENTICATION: u16 = 16417;
-    /// IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
-    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
-    /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
-    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+impl NotifyType {
+    /// Error types are below 16384, status types from there (RFC 7296 3.10.1).
+    pub fn is_error(self) -> bool {
+        self.0 < 16384
+    }
+}
+
+registry! {
+    /// Notify message types (RFC 7296 3.10.1 and later RFCs).
+    NotifyType(u16) in notify {
+        /// UNSUPPORTED_CRITICAL_PAYLOAD.
+        UNSUPPORTED_CRITICAL_PAYLOAD = 1,
+        /// INVALID_IKE_SPI.
+        INVALID_IKE_SPI = 4,
+        /// INVALID_MAJOR_VERSION.
+        INVALID_MAJOR_VERSION = 5,
+        /// INVALID_SYNTAX.
+        INVALID_SYNTAX = 7,
+        /// INVALID_MESSAGE_ID.
+        INVALID_MESSAGE_ID = 9,
+        /// INVALID_SPI.
+        INVALID_SPI = 11,
+        /// NO_PROPOSAL_CHOSEN.
+        NO_PROPOSAL_CHOSEN = 14,
+        /// INVALID_KE_PAYLOAD.
+        INVALID_KE_PAYLOAD = 17,
+        /// AUTHENTICATION_FAILED.
+        AUTHENTICATION_FAILED = 24,
+        /// SINGLE_PAIR_REQUIRED.
+        SINGLE_PAIR_REQUIRED = 34,
+        /// NO_ADDITIONAL_SAS.
+        NO_ADDITIONAL_SAS = 35,
+        /// INTERNAL_ADDRESS_FAILURE.
+        INTERNAL_ADDRESS_FAILURE = 36,
+        /// FAILED_CP_REQUIRED.
+        FAILED_CP_REQUIRED = 37,
+        /// TS_UNACCEPTABLE.
+        TS_UNACCEPTABLE = 38,
+        /// INVALID_SELECTORS.
+        INVALID_SELECTORS = 39,
+        /// TEMPORARY_FAILURE (RFC 7296 2.25).
+        TEMPORARY_FAILURE = 43,
+        /// CHILD_SA_NOT_FOUND (RFC 7296 2.25).
+        CHILD_SA_NOT_FOUND = 44,
+        /// INITIAL_CONTACT.
+        INITIAL_CONTACT = 16384,
+        /// SET_WINDOW_SIZE.
+        SET_WINDOW_SIZE = 16385,
+        /// ADDITIONAL_TS_POSSIBLE.
+        ADDITIONAL_TS_POSSIBLE = 16386,
+        /// IPCOMP_SUPPORTED.
+        IPCOMP_SUPPORTED = 16387,
+        /// NAT_DETECTION_SOURCE_IP (RFC 7296 2.23).
+        NAT_DETECTION_SOURCE_IP = 16388,
+        /// NAT_DETECTION_DESTINATION_IP.
+        NAT_DETECTION_DESTINATION_IP = 16389,
+        /// COOKIE (RFC 7296 2.6).
+        COOKIE = 16390,
+        /// USE_TRANSPORT_MODE.
+        USE_TRANSPORT_MODE = 16391,
+        /// HTTP_CERT_LOOKUP_SUPPORTED.
+        HTTP_CERT_LOOKUP_SUPPORTED = 16392,
+        /// REKEY_SA.
+        REKEY_SA = 16393,
+        /// ESP_TFC_PADDING_NOT_SUPPORTED.
+        ESP_TFC_PADDING_NOT_SUPPORTED = 16394,
+        /// NON_FIRST_FRAGMENTS_ALSO.
+        NON_FIRST_FRAGMENTS_ALSO = 16395,
+        /// MOBIKE_SUPPORTED (RFC 4555).
+        MOBIKE_SUPPORTED = 16396,
+        /// MULTIPLE_AUTH_SUPPORTED (RFC 4739).
+        MULTIPLE_AUTH_SUPPORTED = 16404,
+        /// EAP_ONLY_AUTHENTICATION (RFC 5998).
+        EAP_ONLY_AUTHENTICATION = 16417,
+        /// IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
+        IKEV2_FRAGMENTATION_SUPPORTED = 16430,
+        /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
+        SIGNATURE_HASH_ALGORITHMS = 16431,
+    }
 }
 
 /// Hash algorithm identifiers for SIGNATURE_HASH_ALGORITHMS (RFC 7427 4).
@@ -291,4 +357,32 @@ pub mod hash {
     pub const SHA2_512: u16 = 4;
     /// Identity (for EdDSA).
     pub const IDENTITY: u16 = 5;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_their_names() {
+        assert_eq!(
+            format!("{:?}", exchange::CREATE_CHILD_SA),
+            "CREATE_CHILD_SA"
+        );
+        assert_eq!(exchange::IKE_AUTH.to_string(), "IKE_AUTH");
+        assert_eq!(format!("{:?}", payload::SKF), "SKF");
+        assert_eq!(format!("{:?}", notify::TS_UNACCEPTABLE), "TS_UNACCEPTABLE");
+        // A number without a registry name prints the type and the number.
+        assert_eq!(format!("{:?}", ExchangeType(99)), "ExchangeType(99)");
+        assert_eq!(NotifyType(40000).to_string(), "NotifyType(40000)");
+        assert_eq!(u16::from(notify::COOKIE), 16390);
+    }
+
+    #[test]
+    fn notify_types_below_16384_are_errors() {
+        // RFC 7296 3.10.1.
+        assert!(notify::CHILD_SA_NOT_FOUND.is_error());
+        assert!(!notify::INITIAL_CONTACT.is_error());
+        assert!(NotifyType(16383).is_error());
+    }
 }

@@ -4,6 +4,8 @@
 //! connection definitions it negotiates; [`wire`] is the message codec, [`crypto`] the
 //! transforms and key derivation, [`auth`] PSK and certificate authentication.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod crypto;

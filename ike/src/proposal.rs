@@ -13,7 +13,8 @@
 
 mod select;
 
-pub use select::{EspSuite, IkeSuite, Selected};
+pub use crate::crypto::{EspSuite, IkeSuite};
+pub use select::Selected;
 
 use std::fmt;
 

@@ -127,9 +127,9 @@ fn fail(p: &mut Pair) -> (Vec<DownReason>, Vec<DownReason>) {
     (p.a.ike_down.clone(), p.b.ike_down.clone())
 }
 
-fn auth_failed(reasons: &[DownReason]) -> Option<&str> {
+fn auth_failed(reasons: &[DownReason]) -> Option<String> {
     reasons.iter().find_map(|r| match r {
-        DownReason::AuthenticationFailed(why) => Some(why.as_str()),
+        DownReason::AuthenticationFailed(why) => Some(why.to_string()),
         _ => None,
     })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use ike::config::Config;
-use ike::endpoint::{DownReason, Event};
+use ike::endpoint::{CommandError, DownReason, Event};
 use ike::iana;
 use ike::wire::Message;
 
@@ -26,7 +26,7 @@ fn up(p: &mut Pair) {
     p.assert_children_match();
 }
 
-fn exchange_of(t: &ike::endpoint::Transmit) -> (u8, bool) {
+fn exchange_of(t: &ike::endpoint::Transmit) -> (ike::iana::ExchangeType, bool) {
     let m = Message::parse(&t.data).unwrap();
     (m.header.exchange, m.header.flags.response)
 }
@@ -315,7 +315,7 @@ fn wrong_psk_is_authentication_failed_on_both_sides() {
     p.a.ep.initiate(p.now, "site-b", None).unwrap();
     p.settle();
     assert!(
-        matches!(&p.b.ike_down[..], [DownReason::AuthenticationFailed(why)] if why.contains("pre-shared key")),
+        matches!(&p.b.ike_down[..], [DownReason::AuthenticationFailed(why)] if why.to_string().contains("pre-shared key")),
         "{:?}",
         p.b.ike_down
     );
@@ -550,6 +550,36 @@ fn simultaneous_ike_rekey_leaves_one_ike_sa() {
         (p.b.ep.ike_sas()[0].spi_i, p.b.ep.ike_sas()[0].spi_r)
     );
     p.assert_children_match();
+}
+
+/// The endpoint's child index follows child SAs to the IKE SA that holds them, also
+/// when the redundant SA of a simultaneous IKE rekey hands them over (RFC 7296 2.8.2):
+/// commands by inbound SPI keep finding them, and a deleted child's SPI is unknown.
+#[test]
+fn child_commands_find_children_after_simultaneous_ike_rekey() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let (ia, ib) = (p.a.ep.ike_sas()[0].id, p.b.ep.ike_sas()[0].id);
+    let now = p.now;
+    p.a.ep.rekey_ike(now, ia).unwrap();
+    p.b.ep.rekey_ike(now, ib).unwrap();
+    p.settle();
+    for side in [Side::A, Side::B] {
+        let old = p.node(side).child_spis()[0].0;
+        let now = p.now;
+        p.node(side).ep.rekey_child(now, old).unwrap();
+        p.settle();
+        p.assert_children_match();
+        assert_ne!(p.node(side).child_spis()[0].0, old);
+    }
+    let spi = p.a.child_spis()[0].0;
+    let now = p.now;
+    p.a.ep.delete_child(now, spi).unwrap();
+    p.settle();
+    assert!(p.a.children.is_empty() && p.b.children.is_empty());
+    let now = p.now;
+    assert_eq!(p.a.ep.rekey_child(now, spi), Err(CommandError::UnknownSa));
+    assert_eq!(p.a.ep.delete_child(now, spi), Err(CommandError::UnknownSa));
 }
 
 /// An IKE rekey and a child rekey from the other side cross (RFC 7296 2.25): one side

@@ -78,7 +78,7 @@ fn every_captured_message_decodes_and_reencodes_identically() {
 fn ike_sa_init_payloads_are_what_charon_says() {
     let m = Message::parse(&load(&dir("psk-gcm-x25519"), "01-ike_sa_init-req.hex")).unwrap();
     assert_eq!(m.header.exchange, exchange::IKE_SA_INIT);
-    let kinds: Vec<u8> = m.payloads.iter().map(|p| p.kind()).collect();
+    let kinds: Vec<ike::iana::PayloadType> = m.payloads.iter().map(|p| p.kind()).collect();
     // [ SA KE No N(NATD_S_IP) N(NATD_D_IP) N(FRAG_SUP) N(HASH_ALG) N(REDIR_SUP) ]
     assert_eq!(
         kinds,
@@ -261,7 +261,7 @@ fn charons_fragments_reassemble_in_either_order() {
 }
 
 /// charon's decrypted IKE_AUTH payloads (fragments concatenated), as it logged them.
-fn plain_payloads(d: &Path, files: &[&str], first: u8) -> Vec<Payload> {
+fn plain_payloads(d: &Path, files: &[&str], first: ike::iana::PayloadType) -> Vec<Payload> {
     let plain: Vec<u8> = files.iter().flat_map(|f| load(d, f)).collect();
     wire::message::parse_chain(first, &plain, 0, false).unwrap()
 }

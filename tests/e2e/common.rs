@@ -5,8 +5,9 @@
 //! daemons are stopped by PID, then the topology removes its namespaces and files. A
 //! failing test prints the tail of both daemons' logs.
 
-// Each test file uses its own subset of these helpers.
-#![allow(dead_code)]
+// Each test file uses its own subset of these helpers, which are `pub` for the test
+// files that include this module (the workspace lints flag `pub` in a test crate).
+#![allow(dead_code, unreachable_pub)]
 
 use std::io;
 use std::net::IpAddr;

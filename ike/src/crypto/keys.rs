@@ -5,8 +5,8 @@
 
 use zeroize::Zeroizing;
 
+use super::suite::{EspSuite, IkeSuite};
 use super::{prf_plus, CryptoError, IkeCipher, Prf, SecretBytes};
-use crate::proposal::{EspSuite, IkeSuite};
 
 /// SKEYSEED = prf(Ni | Nr, g^ir) for a new IKE SA (RFC 7296 2.14). For AES-XCBC-PRF-128
 /// only the first 64 bits of each nonce form the key.

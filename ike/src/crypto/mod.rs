@@ -16,6 +16,7 @@ pub mod keys;
 pub mod prf;
 pub mod rng;
 pub mod sk;
+pub mod suite;
 
 pub use dh::{Dh, DhKeyPair};
 pub use encr::Encr;
@@ -24,6 +25,7 @@ pub use keys::{skeyseed, skeyseed_rekey, ChildKeys, IkeKeys};
 pub use prf::{prf_plus, Prf};
 pub use rng::{Rng, SeededRng, SystemRng};
 pub use sk::IkeCipher;
+pub use suite::{EspSuite, IkeSuite};
 
 use std::fmt;
 use zeroize::Zeroizing;
@@ -67,6 +69,9 @@ pub enum CryptoError {
     /// The random generator gave no valid private key after several attempts.
     #[error("could not generate a private key")]
     KeyGeneration,
+    /// A DH group number we do not implement.
+    #[error("unsupported DH group {0}")]
+    UnsupportedGroup(u16),
 }
 
 /// Secret bytes (keys, shared secrets, SKEYSEED): zeroized on drop, never printed.

@@ -4,7 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::error::{AuthFailure, PeerMisbehaved};
 use super::IkeSaId;
+use crate::crypto::CryptoError;
+use crate::iana::NotifyType;
 use crate::proposal::{EspSuite, IkeSuite};
 use crate::wire::TrafficSelector;
 
@@ -79,16 +82,22 @@ pub enum DownReason {
     Timeout,
     /// A liveness check (DPD) went unanswered.
     DpdTimeout,
-    /// Authentication failed, with a human-readable reason.
-    AuthenticationFailed(String),
+    /// Authentication failed, ours or the peer's.
+    AuthenticationFailed(AuthFailure),
     /// No acceptable proposal.
     NoProposalChosen,
     /// Traffic selectors unacceptable.
     TsUnacceptable,
     /// The peer answered with another error notify.
-    PeerError(u16),
+    PeerError(NotifyType),
     /// A protocol violation by the peer.
-    Protocol(String),
+    PeerMisbehaved(PeerMisbehaved),
+    /// A cryptographic operation failed on our side (an unsupported DH group in the
+    /// configuration, key derivation).
+    Crypto(CryptoError),
+    /// The connection no longer has the child config the request was made for (the
+    /// configuration was replaced meanwhile).
+    UnknownChildConfig,
     /// The half-open SA expired before IKE_AUTH arrived.
     HalfOpenExpired,
 }
@@ -105,7 +114,9 @@ impl fmt::Display for DownReason {
             DownReason::NoProposalChosen => f.write_str("no proposal chosen"),
             DownReason::TsUnacceptable => f.write_str("traffic selectors unacceptable"),
             DownReason::PeerError(n) => write!(f, "peer sent error notify {n}"),
-            DownReason::Protocol(why) => write!(f, "protocol error: {why}"),
+            DownReason::PeerMisbehaved(why) => write!(f, "protocol error: {why}"),
+            DownReason::Crypto(e) => write!(f, "local crypto failure: {e}"),
+            DownReason::UnknownChildConfig => f.write_str("child config no longer exists"),
             DownReason::HalfOpenExpired => f.write_str("half-open SA expired"),
         }
     }
@@ -220,4 +231,27 @@ pub struct ChildStatus {
     pub established: Instant,
     /// When the next rekey is due.
     pub rekey_at: Option<Instant>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iana::{notify, payload};
+
+    #[test]
+    fn reasons_print_registry_names() {
+        // What the daemon's logs and `esprit status` show (both use Display).
+        let peer = DownReason::PeerError(notify::TS_UNACCEPTABLE);
+        assert_eq!(peer.to_string(), "peer sent error notify TS_UNACCEPTABLE");
+        let missing = DownReason::PeerMisbehaved(PeerMisbehaved::MissingPayload(payload::NONCE));
+        assert_eq!(
+            missing.to_string(),
+            "protocol error: response without NONCE payload"
+        );
+        let auth = DownReason::AuthenticationFailed(AuthFailure::MissingPayload(payload::IDI));
+        assert_eq!(
+            auth.to_string(),
+            "authentication failed: IKE_AUTH without IDI payload"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, ChildKeys, DhKeyPair, Prf, Rng, SecretBytes};
+use crate::crypto::{self, ChildKeys, CryptoError, DhKeyPair, Prf, Rng, SecretBytes};
 use crate::proposal::{EspSuite, IkeSuite};
 use crate::wire::SkCipher;
 
@@ -15,12 +15,9 @@ pub(crate) struct Dh(DhKeyPair);
 
 impl Dh {
     /// A fresh key pair in `group` (a `crate::iana::dh` number).
-    pub(crate) fn generate(group: u16, rng: &mut dyn Rng) -> Result<Dh, String> {
-        let g =
-            crypto::Dh::from_id(group).ok_or_else(|| format!("unsupported DH group {group}"))?;
-        DhKeyPair::generate(g, rng)
-            .map(Dh)
-            .map_err(|e| e.to_string())
+    pub(crate) fn generate(group: u16, rng: &mut dyn Rng) -> Result<Dh, CryptoError> {
+        let g = crypto::Dh::from_id(group).ok_or(CryptoError::UnsupportedGroup(group))?;
+        DhKeyPair::generate(g, rng).map(Dh)
     }
 
     /// The group number.
@@ -34,8 +31,8 @@ impl Dh {
     }
 
     /// g^ir from the peer's public value.
-    pub(crate) fn agree(&self, peer: &[u8]) -> Result<SecretBytes, String> {
-        self.0.shared_secret(peer).map_err(|e| e.to_string())
+    pub(crate) fn agree(&self, peer: &[u8]) -> Result<SecretBytes, CryptoError> {
+        self.0.shared_secret(peer)
     }
 }
 
@@ -50,8 +47,12 @@ pub(crate) struct IkeKeys {
 }
 
 impl IkeKeys {
-    fn wrap(suite: &IkeSuite, keys: crypto::IkeKeys, initiator: bool) -> Result<IkeKeys, String> {
-        let (out, inn) = keys.ciphers(suite, initiator).map_err(|e| e.to_string())?;
+    fn wrap(
+        suite: &IkeSuite,
+        keys: crypto::IkeKeys,
+        initiator: bool,
+    ) -> Result<IkeKeys, CryptoError> {
+        let (out, inn) = keys.ciphers(suite, initiator)?;
         Ok(IkeKeys {
             prf: suite.prf,
             keys,
@@ -69,9 +70,8 @@ impl IkeKeys {
         spi_i: u64,
         spi_r: u64,
         initiator: bool,
-    ) -> Result<IkeKeys, String> {
-        let k = crypto::IkeKeys::initial(suite, shared, ni, nr, spi_i, spi_r)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<IkeKeys, CryptoError> {
+        let k = crypto::IkeKeys::initial(suite, shared, ni, nr, spi_i, spi_r)?;
         Self::wrap(suite, k, initiator)
     }
 
@@ -87,11 +87,10 @@ impl IkeKeys {
         spi_i: u64,
         spi_r: u64,
         initiator: bool,
-    ) -> Result<IkeKeys, String> {
+    ) -> Result<IkeKeys, CryptoError> {
         let k = self
             .keys
-            .rekeyed(self.prf, suite, shared, ni, nr, spi_i, spi_r)
-            .map_err(|e| e.to_string())?;
+            .rekeyed(self.prf, suite, shared, ni, nr, spi_i, spi_r)?;
         Self::wrap(suite, k, initiator)
     }
 
@@ -118,9 +117,8 @@ impl IkeKeys {
         shared: Option<&[u8]>,
         ni: &[u8],
         nr: &[u8],
-    ) -> Result<(Keymat, Keymat), String> {
-        let k = ChildKeys::derive(self.prf, self.keys.sk_d.as_bytes(), suite, shared, ni, nr)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(Keymat, Keymat), CryptoError> {
+        let k = ChildKeys::derive(self.prf, self.keys.sk_d.as_bytes(), suite, shared, ni, nr)?;
         Ok((
             Zeroizing::new(k.encr_i.as_bytes().to_vec()),
             Zeroizing::new(k.encr_r.as_bytes().to_vec()),

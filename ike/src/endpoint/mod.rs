@@ -5,25 +5,32 @@
 //! drives timers with [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`]. Time is
 //! always passed in; nothing here reads a clock or touches a socket.
 
-mod auth;
 pub(crate) mod authn;
-mod child;
+mod child_sa;
+mod create_child_sa;
+mod error;
 mod event;
-mod info;
-mod init;
+mod ike_auth;
+mod ike_sa;
+mod ike_sa_init;
+mod informational;
 mod keys;
-mod sa;
+mod payloads;
+mod rekey_ike;
+mod timer;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use error::{AuthFailure, PeerMisbehaved};
 pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
 
 use crate::config::{Config, Connection};
 use crate::crypto::Rng;
 use crate::wire::{Header, Message, WireError};
-use sa::IkeSa;
+use ike_sa::IkeSa;
+use timer::Deadlines;
 
 /// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
 /// rekeyed IKE SA gets a new handle and an [`Event::IkeRekeyed`] links the two.
@@ -124,11 +131,26 @@ pub(crate) struct Ctx<'a> {
     pub(crate) transmits: &'a mut VecDeque<Transmit>,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut Stats,
-    /// IKE SAs created by a rekey, inserted by the endpoint after the handler returns.
-    pub(crate) spawned: Vec<IkeSa>,
-    /// Child SAs to move from one IKE SA to another (IKE rekey collisions, 2.8.2).
-    pub(crate) moves: Vec<(IkeSaId, IkeSaId)>,
+    /// What the handler did to other IKE SAs, applied in order by the endpoint after
+    /// it returns (a handler only ever holds its own SA).
+    pub(crate) effects: Vec<SaEffect>,
     next_id: &'a mut u64,
+}
+
+/// An effect of one IKE SA's handler on the endpoint's other IKE SAs, in the manner of
+/// quinn-proto's `EndpointEvent`: named, so that each cross-SA path is one variant.
+pub(crate) enum SaEffect {
+    /// Insert an IKE SA created by a rekey (RFC 7296 2.18), announce it and run its
+    /// queued tasks.
+    Spawn(Box<IkeSa>),
+    /// Move the child SAs of `from` to `to`, and mark `from` rekeyed: `from` is the
+    /// redundant SA of a simultaneous IKE rekey, deleted by its creator (RFC 7296 2.8.2).
+    MoveChildren {
+        /// The redundant IKE SA.
+        from: IkeSaId,
+        /// The surviving IKE SA.
+        to: IkeSaId,
+    },
 }
 
 impl Ctx<'_> {
@@ -207,8 +229,7 @@ impl Shared {
             transmits: &mut self.transmits,
             events: &mut self.events,
             stats: &mut self.stats,
-            spawned: Vec::new(),
-            moves: Vec::new(),
+            effects: Vec::new(),
             next_id: &mut self.next_id,
         }
     }
@@ -223,6 +244,10 @@ pub struct Endpoint {
     /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
     /// IKE_SA_INIT requests (RFC 7296 2.1).
     half_open: HashMap<(SocketAddr, u64), IkeSaId>,
+    /// Inbound child SPI -> the IKE SA holding that child.
+    by_child: HashMap<u32, IkeSaId>,
+    /// Every IKE SA's earliest timer.
+    deadlines: Deadlines,
     cookie_secret: [u8; 32],
 }
 
@@ -260,6 +285,8 @@ impl Endpoint {
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
+            by_child: HashMap::new(),
+            deadlines: Deadlines::default(),
             cookie_secret,
         }
     }
@@ -273,6 +300,12 @@ impl Endpoint {
             .find(|c| c.name == conn.name)
         {
             *c = conn;
+            // Its DPD delay may have changed: re-arm the SAs (a rare, O(n) command).
+            let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
+            for id in ids {
+                self.rearm(id);
+            }
+            self.settle_deadlines();
         } else {
             self.shared.connections.push(conn);
         }
@@ -306,59 +339,100 @@ impl Endpoint {
         f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
         let sa = self.sas.get_mut(&id)?;
+        let children: Vec<u32> = sa.children.iter().map(|c| c.spi_in).collect();
         let mut ctx = self.shared.ctx(now);
         let r = f(sa, &mut ctx);
-        let spawned = std::mem::take(&mut ctx.spawned);
-        let moves = std::mem::take(&mut ctx.moves);
-        self.after(now, id, spawned, moves);
+        let effects = std::mem::take(&mut ctx.effects);
+        self.after(now, id, &children, effects);
         Some(r)
     }
 
-    /// Book-keeping after a handler ran: SPI index, spawned and dead SAs.
-    fn after(
-        &mut self,
-        now: Instant,
-        id: IkeSaId,
-        spawned: Vec<IkeSa>,
-        moves: Vec<(IkeSaId, IkeSaId)>,
-    ) {
+    /// Points the child index at `id` for each of its children.
+    fn index_children(&mut self, id: IkeSaId) {
         if let Some(sa) = self.sas.get(&id) {
+            for c in &sa.children {
+                self.by_child.insert(c.spi_in, id);
+            }
+        }
+    }
+
+    /// Puts `id`'s earliest deadline into the heap when it changed.
+    fn rearm(&mut self, id: IkeSaId) {
+        let Some(sa) = self.sas.get_mut(&id) else {
+            return;
+        };
+        let next = sa.next_timeout(&self.shared.config, &self.shared.connections);
+        if next != sa.armed {
+            sa.armed = next;
+            if let Some(at) = next {
+                self.deadlines.push(at, id);
+            }
+        }
+    }
+
+    /// Restores the heap's invariant: its top is a live deadline.
+    fn settle_deadlines(&mut self) {
+        let sas = &self.sas;
+        self.deadlines.settle(sas.len(), |at, id| {
+            sas.get(&id).is_some_and(|sa| sa.armed == Some(at))
+        });
+    }
+
+    /// Book-keeping after a handler ran on `id`, which held `children` before: SPI and
+    /// child indexes, timers, dead SAs, and the handler's effects on other SAs.
+    fn after(&mut self, now: Instant, id: IkeSaId, children: &[u32], effects: Vec<SaEffect>) {
+        if let Some(sa) = self.sas.get_mut(&id) {
+            for spi in children {
+                if !sa.has_child(*spi) && self.by_child.get(spi) == Some(&id) {
+                    self.by_child.remove(spi);
+                }
+            }
             let spi = sa.our_spi();
             if spi != 0 {
                 self.by_spi.insert(spi, id);
             }
-            if sa.is_dead() {
-                let (peer, spi_i) = (sa.remote, sa.spi_i);
-                self.by_spi.remove(&spi);
-                if self.half_open.get(&(peer, spi_i)) == Some(&id) {
-                    self.half_open.remove(&(peer, spi_i));
+            if sa.is_dead() || sa.is_established() {
+                if let Some(from) = sa.half_open_from.take() {
+                    self.half_open.remove(&(from, sa.spi_i));
                 }
-                self.half_open.retain(|_, v| *v != id);
+            }
+            if sa.is_dead() {
+                self.by_spi.remove(&spi);
                 self.sas.remove(&id);
-            } else if sa.is_established() {
-                self.half_open.retain(|_, v| *v != id);
             }
         }
+        self.index_children(id);
+        self.rearm(id);
         let mut kick = Vec::new();
-        for new in spawned {
-            new.announce_rekey(&mut self.shared.events);
-            self.by_spi.insert(new.our_spi(), new.id);
-            if !new.tasks.is_empty() {
-                kick.push(new.id);
+        for effect in effects {
+            match effect {
+                SaEffect::Spawn(new) => {
+                    new.announce_rekey(&mut self.shared.events);
+                    self.by_spi.insert(new.our_spi(), new.id);
+                    if !new.tasks.is_empty() {
+                        kick.push(new.id);
+                    }
+                    let new_id = new.id;
+                    self.sas.insert(new_id, *new);
+                    self.index_children(new_id);
+                    self.rearm(new_id);
+                }
+                SaEffect::MoveChildren { from, to } => {
+                    let Some(src) = self.sas.get_mut(&from) else {
+                        continue;
+                    };
+                    let children = std::mem::take(&mut src.children);
+                    src.state = ike_sa::State::Rekeyed;
+                    if let Some(dst) = self.sas.get_mut(&to) {
+                        dst.children.extend(children);
+                    }
+                    self.index_children(to);
+                    self.rearm(from);
+                    self.rearm(to);
+                }
             }
-            self.sas.insert(new.id, new);
         }
-        for (from, to) in moves {
-            let Some(src) = self.sas.get_mut(&from) else {
-                continue;
-            };
-            let children = std::mem::take(&mut src.children);
-            // The source is the redundant SA of a collision: its creator deletes it.
-            src.state = sa::State::Rekeyed;
-            if let Some(dst) = self.sas.get_mut(&to) {
-                dst.children.extend(children);
-            }
-        }
+        self.settle_deadlines();
         for id in kick {
             self.with_sa(now, id, |sa, ctx| sa.run_tasks(ctx));
         }
@@ -416,7 +490,7 @@ impl Endpoint {
         }
         let required = self.half_open.len() >= self.shared.config.cookie_threshold;
         let mut ctx = self.shared.ctx(now);
-        let cookie = init::CookieJar {
+        let cookie = ike_sa_init::CookieJar {
             secret: &self.cookie_secret,
             required,
         };
@@ -424,9 +498,12 @@ impl Endpoint {
         let Some(mut sa) = sa else { return Ok(()) };
         let id = ctx.alloc_id();
         sa.id = id;
+        sa.half_open_from = Some(remote);
         self.half_open.insert((remote, h.spi_i), id);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
+        self.rearm(id);
+        self.settle_deadlines();
         Ok(())
     }
 
@@ -440,29 +517,42 @@ impl Endpoint {
         self.shared.events.pop_front()
     }
 
-    /// When [`Endpoint::handle_timeout`] must be called next.
+    /// When [`Endpoint::handle_timeout`] must be called next: the top of the deadline
+    /// heap, O(1). Call it again after every call that takes `&mut self` (`handle`,
+    /// `handle_timeout`, the commands), since each may arm or move a timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas
-            .values()
-            .filter_map(|sa| sa.next_timeout(&self.shared.config, &self.shared.connections))
-            .min()
+        self.deadlines.peek().map(|(at, _)| at)
     }
 
     /// Runs every timer that is due at `now`: retransmissions, rekeys, liveness checks,
-    /// half-open expiry.
+    /// half-open expiry. O(log n) per due SA; an SA whose timer is re-armed at or before
+    /// `now` runs again on the next call.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<IkeSaId> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| {
-                sa.next_timeout(&self.shared.config, &self.shared.connections)
-                    .is_some_and(|t| t <= now)
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = Vec::new();
+        while let Some((at, id)) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(sa) = self.sas.get_mut(&id).filter(|sa| sa.armed == Some(at)) {
+                // Disarmed while it runs, so that `after` arms its next deadline.
+                sa.armed = None;
+                due.push(id);
+            }
+        }
         for id in due {
             self.with_sa(now, id, |sa, ctx| sa.on_timeout(ctx));
         }
+        self.settle_deadlines();
+    }
+
+    /// The IKE SA holding the child SA with inbound SPI `spi_in`, O(1).
+    fn sa_of_child(&self, spi_in: u32) -> Result<IkeSaId, CommandError> {
+        self.by_child
+            .get(&spi_in)
+            .copied()
+            .filter(|id| self.sas.get(id).is_some_and(|sa| sa.has_child(spi_in)))
+            .ok_or(CommandError::UnknownSa)
     }
 
     /// Starts an IKE SA for connection `conn`, with its child `child` (or all of its
@@ -528,6 +618,8 @@ impl Endpoint {
         let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
+        self.rearm(id);
+        self.settle_deadlines();
         Ok(id)
     }
 
@@ -562,12 +654,7 @@ impl Endpoint {
     /// Rekeys the child SA whose inbound SPI is `spi_in` (e.g. when esp reports its soft
     /// lifetime), make-before-break.
     pub fn rekey_child(&mut self, now: Instant, spi_in: u32) -> Result<(), CommandError> {
-        let id = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.has_child(spi_in))
-            .map(|(id, _)| *id)
-            .ok_or(CommandError::UnknownSa)?;
+        let id = self.sa_of_child(spi_in)?;
         self.with_sa(now, id, |sa, ctx| sa.queue_rekey_child(ctx, spi_in));
         Ok(())
     }
@@ -586,12 +673,7 @@ impl Endpoint {
 
     /// Deletes one child SA at the peer.
     pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), CommandError> {
-        let id = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.has_child(spi_in))
-            .map(|(id, _)| *id)
-            .ok_or(CommandError::UnknownSa)?;
+        let id = self.sa_of_child(spi_in)?;
         self.with_sa(now, id, |sa, ctx| sa.queue_delete_child(ctx, spi_in));
         Ok(())
     }

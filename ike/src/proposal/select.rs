@@ -1,9 +1,7 @@
 //! Proposal selection (RFC 7296 2.7, 3.3.6) and the negotiated suites.
 
-use std::fmt;
-
 use super::{esn_transform, CryptoProposal, ProposalError, ProposalSet};
-use crate::crypto::{Dh, Encr, Integ, Prf};
+use crate::crypto::{Dh, Encr, EspSuite, IkeSuite, Integ, Prf};
 use crate::iana::{dh, esn, integ, transform};
 use crate::wire::{self, Transform};
 
@@ -67,19 +65,6 @@ fn match_proposal(
     Some(chosen)
 }
 
-/// The negotiated IKE SA transforms, one per type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IkeSuite {
-    /// Encryption.
-    pub encr: Encr,
-    /// Integrity; `None` with an AEAD cipher.
-    pub integ: Option<Integ>,
-    /// PRF.
-    pub prf: Prf,
-    /// Key exchange method.
-    pub dh: Dh,
-}
-
 impl IkeSuite {
     /// The suite from one transform per type; `None` if incomplete or inconsistent.
     pub fn from_transforms(ts: &[Transform]) -> Option<Self> {
@@ -101,27 +86,6 @@ impl IkeSuite {
         v.extend([self.prf.transform(), self.dh.transform()]);
         v
     }
-}
-
-impl fmt::Display for IkeSuite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.encr)?;
-        if let Some(i) = self.integ {
-            write!(f, "-{i}")?;
-        }
-        write!(f, "-{}-{}", self.prf, self.dh)
-    }
-}
-
-/// The negotiated ESP transforms, one per type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EspSuite {
-    /// Encryption (AES-GCM).
-    pub encr: Encr,
-    /// PFS group of a CREATE_CHILD_SA exchange, if any.
-    pub dh: Option<Dh>,
-    /// Extended sequence numbers.
-    pub esn: bool,
 }
 
 impl EspSuite {
@@ -147,16 +111,6 @@ impl EspSuite {
         v.extend(self.dh.map(Dh::transform));
         v.push(esn_transform(self.esn));
         v
-    }
-}
-
-impl fmt::Display for EspSuite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.encr)?;
-        if let Some(d) = self.dh {
-            write!(f, "-{d}")?;
-        }
-        f.write_str(if self.esn { "-esn" } else { "-noesn" })
     }
 }
 

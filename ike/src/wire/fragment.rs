@@ -4,9 +4,9 @@
 use super::cursor::put_u16;
 use super::message::{emit_chain, parse_chain};
 use super::payload::{emit_generic_header, GENERIC_HEADER_LEN};
-use super::sk::{decrypt_fragment, seal_append, sealed_len, SKF_FIELDS_LEN};
+use super::sk::{open_body, seal_append, sealed_len, SKF_FIELDS_LEN};
 use super::{DecryptError, Header, Message, Payload, SkCipher, WireError};
-use crate::iana::payload as pt;
+use crate::iana::{payload as pt, PayloadType};
 
 /// Most fragments a message may be split into that we reassemble.
 pub const MAX_FRAGMENTS: u16 = 64;
@@ -21,7 +21,7 @@ pub struct Fragment {
     /// Total Fragments.
     pub total: u16,
     /// Type of the first inner payload (meaningful in fragment 1 only).
-    pub next_payload: u8,
+    pub next_payload: PayloadType,
     /// Decrypted content with the padding removed.
     pub plaintext: Vec<u8>,
 }
@@ -65,11 +65,33 @@ pub enum ReassemblyError {
     Malformed(WireError),
 }
 
+/// Decrypts the SKF payload of `msg`, which was parsed from `raw` (RFC 7383 2.6): the
+/// fragment for a [`Reassembler`].
+pub fn decrypt_fragment(
+    raw: &[u8],
+    msg: &Message,
+    cipher: &dyn SkCipher,
+) -> Result<Fragment, DecryptError> {
+    let Some(skf) = msg.fragment() else {
+        return Err(DecryptError::NotEncrypted);
+    };
+    let aad = raw
+        .get(..skf.aad_end())
+        .ok_or(WireError::Truncated("message"))?;
+    let plaintext = open_body(aad, &skf.body, cipher)?;
+    Ok(Fragment {
+        number: skf.number,
+        total: skf.total,
+        next_payload: skf.next_payload,
+        plaintext,
+    })
+}
+
 /// Collects the fragments of one message in any order (RFC 7383 2.6).
 #[derive(Debug, Clone, Default)]
 pub struct Reassembler {
     message_id: Option<u32>,
-    next_payload: u8,
+    next_payload: PayloadType,
     parts: Vec<Option<Vec<u8>>>,
     received: usize,
     bytes: usize,

@@ -19,6 +19,7 @@
 //! ```
 
 use super::{Flags, Header, WireError};
+use crate::iana::{ExchangeType, PayloadType};
 
 /// Byte ranges of the IKE header fields.
 pub mod field {
@@ -156,11 +157,17 @@ impl Header {
     pub const LEN: usize = 28;
 
     /// A version 2.0 header; `next_payload` and `length` are filled in on emit.
-    pub fn new(spi_i: u64, spi_r: u64, exchange: u8, flags: Flags, message_id: u32) -> Self {
+    pub fn new(
+        spi_i: u64,
+        spi_r: u64,
+        exchange: ExchangeType,
+        flags: Flags,
+        message_id: u32,
+    ) -> Self {
         Header {
             spi_i,
             spi_r,
-            next_payload: 0,
+            next_payload: crate::iana::payload::NONE,
             version: VERSION_2_0,
             exchange,
             flags,
@@ -181,9 +188,9 @@ impl Header {
         Ok(Header {
             spi_i: p.spi_i(),
             spi_r: p.spi_r(),
-            next_payload: p.next_payload(),
+            next_payload: PayloadType(p.next_payload()),
             version: p.version(),
-            exchange: p.exchange(),
+            exchange: ExchangeType(p.exchange()),
             flags: Flags::from_byte(p.flags()),
             message_id: p.message_id(),
             length: p.length(),
@@ -199,9 +206,9 @@ impl Header {
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.spi_i.to_be_bytes());
         out.extend_from_slice(&self.spi_r.to_be_bytes());
-        out.push(self.next_payload);
+        out.push(self.next_payload.0);
         out.push(self.version);
-        out.push(self.exchange);
+        out.push(self.exchange.0);
         out.push(self.flags.to_byte());
         out.extend_from_slice(&self.message_id.to_be_bytes());
         out.extend_from_slice(&self.length.to_be_bytes());

@@ -2,14 +2,14 @@
 //! naming the type of the next.
 
 use super::{Encrypted, EncryptedFragment, Header, Message, Payload, WireError, MAX_PAYLOADS};
-use crate::iana::payload as pt;
+use crate::iana::{payload as pt, NotifyType, PayloadType};
 
 /// Parses a payload chain that fills `buf` exactly, starting with a payload of type
 /// `first`; `base_offset` is where `buf` starts in the message. With `outer`, an SK or
 /// SKF payload may end the chain (RFC 7296 3.14: it must be last); inside an SK payload
 /// neither may appear.
 pub fn parse_chain(
-    first: u8,
+    first: PayloadType,
     buf: &[u8],
     base_offset: usize,
     outer: bool,
@@ -132,7 +132,7 @@ impl Message {
     }
 
     /// Notify payloads of the given type.
-    pub fn notifies(&self, kind: u16) -> impl Iterator<Item = &super::Notify> {
+    pub fn notifies(&self, kind: NotifyType) -> impl Iterator<Item = &super::Notify> {
         self.payloads.iter().filter_map(move |p| match p {
             Payload::Notify(n) if n.kind == kind => Some(n),
             _ => None,

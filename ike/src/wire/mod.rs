@@ -13,6 +13,8 @@
 
 use std::net::IpAddr;
 
+use crate::iana::{ExchangeType, NotifyType, PayloadType};
+
 mod cursor;
 
 pub mod auth;
@@ -36,10 +38,12 @@ pub mod vendor;
 #[cfg(test)]
 mod tests;
 
-pub use fragment::{encrypt_fragments, Fragment, Reassembler, Reassembly, ReassemblyError};
+pub use fragment::{
+    decrypt_fragment, encrypt_fragments, Fragment, Reassembler, Reassembly, ReassemblyError,
+};
 pub use header::HeaderPacket;
 pub use payload::PayloadPacket;
-pub use sk::{decrypt_fragment, decrypt_message, encrypt_message, DecryptError, SkParts};
+pub use sk::{decrypt_message, encrypt_message, DecryptError, SkParts};
 
 /// Most payloads accepted in one message, and separately inside one SK payload.
 pub const MAX_PAYLOADS: usize = 64;
@@ -72,7 +76,7 @@ pub enum WireError {
     UnsupportedVersion(u8),
     /// A payload we do not know has the critical bit set (RFC 7296 2.5).
     #[error("unsupported critical payload type {0}")]
-    UnsupportedCritical(u8),
+    UnsupportedCritical(PayloadType),
     /// More payloads, proposals, transforms or selectors than we are willing to hold.
     #[error("too many {0}")]
     TooMany(&'static str),
@@ -97,11 +101,11 @@ pub struct Header {
     /// IKE SA responder's SPI (zero in the first IKE_SA_INIT request).
     pub spi_r: u64,
     /// Type of the first payload.
-    pub next_payload: u8,
+    pub next_payload: PayloadType,
     /// Major version (high nibble) and minor version (low nibble); 0x20 for IKEv2.
     pub version: u8,
-    /// Exchange type (`crate::iana::exchange`).
-    pub exchange: u8,
+    /// Exchange type.
+    pub exchange: ExchangeType,
     /// Header flags.
     pub flags: Flags,
     /// Message ID.
@@ -159,7 +163,7 @@ pub enum Payload {
     /// A non-critical payload we do not understand, kept so it can be skipped.
     Unknown {
         /// Payload type.
-        kind: u8,
+        kind: PayloadType,
         /// Payload body.
         data: Vec<u8>,
     },
@@ -233,8 +237,8 @@ pub struct Notify {
     pub protocol: u8,
     /// SPI, possibly empty.
     pub spi: Vec<u8>,
-    /// Notify message type (`crate::iana::notify`).
-    pub kind: u16,
+    /// Notify message type.
+    pub kind: NotifyType,
     /// Notification data.
     pub data: Vec<u8>,
 }
@@ -278,7 +282,7 @@ pub struct Configuration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encrypted {
     /// Type of the first payload inside.
-    pub next_payload: u8,
+    pub next_payload: PayloadType,
     /// IV || ciphertext || ICV as on the wire.
     pub body: Vec<u8>,
     /// Offset of the SK payload's generic header in the whole message: the AAD is
@@ -289,8 +293,8 @@ pub struct Encrypted {
 /// An SKF payload as received (RFC 7383 2.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedFragment {
-    /// Type of the first inner payload (only meaningful in fragment 1, else 0).
-    pub next_payload: u8,
+    /// Type of the first inner payload (only meaningful in fragment 1, else NONE).
+    pub next_payload: PayloadType,
     /// Fragment number, from 1.
     pub number: u16,
     /// Total number of fragments.

@@ -8,11 +8,11 @@
 
 use super::cursor::{count8, put_u16, Reader};
 use super::{Notify, WireError};
-use crate::iana::notify;
+use crate::iana::NotifyType;
 
 impl Notify {
     /// A notification about the IKE SA: no protocol, no SPI.
-    pub fn new(kind: u16, data: Vec<u8>) -> Self {
+    pub fn new(kind: NotifyType, data: Vec<u8>) -> Self {
         Notify {
             protocol: 0,
             spi: Vec::new(),
@@ -23,7 +23,7 @@ impl Notify {
 
     /// True for error types (below 16384, RFC 7296 3.10.1).
     pub fn is_error(&self) -> bool {
-        self.kind < notify::FIRST_STATUS
+        self.kind.is_error()
     }
 
     /// Decodes a Notify payload body.
@@ -31,7 +31,7 @@ impl Notify {
         let mut r = Reader::new(body);
         let protocol = r.u8("Notify payload")?;
         let spi_size = r.u8("Notify payload")?;
-        let kind = r.u16("Notify payload")?;
+        let kind = NotifyType(r.u16("Notify payload")?);
         let spi = r.take(usize::from(spi_size), "Notify SPI")?.to_vec();
         Ok(Notify {
             protocol,
@@ -50,7 +50,7 @@ impl Notify {
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.push(self.protocol);
         out.push(count8(self.spi.len()));
-        put_u16(out, self.kind);
+        put_u16(out, self.kind.0);
         out.extend_from_slice(&self.spi);
         out.extend_from_slice(&self.data);
     }
@@ -59,7 +59,7 @@ impl Notify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iana::protocol;
+    use crate::iana::{notify, protocol};
 
     #[test]
     fn parse_and_emit_with_spi() {

@@ -14,7 +14,7 @@ use super::{
     eap, nonce, sa, ts, vendor, Authentication, Certificate, Configuration, Delete, Encrypted,
     EncryptedFragment, Identification, KeyExchange, Notify, Payload, WireError,
 };
-use crate::iana::payload as pt;
+use crate::iana::{payload as pt, PayloadType};
 
 /// Byte ranges of the generic payload header.
 pub mod field {
@@ -89,8 +89,8 @@ impl<T: AsRef<[u8]>> PayloadPacket<T> {
 
 /// Appends a generic payload header; a body too large for the 16-bit length is the
 /// caller's bug and saturates.
-pub fn emit_generic_header(next_payload: u8, body_len: usize, out: &mut Vec<u8>) {
-    out.push(next_payload);
+pub fn emit_generic_header(next_payload: PayloadType, body_len: usize, out: &mut Vec<u8>) {
+    out.push(next_payload.0);
     // RFC 7296 3.2: we send the critical bit clear for every payload type we define.
     out.push(0);
     put_len16(out, GENERIC_HEADER_LEN + body_len);
@@ -98,7 +98,7 @@ pub fn emit_generic_header(next_payload: u8, body_len: usize, out: &mut Vec<u8>)
 
 impl Payload {
     /// Payload type number (`crate::iana::payload`).
-    pub fn kind(&self) -> u8 {
+    pub fn kind(&self) -> PayloadType {
         match self {
             Payload::Sa(_) => pt::SA,
             Payload::Ke(_) => pt::KE,
@@ -170,7 +170,7 @@ impl Payload {
 
     /// Appends generic header and body; `next_payload` is the type of the payload that
     /// follows, except for SK and SKF whose header names their first inner payload.
-    pub fn emit(&self, next_payload: u8, out: &mut Vec<u8>) {
+    pub fn emit(&self, next_payload: PayloadType, out: &mut Vec<u8>) {
         let next = match self {
             Payload::Sk(p) => p.next_payload,
             Payload::Skf(p) => p.next_payload,
@@ -185,13 +185,13 @@ impl Payload {
     /// message (kept for SK/SKF). Returns the payload, the type of the next one and the
     /// bytes used.
     pub fn parse(
-        kind: u8,
+        kind: PayloadType,
         buf: &[u8],
         header_offset: usize,
-    ) -> Result<(Payload, u8, usize), WireError> {
+    ) -> Result<(Payload, PayloadType, usize), WireError> {
         let packet = PayloadPacket::new_checked(buf)?;
         let body = packet.body();
-        let next = packet.next_payload();
+        let next = PayloadType(packet.next_payload());
         let payload = match kind {
             pt::SA => Payload::Sa(sa::parse(body)?),
             pt::KE => Payload::Ke(KeyExchange::parse(body)?),

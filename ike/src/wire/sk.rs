@@ -17,11 +17,10 @@
 //! ```
 
 use super::cursor::{put_u16, Reader};
-use super::fragment::Fragment;
 use super::message::{chain_len, emit_chain, parse_chain};
 use super::payload::{emit_generic_header, GENERIC_HEADER_LEN};
 use super::{Encrypted, EncryptedFragment, Header, Message, Payload, SkCipher, WireError};
-use crate::iana::payload as pt;
+use crate::iana::{payload as pt, PayloadType};
 
 /// Length of the SKF fields after the generic header: Fragment Number, Total Fragments.
 pub const SKF_FIELDS_LEN: usize = 4;
@@ -72,7 +71,11 @@ fn split_body(body: &[u8], iv_len: usize, icv_len: usize) -> Result<SkParts<'_>,
 
 impl Encrypted {
     /// Decodes an SK payload body; `next_payload` is the generic header's.
-    pub fn parse(next_payload: u8, body: &[u8], header_offset: usize) -> Result<Self, WireError> {
+    pub fn parse(
+        next_payload: PayloadType,
+        body: &[u8],
+        header_offset: usize,
+    ) -> Result<Self, WireError> {
         Ok(Encrypted {
             next_payload,
             body: body.to_vec(),
@@ -104,7 +107,11 @@ impl Encrypted {
 
 impl EncryptedFragment {
     /// Decodes an SKF payload body; `next_payload` is the generic header's.
-    pub fn parse(next_payload: u8, body: &[u8], header_offset: usize) -> Result<Self, WireError> {
+    pub fn parse(
+        next_payload: PayloadType,
+        body: &[u8],
+        header_offset: usize,
+    ) -> Result<Self, WireError> {
         let mut r = Reader::new(body);
         let number = r.u16("SKF payload")?;
         let total = r.u16("SKF payload")?;
@@ -243,26 +250,4 @@ pub fn decrypt_message(
         .ok_or(WireError::Truncated("message"))?;
     let plain = open_body(aad, &sk.body, cipher)?;
     Ok(parse_chain(sk.next_payload, &plain, 0, false)?)
-}
-
-/// Decrypts the SKF payload of `msg`, which was parsed from `raw` (RFC 7383 2.6): the
-/// fragment for a [`super::Reassembler`].
-pub fn decrypt_fragment(
-    raw: &[u8],
-    msg: &Message,
-    cipher: &dyn SkCipher,
-) -> Result<Fragment, DecryptError> {
-    let Some(skf) = msg.fragment() else {
-        return Err(DecryptError::NotEncrypted);
-    };
-    let aad = raw
-        .get(..skf.aad_end())
-        .ok_or(WireError::Truncated("message"))?;
-    let plaintext = open_body(aad, &skf.body, cipher)?;
-    Ok(Fragment {
-        number: skf.number,
-        total: skf.total,
-        next_payload: skf.next_payload,
-        plaintext,
-    })
 }

@@ -35,7 +35,14 @@ fn split(cipher: &mut ToyCipher, inner: &[Payload], max: usize) -> Vec<Vec<u8>> 
         assert_eq!(usize::from(skf.total), total);
         assert_eq!(skf.header_offset, Header::LEN);
         let first = inner.first().map_or(payload::NONE, Payload::kind);
-        assert_eq!(skf.next_payload, if i == 0 { first } else { 0 });
+        assert_eq!(
+            skf.next_payload,
+            if i == 0 {
+                first
+            } else {
+                crate::iana::payload::NONE
+            }
+        );
     }
     frags
 }
@@ -132,7 +139,11 @@ fn frag(number: u16, total: u16, plaintext: Vec<u8>) -> Fragment {
     Fragment {
         number,
         total,
-        next_payload: if number == 1 { payload::VENDOR_ID } else { 0 },
+        next_payload: if number == 1 {
+            payload::VENDOR_ID
+        } else {
+            crate::iana::payload::NONE
+        },
         plaintext,
     }
 }

@@ -116,7 +116,7 @@ fn ike_sa_init_request_emits() {
     assert_eq!(msg.to_bytes(), golden_bytes());
     // `Message::new` derives next payload and length from the payloads.
     let mut header = msg.header;
-    header.next_payload = 0;
+    header.next_payload = crate::iana::payload::NONE;
     header.length = 0;
     assert_eq!(Message::new(header, msg.payloads.clone()), msg);
 }
@@ -126,9 +126,9 @@ fn ike_sa_init_request_fields() {
     let b = golden_bytes();
     // Header.
     assert_eq!(&b[0..8], &SPI_I.to_be_bytes());
-    assert_eq!(b[16], payload::SA);
+    assert_eq!(b[16], payload::SA.0);
     assert_eq!(b[17] >> 4, 2);
-    assert_eq!(b[18], exchange::IKE_SA_INIT);
+    assert_eq!(b[18], exchange::IKE_SA_INIT.0);
     assert_eq!(b[19], 0x08);
     assert_eq!(u32::from_be_bytes([b[24], b[25], b[26], b[27]]), 200);
     // Payload chain: offsets and next payload types.
@@ -140,7 +140,7 @@ fn ike_sa_init_request_fields() {
         (172, payload::NONE, 28),
     ];
     for (at, next, len) in chain {
-        assert_eq!(b[at], next, "next payload at {at}");
+        assert_eq!(b[at], next.0, "next payload at {at}");
         assert_eq!(b[at + 1], 0, "critical bit at {at}");
         assert_eq!(usize::from(u16::from_be_bytes([b[at + 2], b[at + 3]])), len);
     }
@@ -155,11 +155,11 @@ fn ike_sa_init_request_fields() {
     assert_eq!(u16::from_be_bytes([b[72], b[73]]), dh::CURVE25519);
     assert_eq!(
         u16::from_be_bytes([b[150], b[151]]),
-        notify::NAT_DETECTION_SOURCE_IP
+        notify::NAT_DETECTION_SOURCE_IP.0
     );
     assert_eq!(
         u16::from_be_bytes([b[178], b[179]]),
-        notify::NAT_DETECTION_DESTINATION_IP
+        notify::NAT_DETECTION_DESTINATION_IP.0
     );
 }
 

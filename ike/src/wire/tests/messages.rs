@@ -9,7 +9,7 @@ use crate::wire::{
     MAX_PAYLOADS,
 };
 
-pub(super) fn header(exchange: u8, message_id: u32) -> Header {
+pub(super) fn header(exchange: crate::iana::ExchangeType, message_id: u32) -> Header {
     Header::new(
         0x1122_3344_5566_7788,
         0x99aa_bbcc_ddee_ff00,
@@ -78,7 +78,7 @@ pub(super) fn every_payload() -> Vec<Payload> {
         Payload::VendorId(b"esprit".to_vec()),
         Payload::Eap(vec![2, 1, 0, 6, 1, b'x']),
         Payload::Unknown {
-            kind: 200,
+            kind: crate::iana::PayloadType(200),
             data: vec![1, 2, 3],
         },
     ]
@@ -120,7 +120,7 @@ fn encrypted_payloads_round_trip_and_record_offsets() {
     });
     let msg = Message::new(header(exchange::IKE_AUTH, 1), vec![vid.clone(), sk]);
     let bytes = msg.to_bytes();
-    assert_eq!(bytes[Header::LEN + 14], payload::IDI);
+    assert_eq!(bytes[Header::LEN + 14], payload::IDI.0);
     let parsed = Message::parse(&bytes);
     assert_eq!(parsed, Ok(msg.clone()));
     assert_eq!(
@@ -129,7 +129,7 @@ fn encrypted_payloads_round_trip_and_record_offsets() {
     );
 
     let skf = Payload::Skf(EncryptedFragment {
-        next_payload: 0,
+        next_payload: crate::iana::payload::NONE,
         number: 2,
         total: 3,
         body: vec![0x5a; 40],
@@ -144,7 +144,7 @@ fn encrypted_payloads_round_trip_and_record_offsets() {
 #[test]
 fn encrypted_payload_must_be_last() {
     let sk = Payload::Sk(Encrypted {
-        next_payload: 0,
+        next_payload: crate::iana::payload::NONE,
         body: vec![0; 24],
         header_offset: Header::LEN,
     });
@@ -167,7 +167,7 @@ fn unknown_payloads() {
         header(exchange::INFORMATIONAL, 0),
         vec![
             Payload::Unknown {
-                kind: 150,
+                kind: crate::iana::PayloadType(150),
                 data: vec![1, 2, 3],
             },
             vid.clone(),
@@ -179,7 +179,7 @@ fn unknown_payloads() {
         parsed,
         Ok(vec![
             Payload::Unknown {
-                kind: 150,
+                kind: crate::iana::PayloadType(150),
                 data: vec![1, 2, 3]
             },
             vid
@@ -189,7 +189,9 @@ fn unknown_payloads() {
     bytes[Header::LEN + 1] = 0x80;
     assert_eq!(
         Message::parse(&bytes),
-        Err(WireError::UnsupportedCritical(150))
+        Err(WireError::UnsupportedCritical(crate::iana::PayloadType(
+            150
+        )))
     );
     // The critical bit of a known payload changes nothing.
     bytes[Header::LEN + 1] = 0;

@@ -63,7 +63,10 @@ fn empty_inner_round_trips() {
 #[test]
 fn any_flipped_byte_fails() {
     let mut c = ToyCipher::cbc(4);
-    let inner = vec![Payload::Notify(crate::wire::Notify::new(16384, vec![]))];
+    let inner = vec![Payload::Notify(crate::wire::Notify::new(
+        crate::iana::NotifyType(16384),
+        vec![],
+    ))];
     let raw = encrypt_message(&header(exchange::INFORMATIONAL, 9), &inner, &mut c);
     for at in 0..raw.len() {
         let mut bad = raw.clone();
@@ -87,7 +90,11 @@ fn any_flipped_byte_fails() {
 
 /// An SK message whose decrypted body is exactly `plain` (inner payloads, padding
 /// and Pad Length as given), sealed with the cipher directly.
-fn seal_exact(plain: &[u8], next_payload: u8, cipher: &mut ToyCipher) -> Vec<u8> {
+fn seal_exact(
+    plain: &[u8],
+    next_payload: crate::iana::PayloadType,
+    cipher: &mut ToyCipher,
+) -> Vec<u8> {
     let body_len = cipher.iv_len() + plain.len() + cipher.icv_len();
     let mut h = header(exchange::INFORMATIONAL, 3);
     h.next_payload = payload::SK;
@@ -107,7 +114,10 @@ fn seal_exact(plain: &[u8], next_payload: u8, cipher: &mut ToyCipher) -> Vec<u8>
     raw
 }
 
-fn open_exact(plain: &[u8], next_payload: u8) -> Result<Vec<Payload>, DecryptError> {
+fn open_exact(
+    plain: &[u8],
+    next_payload: crate::iana::PayloadType,
+) -> Result<Vec<Payload>, DecryptError> {
     let mut c = ToyCipher::gcm(6);
     let raw = seal_exact(plain, next_payload, &mut c);
     let msg = Message::parse(&raw).expect("parses");
@@ -133,8 +143,10 @@ fn padding_and_inner_errors_are_malformed() {
         Err(DecryptError::Malformed(WireError::Truncated("payload")))
     );
     assert_eq!(
-        open_exact(&[0, 0x80, 0, 4, 0], 222),
-        Err(DecryptError::Malformed(WireError::UnsupportedCritical(222)))
+        open_exact(&[0, 0x80, 0, 4, 0], crate::iana::PayloadType(222)),
+        Err(DecryptError::Malformed(WireError::UnsupportedCritical(
+            crate::iana::PayloadType(222)
+        )))
     );
 }
 
@@ -153,7 +165,7 @@ fn framing_errors() {
     );
     // Ciphertext not a whole number of blocks.
     let sk = Payload::Sk(crate::wire::Encrypted {
-        next_payload: 0,
+        next_payload: crate::iana::payload::NONE,
         body: vec![0; 16 + 17 + 16],
         header_offset: Header::LEN,
     });
@@ -167,7 +179,7 @@ fn framing_errors() {
     );
     // Shorter than IV and ICV.
     let sk = Payload::Sk(crate::wire::Encrypted {
-        next_payload: 0,
+        next_payload: crate::iana::payload::NONE,
         body: vec![0; 20],
         header_offset: Header::LEN,
     });
@@ -183,7 +195,7 @@ fn framing_errors() {
 fn nested_encrypted_payload_is_refused() {
     let mut c = ToyCipher::gcm(9);
     let inner = vec![Payload::Sk(crate::wire::Encrypted {
-        next_payload: 0,
+        next_payload: crate::iana::payload::NONE,
         body: vec![1; 30],
         header_offset: 0,
     })];

@@ -4,29 +4,33 @@
 use std::net::SocketAddr;
 
 use super::authn as auth;
-use super::child::{ChildRequest, ChildSa};
+use super::child_sa::ChildRequest;
+use super::error::{AuthFailure, PeerMisbehaved};
 use super::event::{DownReason, Event};
-use super::init::{error_notify, find_notify, notify_payload};
-use super::sa::{IkeSa, Pending, State, Task};
+use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
+use super::keys::IkeKeys;
+use super::payloads::{error_notify, find_notify, notify_payload};
 use super::Ctx;
 use crate::auth::Identity;
 use crate::config::{Connection, LocalAuth, RemoteAuth};
-use crate::iana::{exchange, notify};
+use crate::iana::{exchange, notify, payload};
 use crate::wire::{Authentication, Certificate, Header, Identification, Payload};
 
 /// What AUTH signs: RealMessage | Nonce | prf(SK_p, ID') (RFC 7296 2.15).
-fn signed_octets(sa: &IkeSa, ours: bool, id: &Identification) -> Vec<u8> {
-    let Some(keys) = sa.keys.as_ref() else {
-        return Vec::new();
-    };
+fn signed_octets(
+    initiator: bool,
+    keys: &IkeKeys,
+    hs: &Handshake,
+    ours: bool,
+    id: &Identification,
+) -> Vec<u8> {
     // The initiator signs its IKE_SA_INIT request and the responder's nonce; the
     // responder signs its response and the initiator's nonce.
-    let we_are_i = sa.initiator;
-    let signer_is_i = ours == we_are_i;
+    let signer_is_i = ours == initiator;
     let (message, nonce) = if signer_is_i {
-        (&sa.init_request, &sa.nr)
+        (&hs.init_request, &hs.nr)
     } else {
-        (&sa.init_response, &sa.ni)
+        (&hs.init_response, &hs.ni)
     };
     let sk_p = if signer_is_i {
         keys.sk_pi()
@@ -72,25 +76,23 @@ impl IkeSa {
     /// Our AUTH payload and the CERT payloads that go before it.
     fn our_auth(
         &self,
+        (keys, hs): (&IkeKeys, &Handshake),
         conn: &Connection,
         id: &Identification,
-    ) -> Result<(Vec<Payload>, Authentication), String> {
-        let octets = signed_octets(self, true, id);
+    ) -> Result<(Vec<Payload>, Authentication), AuthFailure> {
+        let octets = signed_octets(self.initiator, keys, hs, true, id);
         match &conn.local_auth {
-            LocalAuth::Psk(psk) => {
-                let keys = self.keys.as_ref().ok_or("no keys")?;
-                Ok((
-                    Vec::new(),
-                    Authentication {
-                        method: crate::iana::auth::SHARED_KEY_MIC,
-                        data: auth::psk_auth(&|k, d| keys.prf(k, d), psk, &octets),
-                    },
-                ))
-            }
+            LocalAuth::Psk(psk) => Ok((
+                Vec::new(),
+                Authentication {
+                    method: crate::iana::auth::SHARED_KEY_MIC,
+                    data: auth::psk_auth(&|k, d| keys.prf(k, d), psk, &octets),
+                },
+            )),
             LocalAuth::Pubkey { key, certs } => {
                 let auth = key
-                    .sign_auth(&self.peer_hashes, &octets)
-                    .map_err(|e| e.to_string())?;
+                    .sign_auth(&hs.peer_hashes, &octets)
+                    .map_err(AuthFailure::OwnAuth)?;
                 let cert_payloads = certs
                     .iter()
                     .map(|c| {
@@ -110,49 +112,45 @@ impl IkeSa {
     fn verify_peer(
         &self,
         ctx: &Ctx<'_>,
+        (keys, hs): (&IkeKeys, &Handshake),
         conn: &Connection,
         id: &Identification,
         auth_p: &Authentication,
         payloads: &[Payload],
-    ) -> Result<Identity, String> {
-        let peer = Identity::from_wire(id).map_err(|e| format!("bad identity payload: {e}"))?;
+    ) -> Result<Identity, AuthFailure> {
+        let peer = Identity::from_wire(id).map_err(AuthFailure::BadIdentity)?;
         if !conn.remote_id.matches(&peer) {
-            return Err(format!(
-                "peer identity '{peer}' is not the configured '{}'",
-                conn.remote_id
-            ));
+            return Err(AuthFailure::IdentityMismatch {
+                peer,
+                configured: conn.remote_id.clone(),
+            });
         }
-        let octets = signed_octets(self, false, id);
+        let octets = signed_octets(self.initiator, keys, hs, false, id);
         match &conn.remote_auth {
             RemoteAuth::Psk(psk) => {
                 if auth_p.method != crate::iana::auth::SHARED_KEY_MIC {
-                    return Err(format!(
-                        "peer used auth method {} where a PSK is configured",
-                        auth_p.method
-                    ));
+                    return Err(AuthFailure::MethodMismatch(auth_p.method));
                 }
-                let keys = self.keys.as_ref().ok_or("no keys")?;
                 if auth::psk_verify(&|k, d| keys.prf(k, d), psk, &octets, &auth_p.data) {
                     Ok(peer)
                 } else {
-                    Err("pre-shared key mismatch".into())
+                    Err(AuthFailure::PskMismatch)
                 }
             }
             RemoteAuth::Pubkey(trust) => {
                 let chain = certs(payloads);
                 let Some((ee, rest)) = chain.split_first() else {
-                    return Err("peer sent no certificate".into());
+                    return Err(AuthFailure::NoCertificate);
                 };
                 let verified = trust
                     .verify_chain(ee, rest, ctx.unix_now)
-                    .map_err(|e| format!("certificate not trusted: {e}"))?;
-                verified
-                    .matches_id(&peer)
-                    .then_some(())
-                    .ok_or_else(|| format!("identity '{peer}' is not in the peer's certificate"))?;
+                    .map_err(AuthFailure::Untrusted)?;
+                if !verified.matches_id(&peer) {
+                    return Err(AuthFailure::IdentityNotInCertificate(peer));
+                }
                 verified
                     .verify_auth(auth_p, &octets)
-                    .map_err(|e| format!("signature check failed: {e}"))?;
+                    .map_err(AuthFailure::BadSignature)?;
                 Ok(peer)
             }
         }
@@ -163,14 +161,14 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
+        let Phase::Auth(keys, hs) = &self.phase else {
+            return;
+        };
         let id = conn.local_id.to_wire();
-        let (cert_payloads, auth_p) = match self.our_auth(&conn, &id) {
+        let (cert_payloads, auth_p) = match self.our_auth((keys, hs), &conn, &id) {
             Ok(x) => x,
             Err(e) => {
-                self.die(
-                    ctx,
-                    DownReason::AuthenticationFailed(format!("cannot build our AUTH: {e}")),
-                );
+                self.die(ctx, DownReason::AuthenticationFailed(e));
                 return;
             }
         };
@@ -216,19 +214,27 @@ impl IkeSa {
         if find_notify(&payloads, notify::AUTHENTICATION_FAILED).is_some() {
             self.die(
                 ctx,
-                DownReason::AuthenticationFailed("the peer rejected our authentication".into()),
+                DownReason::AuthenticationFailed(AuthFailure::RejectedByPeer),
             );
             return;
         }
         let (Some(id), Some(auth_p)) = (payload_id_r(&payloads), payload_auth(&payloads)) else {
+            let missing = if payload_id_r(&payloads).is_none() {
+                payload::IDR
+            } else {
+                payload::AUTH
+            };
             let reason = match error_notify(&payloads) {
                 Some(n) => DownReason::PeerError(n.kind),
-                None => DownReason::Protocol("IKE_AUTH response without IDr or AUTH".into()),
+                None => DownReason::PeerMisbehaved(PeerMisbehaved::MissingPayload(missing)),
             };
             self.die(ctx, reason);
             return;
         };
-        match self.verify_peer(ctx, &conn, id, auth_p, &payloads) {
+        let Phase::Auth(keys, hs) = &self.phase else {
+            return;
+        };
+        match self.verify_peer(ctx, (keys, hs), &conn, id, auth_p, &payloads) {
             Ok(peer) => self.remote_id = Some(peer),
             Err(why) => {
                 // RFC 7296 2.21.2: the responder thinks the SA is up; tell it in a
@@ -243,6 +249,7 @@ impl IkeSa {
         if let Some(req) = child {
             self.finish_child_request(ctx, req, &payloads, true);
         }
+        self.end_handshake();
         self.run_tasks(ctx);
     }
 
@@ -254,9 +261,17 @@ impl IkeSa {
         if !conn.rekey_time.is_zero() {
             self.rekey_at = Some(ctx.now + conn.rekey_time);
         }
-        self.dh = None;
         ctx.events
             .push_back(Event::IkeUp(self.info(ctx.connections)));
+    }
+
+    /// IKE_AUTH is complete: drops the handshake data (zeroized on drop), keeping the
+    /// keys.
+    fn end_handshake(&mut self) {
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Auth(keys, _handshake) => Phase::Up(keys),
+            other => other,
+        };
     }
 
     /// Responder: IKE_AUTH request.
@@ -267,7 +282,7 @@ impl IkeSa {
         from: SocketAddr,
         payloads: Vec<Payload>,
     ) {
-        let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, why: String| {
+        let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, why: AuthFailure| {
             sa.send_response(
                 ctx,
                 exchange::IKE_AUTH,
@@ -278,13 +293,18 @@ impl IkeSa {
             sa.die(ctx, DownReason::AuthenticationFailed(why));
         };
         let (Some(idi), Some(auth_p)) = (payload_id_i(&payloads), payload_auth(&payloads)) else {
-            fail(self, ctx, "IKE_AUTH request without IDi or AUTH".into());
+            let missing = if payload_id_i(&payloads).is_none() {
+                payload::IDI
+            } else {
+                payload::AUTH
+            };
+            fail(self, ctx, AuthFailure::MissingPayload(missing));
             return;
         };
         let peer = match Identity::from_wire(idi) {
             Ok(p) => p,
             Err(e) => {
-                fail(self, ctx, format!("bad identity payload: {e}"));
+                fail(self, ctx, AuthFailure::BadIdentity(e));
                 return;
             }
         };
@@ -295,10 +315,7 @@ impl IkeSa {
             .connections
             .iter()
             .enumerate()
-            .filter(|(_, c)| {
-                super::init::addresses_match(c, self.local, self.remote)
-                    || super::init::addresses_match(c, self.local, from)
-            })
+            .filter(|(_, c)| c.admits(self.local, self.remote) || c.admits(self.local, from))
             .filter(|(_, c)| c.remote_id.matches(&peer))
             .filter(|(_, c)| {
                 wanted_local
@@ -312,34 +329,32 @@ impl IkeSa {
             .map(|(i, _)| i)
             .collect();
         let Some(&ci) = candidates.first() else {
-            fail(
-                self,
-                ctx,
-                format!("no connection accepts peer identity '{peer}'"),
-            );
+            fail(self, ctx, AuthFailure::NoConnection(peer));
             return;
         };
         let conn = ctx.connections[ci].clone();
         self.conn = Some(ci);
-        if let Err(why) = self.verify_peer(ctx, &conn, idi, auth_p, &payloads) {
-            fail(self, ctx, why);
+        let Phase::Auth(keys, hs) = &self.phase else {
             return;
-        }
-        self.remote_id = Some(peer);
-        self.local_id = Some(conn.local_id.clone());
-        let idr = conn.local_id.to_wire();
-        let (cert_payloads, our_auth) = match self.our_auth(&conn, &idr) {
+        };
+        let checked = self
+            .verify_peer(ctx, (keys, hs), &conn, idi, auth_p, &payloads)
+            .and_then(|_| self.our_auth((keys, hs), &conn, &conn.local_id.to_wire()));
+        let (cert_payloads, our_auth) = match checked {
             Ok(x) => x,
-            Err(e) => {
-                fail(self, ctx, format!("cannot build our AUTH: {e}"));
+            Err(why) => {
+                fail(self, ctx, why);
                 return;
             }
         };
+        self.remote_id = Some(peer);
+        self.local_id = Some(conn.local_id.clone());
+        let idr = conn.local_id.to_wire();
         let mut out = vec![Payload::IdR(idr)];
         out.extend(cert_payloads);
         out.push(Payload::Auth(our_auth));
         let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
-            Some(ChildSa::respond(self, ctx, &conn, &payloads, None, false))
+            Some(self.respond_child(ctx, &conn, &payloads, None, false))
         } else {
             None
         };
@@ -355,6 +370,7 @@ impl IkeSa {
         }
         self.send_response(ctx, exchange::IKE_AUTH, h.message_id, out, from);
         self.established(ctx, &conn);
+        self.end_handshake();
         if let Some((c, info)) = new_child {
             self.children.push(c);
             ctx.events.push_back(Event::ChildUp(info));

@@ -5,15 +5,17 @@ use std::net::SocketAddr;
 
 use ring::digest;
 
+use super::error::PeerMisbehaved;
 use super::event::DownReason;
+use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
 use super::keys::Dh;
 use super::keys::IkeKeys;
-use super::sa::{IkeSa, Pending, State, Task};
+use super::payloads::{error_notify, find_notify, ke_of, nonce_of, notify_payload, sa_of};
 use super::{Ctx, Dropped, IkeSaId};
-use crate::config::{Connection, RemoteAuth};
+use crate::config::RemoteAuth;
 use crate::iana::{exchange, notify, payload};
 use crate::nat::{self, NatState};
-use crate::wire::{Flags, Header, KeyExchange, Message, Notify, Payload};
+use crate::wire::{Flags, Header, KeyExchange, Message, Payload};
 
 /// Most COOKIE and INVALID_KE round trips an initiator makes before giving up.
 const MAX_INIT_RETRIES: u32 = 4;
@@ -38,52 +40,6 @@ impl CookieJar<'_> {
         ctx.update(&spi_i.to_be_bytes());
         ctx.finish().as_ref().to_vec()
     }
-}
-
-pub(crate) fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify {
-        protocol: 0,
-        spi: Vec::new(),
-        kind,
-        data,
-    })
-}
-
-pub(crate) fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind == kind => Some(n),
-        _ => None,
-    })
-}
-
-/// The first error notify (type below 16384), if any.
-pub(crate) fn error_notify(payloads: &[Payload]) -> Option<&Notify> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind < notify::FIRST_STATUS => Some(n),
-        _ => None,
-    })
-}
-
-fn nonce_of(payloads: &[Payload]) -> Option<&[u8]> {
-    payloads.iter().find_map(|p| match p {
-        // RFC 7296 3.9: 16 to 256 octets.
-        Payload::Nonce(n) if (16..=256).contains(&n.len()) => Some(n.as_slice()),
-        _ => None,
-    })
-}
-
-fn ke_of(payloads: &[Payload]) -> Option<&KeyExchange> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Ke(k) => Some(k),
-        _ => None,
-    })
-}
-
-fn sa_of(payloads: &[Payload]) -> Option<&[crate::wire::Proposal]> {
-    payloads.iter().find_map(|p| match p {
-        Payload::Sa(s) => Some(s.as_slice()),
-        _ => None,
-    })
 }
 
 /// Hash algorithms we can sign and verify with (RFC 7427 4).
@@ -163,11 +119,19 @@ impl IkeSa {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> IkeSa {
-        let mut sa = IkeSa::blank(ctx.now, true, local, remote);
+        // SPIi first, then Ni: the order the random values were always drawn in.
+        let spi_i = ctx.random_u64();
+        let handshake = Handshake::new(ctx.nonce());
+        let mut sa = IkeSa::blank(
+            ctx.now,
+            true,
+            local,
+            remote,
+            Phase::Init(Box::new(handshake)),
+        );
         sa.id = id;
         sa.conn = Some(conn);
-        sa.spi_i = ctx.random_u64();
-        sa.ni = ctx.nonce();
+        sa.spi_i = spi_i;
         for c in children {
             sa.tasks.push_back(Task::CreateChild(c));
         }
@@ -177,13 +141,12 @@ impl IkeSa {
             .map_or(crate::iana::dh::CURVE25519, |d| d.id());
         match Dh::generate(group, ctx.rng) {
             Ok(dh) => {
-                sa.dh = Some(dh);
+                if let Some(hs) = sa.phase.handshake_mut() {
+                    hs.dh = Some(dh);
+                }
                 sa.send_init(ctx);
             }
-            Err(e) => sa.die(
-                ctx,
-                DownReason::Protocol(format!("cannot use DH group {group}: {e}")),
-            ),
+            Err(e) => sa.die(ctx, DownReason::Crypto(e)),
         }
         sa
     }
@@ -192,9 +155,12 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        let Some(dh) = self.dh.as_ref() else { return };
+        let Some(hs) = self.phase.handshake() else {
+            return;
+        };
+        let Some(dh) = hs.dh.as_ref() else { return };
         let mut payloads = Vec::new();
-        if let Some(c) = &self.cookie {
+        if let Some(c) = &hs.cookie {
             // RFC 7296 2.6: the COOKIE notify comes first.
             payloads.push(notify_payload(notify::COOKIE, c.clone()));
         }
@@ -203,7 +169,7 @@ impl IkeSa {
             group: dh.group(),
             data: dh.public_key().to_vec(),
         }));
-        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.push(Payload::Nonce(hs.ni.clone()));
         payloads.extend(nat_payloads(
             self.spi_i,
             0,
@@ -236,7 +202,9 @@ impl IkeSa {
             length: 0,
         };
         let bytes = emit(header, payloads);
-        self.init_request = bytes.clone();
+        if let Some(hs) = self.phase.handshake_mut() {
+            hs.init_request = bytes.clone();
+        }
         self.send_plain_request(ctx, bytes, Pending::Init);
     }
 
@@ -256,12 +224,15 @@ impl IkeSa {
             return Err(Dropped::Unexpected);
         };
         let p = &msg.payloads;
+        let Some(hs) = self.phase.handshake_mut() else {
+            return Err(Dropped::Unexpected);
+        };
         if let Some(c) = find_notify(p, notify::COOKIE) {
-            if self.init_retries >= MAX_INIT_RETRIES || c.data.is_empty() || c.data.len() > 64 {
+            if hs.init_retries >= MAX_INIT_RETRIES || c.data.is_empty() || c.data.len() > 64 {
                 return Err(Dropped::Unexpected);
             }
-            self.init_retries += 1;
-            self.cookie = Some(c.data.clone());
+            hs.init_retries += 1;
+            hs.cookie = Some(c.data.clone());
             self.send_init(ctx);
             return Ok(());
         }
@@ -271,15 +242,15 @@ impl IkeSa {
                 let offered =
                     crate::crypto::Dh::from_id(group).is_some_and(|g| conn.proposals.accepts_dh(g));
                 if !offered
-                    || self.init_retries >= MAX_INIT_RETRIES
-                    || self.dh.as_ref().is_some_and(|d| d.group() == group)
+                    || hs.init_retries >= MAX_INIT_RETRIES
+                    || hs.dh.as_ref().is_some_and(|d| d.group() == group)
                 {
                     self.die(ctx, DownReason::NoProposalChosen);
                     return Ok(());
                 }
-                self.init_retries += 1;
+                hs.init_retries += 1;
                 match Dh::generate(group, ctx.rng) {
-                    Ok(dh) => self.dh = Some(dh),
+                    Ok(dh) => hs.dh = Some(dh),
                     Err(_) => {
                         self.die(ctx, DownReason::NoProposalChosen);
                         return Ok(());
@@ -313,58 +284,59 @@ impl IkeSa {
             _ => {
                 self.die(
                     ctx,
-                    DownReason::Protocol("responder chose a proposal we did not offer".into()),
+                    DownReason::PeerMisbehaved(PeerMisbehaved::UnofferedProposal),
                 );
                 return Ok(());
             }
         };
-        let Some(dh) = self.dh.take() else {
+        let Some(dh) = self.phase.handshake_mut().and_then(|hs| hs.dh.take()) else {
             return Err(Dropped::Unexpected);
         };
         if dh.group() != ke.group || suite.dh.id() != ke.group {
             self.die(
                 ctx,
-                DownReason::Protocol("KE group differs from the chosen one".into()),
+                DownReason::PeerMisbehaved(PeerMisbehaved::KeGroupMismatch),
             );
             return Ok(());
         }
         let shared = match dh.agree(&ke.data) {
             Ok(s) => s,
             Err(e) => {
-                self.die(ctx, DownReason::Protocol(format!("bad KE payload: {e}")));
+                self.die(ctx, DownReason::PeerMisbehaved(PeerMisbehaved::BadKe(e)));
                 return Ok(());
             }
         };
         self.spi_r = h.spi_r;
-        self.nr = nr.to_vec();
-        match IkeKeys::derive(
+        let Phase::Init(mut hs) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return Err(Dropped::Unexpected);
+        };
+        hs.nr = nr.to_vec();
+        let keys = match IkeKeys::derive(
             &suite,
-            &self.ni,
-            &self.nr,
+            &hs.ni,
+            &hs.nr,
             shared.as_bytes(),
             self.spi_i,
             self.spi_r,
             true,
         ) {
-            Ok(k) => self.keys = Some(k),
+            Ok(k) => k,
             Err(e) => {
-                self.die(
-                    ctx,
-                    DownReason::Protocol(format!("key derivation failed: {e}")),
-                );
+                self.die(ctx, DownReason::Crypto(e));
                 return Ok(());
             }
+        };
+        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
+            hs.peer_hashes = parse_hashes(&n.data);
         }
+        hs.init_response = raw.to_vec();
+        self.phase = Phase::Auth(keys, hs);
         self.suite = Some(suite);
         self.nat = detect_nat(self.spi_i, self.spi_r, local, remote, p);
         if conn.encap {
             self.nat.local_behind = true;
         }
         self.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
-        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
-            self.peer_hashes = parse_hashes(&n.data);
-        }
-        self.init_response = raw.to_vec();
         self.outstanding = None;
         self.next_request_id = 1;
         if self.nat.any() {
@@ -429,7 +401,7 @@ impl IkeSa {
                 return Ok(None);
             }
         }
-        let Some(ci) = pick_connection(ctx.connections, local, remote) else {
+        let Some(ci) = ctx.connections.iter().position(|c| c.admits(local, remote)) else {
             reply(
                 ctx,
                 vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
@@ -468,40 +440,40 @@ impl IkeSa {
                 return Ok(None);
             }
         };
-        let mut sa = IkeSa::blank(ctx.now, false, local, remote);
+        let spi_r = ctx.random_u64();
+        let mut hs = Handshake::new(ni.to_vec());
+        hs.nr = ctx.nonce();
+        hs.init_request = raw.to_vec();
+        let keys = IkeKeys::derive(
+            &suite,
+            &hs.ni,
+            &hs.nr,
+            shared.as_bytes(),
+            h.spi_i,
+            spi_r,
+            false,
+        )
+        .map_err(|_| Dropped::Unexpected)?;
+        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
+            hs.peer_hashes = parse_hashes(&n.data);
+        }
+        let mut sa = IkeSa::blank(ctx.now, false, local, remote, Phase::Closed);
         sa.init_conn = Some(ci);
         sa.spi_i = h.spi_i;
-        sa.spi_r = ctx.random_u64();
-        sa.ni = ni.to_vec();
-        sa.nr = ctx.nonce();
-        sa.keys = Some(
-            IkeKeys::derive(
-                &suite,
-                &sa.ni,
-                &sa.nr,
-                shared.as_bytes(),
-                sa.spi_i,
-                sa.spi_r,
-                false,
-            )
-            .map_err(|_| Dropped::Unexpected)?,
-        );
+        sa.spi_r = spi_r;
         // RFC 7296 2.23: the request's hashes were made with SPIr still zero.
         sa.nat = detect_nat(sa.spi_i, 0, local, remote, p);
         if conn.encap {
             sa.nat.local_behind = true;
         }
         sa.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
-        if let Some(n) = find_notify(p, notify::SIGNATURE_HASH_ALGORITHMS) {
-            sa.peer_hashes = parse_hashes(&n.data);
-        }
         let mut out = vec![
             Payload::Sa(vec![chosen]),
             Payload::Ke(KeyExchange {
                 group: dh.group(),
                 data: dh.public_key().to_vec(),
             }),
-            Payload::Nonce(sa.nr.clone()),
+            Payload::Nonce(hs.nr.clone()),
         ];
         out.extend(nat_payloads(sa.spi_i, sa.spi_r, local, remote, conn.encap));
         if sa.peer_fragmentation && conn.fragmentation {
@@ -510,7 +482,7 @@ impl IkeSa {
                 Vec::new(),
             ));
         }
-        if !sa.peer_hashes.is_empty() {
+        if !hs.peer_hashes.is_empty() {
             out.push(notify_payload(
                 notify::SIGNATURE_HASH_ALGORITHMS,
                 signature_hashes(),
@@ -522,7 +494,6 @@ impl IkeSa {
             }
         }
         sa.suite = Some(suite);
-        sa.init_request = raw.to_vec();
         let header = Header {
             spi_i: sa.spi_i,
             spi_r: sa.spi_r,
@@ -537,28 +508,15 @@ impl IkeSa {
             message_id: 0,
             length: 0,
         };
-        sa.init_response = emit(header, out);
-        sa.expected_request_id = 1;
-        sa.next_request_id = 0;
+        hs.init_response = emit(header, out);
         ctx.transmits.push_back(super::Transmit {
             local,
             remote,
-            data: sa.init_response.clone(),
+            data: hs.init_response.clone(),
         });
+        sa.phase = Phase::Auth(keys, Box::new(hs));
+        sa.expected_request_id = 1;
+        sa.next_request_id = 0;
         Ok(Some(sa))
     }
-}
-
-/// The first connection whose addresses admit this pair (empty lists admit any).
-pub(crate) fn pick_connection(
-    conns: &[Connection],
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> Option<usize> {
-    conns.iter().position(|c| addresses_match(c, local, remote))
-}
-
-pub(crate) fn addresses_match(c: &Connection, local: SocketAddr, remote: SocketAddr) -> bool {
-    (c.local_addrs.is_empty() || local.ip().is_unspecified() || c.local_addrs.contains(&local.ip()))
-        && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&remote.ip()))
 }

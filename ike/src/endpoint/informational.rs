@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 
-use super::child::ChildState;
+use super::child_sa::ChildState;
+use super::error::AuthFailure;
 use super::event::DownReason;
-use super::init::find_notify;
-use super::sa::{IkeSa, Pending};
+use super::ike_sa::{IkeSa, Pending, State};
+use super::payloads::find_notify;
 use super::Ctx;
 use crate::iana::{exchange, notify, protocol};
 use crate::wire::{Delete, Header, Payload};
@@ -73,7 +74,7 @@ impl IkeSa {
             self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
             self.die(
                 ctx,
-                DownReason::AuthenticationFailed("the peer rejected our authentication".into()),
+                DownReason::AuthenticationFailed(AuthFailure::RejectedByPeer),
             );
             return;
         }
@@ -119,7 +120,7 @@ impl IkeSa {
         }
         if delete_ike {
             self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
-            let reason = if self.state == super::sa::State::Rekeyed {
+            let reason = if self.state == State::Rekeyed {
                 DownReason::Rekeyed
             } else {
                 DownReason::DeletedByPeer
@@ -128,19 +129,5 @@ impl IkeSa {
             return;
         }
         self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, out, from);
-    }
-}
-
-impl super::child::ChildSa {
-    /// True when a newer child of the same config replaced this one (its delete is then
-    /// the end of a rekey, not of the tunnel).
-    pub(crate) fn superseded(&self, all: &[super::child::ChildSa]) -> bool {
-        self.state == ChildState::Rekeyed
-            || all.iter().any(|c| {
-                c.cfg == self.cfg
-                    && c.spi_in != self.spi_in
-                    && c.state == ChildState::Installed
-                    && c.established > self.established
-            })
     }
 }

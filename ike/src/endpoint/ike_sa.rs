@@ -1,21 +1,121 @@
-//! One IKE SA: its state, message-ID windows, retransmission, task queue and timers.
-//! The exchanges live in their own files (init.rs, auth.rs, child.rs, info.rs).
+//! The hub: one IKE SA, its state, message-ID windows, retransmission, task queue and
+//! timers. The exchanges live in their own files (`ike_sa_init.rs`, `ike_auth.rs`,
+//! `create_child_sa.rs`, `rekey_ike.rs`, `informational.rs`), which import this one; the
+//! hub calls them by method and imports only leaves.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::child::{ChildSa, ChildState};
+use super::child_sa::{ChildRequest, ChildSa, ChildState, IkeRekeyRequest};
 use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
-use super::keys::Dh;
-use super::keys::IkeKeys;
+use zeroize::Zeroize;
+
+use super::keys::{Dh, IkeKeys};
+use super::timer::{Timer, TimerTable};
 use super::{backoff, Ctx, Dropped, IkeSaId};
 use crate::auth::Identity;
 use crate::config::Connection;
-use crate::iana::{exchange, payload};
+use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
 use crate::wire::{self, Flags, Header, Message, Payload};
+
+/// What only the handshake needs (RFC 7296 1.2, 2.15): the DH key pair, COOKIE, both
+/// nonces and both IKE_SA_INIT messages. One box, dropped when IKE_AUTH completes, so an
+/// established SA is smaller and keeps no stale secret (the buffers are zeroized).
+pub(crate) struct Handshake {
+    /// Our DH key pair: the initiator's, until the IKE_SA_INIT response.
+    pub(crate) dh: Option<Dh>,
+    /// COOKIE the responder asked for (RFC 7296 2.6).
+    pub(crate) cookie: Option<Vec<u8>>,
+    /// Ni.
+    pub(crate) ni: Vec<u8>,
+    /// Nr.
+    pub(crate) nr: Vec<u8>,
+    /// IKE_SA_INIT request as sent, for the AUTH signed octets.
+    pub(crate) init_request: Vec<u8>,
+    /// IKE_SA_INIT response as sent; a responder also resends it for a retransmitted
+    /// request.
+    pub(crate) init_response: Vec<u8>,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 4).
+    pub(crate) peer_hashes: Vec<u16>,
+    /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
+    pub(crate) init_retries: u32,
+}
+
+impl Handshake {
+    /// The handshake of an SA whose Ni is `ni`.
+    pub(crate) fn new(ni: Vec<u8>) -> Self {
+        Handshake {
+            dh: None,
+            cookie: None,
+            ni,
+            nr: Vec::new(),
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            peer_hashes: Vec::new(),
+            init_retries: 0,
+        }
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        // The DH secret zeroizes itself; the rest fed SKEYSEED and AUTH.
+        self.ni.zeroize();
+        self.nr.zeroize();
+        self.cookie.zeroize();
+        self.init_request.zeroize();
+        self.init_response.zeroize();
+    }
+}
+
+/// The IKE SA's keys and handshake data, by phase: keys exist from the IKE_SA_INIT
+/// response on and the handshake data until IKE_AUTH completes.
+pub(crate) enum Phase {
+    /// Initiator, IKE_SA_INIT in flight: no keys yet.
+    Init(Box<Handshake>),
+    /// Keys derived (RFC 7296 2.14), IKE_AUTH under way.
+    Auth(IkeKeys, Box<Handshake>),
+    /// IKE_AUTH done, or created by a rekey: keys only.
+    Up(IkeKeys),
+    /// Dead: keys and handshake data dropped.
+    Closed,
+}
+
+impl Phase {
+    /// The keys, from the IKE_SA_INIT response on.
+    pub(crate) fn keys(&self) -> Option<&IkeKeys> {
+        match self {
+            Phase::Auth(k, _) | Phase::Up(k) => Some(k),
+            Phase::Init(_) | Phase::Closed => None,
+        }
+    }
+
+    fn keys_mut(&mut self) -> Option<&mut IkeKeys> {
+        match self {
+            Phase::Auth(k, _) | Phase::Up(k) => Some(k),
+            Phase::Init(_) | Phase::Closed => None,
+        }
+    }
+
+    /// The handshake data, until IKE_AUTH completes.
+    pub(crate) fn handshake(&self) -> Option<&Handshake> {
+        match self {
+            Phase::Init(h) | Phase::Auth(_, h) => Some(h),
+            Phase::Up(_) | Phase::Closed => None,
+        }
+    }
+
+    /// The handshake data, mutable.
+    pub(crate) fn handshake_mut(&mut self) -> Option<&mut Handshake> {
+        match self {
+            Phase::Init(h) | Phase::Auth(_, h) => Some(h),
+            Phase::Up(_) | Phase::Closed => None,
+        }
+    }
+}
 
 /// Where an IKE SA is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +141,11 @@ pub(crate) enum Pending {
     /// IKE_SA_INIT request.
     Init,
     /// IKE_AUTH request; the first child's config and our inbound SPI.
-    Auth(Option<super::child::ChildRequest>),
+    Auth(Option<ChildRequest>),
     /// CREATE_CHILD_SA for a new or rekeyed child SA.
-    CreateChild(super::child::ChildRequest),
+    CreateChild(ChildRequest),
     /// CREATE_CHILD_SA rekeying this IKE SA.
-    RekeyIke(super::child::IkeRekeyRequest),
+    RekeyIke(IkeRekeyRequest),
     /// INFORMATIONAL with deletes of these child SAs (inbound SPIs).
     DeleteChildren(Vec<u32>),
     /// INFORMATIONAL deleting this IKE SA.
@@ -96,17 +196,9 @@ pub(crate) struct IkeSa {
     pub(crate) remote: SocketAddr,
     pub(crate) nat: NatState,
     pub(crate) suite: Option<IkeSuite>,
-    pub(crate) keys: Option<IkeKeys>,
-    pub(crate) dh: Option<Dh>,
-    pub(crate) ni: Vec<u8>,
-    pub(crate) nr: Vec<u8>,
-    /// IKE_SA_INIT request and response as sent, for the AUTH signed octets.
-    pub(crate) init_request: Vec<u8>,
-    pub(crate) init_response: Vec<u8>,
-    /// COOKIE the responder asked for.
-    pub(crate) cookie: Option<Vec<u8>>,
+    /// Keys and handshake-only data.
+    pub(crate) phase: Phase,
     pub(crate) peer_fragmentation: bool,
-    pub(crate) peer_hashes: Vec<u16>,
     pub(crate) local_id: Option<Identity>,
     pub(crate) remote_id: Option<Identity>,
     /// Our next request's message ID.
@@ -130,8 +222,11 @@ pub(crate) struct IkeSa {
     pub(crate) down_reason: Option<DownReason>,
     /// The IKE SA this one replaced by a rekey.
     pub(crate) rekeyed_from: Option<IkeSaId>,
-    /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
-    pub(crate) init_retries: u32,
+    /// The deadline the endpoint's heap holds for this SA.
+    pub(crate) armed: Option<Instant>,
+    /// Responder, half-open: the address its IKE_SA_INIT came from, the endpoint's
+    /// half-open key with SPIi.
+    pub(crate) half_open_from: Option<SocketAddr>,
 }
 
 impl IkeSa {
@@ -141,6 +236,7 @@ impl IkeSa {
         initiator: bool,
         local: SocketAddr,
         remote: SocketAddr,
+        phase: Phase,
     ) -> IkeSa {
         IkeSa {
             id: IkeSaId(0),
@@ -158,15 +254,8 @@ impl IkeSa {
             remote,
             nat: NatState::default(),
             suite: None,
-            keys: None,
-            dh: None,
-            ni: Vec::new(),
-            nr: Vec::new(),
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
+            phase,
             peer_fragmentation: false,
-            peer_hashes: Vec::new(),
             local_id: None,
             remote_id: None,
             next_request_id: 0,
@@ -183,7 +272,8 @@ impl IkeSa {
             answered_ike_rekey: None,
             down_reason: None,
             rekeyed_from: None,
-            init_retries: 0,
+            armed: None,
+            half_open_from: None,
         }
     }
 
@@ -316,11 +406,25 @@ impl IkeSa {
         }
         self.down_reason = Some(reason);
         self.state = State::Dead;
+        self.phase = Phase::Closed;
         self.outstanding = None;
         self.tasks.clear();
     }
 
-    fn header(&self, exchange: u8, message_id: u32, response: bool) -> Header {
+    /// Reports a child SA as gone and forgets it.
+    pub(crate) fn remove_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32, reason: DownReason) {
+        if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
+            let c = self.children.remove(i);
+            ctx.events.push_back(Event::ChildDown {
+                ike: self.id,
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                reason,
+            });
+        }
+    }
+
+    fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> Header {
         Header {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
@@ -344,7 +448,7 @@ impl IkeSa {
             && self
                 .connection(ctx.connections)
                 .is_none_or(|c| c.fragmentation);
-        let Some(keys) = self.keys.as_mut() else {
+        let Some(keys) = self.phase.keys_mut() else {
             return Vec::new();
         };
         let one = wire::encrypt_message(&header, payloads, keys.cipher_out.as_mut());
@@ -374,7 +478,7 @@ impl IkeSa {
     pub(crate) fn send_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: Vec<Payload>,
         pending: Pending,
     ) {
@@ -402,7 +506,7 @@ impl IkeSa {
     pub(crate) fn send_final_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: Vec<Payload>,
     ) {
         let id = self.next_request_id;
@@ -435,7 +539,7 @@ impl IkeSa {
     pub(crate) fn send_response(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         message_id: u32,
         payloads: Vec<Payload>,
         to: SocketAddr,
@@ -452,13 +556,17 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         _request: &[u8],
     ) -> Result<(), Dropped> {
-        if self.init_response.is_empty() {
+        let Some(hs) = self
+            .phase
+            .handshake()
+            .filter(|h| !h.init_response.is_empty())
+        else {
             return Err(Dropped::Unexpected);
-        }
+        };
         ctx.transmits.push_back(super::Transmit {
             local: self.local,
             remote: self.remote,
-            data: self.init_response.clone(),
+            data: hs.init_response.clone(),
         });
         Ok(())
     }
@@ -530,7 +638,7 @@ impl IkeSa {
 
     /// Decrypts an SK message, or collects an SKF fragment: `Ok(None)` until complete.
     fn open(&mut self, raw: &[u8], msg: &Message) -> Result<Option<Vec<Payload>>, Dropped> {
-        let Some(keys) = self.keys.as_ref() else {
+        let Some(keys) = self.phase.keys() else {
             return Err(Dropped::Unexpected);
         };
         let frag = msg.payloads.iter().any(|p| matches!(p, Payload::Skf(_)));
@@ -695,41 +803,51 @@ impl IkeSa {
         }
     }
 
+    /// The armed timers of this SA.
+    pub(crate) fn timers(
+        &self,
+        config: &crate::config::Config,
+        conns: &[Connection],
+    ) -> TimerTable {
+        let mut t = TimerTable::default();
+        if self.is_dead() {
+            return t;
+        }
+        if let Some(o) = &self.outstanding {
+            t.set(Timer::Retransmit, o.deadline);
+        }
+        if self.state == State::InitReplied {
+            t.set(Timer::HalfOpen, self.created + config.half_open_timeout);
+        }
+        if self.state == State::Established {
+            if let Some(r) = self.rekey_at {
+                t.set(Timer::RekeyIke, r);
+            }
+            if let Some(r) = self
+                .children
+                .iter()
+                .filter(|c| c.state == ChildState::Installed)
+                .filter_map(|c| c.rekey_at)
+                .min()
+            {
+                t.set(Timer::RekeyChild, r);
+            }
+            if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
+                if self.outstanding.is_none() {
+                    t.set(Timer::Dpd, self.last_heard + d);
+                }
+            }
+        }
+        t
+    }
+
     /// The earliest timer of this SA.
     pub(crate) fn next_timeout(
         &self,
         config: &crate::config::Config,
         conns: &[Connection],
     ) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut at = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
-        if self.is_dead() {
-            return None;
-        }
-        if let Some(o) = &self.outstanding {
-            at(o.deadline);
-        }
-        if self.state == State::InitReplied {
-            at(self.created + config.half_open_timeout);
-        }
-        if self.state == State::Established {
-            if let Some(r) = self.rekey_at {
-                at(r);
-            }
-            for c in &self.children {
-                if c.state == ChildState::Installed {
-                    if let Some(r) = c.rekey_at {
-                        at(r);
-                    }
-                }
-            }
-            if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
-                if self.outstanding.is_none() {
-                    at(self.last_heard + d);
-                }
-            }
-        }
-        t
+        self.timers(config, conns).next()
     }
 
     /// Runs whatever timers are due.

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpus of every fuzz target, fuzz/corpus/<target>/, from the
+strongSwan charon captures in ike/tests/data/charon/ (real IKE messages and ESP packets).
+
+Each seed is named by the SHA-1 of its bytes, as libFuzzer names corpus files; running
+this again gives the same files. With cargo-fuzz installed, `cargo fuzz cmin <target>`
+minimizes a corpus grown from these seeds.
+"""
+
+import glob
+import hashlib
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CAPTURES = os.path.join(HERE, "..", "ike", "tests", "data", "charon")
+
+
+def captures():
+    """(scenario, name, bytes) of every captured datagram, in capture order."""
+    for path in sorted(glob.glob(os.path.join(CAPTURES, "*", "[0-9][0-9]-*.hex"))):
+        name = os.path.basename(path)
+        if name.endswith(".plain.hex"):
+            continue
+        with open(path) as f:
+            data = bytes.fromhex(f.read().strip())
+        yield os.path.basename(os.path.dirname(path)), name, data
+
+
+def is_ike(name):
+    return not re.match(r"\d\d-esp-", name)
+
+
+def write(target, seeds):
+    out = os.path.join(HERE, "corpus", target)
+    os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):
+        os.remove(os.path.join(out, old))
+    for seed in seeds:
+        with open(os.path.join(out, hashlib.sha1(seed).hexdigest()), "wb") as f:
+            f.write(seed)
+
+
+def main():
+    caps = list(captures())
+    ike = [d for _, n, d in caps if is_ike(n)]
+    esp = [d for _, n, d in caps if not is_ike(n)]
+    # ike_decode: one whole IKE message.
+    write("ike_decode", ike)
+    # ike_responder: a split byte (0: everything goes to port 4500), then the datagram;
+    # the requests the charon initiators sent.
+    write("ike_responder", [b"\x00" + d for _, n, d in caps if is_ike(n) and "-req" in n])
+    # ike_initiator: length-prefixed datagrams; each scenario's responses in order, so
+    # INVALID_KE's two IKE_SA_INIT responses come as a sequence.
+    by_scenario = {}
+    for s, n, d in caps:
+        if is_ike(n) and "-resp" in n:
+            by_scenario.setdefault(s, []).append(len(d).to_bytes(2, "big") + d)
+    write("ike_initiator", [b"".join(v) for v in by_scenario.values()])
+    # ike_mutate: a message selector byte and mutation ops; capture bytes as ops.
+    write("ike_mutate", [bytes([i]) + d[:24] for i, d in enumerate(ike[:8])])
+    # natt_demux: port-4500 datagrams as received: ESP as is, IKE behind the non-ESP
+    # marker (RFC 3948 2.2), and a NAT keepalive.
+    write("natt_demux", esp + [b"\x00\x00\x00\x00" + d for d in ike] + [b"\xff"])
+    # esp_decap: mode 0 (AES-GCM-128, no ESN), window top 0, then each captured ESP
+    # packet as one raw record (tag 0).
+    write("esp_decap", [bytes(9) + bytes([0, min(len(d), 255)]) + d[:255] for d in esp])
+
+
+if __name__ == "__main__":
+    main()
