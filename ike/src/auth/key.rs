@@ -8,7 +8,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::asn1::{self, tag};
-use super::sigalg::{ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA};
+use super::sigalg::{ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA, ALG_ID_SHA384_RSA, ALG_ID_SHA512_RSA};
 use super::Error;
 use crate::iana::{auth, hash};
 use crate::wire::Authentication;
@@ -23,7 +23,8 @@ const EC_P256_ALG_ID: &[u8] = &[
 pub struct PrivateKey(Inner);
 
 enum Inner {
-    /// The same P-256 key for RFC 4754 (r || s) and RFC 7427 (DER) signatures.
+    /// The same P-256 key for RFC 4754 (r || s) and RFC 7427 (DER) signatures, both
+    /// with SHA-256 (ring signs P-256 with SHA-256 only).
     Ecdsa {
         fixed: Box<EcdsaKeyPair>,
         asn1: Box<EcdsaKeyPair>,
@@ -100,15 +101,17 @@ impl PrivateKey {
         spki.subject_public_key.as_bytes() == Some(ours)
     }
 
-    /// Signs `octets` into an AUTH payload: RFC 7427 (SHA-256) when the peer sent
-    /// SIGNATURE_HASH_ALGORITHMS with SHA2-256, else RFC 4754 for ECDSA.
+    /// Signs `octets` into an AUTH payload: RFC 7427 with the first of SHA2-256,
+    /// SHA2-384, SHA2-512 that the peer announced in SIGNATURE_HASH_ALGORITHMS and this
+    /// key can sign with (RSA: all three, PKCS#1 v1.5; ECDSA P-256: SHA2-256), else
+    /// RFC 4754 (method 9, P-256 with SHA-256) for ECDSA.
     pub fn sign_auth(&self, peer_hashes: &[u16], octets: &[u8]) -> Result<Authentication, Error> {
         let rng = SystemRandom::new();
         let failed = |_| Error::InvalidKey("signing failed".into());
-        let rfc7427 = peer_hashes.contains(&hash::SHA2_256);
+        let offered = |h: u16| peer_hashes.contains(&h);
         match &self.0 {
             Inner::Ecdsa { fixed, asn1 } => {
-                if rfc7427 {
+                if offered(hash::SHA2_256) {
                     let s = asn1.sign(&rng, octets).map_err(failed)?;
                     Ok(digital_signature(ALG_ID_ECDSA_SHA256, s.as_ref()))
                 } else {
@@ -120,14 +123,20 @@ impl PrivateKey {
                 }
             }
             Inner::Rsa(k) => {
-                // Method 1 would need SHA-1 signatures, which ring does not make.
-                if !rfc7427 {
-                    return Err(Error::NoSignatureHashes);
-                }
+                let (scheme, alg_id): (&'static dyn sig::RsaEncoding, _) =
+                    if offered(hash::SHA2_256) {
+                        (&sig::RSA_PKCS1_SHA256, ALG_ID_SHA256_RSA)
+                    } else if offered(hash::SHA2_384) {
+                        (&sig::RSA_PKCS1_SHA384, ALG_ID_SHA384_RSA)
+                    } else if offered(hash::SHA2_512) {
+                        (&sig::RSA_PKCS1_SHA512, ALG_ID_SHA512_RSA)
+                    } else {
+                        // Method 1 would need SHA-1 signatures, which ring does not make.
+                        return Err(Error::NoSignatureHashes);
+                    };
                 let mut s = vec![0; k.public().modulus_len()];
-                k.sign(&sig::RSA_PKCS1_SHA256, &rng, octets, &mut s)
-                    .map_err(failed)?;
-                Ok(digital_signature(ALG_ID_SHA256_RSA, &s))
+                k.sign(scheme, &rng, octets, &mut s).map_err(failed)?;
+                Ok(digital_signature(alg_id, &s))
             }
         }
     }

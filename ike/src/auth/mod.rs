@@ -17,6 +17,16 @@ pub use key::PrivateKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+/// The hashes announced in SIGNATURE_HASH_ALGORITHMS (RFC 7427 4): every one of them is
+/// verified with RSA PKCS#1 v1.5, RSA-PSS and ECDSA on P-256 and P-384 (a peer may pick
+/// any; libreswan picks the strongest), which `tests::every_announced_hash_verifies`
+/// walks.
+pub const ANNOUNCED_HASHES: [u16; 3] = [
+    crate::iana::hash::SHA2_256,
+    crate::iana::hash::SHA2_384,
+    crate::iana::hash::SHA2_512,
+];
+
 /// Why a key, identity, certificate chain or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -20,6 +20,7 @@ const SHA384: &str = "2.16.840.1.101.3.4.2.2";
 const SHA512: &str = "2.16.840.1.101.3.4.2.3";
 const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+const ECDSA_SHA512: &str = "1.2.840.10045.4.3.4";
 const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const P256: &str = "1.2.840.10045.3.1.7";
 const P384: &str = "1.3.132.0.34";
@@ -31,6 +32,15 @@ pub(crate) const ALG_ID_SHA256_RSA: &[u8] = &[
 /// RFC 7427 Appendix A: ecdsa-with-SHA256, no parameters.
 pub(crate) const ALG_ID_ECDSA_SHA256: &[u8] = &[
     0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+];
+
+/// RFC 7427 Appendix A: sha384WithRSAEncryption with NULL parameters.
+pub(crate) const ALG_ID_SHA384_RSA: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c, 0x05, 0x00,
+];
+/// RFC 7427 Appendix A: sha512WithRSAEncryption with NULL parameters.
+pub(crate) const ALG_ID_SHA512_RSA: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d, 0x05, 0x00,
 ];
 
 /// A digest paired with a signature scheme.
@@ -89,6 +99,7 @@ impl SigAlg {
             SHA512_WITH_RSA => SigAlg::RsaPkcs1(Hash::Sha512),
             ECDSA_SHA256 => SigAlg::Ecdsa(Hash::Sha256),
             ECDSA_SHA384 => SigAlg::Ecdsa(Hash::Sha384),
+            ECDSA_SHA512 => SigAlg::Ecdsa(Hash::Sha512),
             RSASSA_PSS => {
                 let params = alg.parameters.as_ref().ok_or_else(unsupported)?;
                 SigAlg::RsaPss(
@@ -218,6 +229,9 @@ impl PublicKey {
             (PublicKey::P384(k), SigAlg::Ecdsa(Sha256)) => (&sig::ECDSA_P384_SHA256_ASN1, k),
             (PublicKey::P384(k), SigAlg::Ecdsa(Sha384)) => (&sig::ECDSA_P384_SHA384_ASN1, k),
             (PublicKey::P256(k), SigAlg::EcdsaP256Fixed) => (&sig::ECDSA_P256_SHA256_FIXED, k),
+            (PublicKey::P256(k) | PublicKey::P384(k), SigAlg::Ecdsa(Sha512)) => {
+                return self.verify_ecdsa_sha512(k, msg, signature, what);
+            }
             (key, alg) => {
                 let kind = match key {
                     PublicKey::Rsa(_) => "RSA",
@@ -232,5 +246,34 @@ impl PublicKey {
         UnparsedPublicKey::new(ring_alg, key)
             .verify(msg, signature)
             .map_err(|_| Error::BadSignature(what.to_string()))
+    }
+
+    /// ECDSA with SHA-512 and a DER signature on P-256 or P-384, which ring does not
+    /// verify: the digest from ring, the curve arithmetic from the RustCrypto crates
+    /// (FIPS 186-4 6.4: a digest longer than the curve order is cut to its leftmost bits).
+    fn verify_ecdsa_sha512(
+        &self,
+        point: &[u8],
+        msg: &[u8],
+        signature: &[u8],
+        what: &str,
+    ) -> Result<(), Error> {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        let digest = ring::digest::digest(&ring::digest::SHA512, msg);
+        let bad = |_| Error::BadSignature(what.to_string());
+        let bad_key = |_| Error::Malformed("EC public key".into());
+        match self {
+            PublicKey::P256(_) => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad_key)?;
+                let sig = p256::ecdsa::Signature::from_der(signature).map_err(bad)?;
+                key.verify_prehash(digest.as_ref(), &sig).map_err(bad)
+            }
+            PublicKey::P384(_) => {
+                let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad_key)?;
+                let sig = p384::ecdsa::Signature::from_der(signature).map_err(bad)?;
+                key.verify_prehash(digest.as_ref(), &sig).map_err(bad)
+            }
+            PublicKey::Rsa(_) => Err(Error::UnsupportedAlgorithm("ECDSA with an RSA key".into())),
+        }
     }
 }

@@ -7,7 +7,7 @@ use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs1KeyDer;
 
-use super::sigalg::{Hash, SigAlg, ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA};
+use super::sigalg::{self, Hash, SigAlg, ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA};
 use super::*;
 use crate::iana::{auth, hash, id};
 use crate::wire::{Authentication, Identification};
@@ -324,4 +324,181 @@ fn malformed_certificates_never_panic() {
     }
     assert!(load_certs_pem(b"garbage").is_err());
     assert!(TrustStore::from_der(vec![vec![1, 2, 3]]).is_err());
+}
+
+/// DER AlgorithmIdentifier of an RFC 7427 scheme, built here independently of the
+/// constants the signing code uses.
+fn alg_id(alg: SigAlg) -> Vec<u8> {
+    use super::asn1::{encode, tag};
+    let oid = |arcs: &[u8]| encode(tag::OID, arcs);
+    let hash_oid = |h: Hash| {
+        let last = match h {
+            Hash::Sha256 => 1,
+            Hash::Sha384 => 2,
+            Hash::Sha512 => 3,
+            Hash::Sha1 => unreachable!("not announced"),
+        };
+        oid(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, last])
+    };
+    let rsa = |last: u8| oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last]);
+    let null = [0x05, 0x00];
+    let body = match alg {
+        SigAlg::RsaPkcs1(h) => {
+            let last = match h {
+                Hash::Sha256 => 11,
+                Hash::Sha384 => 12,
+                _ => 13,
+            };
+            [rsa(last), null.to_vec()].concat()
+        }
+        SigAlg::Ecdsa(h) => {
+            let last = match h {
+                Hash::Sha256 => 2,
+                Hash::Sha384 => 3,
+                _ => 4,
+            };
+            oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, last])
+        }
+        SigAlg::RsaPss(h) => {
+            let hash_alg = encode(tag::SEQUENCE, &[hash_oid(h), null.to_vec()].concat());
+            let mgf = encode(tag::SEQUENCE, &[rsa(8), hash_alg.clone()].concat());
+            let salt = match h {
+                Hash::Sha256 => 32,
+                Hash::Sha384 => 48,
+                _ => 64,
+            };
+            let params = [
+                encode(0xa0, &hash_alg),
+                encode(0xa1, &mgf),
+                encode(0xa2, &encode(tag::INTEGER, &[salt])),
+            ]
+            .concat();
+            [rsa(10), encode(tag::SEQUENCE, &params)].concat()
+        }
+        SigAlg::EcdsaP256Fixed => unreachable!("no AlgorithmIdentifier"),
+    };
+    encode(tag::SEQUENCE, &body)
+}
+
+fn digital_signature(alg: SigAlg, signature: &[u8]) -> Authentication {
+    let id = alg_id(alg);
+    let mut data = vec![id.len() as u8];
+    data.extend(&id);
+    data.extend(signature);
+    Authentication {
+        method: auth::DIGITAL_SIGNATURE,
+        data,
+    }
+}
+
+/// Checks `a` against `peer` and that a flipped bit fails.
+fn verifies(peer: &VerifiedPeer, a: &Authentication, what: &str) {
+    peer.verify_auth(a, b"octets")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        peer.verify_auth(&tamper(a), b"octets").is_err(),
+        "{what}: tampered"
+    );
+}
+
+/// Issue 20 fault 1: every hash esprit announces is verified with every key type and
+/// scheme a peer may use (libreswan signs ECDSA P-256 with SHA-512), and what esprit
+/// signs with its own keys verifies too, for every hash a peer may announce alone.
+#[test]
+fn every_announced_hash_verifies() {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let hashes: Vec<Hash> = ANNOUNCED_HASHES
+        .iter()
+        .map(|h| match *h {
+            hash::SHA2_256 => Hash::Sha256,
+            hash::SHA2_384 => Hash::Sha384,
+            hash::SHA2_512 => Hash::Sha512,
+            other => panic!("announced hash {other} has no verifier"),
+        })
+        .collect();
+    let digest = |h: Hash| {
+        let alg = match h {
+            Hash::Sha256 => &ring::digest::SHA256,
+            Hash::Sha384 => &ring::digest::SHA384,
+            _ => &ring::digest::SHA512,
+        };
+        ring::digest::digest(alg, b"octets").as_ref().to_vec()
+    };
+
+    // RSA, PKCS#1 v1.5 and PSS, signed by ring with the certificate's key.
+    let pkcs1 = PrivatePkcs1KeyDer::from_pem_slice(fixture!("cloud-connector.key")).unwrap();
+    let rsa = RsaKeyPair::from_der(pkcs1.secret_pkcs1_der()).unwrap();
+    for &h in &hashes {
+        let (pkcs1_alg, pss_alg): (
+            &dyn ring::signature::RsaEncoding,
+            &dyn ring::signature::RsaEncoding,
+        ) = match h {
+            Hash::Sha256 => (&ring::signature::RSA_PKCS1_SHA256, &RSA_PSS_SHA256),
+            Hash::Sha384 => (
+                &ring::signature::RSA_PKCS1_SHA384,
+                &ring::signature::RSA_PSS_SHA384,
+            ),
+            _ => (
+                &ring::signature::RSA_PKCS1_SHA512,
+                &ring::signature::RSA_PSS_SHA512,
+            ),
+        };
+        for (scheme, alg) in [
+            (pkcs1_alg, SigAlg::RsaPkcs1(h)),
+            (pss_alg, SigAlg::RsaPss(h)),
+        ] {
+            let mut sig = vec![0; rsa.public().modulus_len()];
+            rsa.sign(scheme, &SystemRandom::new(), b"octets", &mut sig)
+                .unwrap();
+            verifies(&cloud(), &digital_signature(alg, &sig), &format!("{alg:?}"));
+        }
+    }
+
+    // ECDSA on P-256 and P-384 with each hash, signed over the digest by RustCrypto
+    // (FIPS 186-4 truncation of a long digest included), DER signatures.
+    let p256_key = p256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
+    let p384_key = p384::ecdsa::SigningKey::from_bytes(&[9u8; 48].into()).unwrap();
+    let p256_point = p256_key.verifying_key().to_encoded_point(false);
+    let p384_point = p384_key.verifying_key().to_encoded_point(false);
+    for &h in &hashes {
+        let alg = SigAlg::Ecdsa(h);
+        let id = SigAlg::from_der(&alg_id(alg)).unwrap();
+        assert_eq!(id, alg);
+        let s256: p256::ecdsa::Signature = p256_key.sign_prehash(&digest(h)).unwrap();
+        let s384: p384::ecdsa::Signature = p384_key.sign_prehash(&digest(h)).unwrap();
+        for (key, sig, curve) in [
+            (
+                sigalg::PublicKey::P256(p256_point.as_bytes().to_vec()),
+                s256.to_der().as_bytes().to_vec(),
+                "P-256",
+            ),
+            (
+                sigalg::PublicKey::P384(p384_point.as_bytes().to_vec()),
+                s384.to_der().as_bytes().to_vec(),
+                "P-384",
+            ),
+        ] {
+            key.verify(alg, b"octets", &sig, "AUTH")
+                .unwrap_or_else(|e| panic!("{curve} {h:?}: {e}"));
+            let mut bad = sig.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(key.verify(alg, b"octets", &bad, "AUTH").is_err());
+            assert!(key.verify(alg, b"other", &sig, "AUTH").is_err());
+        }
+    }
+
+    // Our own keys, for a peer that announces exactly one hash.
+    let ours_rsa = PrivateKey::from_pem(fixture!("cloud-connector.key")).unwrap();
+    let ours_ec = PrivateKey::from_pem(fixture!("edge1.key")).unwrap();
+    for only in ANNOUNCED_HASHES {
+        let a = ours_rsa.sign_auth(&[only], b"octets").unwrap();
+        verifies(&cloud(), &a, &format!("our RSA key, peer announces {only}"));
+        let a = ours_ec.sign_auth(&[only], b"octets").unwrap();
+        verifies(
+            &edge1(),
+            &a,
+            &format!("our ECDSA key, peer announces {only}"),
+        );
+    }
 }

@@ -45,11 +45,7 @@ impl CookieJar<'_> {
 /// Hash algorithms we can sign and verify with (RFC 7427 4).
 fn signature_hashes() -> Vec<u8> {
     let mut d = Vec::new();
-    for h in [
-        crate::iana::hash::SHA2_256,
-        crate::iana::hash::SHA2_384,
-        crate::iana::hash::SHA2_512,
-    ] {
+    for h in crate::auth::ANNOUNCED_HASHES {
         d.extend_from_slice(&h.to_be_bytes());
     }
     d
