@@ -65,6 +65,20 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Rekey a connection's child SAs (all, or one child) or its IKE SA, like
+    /// `swanctl --rekey`; the old SAs keep carrying traffic until the new ones are up.
+    Rekey {
+        /// Connection name.
+        name: String,
+        /// Only this child's SA (default: every child SA of the connection).
+        #[arg(long, conflicts_with = "ike")]
+        child: Option<String>,
+        /// Rekey the IKE SA instead of the child SAs.
+        #[arg(long)]
+        ike: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Build two network namespaces, run two esprit peers between them, ping and measure
     /// throughput through the tunnel, then clean up (needs root).
     Demo {
@@ -175,6 +189,14 @@ fn initiate(
     Err(format!("{name}: not established after {timeout}s"))
 }
 
+/// Sends one command and prints the daemon's answer.
+fn command(daemon: &DaemonArgs, req: &Request) -> Result<(), String> {
+    if let Response::Ok { message } = ask(&daemon.socket()?, req)? {
+        println!("{message}");
+    }
+    Ok(())
+}
+
 fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -225,6 +247,19 @@ fn main() -> ExitCode {
                 println!("{message}");
             }
         }),
+        Command::Rekey {
+            name,
+            child,
+            ike,
+            daemon,
+        } => command(
+            &daemon,
+            &Request::Rekey {
+                conn: name,
+                child,
+                ike,
+            },
+        ),
         Command::Demo { seconds } => demo::run(seconds),
     };
     match result {

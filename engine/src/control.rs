@@ -1,5 +1,6 @@
-//! The control socket: a Unix stream socket on which `esprit status`, `initiate` and
-//! `terminate` send one JSON request line and read one JSON response line.
+//! The control socket: a Unix stream socket on which `esprit status`, `initiate`,
+//! `terminate` and `rekey` send one JSON request line and read one JSON
+//! response line.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -29,6 +30,17 @@ pub enum Request {
     Terminate {
         /// Connection name.
         conn: String,
+    },
+    /// Rekey a connection's child SAs (all, or one child), or its IKE SA, make-before-break.
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Only the child SAs of this child.
+        #[serde(default)]
+        child: Option<String>,
+        /// The IKE SA instead of child SAs.
+        #[serde(default)]
+        ike: bool,
     },
 }
 

@@ -347,6 +347,10 @@ async fn command(st: &mut Sas, io: &Io, req: Request) -> Response {
             },
             Err(message) => Response::Error { message },
         },
+        Request::Rekey { conn, child, ike } => match st.rekey(now, &conn, child.as_deref(), ike) {
+            Ok(message) => Response::Ok { message },
+            Err(message) => Response::Error { message },
+        },
     }
 }
 

@@ -187,6 +187,64 @@ impl Sas {
         self.ep.terminate(now, conn).map_err(|e| e.to_string())
     }
 
+    /// Rekeys, make-before-break, the installed child SAs of `conn` (those of `child`
+    /// only, when given), or with `ike` its established IKE SAs (RFC 7296 2.8, 2.18).
+    /// Returns what was started.
+    pub(crate) fn rekey(
+        &mut self,
+        now: Instant,
+        conn: &str,
+        child: Option<&str>,
+        ike: bool,
+    ) -> Result<String, String> {
+        let plan = self
+            .plan(conn)
+            .ok_or_else(|| format!("no connection named {conn:?}"))?;
+        if let Some(c) = child {
+            if !plan.children.iter().any(|p| p.name == c) {
+                return Err(format!("connection {conn:?} has no child {c:?}"));
+            }
+        }
+        if ike {
+            let ids: Vec<IkeSaId> = self
+                .ep
+                .ike_sas()
+                .into_iter()
+                .filter(|sa| sa.conn == conn && sa.state == "ESTABLISHED")
+                .map(|sa| sa.id)
+                .collect();
+            if ids.is_empty() {
+                return Err(format!("{conn}: no established IKE SA to rekey"));
+            }
+            for id in &ids {
+                self.ep.rekey_ike(now, *id).map_err(|e| e.to_string())?;
+            }
+            let list: Vec<String> = ids.iter().map(|id| format!("#{}", id.0)).collect();
+            return Ok(format!("{conn}: rekeying IKE SA {}", list.join(" ")));
+        }
+        // A child already replaced by a rekey is on its way out; its successor counts.
+        let mut spis: Vec<(u32, String)> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.key.0 == conn && c.successor.is_none())
+            .filter(|(_, c)| child.is_none_or(|n| c.key.1 == n))
+            .map(|(spi, c)| (*spi, c.key.1.clone()))
+            .collect();
+        if spis.is_empty() {
+            let what = child.map_or(String::new(), |c| format!(".{c}"));
+            return Err(format!("{conn}{what}: no installed child SA to rekey"));
+        }
+        spis.sort();
+        for (spi, _) in &spis {
+            self.ep.rekey_child(now, *spi).map_err(|e| e.to_string())?;
+        }
+        let list: Vec<String> = spis
+            .iter()
+            .map(|(spi, name)| format!("{name} {spi:08x}_i"))
+            .collect();
+        Ok(format!("{conn}: rekeying child SA {}", list.join(", ")))
+    }
+
     fn install_trap(&mut self, key: &ChildKey) {
         if self.traps.contains_key(key) {
             return;
