@@ -79,6 +79,13 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Re-read the daemon's configuration file (like SIGHUP): new connections are
+    /// added, removed ones deleted at the peer, changed ones renegotiated, and the SAs of
+    /// unchanged ones left alone; a file with an error changes nothing.
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Build two network namespaces, run two esprit peers between them, ping and measure
     /// throughput through the tunnel, then clean up (needs root).
     Demo {
@@ -260,6 +267,7 @@ fn main() -> ExitCode {
                 ike,
             },
         ),
+        Command::Reload { daemon } => command(&daemon, &Request::Reload),
         Command::Demo { seconds } => demo::run(seconds),
     };
     match result {

@@ -1,5 +1,5 @@
 //! The control socket: a Unix stream socket on which `esprit status`, `initiate`,
-//! `terminate` and `rekey` send one JSON request line and read one JSON
+//! `terminate`, `rekey` and `reload` send one JSON request line and read one JSON
 //! response line.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -31,6 +31,8 @@ pub enum Request {
         /// Connection name.
         conn: String,
     },
+    /// Read the configuration file again and apply it.
+    Reload,
     /// Rekey a connection's child SAs (all, or one child), or its IKE SA, make-before-break.
     Rekey {
         /// Connection name.

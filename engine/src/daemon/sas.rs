@@ -21,6 +21,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// packets the peer sent just before it switched.
 const INBOUND_GRACE: Duration = Duration::from_secs(2);
 
+/// A removed connection as ike keeps it: ike refers to connections by position, so the
+/// slot stays (a connection of that name loaded later takes it over), but it matches no
+/// peer any more (no address equals the unspecified one), has no children, and never
+/// rekeys or checks liveness while its last SAs are deleted.
+fn retired(conn: &ike::config::Connection) -> ike::config::Connection {
+    let mut c = conn.clone();
+    c.remote_addrs = vec![IpAddr::from([0, 0, 0, 0])];
+    c.children.clear();
+    c.dpd_delay = None;
+    c.rekey_time = Duration::ZERO;
+    c
+}
+
 /// (connection, child) names.
 pub(crate) type ChildKey = (String, String);
 
@@ -65,6 +78,18 @@ pub(crate) struct Sas {
     stopped: HashSet<String>,
     /// Shutting down: no restarts.
     pub(crate) closing: bool,
+    /// Connections replaced by a reload whose old IKE SAs are being deleted: started
+    /// anew once the last one is gone.
+    replaced: HashSet<String>,
+}
+
+/// What a reload did, by connection name.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadSummary {
+    pub(crate) added: Vec<String>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) replaced: Vec<String>,
+    pub(crate) unchanged: Vec<String>,
 }
 
 impl Sas {
@@ -90,6 +115,7 @@ impl Sas {
             failures: HashMap::new(),
             stopped: HashSet::new(),
             closing: false,
+            replaced: HashSet::new(),
         }
     }
 
@@ -104,9 +130,17 @@ impl Sas {
 
     /// `start_action` at startup: traps installed, `start` connections initiated.
     pub(crate) fn start(&mut self, now: Instant) {
+        let names: Vec<String> = self.plans.iter().map(|p| p.conn.name.clone()).collect();
+        for name in names {
+            self.start_conn(now, &name);
+        }
+    }
+
+    /// `start_action` of one connection's children.
+    fn start_conn(&mut self, now: Instant, conn: &str) {
         let mut starts = Vec::new();
         let mut traps = Vec::new();
-        for p in &self.plans {
+        if let Some(p) = self.plan(conn) {
             for c in &p.children {
                 let key = (p.conn.name.clone(), c.name.clone());
                 match c.start_action {
@@ -185,6 +219,92 @@ impl Sas {
         self.retries.remove(conn);
         self.deferred.retain(|k| k.0 != conn);
         self.ep.terminate(now, conn).map_err(|e| e.to_string())
+    }
+
+    /// Applies a reloaded configuration: connections not in `plans` are unloaded and
+    /// their SAs deleted at the peer; those named in `changed` are unloaded the same way
+    /// and started anew from their new definition once their old IKE SAs are gone; new
+    /// ones are added and started. The others keep their SAs untouched, and only get
+    /// their credentials refreshed for future negotiations.
+    pub(crate) fn reload(
+        &mut self,
+        now: Instant,
+        plans: Vec<ConnectionPlan>,
+        changed: &HashSet<String>,
+    ) -> ReloadSummary {
+        let mut sum = ReloadSummary::default();
+        let old: Vec<String> = self.plans.iter().map(|p| p.conn.name.clone()).collect();
+        for name in &old {
+            if !plans.iter().any(|p| &p.conn.name == name) {
+                self.unload(now, name);
+                if let Some(conn) = self.ep.connections().iter().find(|c| &c.name == name) {
+                    let retired = retired(conn);
+                    self.ep.add_connection(retired);
+                }
+                tracing::info!("{name}: connection unloaded");
+                sum.removed.push(name.clone());
+            }
+        }
+        for plan in &plans {
+            let name = plan.conn.name.clone();
+            if !old.contains(&name) {
+                sum.added.push(name);
+            } else if changed.contains(&name) {
+                let busy = self.ep.ike_sas().iter().any(|sa| sa.conn == name);
+                self.unload(now, &name);
+                if busy {
+                    self.replaced.insert(name.clone());
+                }
+                tracing::info!("{name}: connection changed, replacing its SAs");
+                sum.replaced.push(name);
+            } else {
+                sum.unchanged.push(name);
+            }
+        }
+        // ike refers to connections by position: an unchanged one is updated in place,
+        // so its SAs never notice.
+        for plan in &plans {
+            self.ep.add_connection(plan.conn.clone());
+        }
+        self.plans = plans;
+        let starts: Vec<String> = sum
+            .added
+            .iter()
+            .chain(sum.replaced.iter())
+            .filter(|n| !self.replaced.contains(*n))
+            .cloned()
+            .collect();
+        for name in starts {
+            self.start_conn(now, &name);
+        }
+        sum
+    }
+
+    /// Forgets what the engine does for `conn` (traps, retries, deferred children) and
+    /// deletes its IKE SAs at the peer.
+    fn unload(&mut self, now: Instant, conn: &str) {
+        self.retries.remove(conn);
+        self.failures.remove(conn);
+        self.stopped.remove(conn);
+        self.replaced.remove(conn);
+        self.deferred.retain(|k| k.0 != conn);
+        self.pending.retain(|k| k.0 != conn);
+        let traps: Vec<(ChildKey, TrapId)> = self
+            .traps
+            .iter()
+            .filter(|(k, _)| k.0 == conn)
+            .map(|(k, t)| (k.clone(), *t))
+            .collect();
+        for (key, trap) in traps {
+            self.traps.remove(&key);
+            if let Some((_, nets)) = self.trap_owner.remove(&trap) {
+                self.routes.release(&nets);
+            }
+            self.dp.out.send(OutCmd::RemoveTrap { trap });
+        }
+        if let Err(e) = self.ep.terminate(now, conn) {
+            tracing::debug!("{conn}: {e}");
+        }
     }
 
     /// Rekeys, make-before-break, the installed child SAs of `conn` (those of `child`
@@ -518,6 +638,13 @@ impl Sas {
             self.failures.insert(conn.to_string(), reason.to_string());
         }
         if matches!(reason, DownReason::Rekeyed) {
+            return;
+        }
+        if self.replaced.contains(conn) {
+            if !self.ep.ike_sas().iter().any(|sa| sa.conn == conn) {
+                self.replaced.remove(conn);
+                self.start_conn(now, conn);
+            }
             return;
         }
         let Some(plan) = self.plan(conn) else {
