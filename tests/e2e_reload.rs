@@ -211,5 +211,24 @@ fn sighup_reloads_and_a_broken_file_changes_nothing() {
     assert!(line.contains(&want), "{line}");
     let s = bench.status(Who::A);
     assert_eq!(of(&s, "peer"), peer0, "{s}");
-    assert_eq!(of(&s, "more").len(), 1, "{s}");
+    let more0 = of(&s, "more");
+    assert_eq!(more0.len(), 1, "{s}");
+
+    // A changed connection is renegotiated from its new definition; peer stays put.
+    let changed = extra.replace(
+        "start_action = \"start\"",
+        "start_action = \"start\"\nrekey_time = \"30m\"",
+    );
+    bench.write_config(Who::A, &changed);
+    bench
+        .daemon_mut(Who::A)
+        .proc
+        .signal(libc::SIGHUP)
+        .expect("SIGHUP");
+    bench.wait_log(Who::A, "replaced more, unchanged peer", SETUP);
+    bench.wait_status(Who::A, "more on a new IKE SA", SETUP, |s| {
+        let now = of(s, "more");
+        (now.len() == 1 && now[0].1 != more0[0].1 && s.ike_sas.len() == 2).then_some(())
+    });
+    assert_eq!(of(&bench.status(Who::A), "peer"), peer0);
 }
