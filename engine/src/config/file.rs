@@ -181,6 +181,9 @@ pub struct ChildSection {
     /// Child SA rekey interval; absent: 1h, "0s": never.
     #[serde(default, deserialize_with = "duration_some")]
     pub rekey_time: Option<Duration>,
+    /// A command run through `/bin/sh -c` with strongSwan's `PLUTO_*` environment when
+    /// the child SA comes up, goes down or is rekeyed.
+    pub updown: Option<String>,
 }
 
 fn dynamic() -> Vec<String> {

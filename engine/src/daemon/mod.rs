@@ -9,6 +9,7 @@
 
 mod routes;
 mod sas;
+mod updown;
 
 use std::collections::HashSet;
 use std::io;
@@ -253,7 +254,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     for p in &cfg.connections {
         ep.add_connection(p.conn.clone());
     }
-    let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes);
+    let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes, tun_name.clone());
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP"))?;
@@ -336,9 +337,12 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     if left > 0 {
         tracing::warn!("{left} IKE SA(s) not confirmed deleted by their peers");
     }
-    let Sas { dp, routes, .. } = st;
+    let Sas {
+        dp, routes, updown, ..
+    } = st;
     dp.stop();
     drop(routes);
+    updown.finish(SHUTDOWN_GRACE);
     tracing::info!("esprit stopped");
     Ok(())
 }

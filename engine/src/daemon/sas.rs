@@ -9,6 +9,7 @@ use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
 use super::routes::OsRoutes;
+use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
 use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId};
 use crate::install;
@@ -46,6 +47,8 @@ struct Child {
     /// The inbound SPI of the child SA that rekeyed this one.
     successor: Option<u32>,
     nets: Vec<IpNet>,
+    /// What its updown scripts are told, when the child has one.
+    env: Option<ChildEnv>,
 }
 
 /// A retry (or first attempt) of a connection at a given time.
@@ -81,6 +84,9 @@ pub(crate) struct Sas {
     /// Connections replaced by a reload whose old IKE SAs are being deleted: started
     /// anew once the last one is gone.
     replaced: HashSet<String>,
+    /// The TUN device's name (`PLUTO_INTERFACE`).
+    tun_name: String,
+    pub(crate) updown: Updown,
 }
 
 /// What a reload did, by connection name.
@@ -98,6 +104,7 @@ impl Sas {
         plans: Vec<ConnectionPlan>,
         dp: Dataplane,
         routes: OsRoutes,
+        tun_name: String,
     ) -> Sas {
         Sas {
             ep,
@@ -116,6 +123,8 @@ impl Sas {
             stopped: HashSet::new(),
             closing: false,
             replaced: HashSet::new(),
+            tun_name,
+            updown: Updown::start(),
         }
     }
 
@@ -473,6 +482,9 @@ impl Sas {
                 tracing::info!("IKE SA #{} rekeyed as #{}", old.0, new.0);
                 for c in self.children.values_mut().filter(|c| c.ike == old) {
                     c.ike = new;
+                    if let Some(env) = c.env.as_mut() {
+                        env.unique_id = new.0;
+                    }
                 }
             }
             Event::ChildUp(info) => self.child_up(now, &info),
@@ -564,6 +576,15 @@ impl Sas {
             show(&info.remote_ts)
         );
         self.failures.remove(&key.0);
+        let env = self.child_env(info, route);
+        if let Some(env) = &env {
+            let verb = if how == "rekeyed" {
+                Verb::Rekey
+            } else {
+                Verb::Up
+            };
+            self.updown.call(env, verb);
+        }
         self.children.insert(
             info.spi_in,
             Child {
@@ -573,8 +594,41 @@ impl Sas {
                 route,
                 successor: None,
                 nets,
+                env,
             },
         );
+    }
+
+    /// The updown environment of a child SA just negotiated, if its child has a script.
+    fn child_env(&self, info: &ike::endpoint::ChildSaInfo, route: RouteId) -> Option<ChildEnv> {
+        let command = self
+            .plan(&info.conn)?
+            .children
+            .iter()
+            .find(|c| c.name == info.child)?
+            .updown
+            .clone()?;
+        let ike = self.ep.ike_sas().into_iter().find(|sa| sa.id == info.ike);
+        let (my_id, peer_id) = ike
+            .map(|sa| (sa.local_id, sa.remote_id))
+            .unwrap_or_default();
+        Some(ChildEnv {
+            command,
+            conn: info.conn.clone(),
+            child: info.child.clone(),
+            interface: self.tun_name.clone(),
+            unique_id: info.ike.0,
+            reqid: route,
+            me: info.local,
+            peer: info.remote,
+            my_id,
+            peer_id,
+            local_ts: info.local_ts.clone(),
+            remote_ts: info.remote_ts.clone(),
+            sources: OsRoutes::source_for(&info.local_ts),
+            spi_in: info.spi_in,
+            spi_out: info.spi_out,
+        })
     }
 
     fn child_down(&mut self, now: Instant, spi_in: u32, spi_out: u32, reason: &DownReason) {
@@ -610,6 +664,10 @@ impl Sas {
         if siblings.is_empty() {
             self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
             self.routes.release(&c.nets);
+            // The child is down for good (a collision's redundant SA is not).
+            if let Some(env) = &c.env {
+                self.updown.call(env, Verb::Down);
+            }
         } else {
             // RFC 7296 2.8.1: the redundant SA of a rekey collision is deleted as soon as
             // both are up, and the peer's outbound route may have moved onto it already:

@@ -113,6 +113,7 @@ fn the_documented_sample_resolves_with_a_psk() {
             name: "net".into(),
             start_action: StartAction::Start,
             dpd_action: DpdAction::Restart,
+            updown: None,
         }]
     );
 
