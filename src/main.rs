@@ -86,6 +86,15 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Print the esprit configuration equivalent to a strongSwan ipsec.conf (with its
+    /// ipsec.secrets; default: the one beside it) or swanctl.conf. Each option esprit
+    /// cannot carry gets a `# not carried:` comment line.
+    Import {
+        /// ipsec.conf or swanctl.conf.
+        config: PathBuf,
+        /// ipsec.secrets (ipsec.conf only).
+        secrets: Option<PathBuf>,
+    },
     /// Build two network namespaces, run two esprit peers between them, ping and measure
     /// throughput through the tunnel, then clean up (needs root).
     Demo {
@@ -196,6 +205,18 @@ fn initiate(
     Err(format!("{name}: not established after {timeout}s"))
 }
 
+fn import(config: &Path, secrets: Option<&Path>) -> Result<(), String> {
+    let out = engine::import::import(config, secrets).map_err(|e| e.to_string())?;
+    print!("{}", out.toml);
+    if out.not_carried > 0 {
+        eprintln!(
+            "esprit: {} option(s) not carried over; see the `# not carried:` lines",
+            out.not_carried
+        );
+    }
+    Ok(())
+}
+
 /// Sends one command and prints the daemon's answer.
 fn command(daemon: &DaemonArgs, req: &Request) -> Result<(), String> {
     if let Response::Ok { message } = ask(&daemon.socket()?, req)? {
@@ -268,6 +289,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Reload { daemon } => command(&daemon, &Request::Reload),
+        Command::Import { config, secrets } => import(&config, secrets.as_deref()),
         Command::Demo { seconds } => demo::run(seconds),
     };
     match result {
