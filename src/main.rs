@@ -1,13 +1,14 @@
 //! The esprit command-line binary.
 
 mod demo;
+mod logfmt;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use engine::control::{request, Request, Response};
 
 /// esprit: a pure-userspace IKEv2/ESP VPN engine.
@@ -30,6 +31,9 @@ enum Command {
         /// the device: for containers without CAP_NET_ADMIN.
         #[arg(long, value_name = "N")]
         tun_fd: Option<i32>,
+        /// Log lines as text or as one JSON object each.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Validate a configuration file without starting.
     Check {
@@ -102,6 +106,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+}
+
+/// `esprit run --log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How to find the daemon.
@@ -225,14 +238,17 @@ fn command(daemon: &DaemonArgs, req: &Request) -> Result<(), String> {
     Ok(())
 }
 
-fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
+fn run(config: PathBuf, tun_fd: Option<i32>, log_format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.event_format(logfmt::Json).init(),
+    }
     let tun_fd = match tun_fd {
         // SAFETY: F_GETFD only asks whether the number is an open descriptor.
         Some(fd) if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 => {
@@ -249,7 +265,11 @@ fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, tun_fd } => run(config, tun_fd),
+        Command::Run {
+            config,
+            tun_fd,
+            log_format,
+        } => run(config, tun_fd, log_format),
         Command::Check { config } => engine::config::load(&config)
             .map(|r| {
                 println!(

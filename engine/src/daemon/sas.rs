@@ -405,7 +405,14 @@ impl Sas {
         self.traps.insert(key.clone(), id);
         self.trap_owner.insert(id, (key.clone(), nets));
         self.dp.out.send(OutCmd::AddTrap { trap: id, policies });
-        tracing::info!("{}.{}: trap policy installed", key.0, key.1);
+        tracing::info!(
+            event = "trap",
+            conn = %key.0,
+            child = %key.1,
+            "{}.{}: trap policy installed",
+            key.0,
+            key.1
+        );
     }
 
     /// A packet hit a trap: negotiate its child.
@@ -455,6 +462,9 @@ impl Sas {
         match ev {
             Event::IkeUp(info) => {
                 tracing::info!(
+                    event = "ike_up",
+                    conn = %info.conn,
+                    ike = info.id.0,
                     "{}: IKE SA #{} established with {} ({}), {}",
                     info.conn,
                     info.id.0,
@@ -479,7 +489,14 @@ impl Sas {
                 }
             }
             Event::IkeRekeyed { old, new } => {
-                tracing::info!("IKE SA #{} rekeyed as #{}", old.0, new.0);
+                tracing::info!(
+                    event = "ike_rekeyed",
+                    ike = new.0,
+                    ike_old = old.0,
+                    "IKE SA #{} rekeyed as #{}",
+                    old.0,
+                    new.0
+                );
                 for c in self.children.values_mut().filter(|c| c.ike == old) {
                     c.ike = new;
                     if let Some(env) = c.env.as_mut() {
@@ -500,7 +517,12 @@ impl Sas {
                 reason,
                 ..
             } => {
-                tracing::warn!("{conn}.{child}: child SA failed: {reason}");
+                tracing::warn!(
+                    event = "child_failed",
+                    conn = %conn,
+                    child = %child,
+                    "{conn}.{child}: child SA failed: {reason}"
+                );
                 self.failures.insert(conn.clone(), reason.to_string());
                 let key = (conn, child);
                 self.pending.remove(&key);
@@ -510,7 +532,12 @@ impl Sas {
             }
             Event::IkeDown { id, conn, reason } => self.ike_down(now, id, &conn, &reason),
             Event::PeerAddressChanged { ike, remote } => {
-                tracing::info!("IKE SA #{}: peer moved to {remote}", ike.0);
+                tracing::info!(
+                    event = "peer_moved",
+                    ike = ike.0,
+                    "IKE SA #{}: peer moved to {remote}",
+                    ike.0
+                );
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
             }
             _ => {}
@@ -566,6 +593,12 @@ impl Sas {
                 .join(" ")
         };
         tracing::info!(
+            event = if how == "rekeyed" { "child_rekeyed" } else { "child_up" },
+            conn = %key.0,
+            child = %key.1,
+            ike = info.ike.0,
+            spi_in = %format_args!("{:08x}", info.spi_in),
+            spi_out = %format_args!("{:08x}", info.spi_out),
             "{}.{}: child SA {how}, SPIs {:08x}_i {:08x}_o, {}, {} === {}",
             key.0,
             key.1,
@@ -644,6 +677,11 @@ impl Sas {
             return;
         }
         tracing::info!(
+            event = "child_down",
+            conn = %c.key.0,
+            child = %c.key.1,
+            spi_in = %format_args!("{spi_in:08x}"),
+            spi_out = %format_args!("{spi_out:08x}"),
             "{}.{}: child SA {spi_in:08x}_i {spi_out:08x}_o down: {reason}",
             c.key.0,
             c.key.1
@@ -680,14 +718,29 @@ impl Sas {
         match reason {
             DownReason::AuthenticationFailed(why) => {
                 tracing::error!(
+                    event = "ike_down",
+                    conn = %conn,
+                    ike = id.0,
                     "{conn}: IKE SA #{} failed: authentication failed: {why}",
                     id.0
                 )
             }
             DownReason::Terminated | DownReason::Rekeyed | DownReason::DeletedByPeer => {
-                tracing::info!("{conn}: IKE SA #{} closed ({reason})", id.0)
+                tracing::info!(
+                    event = "ike_down",
+                    conn = %conn,
+                    ike = id.0,
+                    "{conn}: IKE SA #{} closed ({reason})",
+                    id.0
+                )
             }
-            _ => tracing::warn!("{conn}: IKE SA #{} down: {reason}", id.0),
+            _ => tracing::warn!(
+                event = "ike_down",
+                conn = %conn,
+                ike = id.0,
+                "{conn}: IKE SA #{} down: {reason}",
+                id.0
+            ),
         }
         if !matches!(
             reason,
