@@ -1,6 +1,6 @@
 //! End-to-end: the log an operator follows. With `--log-format json` every line of
 //! `esprit run` is one JSON object, and each SA event (IKE SA up, child SA up, rekeyed,
-//! down, IKE SA closed) is exactly one line at info carrying `event`, `conn`, `child`
+//! down, IKE SA rekeyed, closed) is exactly one line at info carrying `event`, `conn`, `child`
 //! and the SPIs as fields; the text format has the same lines.
 
 #[path = "e2e/common.rs"]
@@ -61,6 +61,20 @@ fn json_logs_have_one_info_line_per_sa_event() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    let out = bench.cli(&["rekey", "peer", "--ike", "--socket", &socket], SETUP);
+    assert!(out.status.success(), "{out:?}");
+    esprit::testbed::wait_ok(
+        "the IKE rekey in the log",
+        SETUP,
+        Duration::from_millis(50),
+        || {
+            a.log()
+                .contains("\"event\":\"ike_rekeyed\"")
+                .then_some(())
+                .ok_or("not yet")
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = bench.cli(&["terminate", "peer", "--socket", &socket], SETUP);
     assert!(out.status.success(), "{out:?}");
     esprit::testbed::wait_ok(
@@ -105,7 +119,14 @@ fn json_logs_have_one_info_line_per_sa_event() {
         "the rekeyed SA goes down"
     );
     assert_eq!(one("ike_up")["conn"], "peer");
-    assert_eq!(one("ike_down")["conn"], "peer");
+    // An IKE rekey is one event: the old SA's closing is not another.
+    let rekeyed = one("ike_rekeyed");
+    let down = one("ike_down");
+    assert_eq!(down["conn"], "peer");
+    assert_eq!(
+        down["ike"], rekeyed["ike"],
+        "the new IKE SA is the one closed"
+    );
     let ts = up["timestamp"].as_str().unwrap_or_default();
     assert!(ts.len() == 24 && ts.ends_with('Z'), "{ts}");
 

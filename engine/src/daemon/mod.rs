@@ -91,6 +91,9 @@ struct Running {
 /// [`Sas::reload`]). A file that does not load changes nothing; the error names its
 /// file, key and reason.
 fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, String> {
+    if st.closing {
+        return Err("shutting down: no reload".into());
+    }
     let rejected =
         |e: ConfigError| format!("reload rejected, the running configuration stays: {e}");
     let file = config::read(&running.path).map_err(rejected)?;

@@ -725,7 +725,11 @@ impl Sas {
                     id.0
                 )
             }
-            DownReason::Terminated | DownReason::Rekeyed | DownReason::DeletedByPeer => {
+            // The rekey was logged as one event ("rekeyed as #N") already.
+            DownReason::Rekeyed => {
+                tracing::debug!("{conn}: IKE SA #{} closed ({reason})", id.0)
+            }
+            DownReason::Terminated | DownReason::DeletedByPeer => {
                 tracing::info!(
                     event = "ike_down",
                     conn = %conn,
