@@ -184,4 +184,33 @@ mod tests {
         .unwrap();
         assert_eq!(s, r#"{"result":"ok","message":"x"}"#);
     }
+
+    #[test]
+    fn rekey_and_reload_requests() {
+        let r = Request::Rekey {
+            conn: "site-b".into(),
+            child: Some("net".into()),
+            ike: false,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"cmd":"rekey","conn":"site-b","child":"net","ike":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        // child and ike may be left out.
+        let short: Request = serde_json::from_str(r#"{"cmd":"rekey","conn":"x"}"#).unwrap();
+        assert_eq!(
+            short,
+            Request::Rekey {
+                conn: "x".into(),
+                child: None,
+                ike: false
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Reload).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
+    }
 }
