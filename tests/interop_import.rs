@@ -48,6 +48,10 @@ fn require() {
         (STARTER, "strongswan-starter"),
         ("/etc/ipsec.d", "strongswan-starter"),
         (
+            "/usr/lib/ipsec/plugins/libstrongswan-stroke.so",
+            "strongswan-starter",
+        ),
+        (
             "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so",
             "libcharon-extra-plugins",
         ),
