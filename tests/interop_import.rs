@@ -11,8 +11,9 @@
 //! the two namespaces have only their veth between them: nothing leaves them).
 //!
 //! Needs root, charon with kernel-libipsec and strongSwan's starter: strongswan-charon,
-//! strongswan-starter, strongswan-swanctl, libcharon-extra-plugins and openssl (RSA keys,
-//! as the seed's "RSA" secrets say). A missing one fails the test with its package name.
+//! strongswan-starter, strongswan-swanctl, libcharon-extra-plugins,
+//! libstrongswan-standard-plugins (the openssl plugin) and openssl (RSA keys, as the
+//! seed's "RSA" secrets say). A missing one fails the test with its package name.
 
 use std::fs;
 use std::net::IpAddr;
@@ -55,6 +56,10 @@ fn require() {
             "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so",
             "libcharon-extra-plugins",
         ),
+        (
+            "/usr/lib/ipsec/plugins/libstrongswan-openssl.so",
+            "libstrongswan-standard-plugins",
+        ),
     ] {
         assert!(
             Path::new(path).exists(),
@@ -68,6 +73,11 @@ fn require() {
 
 /// Runs `script` after sourcing lib.sh, with `env`; its output, or a panic with it.
 fn sh(script: &str, env: &[(&str, &str)]) -> String {
+    try_sh(script, env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`sh`] returning the failure.
+fn try_sh(script: &str, env: &[(&str, &str)]) -> Result<String, String> {
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!("set -e; source {LIB}; {script}"))
@@ -79,8 +89,11 @@ fn sh(script: &str, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "`{script}` failed: {text}");
-    text
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("`{script}` failed: {text}"))
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -101,10 +114,12 @@ fn host(dir: &Path, seed: &str, pki: &Pki, files: &[(&str, &str)]) {
         let leaf = pki.issue(cn, cn).expect("certificate");
         write(&dir.join("ipsec.d/certs").join(file), &leaf.cert_pem);
         let key = dir.join("ipsec.d/private").join(file);
-        write(&key, &leaf.key_pem);
+        let pkcs8 = dir.join(format!("{file}.pkcs8"));
+        write(&pkcs8, &leaf.key_pem);
+        fs::create_dir_all(dir.join("ipsec.d/private")).expect("mkdir");
         let out = Command::new("openssl")
             .args(["pkey", "-traditional", "-in"])
-            .arg(&key)
+            .arg(&pkcs8)
             .arg("-out")
             .arg(&key)
             .output()
@@ -179,7 +194,13 @@ fn an_imported_ipsec_conf_comes_up_against_charon_on_the_original() {
         )
         .expect("starter");
     fs::write(cdir.join("charon.pid"), format!("{}\n", charon.pid())).expect("pid");
-    sh("sw_wait_vici \"$D\" 20", &[("D", &d)]);
+    if let Err(e) = try_sh("sw_wait_vici \"$D\" 20", &[("D", &d)]) {
+        panic!(
+            "{e}\n--- starter ---\n{}\n--- charon.log ---\n{}",
+            read(&cdir.join("charon.out")),
+            read(&cdir.join("charon.log"))
+        );
+    }
     wait_ok(
         "charon loaded conn remote",
         SETUP,
@@ -223,11 +244,13 @@ fn an_imported_ipsec_conf_comes_up_against_charon_on_the_original() {
         sas.contains("remote: #") && sas.contains("ESTABLISHED"),
         "{sas}"
     );
+    eprintln!("charon on the original ipsec.conf:\n{sas}");
 
     // Counted UDP both ways between the inner subnets.
     for (from, to, addr, port) in [(&ne, &nc, "10.233.97.1", 4740), (&nc, &ne, "7.7.8.1", 4741)] {
         let addr: IpAddr = addr.parse().expect("address");
         let c = udp_counted(from, to, addr, port, 300, Duration::from_millis(2)).expect("udp");
+        eprintln!("UDP to {addr}: {} of {} arrived", c.received, c.sent);
         assert!(
             c.missing_seqs.is_empty() && c.duplicates == 0,
             "to {addr}: {c:?}\n{sas}"
