@@ -15,11 +15,11 @@ fi
 # Every outside program a test runs, by Debian package (src/testbed/tools.rs names the
 # same packages when a program is missing).
 need=(
-  iproute2 iputils-ping iperf3 openssl
+  iproute2 iputils-ping iperf3 openssl systemd
   iptables nftables
   nginx libnginx-mod-stream
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-standard-plugins
+  libstrongswan-standard-plugins strongswan-starter
 )
 missing=()
 for p in "${need[@]}"; do

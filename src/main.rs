@@ -1,13 +1,14 @@
 //! The esprit command-line binary.
 
 mod demo;
+mod logfmt;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use engine::control::{request, Request, Response};
 
 /// esprit: a pure-userspace IKEv2/ESP VPN engine.
@@ -30,6 +31,9 @@ enum Command {
         /// the device: for containers without CAP_NET_ADMIN.
         #[arg(long, value_name = "N")]
         tun_fd: Option<i32>,
+        /// Log lines as text or as one JSON object each.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Validate a configuration file without starting.
     Check {
@@ -65,6 +69,36 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Rekey a connection's child SAs (all, or one child) or its IKE SA, like
+    /// `swanctl --rekey`; the old SAs keep carrying traffic until the new ones are up.
+    Rekey {
+        /// Connection name.
+        name: String,
+        /// Only this child's SA (default: every child SA of the connection).
+        #[arg(long, conflicts_with = "ike")]
+        child: Option<String>,
+        /// Rekey the IKE SA instead of the child SAs.
+        #[arg(long)]
+        ike: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Re-read the daemon's configuration file (like SIGHUP): new connections are
+    /// added, removed ones deleted at the peer, changed ones renegotiated, and the SAs of
+    /// unchanged ones left alone; a file with an error changes nothing.
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Print the esprit configuration equivalent to a strongSwan ipsec.conf (with its
+    /// ipsec.secrets; default: the one beside it) or swanctl.conf. Each option esprit
+    /// cannot carry gets a `# not carried:` comment line.
+    Import {
+        /// ipsec.conf or swanctl.conf.
+        config: PathBuf,
+        /// ipsec.secrets (ipsec.conf only).
+        secrets: Option<PathBuf>,
+    },
     /// Build two network namespaces, run two esprit peers between them, ping and measure
     /// throughput through the tunnel, then clean up (needs root).
     Demo {
@@ -72,6 +106,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+}
+
+/// `esprit run --log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How to find the daemon.
@@ -175,14 +218,37 @@ fn initiate(
     Err(format!("{name}: not established after {timeout}s"))
 }
 
-fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
+fn import(config: &Path, secrets: Option<&Path>) -> Result<(), String> {
+    let out = engine::import::import(config, secrets).map_err(|e| e.to_string())?;
+    print!("{}", out.toml);
+    if out.not_carried > 0 {
+        eprintln!(
+            "esprit: {} option(s) not carried over; see the `# not carried:` lines",
+            out.not_carried
+        );
+    }
+    Ok(())
+}
+
+/// Sends one command and prints the daemon's answer.
+fn command(daemon: &DaemonArgs, req: &Request) -> Result<(), String> {
+    if let Response::Ok { message } = ask(&daemon.socket()?, req)? {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+fn run(config: PathBuf, tun_fd: Option<i32>, log_format: LogFormat) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.event_format(logfmt::Json).init(),
+    }
     let tun_fd = match tun_fd {
         // SAFETY: F_GETFD only asks whether the number is an open descriptor.
         Some(fd) if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 => {
@@ -199,7 +265,11 @@ fn run(config: PathBuf, tun_fd: Option<i32>) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, tun_fd } => run(config, tun_fd),
+        Command::Run {
+            config,
+            tun_fd,
+            log_format,
+        } => run(config, tun_fd, log_format),
         Command::Check { config } => engine::config::load(&config)
             .map(|r| {
                 println!(
@@ -225,6 +295,21 @@ fn main() -> ExitCode {
                 println!("{message}");
             }
         }),
+        Command::Rekey {
+            name,
+            child,
+            ike,
+            daemon,
+        } => command(
+            &daemon,
+            &Request::Rekey {
+                conn: name,
+                child,
+                ike,
+            },
+        ),
+        Command::Reload { daemon } => command(&daemon, &Request::Reload),
+        Command::Import { config, secrets } => import(&config, secrets.as_deref()),
         Command::Demo { seconds } => demo::run(seconds),
     };
     match result {

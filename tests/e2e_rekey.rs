@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{children, count_lines, established, psk_net, Bench, Who, SETUP};
+use engine::status::Status;
 use esprit::testbed::{ping, udp_counted, Topology};
 
 const PING_WAIT: Duration = Duration::from_secs(5);
@@ -204,5 +205,97 @@ fn child_rekeys_from_both_sides_collide_and_lose_nothing() {
         bench.wait_status(who, "one child SA left", SETUP, |s| {
             (established(s).len() == 1 && children(s, "net").len() == 1).then_some(())
         });
+    }
+}
+
+/// The (inbound child SPI, IKE SPIi) pairs of the established IKE SAs in `s` carrying
+/// child `name`.
+fn spis(s: &Status, name: &str) -> Vec<(String, String)> {
+    established(s)
+        .iter()
+        .flat_map(|sa| {
+            sa.children
+                .iter()
+                .filter(|c| c.name == name)
+                .map(|c| (c.spi_in.clone(), sa.spi_i.clone()))
+        })
+        .collect()
+}
+
+/// `esprit rekey peer` and then `esprit rekey peer --ike` on a while a counted UDP
+/// stream crosses: each command gives new SPIs (child, then IKE), no datagram is lost
+/// or duplicated, and a rekey of an unknown connection or child is refused by name.
+#[test]
+fn rekey_command_gives_new_spis_without_loss() {
+    let topo = Topology::direct(false).expect("topology");
+    let (a, b) = psk_net(&topo, "start");
+    let bench = Bench::up(topo, a, b, "net");
+    let socket = bench.daemon(Who::A).socket.to_string_lossy().into_owned();
+    let before = spis(&bench.status(Who::A), "net");
+    assert_eq!(before.len(), 1, "{before:?}");
+    let (child0, ike0) = before[0].clone();
+
+    let to = IpAddr::V4(bench.topo.b_inner().v4[0]);
+    let count = std::thread::scope(|s| {
+        let stream =
+            s.spawn(|| udp_counted(bench.topo.a(), bench.topo.b(), to, 4703, 6000, UDP_INTERVAL));
+        std::thread::sleep(Duration::from_secs(1));
+        let out = bench.cli(&["rekey", "peer", "--socket", &socket], SETUP);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "rekey: {said} {out:?}");
+        assert!(said.contains("rekeying child SA net"), "{said}");
+        let child1 = bench.wait_status(Who::A, "a new child SA alone", SETUP, |s| {
+            let now = spis(s, "net");
+            (now.len() == 1 && children(s, "net").len() == 1 && now[0].0 != child0)
+                .then(|| now[0].0.clone())
+        });
+        let out = bench.cli(&["rekey", "peer", "--ike", "--socket", &socket], SETUP);
+        assert!(out.status.success(), "rekey --ike: {out:?}");
+        bench.wait_status(Who::A, "the child on a new IKE SA", SETUP, |s| {
+            let now = spis(s, "net");
+            (s.ike_sas.len() == 1 && now.len() == 1 && now[0].1 != ike0 && now[0].0 == child1)
+                .then_some(())
+        });
+        stream.join().expect("stream thread")
+    });
+    let c = count.expect("counted UDP stream");
+    eprintln!(
+        "udp_counted: sent {} received {} missing {} duplicates {}",
+        c.sent,
+        c.received,
+        c.missing_seqs.len(),
+        c.duplicates
+    );
+    assert_eq!(c.sent, 6000, "{c:?}");
+    assert!(
+        c.missing_seqs.is_empty(),
+        "lost {} datagrams: {:?}...",
+        c.missing_seqs.len(),
+        head(&c.missing_seqs)
+    );
+    assert_eq!(c.duplicates, 0);
+    let la = bench.daemon(Who::A).log();
+    assert!(
+        count_lines(&la, "child SA rekeyed") >= 1,
+        "no child rekey logged"
+    );
+    assert!(
+        count_lines(&la, " rekeyed as #") >= 1,
+        "no IKE rekey logged"
+    );
+
+    for (args, want) in [
+        (vec!["rekey", "nosuch"], "no connection named \"nosuch\""),
+        (
+            vec!["rekey", "peer", "--child", "nosuch"],
+            "has no child \"nosuch\"",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--socket", &socket]);
+        let out = bench.cli(&args, SETUP);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
     }
 }

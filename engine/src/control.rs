@@ -1,5 +1,6 @@
-//! The control socket: a Unix stream socket on which `esprit status`, `initiate` and
-//! `terminate` send one JSON request line and read one JSON response line.
+//! The control socket: a Unix stream socket on which `esprit status`, `initiate`,
+//! `terminate`, `rekey` and `reload` send one JSON request line and read one JSON
+//! response line.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -29,6 +30,19 @@ pub enum Request {
     Terminate {
         /// Connection name.
         conn: String,
+    },
+    /// Read the configuration file again and apply it.
+    Reload,
+    /// Rekey a connection's child SAs (all, or one child), or its IKE SA, make-before-break.
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Only the child SAs of this child.
+        #[serde(default)]
+        child: Option<String>,
+        /// The IKE SA instead of child SAs.
+        #[serde(default)]
+        ike: bool,
     },
 }
 
@@ -169,5 +183,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, r#"{"result":"ok","message":"x"}"#);
+    }
+
+    #[test]
+    fn rekey_and_reload_requests() {
+        let r = Request::Rekey {
+            conn: "site-b".into(),
+            child: Some("net".into()),
+            ike: false,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"cmd":"rekey","conn":"site-b","child":"net","ike":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        // child and ike may be left out.
+        let short: Request = serde_json::from_str(r#"{"cmd":"rekey","conn":"x"}"#).unwrap();
+        assert_eq!(
+            short,
+            Request::Rekey {
+                conn: "x".into(),
+                child: None,
+                ike: false
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Reload).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
     }
 }

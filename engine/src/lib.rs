@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 mod dataplane;
+pub mod import;
 pub mod install;
 pub mod status;
 

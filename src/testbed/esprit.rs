@@ -48,6 +48,8 @@ pub struct Child {
     pub dpd_action: String,
     /// Rekey interval ("1h").
     pub rekey_time: Option<String>,
+    /// The updown command.
+    pub updown: Option<String>,
 }
 
 impl Child {
@@ -61,6 +63,7 @@ impl Child {
             start_action: "none".into(),
             dpd_action: "clear".into(),
             rekey_time: None,
+            updown: None,
         }
     }
 }
@@ -174,6 +177,9 @@ impl Side {
             let _ = writeln!(t, "dpd_action = {}", q(&c.dpd_action));
             if let Some(r) = &c.rekey_time {
                 let _ = writeln!(t, "rekey_time = {}", q(r));
+            }
+            if let Some(u) = &c.updown {
+                let _ = writeln!(t, "updown = {}", q(u));
             }
         }
         match &self.auth {

@@ -219,6 +219,29 @@ impl Bench {
         self.daemons[i] = Some(d);
     }
 
+    /// Starts `who`'s daemon on its configuration with `extra` TOML (more
+    /// connections) appended.
+    pub fn start_extra(&mut self, who: Who, extra: &str) {
+        let i = who.index();
+        let ns = match who {
+            Who::A => self.topo.a(),
+            Who::B => self.topo.b(),
+        };
+        let config = self.write_config(who, extra);
+        let d = Daemon::start_with(exe(), ns, &config, &self.dirs[i])
+            .unwrap_or_else(|e| panic!("starting esprit on {}: {e}", who.name()));
+        self.daemons[i] = Some(d);
+    }
+
+    /// Writes `who`'s configuration file with `extra` TOML appended; returns its path.
+    pub fn write_config(&self, who: Who, extra: &str) -> PathBuf {
+        let i = who.index();
+        let config = self.config(who);
+        let text = format!("{}{extra}", self.sides[i].toml(&self.dirs[i]));
+        std::fs::write(&config, text).expect("writing the configuration");
+        config
+    }
+
     /// The running daemon of `who`.
     pub fn daemon(&self, who: Who) -> &Daemon {
         self.daemons[who.index()]

@@ -27,7 +27,7 @@ pub struct ConfigFile {
 }
 
 /// `[daemon]`: sockets and control.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonSection {
     /// IKE port.
@@ -61,7 +61,7 @@ impl Default for DaemonSection {
 }
 
 /// `[tun]`: the device packets enter and leave through.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TunSection {
     /// Interface name.
@@ -82,8 +82,9 @@ impl Default for TunSection {
     }
 }
 
-/// `[connections.NAME]`: one IKE connection.
-#[derive(Debug, Deserialize)]
+/// `[connections.NAME]`: one IKE connection. `PartialEq` tells `esprit reload` which
+/// connections changed.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSection {
     /// Our addresses (empty: any).
@@ -143,7 +144,7 @@ pub enum AuthKind {
 }
 
 /// `[connections.NAME.local]` and `.remote`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// Authentication method.
@@ -159,7 +160,7 @@ pub struct AuthSection {
 }
 
 /// `[connections.NAME.children.CHILD]`: one child SA.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChildSection {
     /// Our subnets.
@@ -180,6 +181,9 @@ pub struct ChildSection {
     /// Child SA rekey interval; absent: 1h, "0s": never.
     #[serde(default, deserialize_with = "duration_some")]
     pub rekey_time: Option<Duration>,
+    /// A command run through `/bin/sh -c` with strongSwan's `PLUTO_*` environment when
+    /// the child SA comes up, goes down or is rekeyed.
+    pub updown: Option<String>,
 }
 
 fn dynamic() -> Vec<String> {

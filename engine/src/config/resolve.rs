@@ -87,6 +87,8 @@ pub struct ChildPlan {
     pub start_action: StartAction,
     /// What to do when DPD declares the peer dead.
     pub dpd_action: DpdAction,
+    /// The updown command, if any.
+    pub updown: Option<String>,
 }
 
 impl Resolved {
@@ -314,6 +316,19 @@ fn child_sa(
         StartAction::Start => Some("start"),
         StartAction::Trap => Some("trap"),
     };
+    let updown = match ch.updown.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(cx.err(&at("updown"), "empty command; leave the key out")),
+        Some(cmd) => {
+            // Like charon, the command runs through the shell and may carry arguments;
+            // an absolute program that is not there is surely a mistake.
+            let program = cmd.split_whitespace().next().unwrap_or(cmd);
+            if program.starts_with('/') && !Path::new(program).exists() {
+                return Err(cx.err(&at("updown"), format!("'{program}': no such file")));
+            }
+            Some(cmd.to_string())
+        }
+    };
     if let (Some(action), true) = (action, sides.remote.is_empty()) {
         return Err(cx.err(
             &at("start_action"),
@@ -332,6 +347,7 @@ fn child_sa(
             name: name.to_string(),
             start_action: ch.start_action,
             dpd_action: ch.dpd_action,
+            updown,
         },
     ))
 }

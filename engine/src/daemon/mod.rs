@@ -9,7 +9,9 @@
 
 mod routes;
 mod sas;
+mod updown;
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -23,7 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
 
-use crate::config::{self, ConfigError, Resolved};
+use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
 use crate::dataplane::{Dataplane, DpEvent, InCmd, NattSockets, OutCmd};
 use crate::status::{ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, Status};
@@ -65,17 +67,84 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let cfg = config::load(&opts.config)?;
+    let file = config::read(&opts.config)?;
+    let cfg = config::resolve(&opts.config, &file)?;
     unblock_signals();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
-    rt.block_on(serve(cfg, opts))
+    let running = Running {
+        path: opts.config.clone(),
+        file,
+    };
+    rt.block_on(serve(cfg, opts, running))
 }
 
-/// A parent may hand down SIGINT/SIGTERM blocked (the mask survives exec); shutdown
-/// depends on them, so take them back.
+/// The configuration file the daemon runs on, as last loaded, for `reload`.
+struct Running {
+    path: PathBuf,
+    file: ConfigFile,
+}
+
+/// `esprit reload` and SIGHUP: reads the file again and applies it (see
+/// [`Sas::reload`]). A file that does not load changes nothing; the error names its
+/// file, key and reason.
+fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, String> {
+    if st.closing {
+        return Err("shutting down: no reload".into());
+    }
+    let rejected =
+        |e: ConfigError| format!("reload rejected, the running configuration stays: {e}");
+    let file = config::read(&running.path).map_err(rejected)?;
+    let new = config::resolve(&running.path, &file).map_err(rejected)?;
+    let changed: HashSet<String> = file
+        .connections
+        .iter()
+        .filter(|(name, c)| {
+            running
+                .file
+                .connections
+                .get(*name)
+                .is_some_and(|old| old != *c)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut notes = Vec::new();
+    // Sockets and the TUN device are set up once; they would need a restart.
+    if file.daemon != running.file.daemon {
+        notes.push("[daemon] changed: takes effect at the next restart");
+    }
+    if file.tun != running.file.tun {
+        notes.push("[tun] changed: takes effect at the next restart");
+    }
+    let sum = st.reload(now, new.connections, &changed);
+    running.file.connections = file.connections;
+    running.file.secrets = file.secrets;
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let mut msg = format!(
+        "reloaded {}: added {}, removed {}, replaced {}, unchanged {}",
+        running.path.display(),
+        list(&sum.added),
+        list(&sum.removed),
+        list(&sum.replaced),
+        list(&sum.unchanged)
+    );
+    for n in notes {
+        msg.push_str("; ");
+        msg.push_str(n);
+    }
+    Ok(msg)
+}
+
+/// A parent may hand down SIGINT/SIGTERM/SIGHUP blocked (the mask survives exec);
+/// shutdown and reload depend on them, so take them back.
 fn unblock_signals() {
     // SAFETY: sigset_t is plain data; the calls only change this thread's mask, before
     // any other thread exists.
@@ -84,6 +153,7 @@ fn unblock_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -140,7 +210,7 @@ async fn recv_opt(sock: &Option<AsyncUdpSocket>, batch: &mut UdpRecvBatch) -> io
     }
 }
 
-async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
+async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<(), RunError> {
     let (tun, created) = open_tun(&cfg, opts.tun_fd)?;
     let install_routes = cfg.tun.install_routes.unwrap_or(created);
     let tun_name = tun.name().to_string();
@@ -187,9 +257,10 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
     for p in &cfg.connections {
         ep.add_connection(p.conn.clone());
     }
-    let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes);
+    let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes, tun_name.clone());
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP"))?;
     tracing::info!(
         "esprit running: IKE on UDP {}/{}, control socket {}, {} connection(s)",
         cfg.daemon.port,
@@ -236,7 +307,7 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
-                let resp = command(&mut st, &io, req).await;
+                let resp = command(&mut st, &io, &mut running, req).await;
                 let _ = reply.send(resp);
             }
             _ = sigterm.recv(), if deadline_shutdown.is_none() => {
@@ -244,6 +315,12 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
             }
             _ = sigint.recv(), if deadline_shutdown.is_none() => {
                 deadline_shutdown = Some(begin_shutdown(&mut st, "SIGINT"));
+            }
+            _ = sighup.recv(), if deadline_shutdown.is_none() => {
+                match reload(&mut st, &mut running, Instant::now()) {
+                    Ok(msg) => tracing::info!("SIGHUP: {msg}"),
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -263,9 +340,12 @@ async fn serve(cfg: Resolved, opts: RunOptions) -> Result<(), RunError> {
     if left > 0 {
         tracing::warn!("{left} IKE SA(s) not confirmed deleted by their peers");
     }
-    let Sas { dp, routes, .. } = st;
+    let Sas {
+        dp, routes, updown, ..
+    } = st;
     dp.stop();
     drop(routes);
+    updown.finish(SHUTDOWN_GRACE);
     tracing::info!("esprit stopped");
     Ok(())
 }
@@ -331,7 +411,7 @@ fn send_natt(io: &mut Io, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
     }
 }
 
-async fn command(st: &mut Sas, io: &Io, req: Request) -> Response {
+async fn command(st: &mut Sas, io: &Io, running: &mut Running, req: Request) -> Response {
     let now = Instant::now();
     match req {
         Request::Status => Response::Status(Box::new(status(st, io).await)),
@@ -345,6 +425,20 @@ async fn command(st: &mut Sas, io: &Io, req: Request) -> Response {
             Ok(()) => Response::Ok {
                 message: format!("terminating {conn}"),
             },
+            Err(message) => Response::Error { message },
+        },
+        Request::Reload => match reload(st, running, now) {
+            Ok(message) => {
+                tracing::info!("{message}");
+                Response::Ok { message }
+            }
+            Err(message) => {
+                tracing::error!("{message}");
+                Response::Error { message }
+            }
+        },
+        Request::Rekey { conn, child, ike } => match st.rekey(now, &conn, child.as_deref(), ike) {
+            Ok(message) => Response::Ok { message },
             Err(message) => Response::Error { message },
         },
     }

@@ -9,6 +9,7 @@ use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
 use super::routes::OsRoutes;
+use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
 use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId};
 use crate::install;
@@ -20,6 +21,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a rekeyed child's inbound SA still accepts packets after its deletion, for
 /// packets the peer sent just before it switched.
 const INBOUND_GRACE: Duration = Duration::from_secs(2);
+
+/// A removed connection as ike keeps it: ike refers to connections by position, so the
+/// slot stays (a connection of that name loaded later takes it over), but it matches no
+/// peer any more (no address equals the unspecified one), has no children, and never
+/// rekeys or checks liveness while its last SAs are deleted.
+fn retired(conn: &ike::config::Connection) -> ike::config::Connection {
+    let mut c = conn.clone();
+    c.remote_addrs = vec![IpAddr::from([0, 0, 0, 0])];
+    c.children.clear();
+    c.dpd_delay = None;
+    c.rekey_time = Duration::ZERO;
+    c
+}
 
 /// (connection, child) names.
 pub(crate) type ChildKey = (String, String);
@@ -33,6 +47,8 @@ struct Child {
     /// The inbound SPI of the child SA that rekeyed this one.
     successor: Option<u32>,
     nets: Vec<IpNet>,
+    /// What its updown scripts are told, when the child has one.
+    env: Option<ChildEnv>,
 }
 
 /// A retry (or first attempt) of a connection at a given time.
@@ -65,6 +81,21 @@ pub(crate) struct Sas {
     stopped: HashSet<String>,
     /// Shutting down: no restarts.
     pub(crate) closing: bool,
+    /// Connections replaced by a reload whose old IKE SAs are being deleted: started
+    /// anew once the last one is gone.
+    replaced: HashSet<String>,
+    /// The TUN device's name (`PLUTO_INTERFACE`).
+    tun_name: String,
+    pub(crate) updown: Updown,
+}
+
+/// What a reload did, by connection name.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadSummary {
+    pub(crate) added: Vec<String>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) replaced: Vec<String>,
+    pub(crate) unchanged: Vec<String>,
 }
 
 impl Sas {
@@ -73,6 +104,7 @@ impl Sas {
         plans: Vec<ConnectionPlan>,
         dp: Dataplane,
         routes: OsRoutes,
+        tun_name: String,
     ) -> Sas {
         Sas {
             ep,
@@ -90,6 +122,9 @@ impl Sas {
             failures: HashMap::new(),
             stopped: HashSet::new(),
             closing: false,
+            replaced: HashSet::new(),
+            tun_name,
+            updown: Updown::start(),
         }
     }
 
@@ -104,9 +139,17 @@ impl Sas {
 
     /// `start_action` at startup: traps installed, `start` connections initiated.
     pub(crate) fn start(&mut self, now: Instant) {
+        let names: Vec<String> = self.plans.iter().map(|p| p.conn.name.clone()).collect();
+        for name in names {
+            self.start_conn(now, &name);
+        }
+    }
+
+    /// `start_action` of one connection's children.
+    fn start_conn(&mut self, now: Instant, conn: &str) {
         let mut starts = Vec::new();
         let mut traps = Vec::new();
-        for p in &self.plans {
+        if let Some(p) = self.plan(conn) {
             for c in &p.children {
                 let key = (p.conn.name.clone(), c.name.clone());
                 match c.start_action {
@@ -187,6 +230,150 @@ impl Sas {
         self.ep.terminate(now, conn).map_err(|e| e.to_string())
     }
 
+    /// Applies a reloaded configuration: connections not in `plans` are unloaded and
+    /// their SAs deleted at the peer; those named in `changed` are unloaded the same way
+    /// and started anew from their new definition once their old IKE SAs are gone; new
+    /// ones are added and started. The others keep their SAs untouched, and only get
+    /// their credentials refreshed for future negotiations.
+    pub(crate) fn reload(
+        &mut self,
+        now: Instant,
+        plans: Vec<ConnectionPlan>,
+        changed: &HashSet<String>,
+    ) -> ReloadSummary {
+        let mut sum = ReloadSummary::default();
+        let old: Vec<String> = self.plans.iter().map(|p| p.conn.name.clone()).collect();
+        for name in &old {
+            if !plans.iter().any(|p| &p.conn.name == name) {
+                self.unload(now, name);
+                if let Some(conn) = self.ep.connections().iter().find(|c| &c.name == name) {
+                    let retired = retired(conn);
+                    self.ep.add_connection(retired);
+                }
+                tracing::info!("{name}: connection unloaded");
+                sum.removed.push(name.clone());
+            }
+        }
+        for plan in &plans {
+            let name = plan.conn.name.clone();
+            if !old.contains(&name) {
+                sum.added.push(name);
+            } else if changed.contains(&name) {
+                let busy = self.ep.ike_sas().iter().any(|sa| sa.conn == name);
+                self.unload(now, &name);
+                if busy {
+                    self.replaced.insert(name.clone());
+                }
+                tracing::info!("{name}: connection changed, replacing its SAs");
+                sum.replaced.push(name);
+            } else {
+                sum.unchanged.push(name);
+            }
+        }
+        // ike refers to connections by position: an unchanged one is updated in place,
+        // so its SAs never notice.
+        for plan in &plans {
+            self.ep.add_connection(plan.conn.clone());
+        }
+        self.plans = plans;
+        let starts: Vec<String> = sum
+            .added
+            .iter()
+            .chain(sum.replaced.iter())
+            .filter(|n| !self.replaced.contains(*n))
+            .cloned()
+            .collect();
+        for name in starts {
+            self.start_conn(now, &name);
+        }
+        sum
+    }
+
+    /// Forgets what the engine does for `conn` (traps, retries, deferred children) and
+    /// deletes its IKE SAs at the peer.
+    fn unload(&mut self, now: Instant, conn: &str) {
+        self.retries.remove(conn);
+        self.failures.remove(conn);
+        self.stopped.remove(conn);
+        self.replaced.remove(conn);
+        self.deferred.retain(|k| k.0 != conn);
+        self.pending.retain(|k| k.0 != conn);
+        let traps: Vec<(ChildKey, TrapId)> = self
+            .traps
+            .iter()
+            .filter(|(k, _)| k.0 == conn)
+            .map(|(k, t)| (k.clone(), *t))
+            .collect();
+        for (key, trap) in traps {
+            self.traps.remove(&key);
+            if let Some((_, nets)) = self.trap_owner.remove(&trap) {
+                self.routes.release(&nets);
+            }
+            self.dp.out.send(OutCmd::RemoveTrap { trap });
+        }
+        if let Err(e) = self.ep.terminate(now, conn) {
+            tracing::debug!("{conn}: {e}");
+        }
+    }
+
+    /// Rekeys, make-before-break, the installed child SAs of `conn` (those of `child`
+    /// only, when given), or with `ike` its established IKE SAs (RFC 7296 2.8, 2.18).
+    /// Returns what was started.
+    pub(crate) fn rekey(
+        &mut self,
+        now: Instant,
+        conn: &str,
+        child: Option<&str>,
+        ike: bool,
+    ) -> Result<String, String> {
+        let plan = self
+            .plan(conn)
+            .ok_or_else(|| format!("no connection named {conn:?}"))?;
+        if let Some(c) = child {
+            if !plan.children.iter().any(|p| p.name == c) {
+                return Err(format!("connection {conn:?} has no child {c:?}"));
+            }
+        }
+        if ike {
+            let ids: Vec<IkeSaId> = self
+                .ep
+                .ike_sas()
+                .into_iter()
+                .filter(|sa| sa.conn == conn && sa.state == "ESTABLISHED")
+                .map(|sa| sa.id)
+                .collect();
+            if ids.is_empty() {
+                return Err(format!("{conn}: no established IKE SA to rekey"));
+            }
+            for id in &ids {
+                self.ep.rekey_ike(now, *id).map_err(|e| e.to_string())?;
+            }
+            let list: Vec<String> = ids.iter().map(|id| format!("#{}", id.0)).collect();
+            return Ok(format!("{conn}: rekeying IKE SA {}", list.join(" ")));
+        }
+        // A child already replaced by a rekey is on its way out; its successor counts.
+        let mut spis: Vec<(u32, String)> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.key.0 == conn && c.successor.is_none())
+            .filter(|(_, c)| child.is_none_or(|n| c.key.1 == n))
+            .map(|(spi, c)| (*spi, c.key.1.clone()))
+            .collect();
+        if spis.is_empty() {
+            let what = child.map_or(String::new(), |c| format!(".{c}"));
+            return Err(format!("{conn}{what}: no installed child SA to rekey"));
+        }
+        spis.sort();
+        for (spi, _) in &spis {
+            self.ep.rekey_child(now, *spi).map_err(|e| e.to_string())?;
+        }
+        let list: Vec<String> = spis
+            .iter()
+            .map(|(spi, name)| format!("{name} {spi:08x}_i"))
+            .collect();
+        Ok(format!("{conn}: rekeying child SA {}", list.join(", ")))
+    }
+
     fn install_trap(&mut self, key: &ChildKey) {
         if self.traps.contains_key(key) {
             return;
@@ -218,7 +405,14 @@ impl Sas {
         self.traps.insert(key.clone(), id);
         self.trap_owner.insert(id, (key.clone(), nets));
         self.dp.out.send(OutCmd::AddTrap { trap: id, policies });
-        tracing::info!("{}.{}: trap policy installed", key.0, key.1);
+        tracing::info!(
+            event = "trap",
+            conn = %key.0,
+            child = %key.1,
+            "{}.{}: trap policy installed",
+            key.0,
+            key.1
+        );
     }
 
     /// A packet hit a trap: negotiate its child.
@@ -268,6 +462,9 @@ impl Sas {
         match ev {
             Event::IkeUp(info) => {
                 tracing::info!(
+                    event = "ike_up",
+                    conn = %info.conn,
+                    ike = info.id.0,
                     "{}: IKE SA #{} established with {} ({}), {}",
                     info.conn,
                     info.id.0,
@@ -292,9 +489,19 @@ impl Sas {
                 }
             }
             Event::IkeRekeyed { old, new } => {
-                tracing::info!("IKE SA #{} rekeyed as #{}", old.0, new.0);
+                tracing::info!(
+                    event = "ike_rekeyed",
+                    ike = new.0,
+                    ike_old = old.0,
+                    "IKE SA #{} rekeyed as #{}",
+                    old.0,
+                    new.0
+                );
                 for c in self.children.values_mut().filter(|c| c.ike == old) {
                     c.ike = new;
+                    if let Some(env) = c.env.as_mut() {
+                        env.unique_id = new.0;
+                    }
                 }
             }
             Event::ChildUp(info) => self.child_up(now, &info),
@@ -310,7 +517,12 @@ impl Sas {
                 reason,
                 ..
             } => {
-                tracing::warn!("{conn}.{child}: child SA failed: {reason}");
+                tracing::warn!(
+                    event = "child_failed",
+                    conn = %conn,
+                    child = %child,
+                    "{conn}.{child}: child SA failed: {reason}"
+                );
                 self.failures.insert(conn.clone(), reason.to_string());
                 let key = (conn, child);
                 self.pending.remove(&key);
@@ -320,7 +532,12 @@ impl Sas {
             }
             Event::IkeDown { id, conn, reason } => self.ike_down(now, id, &conn, &reason),
             Event::PeerAddressChanged { ike, remote } => {
-                tracing::info!("IKE SA #{}: peer moved to {remote}", ike.0);
+                tracing::info!(
+                    event = "peer_moved",
+                    ike = ike.0,
+                    "IKE SA #{}: peer moved to {remote}",
+                    ike.0
+                );
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
             }
             _ => {}
@@ -376,6 +593,12 @@ impl Sas {
                 .join(" ")
         };
         tracing::info!(
+            event = if how == "rekeyed" { "child_rekeyed" } else { "child_up" },
+            conn = %key.0,
+            child = %key.1,
+            ike = info.ike.0,
+            spi_in = %format_args!("{:08x}", info.spi_in),
+            spi_out = %format_args!("{:08x}", info.spi_out),
             "{}.{}: child SA {how}, SPIs {:08x}_i {:08x}_o, {}, {} === {}",
             key.0,
             key.1,
@@ -386,6 +609,15 @@ impl Sas {
             show(&info.remote_ts)
         );
         self.failures.remove(&key.0);
+        let env = self.child_env(info, route);
+        if let Some(env) = &env {
+            let verb = if how == "rekeyed" {
+                Verb::Rekey
+            } else {
+                Verb::Up
+            };
+            self.updown.call(env, verb);
+        }
         self.children.insert(
             info.spi_in,
             Child {
@@ -395,8 +627,41 @@ impl Sas {
                 route,
                 successor: None,
                 nets,
+                env,
             },
         );
+    }
+
+    /// The updown environment of a child SA just negotiated, if its child has a script.
+    fn child_env(&self, info: &ike::endpoint::ChildSaInfo, route: RouteId) -> Option<ChildEnv> {
+        let command = self
+            .plan(&info.conn)?
+            .children
+            .iter()
+            .find(|c| c.name == info.child)?
+            .updown
+            .clone()?;
+        let ike = self.ep.ike_sas().into_iter().find(|sa| sa.id == info.ike);
+        let (my_id, peer_id) = ike
+            .map(|sa| (sa.local_id, sa.remote_id))
+            .unwrap_or_default();
+        Some(ChildEnv {
+            command,
+            conn: info.conn.clone(),
+            child: info.child.clone(),
+            interface: self.tun_name.clone(),
+            unique_id: info.ike.0,
+            reqid: route,
+            me: info.local,
+            peer: info.remote,
+            my_id,
+            peer_id,
+            local_ts: info.local_ts.clone(),
+            remote_ts: info.remote_ts.clone(),
+            sources: OsRoutes::source_for(&info.local_ts),
+            spi_in: info.spi_in,
+            spi_out: info.spi_out,
+        })
     }
 
     fn child_down(&mut self, now: Instant, spi_in: u32, spi_out: u32, reason: &DownReason) {
@@ -412,6 +677,11 @@ impl Sas {
             return;
         }
         tracing::info!(
+            event = "child_down",
+            conn = %c.key.0,
+            child = %c.key.1,
+            spi_in = %format_args!("{spi_in:08x}"),
+            spi_out = %format_args!("{spi_out:08x}"),
             "{}.{}: child SA {spi_in:08x}_i {spi_out:08x}_o down: {reason}",
             c.key.0,
             c.key.1
@@ -432,6 +702,10 @@ impl Sas {
         if siblings.is_empty() {
             self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
             self.routes.release(&c.nets);
+            // The child is down for good (a collision's redundant SA is not).
+            if let Some(env) = &c.env {
+                self.updown.call(env, Verb::Down);
+            }
         } else {
             // RFC 7296 2.8.1: the redundant SA of a rekey collision is deleted as soon as
             // both are up, and the peer's outbound route may have moved onto it already:
@@ -444,14 +718,33 @@ impl Sas {
         match reason {
             DownReason::AuthenticationFailed(why) => {
                 tracing::error!(
+                    event = "ike_down",
+                    conn = %conn,
+                    ike = id.0,
                     "{conn}: IKE SA #{} failed: authentication failed: {why}",
                     id.0
                 )
             }
-            DownReason::Terminated | DownReason::Rekeyed | DownReason::DeletedByPeer => {
-                tracing::info!("{conn}: IKE SA #{} closed ({reason})", id.0)
+            // The rekey was logged as one event ("rekeyed as #N") already.
+            DownReason::Rekeyed => {
+                tracing::debug!("{conn}: IKE SA #{} closed ({reason})", id.0)
             }
-            _ => tracing::warn!("{conn}: IKE SA #{} down: {reason}", id.0),
+            DownReason::Terminated | DownReason::DeletedByPeer => {
+                tracing::info!(
+                    event = "ike_down",
+                    conn = %conn,
+                    ike = id.0,
+                    "{conn}: IKE SA #{} closed ({reason})",
+                    id.0
+                )
+            }
+            _ => tracing::warn!(
+                event = "ike_down",
+                conn = %conn,
+                ike = id.0,
+                "{conn}: IKE SA #{} down: {reason}",
+                id.0
+            ),
         }
         if !matches!(
             reason,
@@ -460,6 +753,13 @@ impl Sas {
             self.failures.insert(conn.to_string(), reason.to_string());
         }
         if matches!(reason, DownReason::Rekeyed) {
+            return;
+        }
+        if self.replaced.contains(conn) {
+            if !self.ep.ike_sas().iter().any(|sa| sa.conn == conn) {
+                self.replaced.remove(conn);
+                self.start_conn(now, conn);
+            }
             return;
         }
         let Some(plan) = self.plan(conn) else {

@@ -75,6 +75,8 @@ pub(crate) enum OutCmd {
     AddTrap { trap: TrapId, policies: Policies },
     /// A negotiation the trap started failed: drop held packets, acquire again later.
     TrapFailed { trap: TrapId },
+    /// Removes a trap policy and drops what it holds (its connection was unloaded).
+    RemoveTrap { trap: TrapId },
     /// Reports per-SA counters.
     Stats(oneshot::Sender<OutStats>),
 }

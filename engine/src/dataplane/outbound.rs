@@ -172,6 +172,12 @@ impl Outbound {
                     t.last_acquire = None;
                 }
             }
+            OutCmd::RemoveTrap { trap } => {
+                self.traps_spd.remove(trap);
+                if let Some(t) = self.traps.remove(&trap) {
+                    self.stats.trap_dropped += t.held.len() as u64;
+                }
+            }
             OutCmd::Stats(reply) => {
                 let mut s = self.stats.clone();
                 s.sas = self

@@ -113,6 +113,7 @@ fn the_documented_sample_resolves_with_a_psk() {
             name: "net".into(),
             start_action: StartAction::Start,
             dpd_action: DpdAction::Restart,
+            updown: None,
         }]
     );
 
@@ -398,4 +399,29 @@ fn a_psk_needs_an_id_and_start_needs_a_peer() {
     // A responder-only connection is fine.
     let r = sample(&MINIMAL_PSK.replace("remote_addrs = [\"192.0.2.2\"]", "")).unwrap();
     assert!(r.connections[0].conn.remote_addrs.is_empty());
+}
+
+#[test]
+fn updown_is_a_shell_command_whose_absolute_program_must_exist() {
+    let with = |cmd: &str| {
+        SAMPLE.replace(
+            "rekey_time = \"1h\"",
+            &format!("rekey_time = \"1h\"\nupdown = {cmd:?}"),
+        )
+    };
+    let r = sample(&with("/bin/sh -c true")).unwrap();
+    assert_eq!(
+        r.connections[0].children[0].updown.as_deref(),
+        Some("/bin/sh -c true")
+    );
+    fails_at(
+        sample(&with("/nonexistent/updown.sh iptables")),
+        "connections.site-b.children.net.updown",
+        "'/nonexistent/updown.sh': no such file",
+    );
+    fails_at(
+        sample(&with("  ")),
+        "connections.site-b.children.net.updown",
+        "empty command",
+    );
 }
