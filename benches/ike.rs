@@ -88,6 +88,7 @@ fn conn(
             esp_proposals: ProposalSet::parse_esp("aes128gcm16").unwrap(),
             rekey_time: Duration::ZERO,
         }],
+        unique: Default::default(),
     }
 }
 

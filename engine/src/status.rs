@@ -172,6 +172,14 @@ impl fmt::Display for Status {
                 writeln!(f, "{}: last error: {e}", c.name)?;
             }
         }
+        let replaced = self.counters.ike["replaced_ike_sas"].as_u64().unwrap_or(0);
+        if replaced > 0 {
+            writeln!(
+                f,
+                "{replaced} IKE SA(s) replaced by a newer one with the same peer \
+                 (INITIAL_CONTACT or unique policy)"
+            )?;
+        }
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ pub fn conn(local: [u8; 4], remote: Option<[u8; 4]>, me: &str, peer: &str) -> Co
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        unique: Default::default(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ike::ts::parse_cidr("10.96.0.0/16").unwrap()],

@@ -123,6 +123,25 @@ pub struct Connection {
     pub fragmentation: bool,
     /// Child SAs negotiated under this connection.
     pub children: Vec<ChildConfig>,
+    /// What to do with other IKE SAs between the same two identities (swanctl's
+    /// `unique`).
+    pub unique: UniquePolicy,
+}
+
+/// The uniqueness policy of a connection, with swanctl.conf's names and charon's
+/// semantics: duplicates are IKE SAs with the same local and remote identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UniquePolicy {
+    /// Keep duplicates, except that an INITIAL_CONTACT from the peer (RFC 7296 2.4: it
+    /// lost its state) removes every older IKE SA with its identity (swanctl's default).
+    #[default]
+    No,
+    /// Keep duplicates, even on INITIAL_CONTACT.
+    Never,
+    /// Keep the established IKE SA of this connection and delete the new one.
+    Keep,
+    /// Delete the older IKE SAs of this connection once a new one is established.
+    Replace,
 }
 
 impl Connection {

@@ -723,3 +723,116 @@ fn initiating_twice_while_connecting_uses_one_ike_sa() {
     assert_eq!(p.b.ep.ike_sas().len(), 1);
     p.assert_children_match();
 }
+
+/// A's endpoint replaced by a fresh one (a restarted peer that lost its state), with
+/// `unique` on B's connection set to `policy`.
+fn restart_a(p: &mut Pair) {
+    p.a.ep = ike::endpoint::Endpoint::new(
+        Config::default(),
+        Box::new(ike::crypto::SeededRng::new(0x5eed_0002)),
+        (p.now, wall_clock()),
+    );
+    p.a.ep.add_connection(psk_conn(
+        "site-b",
+        A_IP,
+        Some(B_IP),
+        "site-a",
+        "site-b",
+        "a long random secret",
+        IKE,
+        vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
+    ));
+    p.a.children.clear();
+    p.a.ike_up = 0;
+}
+
+fn with_unique(p: &mut Pair, policy: ike::config::UniquePolicy) {
+    let mut c = psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "a long random secret",
+        IKE,
+        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
+    );
+    c.unique = policy;
+    p.b.ep.add_connection(c);
+}
+
+/// Issue 20 fault 3: a peer that lost its state and comes back sends INITIAL_CONTACT
+/// (RFC 7296 2.4); its old IKE SA (and child) at the responder goes at once, without a
+/// DELETE the peer could not read, whatever the default `unique` says.
+#[test]
+fn initial_contact_from_a_restarted_peer_replaces_its_old_ike_sa() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let old = p.b.child_spis();
+    restart_a(&mut p);
+    let sent_before = p.sent;
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(30), |p| p.a.children.len() == 1
+            && p.b.ep.stats().replaced == 1),
+        "the new IKE SA did not replace the old one"
+    );
+    p.settle();
+    assert_eq!(p.b.established(), 1, "{:?}", p.b.ep.ike_sas());
+    assert_eq!(p.b.children.len(), 1);
+    assert_ne!(p.b.child_spis(), old);
+    p.assert_children_match();
+    assert!(p.b.ike_down.contains(&DownReason::Replaced {
+        initial_contact: true
+    }));
+    // IKE_SA_INIT and IKE_AUTH, both ways: no DELETE for the old SA.
+    assert_eq!(p.sent - sent_before, 4);
+}
+
+/// A second IKE SA between the same identities, started while the first is up (no
+/// INITIAL_CONTACT then): `no` keeps both, `replace` deletes the old one at the peer,
+/// `keep` deletes the new one, `never` keeps both.
+#[test]
+fn unique_policy_decides_between_duplicates() {
+    use ike::config::UniquePolicy;
+    for (policy, expect_b, expect_replaced) in [
+        (UniquePolicy::No, 2, 0),
+        (UniquePolicy::Never, 2, 0),
+        (UniquePolicy::Replace, 1, 1),
+        (UniquePolicy::Keep, 1, 1),
+    ] {
+        let mut p = psk_pair(IKE, ESP);
+        with_unique(&mut p, policy);
+        up(&mut p);
+        let first = p.b.ep.ike_sas()[0].id;
+        // A second connection on A to the same peer, so A starts another IKE SA while
+        // the first is up (and so sends no INITIAL_CONTACT).
+        p.a.ep.add_connection(psk_conn(
+            "site-b-again",
+            A_IP,
+            Some(B_IP),
+            "site-a",
+            "site-b",
+            "a long random secret",
+            IKE,
+            vec![child("net2", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
+        ));
+        p.a.ep.initiate(p.now, "site-b-again", None).unwrap();
+        p.run_for(Duration::from_secs(10));
+        p.settle();
+        let ids: Vec<_> = p.b.ep.ike_sas().iter().map(|s| s.id).collect();
+        assert_eq!(ids.len(), expect_b, "{policy:?}: {:?}", p.b.ep.ike_sas());
+        assert_eq!(p.b.ep.stats().replaced, expect_replaced, "{policy:?}");
+        assert_eq!(p.a.established(), expect_b, "{policy:?}: both sides agree");
+        match policy {
+            UniquePolicy::Replace => assert!(!ids.contains(&first), "{policy:?}"),
+            UniquePolicy::Keep => assert_eq!(ids, vec![first], "{policy:?}"),
+            _ => {}
+        }
+        if expect_replaced > 0 {
+            assert!(p.b.ike_down.contains(&DownReason::Replaced {
+                initial_contact: false
+            }));
+        }
+    }
+}

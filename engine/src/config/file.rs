@@ -112,6 +112,9 @@ pub struct ConnectionSection {
     /// Use IKE fragmentation (RFC 7383) when the peer supports it.
     #[serde(default = "yes")]
     pub fragmentation: bool,
+    /// swanctl's `unique`: what happens to other IKE SAs with the same identities.
+    #[serde(default)]
+    pub unique: Unique,
     /// `[connections.NAME.local]`.
     pub local: AuthSection,
     /// `[connections.NAME.remote]`.
@@ -188,6 +191,33 @@ pub struct ChildSection {
 
 fn dynamic() -> Vec<String> {
     vec!["dynamic".into()]
+}
+
+/// swanctl's `unique` (default `no`; an INITIAL_CONTACT from the peer still replaces
+/// its older IKE SAs, as in charon).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unique {
+    /// Duplicates allowed; INITIAL_CONTACT replaces.
+    #[default]
+    No,
+    /// Duplicates allowed, even on INITIAL_CONTACT.
+    Never,
+    /// Keep the established IKE SA, delete a new duplicate.
+    Keep,
+    /// Delete the old IKE SA when a new duplicate is established.
+    Replace,
+}
+
+impl From<Unique> for ike::config::UniquePolicy {
+    fn from(u: Unique) -> Self {
+        match u {
+            Unique::No => ike::config::UniquePolicy::No,
+            Unique::Never => ike::config::UniquePolicy::Never,
+            Unique::Keep => ike::config::UniquePolicy::Keep,
+            Unique::Replace => ike::config::UniquePolicy::Replace,
+        }
+    }
 }
 
 /// swanctl's `start_action`.

@@ -288,6 +288,7 @@ fn connection(
             rekey_time: c.rekey_time.unwrap_or(IKE_REKEY_TIME),
             fragmentation: c.fragmentation,
             children,
+            unique: c.unique.into(),
         },
         children: plans,
     })

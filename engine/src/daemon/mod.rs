@@ -537,6 +537,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "unexpected": ike.unexpected,
                 "overloaded": ike.overloaded,
                 "retransmits": ike.retransmits,
+                "replaced_ike_sas": ike.replaced,
             }),
             keepalives_sent: io.keepalives_sent,
         },

@@ -9,7 +9,7 @@ use crate::iana::id;
 use crate::wire::Identification;
 
 /// An IKE identity as configured or received.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     /// "%any": matches every identity (remote side only).
     Any,

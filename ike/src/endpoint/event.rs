@@ -100,6 +100,12 @@ pub enum DownReason {
     UnknownChildConfig,
     /// The half-open SA expired before IKE_AUTH arrived.
     HalfOpenExpired,
+    /// Another IKE SA with the same identities took its place: the peer sent
+    /// INITIAL_CONTACT (RFC 7296 2.4), or the connection's `unique` policy.
+    Replaced {
+        /// By the peer's INITIAL_CONTACT rather than by our policy.
+        initial_contact: bool,
+    },
 }
 
 impl fmt::Display for DownReason {
@@ -118,6 +124,12 @@ impl fmt::Display for DownReason {
             DownReason::Crypto(e) => write!(f, "local crypto failure: {e}"),
             DownReason::UnknownChildConfig => f.write_str("child config no longer exists"),
             DownReason::HalfOpenExpired => f.write_str("half-open SA expired"),
+            DownReason::Replaced {
+                initial_contact: true,
+            } => f.write_str("replaced: the peer sent INITIAL_CONTACT on a new IKE SA"),
+            DownReason::Replaced {
+                initial_contact: false,
+            } => f.write_str("replaced by a newer IKE SA (unique policy)"),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::event::{DownReason, Event};
 use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
 use super::keys::IkeKeys;
 use super::payloads::{error_notify, find_notify, notify_payload};
-use super::Ctx;
+use super::{Ctx, SaEffect};
 use crate::auth::Identity;
 use crate::config::{Connection, LocalAuth, RemoteAuth};
 use crate::iana::{exchange, notify, payload};
@@ -174,7 +174,9 @@ impl IkeSa {
         };
         let mut payloads = vec![Payload::IdI(id)];
         payloads.extend(cert_payloads);
-        payloads.push(notify_payload(notify::INITIAL_CONTACT, Vec::new()));
+        if self.initial_contact {
+            payloads.push(notify_payload(notify::INITIAL_CONTACT, Vec::new()));
+        }
         if let RemoteAuth::Pubkey(trust) = &conn.remote_auth {
             if let Some(req) = trust.certreq() {
                 payloads.push(Payload::CertReq(req));
@@ -246,6 +248,10 @@ impl IkeSa {
             }
         }
         self.established(ctx, &conn);
+        ctx.effects.push(SaEffect::Unique {
+            id: self.id,
+            initial_contact: false,
+        });
         if let Some(req) = child {
             self.finish_child_request(ctx, req, &payloads, true);
         }
@@ -370,6 +376,10 @@ impl IkeSa {
         }
         self.send_response(ctx, exchange::IKE_AUTH, h.message_id, out, from);
         self.established(ctx, &conn);
+        ctx.effects.push(SaEffect::Unique {
+            id: self.id,
+            initial_contact: find_notify(&payloads, notify::INITIAL_CONTACT).is_some(),
+        });
         self.end_handshake();
         if let Some((c, info)) = new_child {
             self.children.push(c);

@@ -227,6 +227,11 @@ pub(crate) struct IkeSa {
     /// Responder, half-open: the address its IKE_SA_INIT came from, the endpoint's
     /// half-open key with SPIi.
     pub(crate) half_open_from: Option<SocketAddr>,
+    /// Initiator: send INITIAL_CONTACT in IKE_AUTH (RFC 7296 2.4), decided by the
+    /// endpoint: no other IKE SA with the same identities is up.
+    pub(crate) initial_contact: bool,
+    /// Why we are deleting this SA, when not a plain `terminate` (reported on its end).
+    pub(crate) closing: Option<DownReason>,
 }
 
 impl IkeSa {
@@ -274,6 +279,8 @@ impl IkeSa {
             rekeyed_from: None,
             armed: None,
             half_open_from: None,
+            initial_contact: false,
+            closing: None,
         }
     }
 
@@ -287,6 +294,11 @@ impl IkeSa {
 
     pub(crate) fn is_dead(&self) -> bool {
         self.state == State::Dead
+    }
+
+    /// (our identity, the peer's identity) once IKE_AUTH set both.
+    pub(crate) fn identities(&self) -> Option<(Identity, Identity)> {
+        Some((self.local_id.clone()?, self.remote_id.clone()?))
     }
 
     pub(crate) fn is_established(&self) -> bool {
@@ -716,7 +728,10 @@ impl IkeSa {
             Pending::CreateChild(req) => self.create_child_response(ctx, req, payloads),
             Pending::RekeyIke(req) => self.rekey_ike_response(ctx, req, payloads),
             Pending::DeleteChildren(spis) => self.delete_children_response(ctx, spis, payloads),
-            Pending::DeleteIke => self.die(ctx, DownReason::Terminated),
+            Pending::DeleteIke => {
+                let why = self.closing.take().unwrap_or(DownReason::Terminated);
+                self.die(ctx, why)
+            }
             Pending::Dpd => {}
         }
     }
@@ -799,7 +814,8 @@ impl IkeSa {
             self.tasks.retain(|t| *t == Task::DeleteIke);
             self.queue(ctx, Task::DeleteIke);
         } else {
-            self.die(ctx, DownReason::Terminated);
+            let why = self.closing.take().unwrap_or(DownReason::Terminated);
+            self.die(ctx, why);
         }
     }
 

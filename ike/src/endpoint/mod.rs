@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub use error::{AuthFailure, PeerMisbehaved};
 pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
 
-use crate::config::{Config, Connection};
+use crate::auth::Identity;
+use crate::config::{Config, Connection, UniquePolicy};
 use crate::crypto::Rng;
 use crate::wire::{Header, Message, WireError};
 use ike_sa::IkeSa;
@@ -80,6 +81,9 @@ pub struct Stats {
     pub overloaded: u64,
     /// Retransmissions we sent.
     pub retransmits: u64,
+    /// IKE SAs removed for a newer one with the same identities (INITIAL_CONTACT or the
+    /// `unique` policy).
+    pub replaced: u64,
 }
 
 impl Stats {
@@ -151,6 +155,29 @@ pub(crate) enum SaEffect {
         /// The surviving IKE SA.
         to: IkeSaId,
     },
+    /// IKE SA `id` was just established: index it by its identities and apply the
+    /// uniqueness rules to the other IKE SAs between the same identities (RFC 7296 2.4
+    /// INITIAL_CONTACT, received by the responder, and the connection's `unique`).
+    Unique {
+        /// The new IKE SA.
+        id: IkeSaId,
+        /// The peer sent INITIAL_CONTACT in its IKE_AUTH request.
+        initial_contact: bool,
+    },
+}
+
+/// Drops `id` from the identity index entry `key`.
+fn unindex_peer(
+    by_peer: &mut HashMap<(Identity, Identity), Vec<IkeSaId>>,
+    key: &(Identity, Identity),
+    id: IkeSaId,
+) {
+    if let Some(ids) = by_peer.get_mut(key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            by_peer.remove(key);
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -246,6 +273,9 @@ pub struct Endpoint {
     half_open: HashMap<(SocketAddr, u64), IkeSaId>,
     /// Inbound child SPI -> the IKE SA holding that child.
     by_child: HashMap<u32, IkeSaId>,
+    /// (our identity, the peer's identity) -> the established IKE SAs between them, for
+    /// INITIAL_CONTACT and `unique` without a scan over every SA.
+    by_peer: HashMap<(Identity, Identity), Vec<IkeSaId>>,
     /// Every IKE SA's earliest timer.
     deadlines: Deadlines,
     cookie_secret: [u8; 32],
@@ -286,8 +316,74 @@ impl Endpoint {
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
             by_child: HashMap::new(),
+            by_peer: HashMap::new(),
             deadlines: Deadlines::default(),
             cookie_secret,
+        }
+    }
+
+    /// Indexes the newly established IKE SA `id` by its identities and applies the
+    /// uniqueness rules to the other established IKE SAs with the same identities, as
+    /// charon does: the peer's INITIAL_CONTACT drops all of them at once (no DELETE: the
+    /// peer has lost their state, RFC 7296 2.4) unless the policy is `never`; otherwise
+    /// `replace` deletes those of the same connection at the peer, and `keep` deletes
+    /// the new one instead.
+    fn enforce_unique(&mut self, now: Instant, id: IkeSaId, initial_contact: bool) {
+        let Some(sa) = self.sas.get(&id) else {
+            return;
+        };
+        let Some(key) = sa.identities() else {
+            return;
+        };
+        let conn = sa.conn;
+        let policy = sa
+            .connection(&self.shared.connections)
+            .map(|c| c.unique)
+            .unwrap_or_default();
+        let others: Vec<IkeSaId> = self
+            .by_peer
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|o| *o != id)
+            .filter(|o| self.sas.get(o).is_some_and(|s| s.is_usable()))
+            .collect();
+        self.by_peer.entry(key).or_default().push(id);
+        if others.is_empty() || policy == UniquePolicy::Never {
+            return;
+        }
+        if initial_contact {
+            for o in others {
+                self.shared.stats.replaced += 1;
+                self.with_sa(now, o, |sa, ctx| {
+                    sa.die(
+                        ctx,
+                        DownReason::Replaced {
+                            initial_contact: true,
+                        },
+                    )
+                });
+            }
+            return;
+        }
+        let same_conn: Vec<IkeSaId> = others
+            .into_iter()
+            .filter(|o| self.sas.get(o).is_some_and(|s| s.conn == conn))
+            .collect();
+        let doomed = match policy {
+            UniquePolicy::Replace => same_conn,
+            UniquePolicy::Keep if !same_conn.is_empty() => vec![id],
+            _ => Vec::new(),
+        };
+        for d in doomed {
+            self.shared.stats.replaced += 1;
+            self.with_sa(now, d, |sa, ctx| {
+                sa.closing = Some(DownReason::Replaced {
+                    initial_contact: false,
+                });
+                sa.queue_delete_ike(ctx);
+            });
         }
     }
 
@@ -398,6 +494,9 @@ impl Endpoint {
             }
             if sa.is_dead() {
                 self.by_spi.remove(&spi);
+                if let Some(key) = sa.identities() {
+                    unindex_peer(&mut self.by_peer, &key, id);
+                }
                 self.sas.remove(&id);
             }
         }
@@ -413,6 +512,9 @@ impl Endpoint {
                         kick.push(new.id);
                     }
                     let new_id = new.id;
+                    if let Some(key) = new.identities() {
+                        self.by_peer.entry(key).or_default().push(new_id);
+                    }
                     self.sas.insert(new_id, *new);
                     self.index_children(new_id);
                     self.rearm(new_id);
@@ -430,6 +532,10 @@ impl Endpoint {
                     self.rearm(from);
                     self.rearm(to);
                 }
+                SaEffect::Unique {
+                    id,
+                    initial_contact,
+                } => self.enforce_unique(now, id, initial_contact),
             }
         }
         self.settle_deadlines();
@@ -613,9 +719,17 @@ impl Endpoint {
             });
         let local = SocketAddr::new(local_ip, self.shared.config.port);
         let remote = SocketAddr::new(remote_ip, c.remote_port);
+        // RFC 7296 2.4: INITIAL_CONTACT only when no IKE SA with this peer is up (and
+        // its identity is known: with %any a peer might be any of several).
+        let initial_contact = !c.remote_id.is_any()
+            && !self
+                .by_peer
+                .get(&(c.local_id.clone(), c.remote_id.clone()))
+                .is_some_and(|ids| ids.iter().any(|i| self.sas.contains_key(i)));
         let mut ctx = self.shared.ctx(now);
         let id = ctx.alloc_id();
-        let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
+        let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
+        sa.initial_contact = initial_contact;
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
         self.rearm(id);

@@ -377,6 +377,7 @@ pub fn psk_conn(
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        unique: Default::default(),
         children,
     }
 }
@@ -412,6 +413,7 @@ pub fn cert_conn(
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        unique: Default::default(),
         children,
     }
 }
