@@ -210,7 +210,12 @@ fn initiate(
             .find(|c| c.name == name)
             .and_then(|c| c.last_error.clone());
         if let Some(e) = failed {
-            if !s.ike_sas.iter().any(|sa| sa.conn == name) {
+            // The failure came after this initiate (the daemon clears it then): with no
+            // IKE SA left the negotiation is over; with the IKE SA up but the child
+            // missing (checked above), the peer refused the child, e.g. with
+            // TS_UNACCEPTABLE in IKE_AUTH. Either way there is nothing to wait for.
+            let mut ours = s.ike_sas.iter().filter(|sa| sa.conn == name);
+            if ours.clone().next().is_none() || ours.any(|sa| sa.state == "ESTABLISHED") {
                 return Err(format!("{name}: {e}"));
             }
         }

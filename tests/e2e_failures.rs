@@ -139,3 +139,40 @@ fn responder_forgets_the_sa_the_initiator_rejected() {
     eprintln!("b: {lb}");
     nothing_up(&bench, &[Who::A, Who::B]);
 }
+
+/// Issue 20 fault 4: the IKE SA comes up but the peer refuses the child
+/// (N(TS_UNACCEPTABLE) in IKE_AUTH): `esprit initiate` prints the peer's reason at once
+/// and exits non-zero instead of waiting out its timeout.
+#[test]
+fn initiate_reports_a_refused_child_at_once() {
+    let topo = Topology::direct(false).expect("topology");
+    let (mut a, mut b) = psk_sides(&topo, "a shared secret", "a shared secret");
+    let (ai, bi) = (topo.a_inner(), topo.b_inner());
+    a.children.push(child("net", ai, bi, v4_first));
+    // b only admits the other subnets: a's proposal has no overlap.
+    b.children.push(child("net", bi, ai, common::v4_second));
+    let mut bench = Bench::new(topo, a, b).expect("bench");
+    bench.start(Who::B);
+    bench.start(Who::A);
+    let cfg = bench.config(Who::A);
+    let started = std::time::Instant::now();
+    let out = bench.cli(
+        &[
+            "initiate",
+            CONN,
+            "--timeout",
+            "60",
+            "-c",
+            cfg.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(90),
+    );
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("traffic selectors unacceptable"), "{err}");
+    assert!(
+        took < Duration::from_secs(30),
+        "initiate waited {took:?} for a child the peer had refused: {err}"
+    );
+}

@@ -836,3 +836,30 @@ fn unique_policy_decides_between_duplicates() {
         }
     }
 }
+
+/// Issue 20 fault 2: once shutting down, an endpoint answers no new IKE_SA_INIT and
+/// deletes what it had, so nothing is left behind when it exits.
+#[test]
+fn shutdown_refuses_new_ike_sas_and_deletes_the_rest() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    p.b.ep.shutdown(p.now);
+    assert!(
+        p.run_until(Duration::from_secs(10), |p| p.b.ep.ike_sas().is_empty()
+            && p.a.ep.ike_sas().is_empty()),
+        "the SA was not deleted at the peer"
+    );
+    assert!(p.a.ike_down.contains(&DownReason::DeletedByPeer));
+    // A new negotiation is left unanswered and fails on our side's retransmit limit,
+    // never establishing anything at the closing peer.
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    p.run_for(Duration::from_secs(120));
+    assert_eq!(p.b.established(), 0);
+    assert!(p.b.ep.ike_sas().is_empty(), "{:?}", p.b.ep.ike_sas());
+    assert!(p.b.ep.stats().refused_closing >= 1);
+    assert!(
+        p.a.ike_down.contains(&DownReason::Timeout),
+        "{:?}",
+        p.a.ike_down
+    );
+}

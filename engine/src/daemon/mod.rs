@@ -363,7 +363,7 @@ fn handle_ike(st: &mut Sas, batch: &UdpRecvBatch, wildcard: IpAddr) {
 fn begin_shutdown(st: &mut Sas, why: &str) -> Instant {
     tracing::info!("{why}: deleting SAs at the peers and stopping");
     st.closing = true;
-    st.ep.terminate_all(Instant::now());
+    st.ep.shutdown(Instant::now());
     Instant::now() + SHUTDOWN_GRACE
 }
 
@@ -538,6 +538,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "overloaded": ike.overloaded,
                 "retransmits": ike.retransmits,
                 "replaced_ike_sas": ike.replaced,
+                "refused_closing": ike.refused_closing,
             }),
             keepalives_sent: io.keepalives_sent,
         },

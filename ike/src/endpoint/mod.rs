@@ -64,6 +64,8 @@ pub enum Dropped {
     Unexpected,
     /// Too many half-open SAs.
     Overloaded,
+    /// A new IKE SA asked for while the endpoint shuts down ([`Endpoint::shutdown`]).
+    ShuttingDown,
 }
 
 /// Counters of dropped input, for metrics.
@@ -84,6 +86,8 @@ pub struct Stats {
     /// IKE SAs removed for a newer one with the same identities (INITIAL_CONTACT or the
     /// `unique` policy).
     pub replaced: u64,
+    /// IKE_SA_INIT requests left unanswered because the endpoint shuts down.
+    pub refused_closing: u64,
 }
 
 impl Stats {
@@ -94,6 +98,7 @@ impl Stats {
             Dropped::Integrity => self.integrity += 1,
             Dropped::Unexpected => self.unexpected += 1,
             Dropped::Overloaded => self.overloaded += 1,
+            Dropped::ShuttingDown => self.refused_closing += 1,
         }
     }
 }
@@ -276,6 +281,8 @@ pub struct Endpoint {
     /// (our identity, the peer's identity) -> the established IKE SAs between them, for
     /// INITIAL_CONTACT and `unique` without a scan over every SA.
     by_peer: HashMap<(Identity, Identity), Vec<IkeSaId>>,
+    /// Shutting down: no new IKE SA, and any that completes meanwhile is deleted.
+    closing: bool,
     /// Every IKE SA's earliest timer.
     deadlines: Deadlines,
     cookie_secret: [u8; 32],
@@ -317,6 +324,7 @@ impl Endpoint {
             half_open: HashMap::new(),
             by_child: HashMap::new(),
             by_peer: HashMap::new(),
+            closing: false,
             deadlines: Deadlines::default(),
             cookie_secret,
         }
@@ -329,6 +337,12 @@ impl Endpoint {
     /// `replace` deletes those of the same connection at the peer, and `keep` deletes
     /// the new one instead.
     fn enforce_unique(&mut self, now: Instant, id: IkeSaId, initial_contact: bool) {
+        if self.closing {
+            // Completed after shutdown began (its IKE_SA_INIT was answered before):
+            // delete it at the peer like the rest.
+            self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
+            return;
+        }
         let Some(sa) = self.sas.get(&id) else {
             return;
         };
@@ -583,6 +597,11 @@ impl Endpoint {
         msg: Message,
     ) -> Result<(), Dropped> {
         let h: Header = msg.header;
+        if self.closing {
+            // Not answered at all: a peer retries elsewhere or later, and no SA can
+            // come up that shutdown would leave behind.
+            return Err(Dropped::ShuttingDown);
+        }
         if let Some(&id) = self.half_open.get(&(remote, h.spi_i)) {
             // A retransmitted IKE_SA_INIT: answer from the cached response.
             return self
@@ -757,7 +776,16 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Deletes every IKE SA at its peer, e.g. on shutdown.
+    /// Begins a shutdown: deletes every IKE SA at its peer, leaves new IKE_SA_INIT
+    /// requests unanswered ([`Dropped::ShuttingDown`]) and deletes any IKE SA whose
+    /// negotiation completes meanwhile, so none is left behind. Keep calling `handle`
+    /// and `handle_timeout` until [`Endpoint::ike_sas`] is empty or a grace time ends.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.closing = true;
+        self.terminate_all(now);
+    }
+
+    /// Deletes every IKE SA at its peer.
     pub fn terminate_all(&mut self, now: Instant) {
         let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
         for id in ids {
