@@ -176,3 +176,39 @@ fn initiate_reports_a_refused_child_at_once() {
         "initiate waited {took:?} for a child the peer had refused: {err}"
     );
 }
+
+/// Issue 22 fault 2: an authentication failure does not leave a `start` connection down
+/// for good. b first holds a different secret; once b reloads with the right one, a's
+/// retry (with backoff) brings the tunnel up without anyone touching a.
+#[test]
+fn start_retries_after_an_authentication_failure() {
+    let topo = Topology::direct(false).expect("topology");
+    let sides = psk_sides(&topo, "the right secret", "a different secret");
+    let (a, b) = with_net(&topo, sides);
+    let mut bench = Bench::new(topo, a, b).expect("bench");
+    let error = failed(&mut bench);
+    assert!(error.contains("authentication failed"), "{error}");
+    let cfg = bench.config(Who::B);
+    let text = std::fs::read_to_string(&cfg).expect("b's configuration");
+    assert!(text.contains("a different secret"), "{text}");
+    std::fs::write(&cfg, text.replace("a different secret", "the right secret"))
+        .expect("rewriting b's configuration");
+    bench
+        .daemon_mut(Who::B)
+        .proc
+        .signal(libc::SIGHUP)
+        .expect("SIGHUP to b");
+    bench.wait_status(
+        Who::A,
+        "the child after a retry",
+        Duration::from_secs(60),
+        |s| {
+            s.ike_sas
+                .iter()
+                .any(|sa| sa.children.iter().any(|c| c.name == "net"))
+                .then_some(())
+        },
+    );
+    let to = bench.topo.b_inner().v4[0].into();
+    assert!(ping(bench.topo.a(), to, 2, Duration::from_secs(5)));
+}

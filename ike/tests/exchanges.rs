@@ -863,3 +863,94 @@ fn shutdown_refuses_new_ike_sas_and_deletes_the_rest() {
         p.a.ike_down
     );
 }
+
+/// Moves every datagram queued by `from` into `to` (addresses swapped for the receiver).
+fn deliver_all(
+    now: std::time::Instant,
+    from: &mut ike::endpoint::Endpoint,
+    to: &mut ike::endpoint::Endpoint,
+) -> usize {
+    let mut n = 0;
+    while let Some(t) = from.poll_transmit() {
+        to.handle(now, t.remote, t.local, &t.data);
+        n += 1;
+    }
+    n
+}
+
+/// Issue 22 fault 2, in the order seen at 5,000 SAs: a's first IKE_SA_INIT is answered
+/// with a COOKIE, a starts over with the cookie, and a stale copy of the first request
+/// (a retransmission still in flight) reaches b once b is below its cookie threshold.
+/// b must build the SA from the request a signs (RFC 7296 2.6, 2.15): the one with the
+/// cookie. Before the fix b answered the cookie request from the stale SA's cache and
+/// both sides failed with "pre-shared key mismatch".
+#[test]
+fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
+    let config = Config {
+        cookie_threshold: 1,
+        ..Config::default()
+    };
+    let mut p = psk_pair(IKE, ESP);
+    let mut b = ike::endpoint::Endpoint::new(
+        config,
+        Box::new(ike::crypto::SeededRng::new(0xb0b)),
+        (p.now, wall_clock()),
+    );
+    b.add_connection(psk_conn(
+        "site-a",
+        B_IP,
+        None,
+        "site-b",
+        "site-a",
+        "a long random secret",
+        IKE,
+        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
+    ));
+    let now = p.now;
+    // A third initiator fills b's one half-open slot, so a gets a COOKIE.
+    let mut c = ike::endpoint::Endpoint::new(
+        Config::default(),
+        Box::new(ike::crypto::SeededRng::new(0xc)),
+        (now, wall_clock()),
+    );
+    c.add_connection(psk_conn(
+        "site-b",
+        [192, 0, 2, 3],
+        Some(B_IP),
+        "site-c",
+        "site-b",
+        "a long random secret",
+        IKE,
+        vec![],
+    ));
+    c.initiate(now, "site-b", None).unwrap();
+    deliver_all(now, &mut c, &mut b);
+    while b.poll_transmit().is_some() {}
+    // a's first request: b asks for a cookie. Keep a copy: the stale retransmission.
+    p.a.ep.initiate(now, "site-b", None).unwrap();
+    let first = p.a.ep.poll_transmit().expect("IKE_SA_INIT");
+    b.handle(now, first.remote, first.local, &first.data);
+    assert_eq!(deliver_all(now, &mut b, &mut p.a.ep), 1, "the COOKIE reply");
+    let retry = p.a.ep.poll_transmit().expect("IKE_SA_INIT with the cookie");
+    assert_ne!(retry.data, first.data);
+    // c's half-open SA expires: b is below its threshold again.
+    let later = now + Duration::from_secs(40);
+    b.handle_timeout(later);
+    // The stale copy arrives first and b, now without cookie pressure, answers it.
+    b.handle(later, first.remote, first.local, &first.data);
+    while b.poll_transmit().is_some() {}
+    // Then the request a will sign.
+    b.handle(later, retry.remote, retry.local, &retry.data);
+    for _ in 0..10 {
+        deliver_all(later, &mut b, &mut p.a.ep);
+        deliver_all(later, &mut p.a.ep, &mut b);
+    }
+    let up = |ep: &ike::endpoint::Endpoint| {
+        ep.ike_sas()
+            .iter()
+            .filter(|s| s.state == "ESTABLISHED")
+            .count()
+    };
+    assert_eq!(up(&p.a.ep), 1, "a: {:?}", p.a.ep.ike_sas());
+    assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
+}

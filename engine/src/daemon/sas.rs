@@ -795,6 +795,12 @@ impl Sas {
                 {
                     restart = true;
                 }
+                // One failed exchange (a peer mid-restart, a lost or crossed message)
+                // must not leave a "start" connection down for good: retry with the
+                // same backoff, as charon's keyingtries do.
+                DownReason::AuthenticationFailed(_) if start == StartAction::Start => {
+                    restart = true;
+                }
                 _ => {}
             }
         }
@@ -851,10 +857,15 @@ impl Sas {
                         .collect()
                 })
                 .unwrap_or_default();
+            // An automatic retry keeps the last error on show until something succeeds.
+            let last_error = self.failures.get(&conn).cloned();
             for child in children {
                 if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                     tracing::warn!("{conn}.{child}: retry failed: {e}");
                 }
+            }
+            if let Some(e) = last_error {
+                self.failures.entry(conn).or_insert(e);
             }
         }
         let (due, keep): (Vec<_>, Vec<_>) = self.removals.drain(..).partition(|(t, _)| *t <= now);

@@ -563,6 +563,14 @@ impl IkeSa {
     }
 
     /// Answers a retransmitted IKE_SA_INIT request with the same response.
+    /// Responder, half-open: the IKE_SA_INIT request this SA was built from.
+    pub(crate) fn init_request(&self) -> Option<&[u8]> {
+        self.phase
+            .handshake()
+            .filter(|_| !self.initiator)
+            .map(|h| h.init_request.as_slice())
+    }
+
     pub(crate) fn retransmit_init_response(
         &mut self,
         ctx: &mut Ctx<'_>,

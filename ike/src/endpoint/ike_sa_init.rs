@@ -51,6 +51,11 @@ fn signature_hashes() -> Vec<u8> {
     d
 }
 
+/// Whether an IKE_SA_INIT request carries a COOKIE notify (RFC 7296 2.6).
+pub(crate) fn carries_cookie(msg: &Message) -> bool {
+    find_notify(&msg.payloads, notify::COOKIE).is_some()
+}
+
 fn parse_hashes(data: &[u8]) -> Vec<u16> {
     data.chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))

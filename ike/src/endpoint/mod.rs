@@ -603,10 +603,22 @@ impl Endpoint {
             return Err(Dropped::ShuttingDown);
         }
         if let Some(&id) = self.half_open.get(&(remote, h.spi_i)) {
-            // A retransmitted IKE_SA_INIT: answer from the cached response.
-            return self
-                .with_sa(now, id, |sa, ctx| sa.retransmit_init_response(ctx, data))
-                .unwrap_or(Err(Dropped::Unexpected));
+            let stored = self.sas.get(&id).and_then(|sa| sa.init_request());
+            if stored.is_none_or(|r| r == data) {
+                // A retransmitted IKE_SA_INIT: answer from the cached response.
+                return self
+                    .with_sa(now, id, |sa, ctx| sa.retransmit_init_response(ctx, data))
+                    .unwrap_or(Err(Dropped::Unexpected));
+            }
+            if !ike_sa_init::carries_cookie(&msg) {
+                // A late copy of an earlier request of this initiator (one we answered
+                // with a COOKIE, say): the half-open SA answers its newer request.
+                return Err(Dropped::Unexpected);
+            }
+            // RFC 7296 2.6: the initiator started over with our cookie after we built a
+            // half-open SA from a stale copy of its first request. It signs the request
+            // it sent last (2.15), so that one must make the SA: drop the stale one.
+            self.with_sa(now, id, |sa, ctx| sa.die(ctx, DownReason::HalfOpenExpired));
         }
         if self.half_open.len() >= self.shared.config.max_half_open
             || self.sas.len() >= self.shared.config.max_ike_sas
