@@ -239,7 +239,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         port_nat_t: cfg.daemon.port_nat_t,
         keepalives_sent: 0,
     };
-    let (dp_tx, mut dp_rx) = mpsc::channel(1024);
+    let (dp_tx, mut dp_rx) = mpsc::channel(crate::dataplane::EVENT_QUEUE);
     let dp = Dataplane::start(tun, natt, dp_tx).map_err(io_err("starting the dataplane"))?;
     let routes = OsRoutes::new(&tun_name, install_routes)
         .map_err(io_err(format!("opening netlink for routes via {tun_name}")))?;

@@ -111,12 +111,12 @@ impl Inbound {
             match classify_4500(d.data) {
                 Datagram4500::Esp(_) => {}
                 Datagram4500::Ike(msg) => {
-                    self.stats.ike_received += 1;
-                    let _ = self.events.try_send(DpEvent::Ike {
+                    let ev = DpEvent::Ike {
                         local: SocketAddr::new(d.dst_ip.unwrap_or(bound.ip()), d.local_port),
                         remote: d.src,
                         data: msg.to_vec(),
-                    });
+                    };
+                    hand_over(&self.events, ev, &mut self.stats);
                     continue;
                 }
                 Datagram4500::Keepalive => {
@@ -160,5 +160,47 @@ impl Inbound {
             self.stats.tun_errors += 1;
             tracing::debug!("TUN write failed: {e}");
         }
+    }
+}
+
+/// Passes an IKE message from port 4500 to the control task without ever blocking the
+/// packet path: the queue is sized for bursts of many peers at once
+/// ([`super::EVENT_QUEUE`]), and a message that still finds it full (or the control task
+/// gone) is counted by reason, never dropped silently. The peer retransmits it.
+fn hand_over(events: &tokio::sync::mpsc::Sender<DpEvent>, ev: DpEvent, stats: &mut InStats) {
+    use tokio::sync::mpsc::error::TrySendError;
+    match events.try_send(ev) {
+        Ok(()) => stats.ike_received += 1,
+        Err(TrySendError::Full(_)) => stats.ike_dropped_queue_full += 1,
+        Err(TrySendError::Closed(_)) => stats.ike_dropped_closed += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ike() -> DpEvent {
+        DpEvent::Ike {
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:4500".parse().unwrap(),
+            data: vec![0; 28],
+        }
+    }
+
+    #[test]
+    fn every_ike_message_is_passed_on_or_counted() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let mut stats = InStats::default();
+        for _ in 0..3 {
+            hand_over(&tx, ike(), &mut stats);
+        }
+        assert_eq!((stats.ike_received, stats.ike_dropped_queue_full), (2, 1));
+        assert!(rx.try_recv().is_ok());
+        hand_over(&tx, ike(), &mut stats);
+        assert_eq!(stats.ike_received, 3);
+        drop(rx);
+        hand_over(&tx, ike(), &mut stats);
+        assert_eq!(stats.ike_dropped_closed, 1);
     }
 }
