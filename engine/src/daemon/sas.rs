@@ -194,13 +194,10 @@ impl Sas {
         }
         self.stopped.remove(conn);
         self.failures.remove(conn);
-        let sas = self.ep.ike_sas();
-        let mut connecting = sas
-            .iter()
-            .any(|sa| sa.conn == conn && sa.state == "CONNECTING");
-        let up = sas
-            .iter()
-            .any(|sa| sa.conn == conn && sa.state == "ESTABLISHED");
+        // From ike's per-connection index: a full snapshot here made starting 5,000
+        // connections quadratic (issue 22).
+        let state = self.ep.connection_state(conn);
+        let (mut connecting, up) = (state.connecting, state.established);
         for name in names {
             let key = (conn.to_string(), name);
             if self.pending.contains(&key) || self.children.values().any(|c| c.key == key) {
@@ -885,7 +882,7 @@ impl Sas {
 
     /// Number of IKE SAs left (for shutdown).
     pub(crate) fn ike_count(&self) -> usize {
-        self.ep.ike_sas().len()
+        self.ep.ike_sa_count()
     }
 
     /// Sends a NAT-T keepalive to every peer we reach through a NAT.

@@ -103,6 +103,15 @@ impl Stats {
     }
 }
 
+/// What [`Endpoint::connection_state`] tells about one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionState {
+    /// An IKE SA of it is being negotiated (IKE_SA_INIT or IKE_AUTH under way).
+    pub connecting: bool,
+    /// An IKE SA of it is established.
+    pub established: bool,
+}
+
 /// Errors of the commands (initiate, terminate, rekey).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -169,6 +178,16 @@ pub(crate) enum SaEffect {
         /// The peer sent INITIAL_CONTACT in its IKE_AUTH request.
         initial_contact: bool,
     },
+}
+
+/// Drops `id` from connection `conn`'s index entry.
+fn unindex_conn(by_conn: &mut HashMap<usize, Vec<IkeSaId>>, conn: usize, id: IkeSaId) {
+    if let Some(ids) = by_conn.get_mut(&conn) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            by_conn.remove(&conn);
+        }
+    }
 }
 
 /// Drops `id` from the identity index entry `key`.
@@ -281,6 +300,9 @@ pub struct Endpoint {
     /// (our identity, the peer's identity) -> the established IKE SAs between them, for
     /// INITIAL_CONTACT and `unique` without a scan over every SA.
     by_peer: HashMap<(Identity, Identity), Vec<IkeSaId>>,
+    /// Connection index -> its IKE SAs (once the SA knows its connection), so that
+    /// per-connection questions never scan every SA.
+    by_conn: HashMap<usize, Vec<IkeSaId>>,
     /// Shutting down: no new IKE SA, and any that completes meanwhile is deleted.
     closing: bool,
     /// Every IKE SA's earliest timer.
@@ -324,6 +346,7 @@ impl Endpoint {
             half_open: HashMap::new(),
             by_child: HashMap::new(),
             by_peer: HashMap::new(),
+            by_conn: HashMap::new(),
             closing: false,
             deadlines: Deadlines::default(),
             cookie_secret,
@@ -511,7 +534,16 @@ impl Endpoint {
                 if let Some(key) = sa.identities() {
                     unindex_peer(&mut self.by_peer, &key, id);
                 }
+                if let Some(c) = sa.conn {
+                    unindex_conn(&mut self.by_conn, c, id);
+                }
                 self.sas.remove(&id);
+            } else if let Some(c) = sa.conn {
+                // A responder learns its connection in IKE_AUTH.
+                let ids = self.by_conn.entry(c).or_default();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
         }
         self.index_children(id);
@@ -528,6 +560,9 @@ impl Endpoint {
                     let new_id = new.id;
                     if let Some(key) = new.identities() {
                         self.by_peer.entry(key).or_default().push(new_id);
+                    }
+                    if let Some(c) = new.conn {
+                        self.by_conn.entry(c).or_default().push(new_id);
                     }
                     self.sas.insert(new_id, *new);
                     self.index_children(new_id);
@@ -719,12 +754,11 @@ impl Endpoint {
             None => (0..c.children.len()).collect(),
         };
         // An established IKE SA of this connection takes new children directly.
-        if let Some(id) = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.conn == Some(ci) && sa.is_usable())
-            .map(|(id, _)| *id)
-        {
+        let usable = self
+            .conn_sas(ci)
+            .find(|(_, sa)| sa.is_usable())
+            .map(|(id, _)| id);
+        if let Some(id) = usable {
             self.with_sa(now, id, |sa, ctx| {
                 for ch in children {
                     sa.queue_create_child(ctx, ch);
@@ -761,6 +795,7 @@ impl Endpoint {
         let id = ctx.alloc_id();
         let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
         sa.initial_contact = initial_contact;
+        self.by_conn.entry(ci).or_default().push(id);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
         self.rearm(id);
@@ -776,16 +811,46 @@ impl Endpoint {
             .iter()
             .position(|c| c.name == conn)
             .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
-        let ids: Vec<IkeSaId> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.conn == Some(ci))
-            .map(|(id, _)| *id)
-            .collect();
+        let ids: Vec<IkeSaId> = self.conn_sas(ci).map(|(id, _)| id).collect();
         for id in ids {
             self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
         }
         Ok(())
+    }
+
+    /// The IKE SAs of connection index `ci` (every state), from the index.
+    fn conn_sas(&self, ci: usize) -> impl Iterator<Item = (IkeSaId, &IkeSa)> {
+        self.by_conn
+            .get(&ci)
+            .into_iter()
+            .flatten()
+            .filter_map(move |id| {
+                self.sas
+                    .get(id)
+                    .filter(|sa| sa.conn == Some(ci))
+                    .map(|sa| (*id, sa))
+            })
+    }
+
+    /// How many IKE SAs exist (every state), O(1).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Whether connection `conn` has an IKE SA being negotiated and one established,
+    /// from the per-connection index (no scan over every SA).
+    pub fn connection_state(&self, conn: &str) -> ConnectionState {
+        let mut st = ConnectionState::default();
+        if let Some(ci) = self.shared.connections.iter().position(|c| c.name == conn) {
+            for (_, sa) in self.conn_sas(ci) {
+                st.connecting |= matches!(
+                    sa.state,
+                    ike_sa::State::InitSent | ike_sa::State::AuthSent | ike_sa::State::InitReplied
+                );
+                st.established |= sa.state == ike_sa::State::Established;
+            }
+        }
+        st
     }
 
     /// Begins a shutdown: deletes every IKE SA at its peer, leaves new IKE_SA_INIT
