@@ -954,3 +954,22 @@ fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
     assert_eq!(up(&p.a.ep), 1, "a: {:?}", p.a.ep.ike_sas());
     assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
 }
+
+/// Issue 22 fault 5: a retransmitted IKE_SA_INIT that arrives after its SA completed
+/// IKE_AUTH makes no new half-open SA (they lingered by the hundred at 10,000 SAs).
+#[test]
+fn a_late_init_retransmission_makes_no_half_open_sa() {
+    let mut p = psk_pair(IKE, ESP);
+    let now = p.now;
+    p.a.ep.initiate(now, "site-b", None).unwrap();
+    let first = p.a.ep.poll_transmit().expect("IKE_SA_INIT");
+    p.b.ep.handle(now, first.remote, first.local, &first.data);
+    for _ in 0..10 {
+        deliver_all(now, &mut p.b.ep, &mut p.a.ep);
+        deliver_all(now, &mut p.a.ep, &mut p.b.ep);
+    }
+    assert_eq!(p.b.established(), 1);
+    p.b.ep.handle(now, first.remote, first.local, &first.data);
+    assert_eq!(p.b.ep.ike_sas().len(), 1, "{:?}", p.b.ep.ike_sas());
+    assert!(p.b.ep.poll_transmit().is_none(), "nothing to answer");
+}

@@ -227,6 +227,9 @@ pub(crate) struct IkeSa {
     /// Responder, half-open: the address its IKE_SA_INIT came from, the endpoint's
     /// half-open key with SPIi.
     pub(crate) half_open_from: Option<SocketAddr>,
+    /// Responder: the address its IKE_SA_INIT came from, kept for the SA's life (the
+    /// endpoint's `by_init` key with SPIi).
+    pub(crate) init_from: Option<SocketAddr>,
     /// Initiator: send INITIAL_CONTACT in IKE_AUTH (RFC 7296 2.4), decided by the
     /// endpoint: no other IKE SA with the same identities is up.
     pub(crate) initial_contact: bool,
@@ -279,6 +282,7 @@ impl IkeSa {
             rekeyed_from: None,
             armed: None,
             half_open_from: None,
+            init_from: None,
             initial_contact: false,
             closing: None,
         }

@@ -295,6 +295,10 @@ pub struct Endpoint {
     /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
     /// IKE_SA_INIT requests (RFC 7296 2.1).
     half_open: HashMap<(SocketAddr, u64), IkeSaId>,
+    /// Responder side: (peer address, peer's SPIi) -> every SA we built from an
+    /// IKE_SA_INIT, half-open or not, so a late retransmission of a request we already
+    /// completed makes no new half-open SA.
+    by_init: HashMap<(SocketAddr, u64), IkeSaId>,
     /// Inbound child SPI -> the IKE SA holding that child.
     by_child: HashMap<u32, IkeSaId>,
     /// (our identity, the peer's identity) -> the established IKE SAs between them, for
@@ -344,6 +348,7 @@ impl Endpoint {
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
+            by_init: HashMap::new(),
             by_child: HashMap::new(),
             by_peer: HashMap::new(),
             by_conn: HashMap::new(),
@@ -531,6 +536,11 @@ impl Endpoint {
             }
             if sa.is_dead() {
                 self.by_spi.remove(&spi);
+                if let Some(from) = sa.init_from {
+                    if self.by_init.get(&(from, sa.spi_i)) == Some(&id) {
+                        self.by_init.remove(&(from, sa.spi_i));
+                    }
+                }
                 if let Some(key) = sa.identities() {
                     unindex_peer(&mut self.by_peer, &key, id);
                 }
@@ -654,6 +664,10 @@ impl Endpoint {
             // half-open SA from a stale copy of its first request. It signs the request
             // it sent last (2.15), so that one must make the SA: drop the stale one.
             self.with_sa(now, id, |sa, ctx| sa.die(ctx, DownReason::HalfOpenExpired));
+        } else if self.by_init.contains_key(&(remote, h.spi_i)) {
+            // A late retransmission of a request whose SA is past IKE_SA_INIT (seen at
+            // thousands of SAs): a new half-open SA would only linger until it expires.
+            return Err(Dropped::Unexpected);
         }
         if self.half_open.len() >= self.shared.config.max_half_open
             || self.sas.len() >= self.shared.config.max_ike_sas
@@ -671,7 +685,9 @@ impl Endpoint {
         let id = ctx.alloc_id();
         sa.id = id;
         sa.half_open_from = Some(remote);
+        sa.init_from = Some(remote);
         self.half_open.insert((remote, h.spi_i), id);
+        self.by_init.insert((remote, h.spi_i), id);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
         self.rearm(id);
