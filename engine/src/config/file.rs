@@ -44,6 +44,17 @@ pub struct DaemonSection {
     pub retransmit_timeout: Duration,
     /// IKE retransmissions before a request is given up.
     pub retransmit_tries: u32,
+    /// Send and receive buffer of each IKE/NAT-T socket, in bytes (forced past the
+    /// system limit when privileged): thousands of peers starting at once queue here.
+    pub socket_buffer: usize,
+    /// Half-open IKE SAs above which a responder asks initiators for a cookie
+    /// (RFC 7296 2.6).
+    pub cookie_threshold: usize,
+    /// Half-open IKE SAs above which new IKE_SA_INIT requests go unanswered (counted
+    /// as `overloaded` in status).
+    pub max_half_open: usize,
+    /// Most IKE SAs the daemon holds.
+    pub max_ike_sas: usize,
 }
 
 impl Default for DaemonSection {
@@ -56,6 +67,10 @@ impl Default for DaemonSection {
             keepalive: Duration::from_secs(20),
             retransmit_timeout: Duration::from_secs(2),
             retransmit_tries: 5,
+            socket_buffer: 8 << 20,
+            cookie_threshold: 64,
+            max_half_open: 4096,
+            max_ike_sas: 100_000,
         }
     }
 }

@@ -56,6 +56,14 @@ pub struct Daemon {
     pub retransmit_timeout: Duration,
     /// IKE retransmissions before a request is given up.
     pub retransmit_tries: u32,
+    /// Buffer bytes of each IKE/NAT-T socket.
+    pub socket_buffer: usize,
+    /// Half-open SAs that make the responder ask for cookies.
+    pub cookie_threshold: usize,
+    /// Half-open SAs past which IKE_SA_INIT requests are dropped.
+    pub max_half_open: usize,
+    /// Most IKE SAs.
+    pub max_ike_sas: usize,
 }
 
 /// `[tun]`, resolved.
@@ -100,6 +108,9 @@ impl Resolved {
             port_nat_t: self.daemon.port_nat_t,
             retransmit_timeout: self.daemon.retransmit_timeout,
             retransmit_tries: self.daemon.retransmit_tries,
+            cookie_threshold: self.daemon.cookie_threshold,
+            max_half_open: self.daemon.max_half_open,
+            max_ike_sas: self.daemon.max_ike_sas,
             ..Config::default()
         }
     }
@@ -166,6 +177,20 @@ fn daemon(cx: &Cx<'_>, d: &DaemonSection) -> Result<Daemon, ConfigError> {
     if d.retransmit_timeout.is_zero() {
         return Err(cx.err("daemon.retransmit_timeout", "must be longer than 0s"));
     }
+    if d.max_half_open == 0 || d.max_ike_sas == 0 {
+        let key = if d.max_half_open == 0 {
+            "daemon.max_half_open"
+        } else {
+            "daemon.max_ike_sas"
+        };
+        return Err(cx.err(key, "must be at least 1"));
+    }
+    if d.socket_buffer < 64 * 1024 {
+        return Err(cx.err(
+            "daemon.socket_buffer",
+            format!("{} bytes is too small; at least 65536", d.socket_buffer),
+        ));
+    }
     Ok(Daemon {
         port: d.port,
         port_nat_t: d.port_nat_t,
@@ -175,6 +200,10 @@ fn daemon(cx: &Cx<'_>, d: &DaemonSection) -> Result<Daemon, ConfigError> {
         keepalive: d.keepalive,
         retransmit_timeout: d.retransmit_timeout,
         retransmit_tries: d.retransmit_tries,
+        socket_buffer: d.socket_buffer,
+        cookie_threshold: d.cookie_threshold,
+        max_half_open: d.max_half_open,
+        max_ike_sas: d.max_ike_sas,
     })
 }
 

@@ -180,10 +180,11 @@ fn open_tun(cfg: &Resolved, fd: Option<OwnedFd>) -> Result<(Tun, bool), RunError
 }
 
 /// Binds `port` on the IPv4 and IPv6 wildcard; a family the namespace lacks is skipped.
-fn bind_pair(port: u16) -> Result<(Option<UdpSocket>, Option<UdpSocket>), RunError> {
-    let v4 = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+fn bind_pair(port: u16, buffer: usize) -> Result<(Option<UdpSocket>, Option<UdpSocket>), RunError> {
+    let bind = |ip: IpAddr| UdpSocket::bind_with(SocketAddr::new(ip, port), buffer);
+    let v4 = bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
         .map_err(io_err(format!("binding UDP port {port} (IPv4)")))?;
-    let v6 = match UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+    let v6 = match bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("no IPv6 on UDP port {port}: {e}");
@@ -220,8 +221,8 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         tun.offloads(),
         if install_routes { "on" } else { "off" }
     );
-    let (ike4, ike6) = bind_pair(cfg.daemon.port)?;
-    let (n4, n6) = bind_pair(cfg.daemon.port_nat_t)?;
+    let (ike4, ike6) = bind_pair(cfg.daemon.port, cfg.daemon.socket_buffer)?;
+    let (n4, n6) = bind_pair(cfg.daemon.port_nat_t, cfg.daemon.socket_buffer)?;
     let natt = NattSockets {
         v4: n4.map(Arc::new),
         v6: n6.map(Arc::new),

@@ -60,6 +60,10 @@ fn the_documented_sample_resolves_with_a_psk() {
             keepalive: Duration::from_secs(20),
             retransmit_timeout: Duration::from_secs(2),
             retransmit_tries: 5,
+            socket_buffer: 8 << 20,
+            cookie_threshold: 64,
+            max_half_open: 4096,
+            max_ike_sas: 100_000,
         }
     );
     assert_eq!(
@@ -424,4 +428,25 @@ fn updown_is_a_shell_command_whose_absolute_program_must_exist() {
         "connections.site-b.children.net.updown",
         "empty command",
     );
+}
+
+#[test]
+fn daemon_limits_are_settings_and_bad_ones_are_named() {
+    let with = |extra: &str| {
+        let text = SAMPLE.replacen("[daemon]\n", &format!("[daemon]\n{extra}\n"), 1);
+        sample(&text)
+    };
+    let r =
+        with("max_half_open = 10000\ncookie_threshold = 500\nsocket_buffer = 33554432").unwrap();
+    assert_eq!(r.daemon.max_half_open, 10_000);
+    assert_eq!(r.ike_config().max_half_open, 10_000);
+    assert_eq!(r.ike_config().cookie_threshold, 500);
+    assert_eq!(r.daemon.socket_buffer, 32 << 20);
+    let e = with("max_half_open = 0").unwrap_err().to_string();
+    assert!(
+        e.contains("daemon.max_half_open: must be at least 1"),
+        "{e}"
+    );
+    let e = with("socket_buffer = 1000").unwrap_err().to_string();
+    assert!(e.contains("daemon.socket_buffer"), "{e}");
 }
