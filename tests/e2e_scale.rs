@@ -1,0 +1,194 @@
+//! End-to-end at scale (issue 22): one responder with a single `%any` connection and
+//! two initiator daemons (on their own IKE ports) starting 1,000 connections each, all
+//! at once, over real UDP in namespaces. Every IKE SA and child comes up, no IKE message
+//! is dropped inside the daemons (their counters prove it), no authentication fails
+//! (the cookie exchanges of a loaded responder included), and a SIGTERM deletes every
+//! SA at its peer within the grace time.
+//!
+//! `ESPRIT_SCALE_N` changes the number of connections per initiator (default 1,000).
+
+#[path = "e2e/common.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{count_lines, exe};
+use esprit::testbed::esprit::Daemon;
+use esprit::testbed::{wait_for, Topology};
+
+const SECRET: &str = "one secret for every edge site";
+/// Two initiator daemons, on IKE ports 500/4500 and 1500/5500.
+const INITIATORS: [(u16, u16); 2] = [(500, 4500), (1500, 5500)];
+
+fn per_initiator() -> usize {
+    std::env::var("ESPRIT_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+fn daemon_section(dir: &Path, ports: (u16, u16), tun: &str) -> String {
+    format!(
+        "[daemon]\nport = {}\nport_nat_t = {}\ncontrol_socket = \"{}\"\n\
+         keepalive = \"0s\"\n[tun]\nname = \"{tun}\"\n",
+        ports.0,
+        ports.1,
+        dir.join("esprit.sock").display()
+    )
+}
+
+/// The hub: one connection for every edge site (any identity, the same PSK), remote
+/// selectors narrowed to each site's /32.
+fn responder(dir: &Path) -> String {
+    let mut t = daemon_section(dir, (500, 4500), "esprit-hub");
+    t.push_str(
+        "[connections.sites]\nlocal_addrs = [\"192.0.2.2\"]\nremote_addrs = [\"%any\"]\n\
+         proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\
+         [connections.sites.local]\nauth = \"psk\"\nid = \"hub.example\"\n\
+         [connections.sites.remote]\nauth = \"psk\"\n\
+         [connections.sites.children.net]\nlocal_ts = [\"10.96.2.0/24\"]\n\
+         remote_ts = [\"10.128.0.0/9\"]\nesp_proposals = [\"aes128gcm16\"]\n",
+    );
+    writeln!(t, "[secrets.ike-sites]\nsecret = \"{SECRET}\"").unwrap();
+    t
+}
+
+/// Initiator `i`: `n` connections, each its own identity and /32 behind it.
+fn initiator(dir: &Path, i: usize, n: usize) -> String {
+    let mut t = daemon_section(dir, INITIATORS[i], &format!("esprit-e{i}"));
+    for k in 0..n {
+        let name = format!("e{i}-{k}");
+        let (hi, lo) = ((i * n + k) / 250, (i * n + k) % 250 + 1);
+        writeln!(
+            t,
+            "[connections.{name}]\nlocal_addrs = [\"192.0.2.1\"]\nremote_addrs = [\"192.0.2.2\"]\n\
+             proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\
+             [connections.{name}.local]\nauth = \"psk\"\nid = \"{name}.edge.example\"\n\
+             [connections.{name}.remote]\nauth = \"psk\"\nid = \"hub.example\"\n\
+             [connections.{name}.children.net]\nlocal_ts = [\"10.128.{hi}.{lo}/32\"]\n\
+             remote_ts = [\"10.96.2.0/24\"]\nesp_proposals = [\"aes128gcm16\"]\n\
+             start_action = \"start\""
+        )
+        .unwrap();
+    }
+    writeln!(t, "[secrets.ike-hub]\nsecret = \"{SECRET}\"").unwrap();
+    t
+}
+
+fn start(ns: &esprit::testbed::Netns, dir: &Path, toml: String) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("esprit.toml");
+    std::fs::write(&config, toml).unwrap();
+    Daemon::start_with(exe(), ns, &config, dir).expect("daemon starts")
+}
+
+fn counter(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_default()
+}
+
+#[test]
+fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
+    let n = per_initiator();
+    let total = n * INITIATORS.len();
+    let topo = Topology::direct(false).expect("topology");
+    let hub_dir = topo.dir().join("hub");
+    let mut hub = start(topo.b(), &hub_dir, responder(&hub_dir));
+    let started = Instant::now();
+    let edges: Vec<Daemon> = (0..INITIATORS.len())
+        .map(|i| {
+            let dir = topo.dir().join(format!("edge{i}"));
+            start(topo.a(), &dir, initiator(&dir, i, n))
+        })
+        .collect();
+    let up = wait_for(
+        "every child SA installed at the hub",
+        Duration::from_secs(240),
+        Duration::from_millis(500),
+        || {
+            let s = hub.status().ok()?;
+            let children: usize = s
+                .ike_sas
+                .iter()
+                .filter(|sa| sa.state == "ESTABLISHED")
+                .map(|sa| sa.children.len())
+                .sum();
+            (children == total).then_some(s)
+        },
+    );
+    let s = match up {
+        Ok(s) => s,
+        Err(e) => {
+            let s = hub.status().map(|s| s.ike_sas.len()).unwrap_or(0);
+            panic!("{e}: {s} IKE SAs at the hub\n{}", tail(&hub.proc.log()));
+        }
+    };
+    let took = started.elapsed();
+    eprintln!(
+        "scale: {total} IKE SAs with one child each up in {:.1} s ({:.0}/s)",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64()
+    );
+    assert_eq!(
+        s.ike_sas.len(),
+        total,
+        "no duplicates, no half-open SA left"
+    );
+    for d in &edges {
+        let e = d.status().expect("edge status");
+        let up = e
+            .ike_sas
+            .iter()
+            .filter(|sa| sa.state == "ESTABLISHED" && sa.children.len() == 1)
+            .count();
+        assert_eq!(up, n, "every connection of the edge daemon is up");
+    }
+    // Nothing dropped inside the daemons; no authentication failed, cookies or not.
+    let json = serde_json::to_value(&s.counters).unwrap();
+    for path in [
+        ["inbound", "ike_dropped_queue_full"],
+        ["inbound", "ike_dropped_closed"],
+        ["ike", "overloaded"],
+    ] {
+        assert_eq!(counter(&json, &path), 0, "hub counter {path:?}: {json}");
+    }
+    for (who, log) in
+        std::iter::once(("hub", hub.proc.log())).chain(edges.iter().map(|d| ("edge", d.proc.log())))
+    {
+        assert_eq!(
+            count_lines(&log, "authentication failed"),
+            0,
+            "{who}: {}",
+            tail(&log)
+        );
+    }
+    // SIGTERM: the hub deletes every SA at its peers and none is left unconfirmed.
+    let t0 = Instant::now();
+    hub.proc.signal(libc::SIGTERM).expect("SIGTERM");
+    wait_for(
+        "the hub to exit",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || hub.proc.try_status().ok().flatten(),
+    )
+    .expect("hub exits");
+    let log = hub.proc.log();
+    eprintln!(
+        "scale: SIGTERM to exit with {total} SAs deleted at their peers: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        !log.contains("not confirmed deleted"),
+        "every delete confirmed: {}",
+        tail(&log)
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
