@@ -98,6 +98,8 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
     let topo = Topology::direct(false).expect("topology");
     let hub_dir = topo.dir().join("hub");
     let mut hub = start(topo.b(), &hub_dir, responder(&hub_dir));
+    let hub_pid = hub.proc.pid();
+    let (rss0, cpu0) = (rss_kib(hub_pid), cpu_secs(hub_pid));
     let started = Instant::now();
     let edges: Vec<Daemon> = (0..INITIATORS.len())
         .map(|i| {
@@ -128,10 +130,23 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         }
     };
     let took = started.elapsed();
+    let (rss1, cpu1) = (rss_kib(hub_pid), cpu_secs(hub_pid));
+    let t = Instant::now();
+    hub.status().expect("status");
+    let status_time = t.elapsed();
+    let idle = Duration::from_secs(3);
+    let before_idle = cpu_secs(hub_pid);
+    std::thread::sleep(idle);
+    let idle_cpu = (cpu_secs(hub_pid) - before_idle) / idle.as_secs_f64();
     eprintln!(
-        "scale: {total} IKE SAs with one child each up in {:.1} s ({:.0}/s)",
+        "scale: {total} IKE SAs with one child each up in {:.1} s ({:.0}/s); hub: {:.1} KiB RSS \
+         per SA, {:.0} us CPU per handshake, status {:.0} ms, idle {:.1}% of a core",
         took.as_secs_f64(),
-        total as f64 / took.as_secs_f64()
+        total as f64 / took.as_secs_f64(),
+        (rss1.saturating_sub(rss0)) as f64 / total as f64,
+        (cpu1 - cpu0) * 1e6 / total as f64,
+        status_time.as_secs_f64() * 1e3,
+        idle_cpu * 100.0
     );
     assert_eq!(
         s.ike_sas.len(),
@@ -156,6 +171,8 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
     ] {
         assert_eq!(counter(&json, &path), 0, "hub counter {path:?}: {json}");
     }
+    // keepalive = "0s" means none (it once meant a keepalive on every loop pass).
+    assert_eq!(counter(&json, &["keepalives_sent"]), 0, "{json}");
     for (who, log) in
         std::iter::once(("hub", hub.proc.log())).chain(edges.iter().map(|d| ("edge", d.proc.log())))
     {
@@ -186,6 +203,31 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         "every delete confirmed: {}",
         tail(&log)
     );
+}
+
+/// Resident memory of `pid`, KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) `pid` has used, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / hz
 }
 
 fn tail(log: &str) -> String {

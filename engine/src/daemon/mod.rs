@@ -270,7 +270,9 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         cfg.connections.len()
     );
     let keepalive = cfg.daemon.keepalive;
-    let mut next_keepalive = Instant::now() + keepalive;
+    // "0s" turns keepalives off (it used to make them due on every loop pass: a storm
+    // of keepalives and a busy control thread).
+    let mut next_keepalive = (!keepalive.is_zero()).then(|| Instant::now() + keepalive);
     let mut deadline_shutdown: Option<Instant> = None;
     st.start(Instant::now());
     loop {
@@ -280,7 +282,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                 break;
             }
         }
-        let mut wake = [st.ep.poll_timeout(), st.next_timer(), Some(next_keepalive)]
+        let mut wake = [st.ep.poll_timeout(), st.next_timer(), next_keepalive]
             .into_iter()
             .flatten()
             .min()
@@ -327,8 +329,8 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                 let now = Instant::now();
                 st.ep.handle_timeout(now);
                 st.run_timers(now);
-                if now >= next_keepalive {
-                    next_keepalive = now + keepalive;
+                if next_keepalive.is_some_and(|k| now >= k) {
+                    next_keepalive = Some(now + keepalive);
                     for (local, remote) in st.keepalive_targets() {
                         send_natt(&mut io, local, remote, &esp::natt::NAT_KEEPALIVE);
                         io.keepalives_sent += 1;
