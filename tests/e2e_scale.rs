@@ -11,6 +11,7 @@
 mod common;
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -60,14 +61,15 @@ fn initiator(dir: &Path, i: usize, n: usize) -> String {
     let mut t = daemon_section(dir, INITIATORS[i], &format!("esprit-e{i}"));
     for k in 0..n {
         let name = format!("e{i}-{k}");
-        let (hi, lo) = ((i * n + k) / 250, (i * n + k) % 250 + 1);
+        // 10.128.0.0/9 has room for millions of sites.
+        let inner = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 1)) + (i * n + k) as u32);
         writeln!(
             t,
             "[connections.{name}]\nlocal_addrs = [\"192.0.2.1\"]\nremote_addrs = [\"192.0.2.2\"]\n\
              proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\
              [connections.{name}.local]\nauth = \"psk\"\nid = \"{name}.edge.example\"\n\
              [connections.{name}.remote]\nauth = \"psk\"\nid = \"hub.example\"\n\
-             [connections.{name}.children.net]\nlocal_ts = [\"10.128.{hi}.{lo}/32\"]\n\
+             [connections.{name}.children.net]\nlocal_ts = [\"{inner}/32\"]\n\
              remote_ts = [\"10.96.2.0/24\"]\nesp_proposals = [\"aes128gcm16\"]\n\
              start_action = \"start\""
         )
