@@ -25,6 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("swanctl", "strongswan-swanctl"),
     ("pki", "strongswan-pki"),
+    ("certutil", "libnss3-tools"),
+    ("pk12util", "libnss3-tools"),
 ];
 
 /// The Debian package that has `program`, if it is one the tests use.
