@@ -171,6 +171,11 @@ pub struct Lab {
 impl Lab {
     /// Sets up a case: topology, credentials, esprit and pluto started, nothing initiated.
     pub fn start(case: &Case) -> Result<Lab, String> {
+        Lab::start_with(case, &[])
+    }
+
+    /// [`Lab::start`] with more lines for pluto's connection (`key=value`).
+    pub fn start_with(case: &Case, pluto_extra: &[&str]) -> Result<Lab, String> {
         let root = pluto::root()?;
         let topo = Topology::direct(false).map_err(|e| format!("topology: {e}"))?;
         let dir = topo.dir();
@@ -224,6 +229,7 @@ impl Lab {
             esp: "aes_gcm128".into(),
             local_subnet: PLUTO_NET.into(),
             remote_subnet: ESPRIT_NET.into(),
+            extra: pluto_extra.iter().map(|s| s.to_string()).collect(),
         };
         let pluto = Pluto::start(&root, topo.b(), &dir.join("pluto"), &conn)?;
         Ok(Lab {

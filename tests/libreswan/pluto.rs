@@ -134,6 +134,8 @@ pub struct Conn {
     pub local_subnet: String,
     /// The peer's subnet.
     pub remote_subnet: String,
+    /// More `key=value` lines for the connection, e.g. "initial-contact=yes".
+    pub extra: Vec<String>,
 }
 
 impl Conn {
@@ -177,6 +179,9 @@ impl Conn {
         let _ = writeln!(t, "    ike={}\n    esp={}", self.ike, self.esp);
         // Short retransmissions: a test waits seconds, not minutes.
         let _ = writeln!(t, "    retransmit-interval=500\n    retransmit-timeout=10s");
+        for line in &self.extra {
+            let _ = writeln!(t, "    {line}");
+        }
         let _ = writeln!(t, "    auto=add");
         t
     }
