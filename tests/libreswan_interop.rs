@@ -204,7 +204,7 @@ fn report() {
          fix (run them with `cargo test --test libreswan_interop -- --ignored NAME`):\n\n\
          | fault | test | seen today |\n|---|---|---|\n\
          | 1: ECDSA signatures with SHA2-512 | `ecdsa_pluto_initiates_x25519`, `ecdsa_pluto_initiates_ecp256` | esprit announces SHA2-512 in SIGNATURE_HASH_ALGORITHMS, pluto signs with ecdsa-with-SHA512, esprit: \"signature check failed: unsupported algorithm: 1.2.840.10045.4.3.4\", pluto: AUTHENTICATION_FAILED |\n\
-         | 2: shutdown | `sigterm_under_reinitiation_leaves_no_sa` | after SIGTERM esprit still answers pluto's new IKE_SA_INIT and establishes the IKE SA and child, then exits with \"N IKE SA(s) not confirmed deleted\" |\n\
+         | 2: shutdown | `sigterm_under_reinitiation_leaves_no_sa` | after SIGTERM (\"deleting SAs at the peers and stopping\") esprit still answers pluto's new IKE_SA_INIT and establishes the IKE SA and its child |\n\
          | 3: stale duplicates | `a_reinitiating_peer_leaves_no_stale_ike_sas` | pluto (initial-contact=yes) drops its IKE SA silently when its kernel refuses the child and re-initiates; esprit keeps every old IKE SA (3 of 3 after 5 s) |\n\
          | 4: refused child | `initiate_reports_a_refused_child_at_once` | `esprit initiate` waits out its whole timeout (15 s) after pluto's N(TS_UNACCEPTABLE), then says only \"not established after 15s\" |"
     );
@@ -318,10 +318,11 @@ fn a_reinitiating_peer_leaves_no_stale_ike_sas() {
 }
 
 /// Fault 2: SIGTERM while the peer re-initiates. Once stopping, esprit must refuse new
-/// IKE SAs and delete every SA it has; it exits with none left on either side (which also
-/// needs fault 3: pluto silently dropped the old IKE SAs, so their DELETEs go unanswered).
+/// IKE SAs (no answer or TEMPORARY_FAILURE) and delete the SAs it has: no IKE SA is set
+/// up after the SIGTERM, and none is left at pluto. (esprit's DELETEs for IKE SAs pluto
+/// already dropped silently go unanswered: "not confirmed deleted" is not checked.)
 #[test]
-#[ignore = "issue 20 faults 2 and 3: a stopping esprit still accepts IKE SAs and keeps stale ones"]
+#[ignore = "issue 20 fault 2: a stopping esprit still accepts new IKE SAs"]
 fn sigterm_under_reinitiation_leaves_no_sa() {
     let mut lab = lab(case(AuthKind::Psk, Initiator::Pluto, Dh::X25519), &[]);
     lab.pluto.initiate().expect("whack --initiate");
@@ -339,11 +340,6 @@ fn sigterm_under_reinitiation_leaves_no_sa() {
     assert!(
         !after.contains(" established with "),
         "esprit set up a new IKE SA after SIGTERM:\n{log}\n{}",
-        lab.pluto.dump()
-    );
-    assert!(
-        !log.contains("not confirmed deleted"),
-        "esprit exited with SAs left at the peer:\n{log}\n{}",
         lab.pluto.dump()
     );
     let _ = lab.pluto.terminate();
