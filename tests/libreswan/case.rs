@@ -158,12 +158,13 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The two daemons of a running case; the topology goes last.
+/// The two daemons of a running case. Dropped in field order: esprit first (while pluto
+/// can still answer its DELETEs), then pluto, then the topology.
 pub struct Lab {
-    /// pluto in host b.
-    pub pluto: Pluto,
     /// esprit in host a.
     pub esprit: Daemon,
+    /// pluto in host b.
+    pub pluto: Pluto,
     /// The namespaces and the scratch folder.
     pub topo: Topology,
 }
@@ -233,8 +234,8 @@ impl Lab {
         };
         let pluto = Pluto::start(&root, topo.b(), &dir.join("pluto"), &conn)?;
         Ok(Lab {
-            pluto,
             esprit,
+            pluto,
             topo,
         })
     }
