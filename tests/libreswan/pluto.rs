@@ -446,6 +446,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn conf_and_secrets_render() {
+        let mut conn = Conn {
+            local_addr: IpAddr::from([192, 0, 2, 2]),
+            remote_addr: IpAddr::from([192, 0, 2, 1]),
+            local_id: "pluto.example".into(),
+            remote_id: "esprit.example".into(),
+            auth: Auth::Psk("s3cret".into()),
+            ike: "aes_gcm128-sha2_256-dh31".into(),
+            esp: "aes_gcm128".into(),
+            local_subnet: "10.96.2.0/24".into(),
+            remote_subnet: "10.96.1.0/24".into(),
+            extra: vec!["initial-contact=yes".into()],
+        };
+        let conf = conn.ipsec_conf(Path::new("/d"));
+        for line in [
+            "logfile=/d/pluto.log",
+            "conn peer",
+            "left=192.0.2.2",
+            "right=192.0.2.1",
+            "leftid=@pluto.example",
+            "rightid=@esprit.example",
+            "authby=secret",
+            "ike=aes_gcm128-sha2_256-dh31",
+            "initial-contact=yes",
+            "auto=add",
+        ] {
+            assert!(conf.lines().any(|l| l.trim() == line), "{line}:\n{conf}");
+        }
+        assert_eq!(
+            conn.ipsec_secrets(),
+            "@pluto.example @esprit.example : PSK \"s3cret\"\n"
+        );
+        conn.remote_id = "C=CN, O=Local Cluster, CN=esprit".into();
+        conn.auth = Auth::Cert {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            ca_pem: String::new(),
+            ecdsa: true,
+        };
+        let conf = conn.ipsec_conf(Path::new("/d"));
+        for line in [
+            "rightid=\"C=CN, O=Local Cluster, CN=esprit\"",
+            "leftid=%fromcert",
+            "leftcert=own",
+            "rightca=%same",
+            "authby=ecdsa",
+        ] {
+            assert!(conf.lines().any(|l| l.trim() == line), "{line}:\n{conf}");
+        }
+        assert_eq!(conn.ipsec_secrets(), "");
+    }
+
+    #[test]
     fn log_parses() {
         let log = r#"Dec  7 02:40:51.202326: "peer" #8: sent IKE_SA_INIT reply {cipher=AES_GCM_16_128 integ=n/a prf=HMAC_SHA2_256 group=DH31}
 Dec  7 02:40:51.203343: | some debug line established IKE SA; x
