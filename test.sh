@@ -21,6 +21,15 @@ need=(
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-standard-plugins strongswan-starter
 )
+# libreswan 4.10 as a second IKEv2 peer (tests/libreswan_interop.rs). Debian's `libreswan`
+# conflicts with the strongSwan packages, so it is not installed: its .deb is fetched and
+# unpacked into a cache folder (below) and pluto runs from there; only the libraries it
+# links and NSS's certutil/pk12util are installed.
+need+=(
+  libnss3-tools libnss3 libnspr4 libunbound8 libldns3 libevent-core-2.1-7
+  libevent-pthreads-2.1-7 libcurl3-nss libcap-ng0 libaudit1 libldap-2.5-0 libpam0g
+  libselinux1 libsystemd0 libcrypt1
+)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +40,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The unpacked libreswan (tests/libreswan/pluto.rs reads the same folder): fetched once.
+lsw_dir=${ESPRIT_LIBRESWAN_DIR:-/var/cache/esprit-tests/libreswan}
+if [ ! -x "$lsw_dir/root/usr/libexec/ipsec/pluto" ]; then
+  echo "test.sh: fetching libreswan into $lsw_dir (apt-get download, dpkg -x; not installed)"
+  tmp=$(mktemp -d)
+  chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt when it can
+  (cd "$tmp" && apt-get download -qq libreswan 2>/dev/null) ||
+    { apt-get update -qq && (cd "$tmp" && apt-get download -qq libreswan); }
+  rm -rf "$lsw_dir.new"
+  mkdir -p "$lsw_dir.new"
+  dpkg -x "$tmp"/libreswan_*.deb "$lsw_dir.new/root"
+  dpkg-deb -f "$tmp"/libreswan_*.deb Version >"$lsw_dir.new/VERSION"
+  rm -rf "$lsw_dir" "$tmp"
+  mv "$lsw_dir.new" "$lsw_dir"
+fi
+export ESPRIT_LIBRESWAN_DIR=$lsw_dir
 
 # cargo test, then one closing line with the totals over every test binary (cargo's own
 # last line is often a crate's empty doctest run).

@@ -25,6 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("swanctl", "strongswan-swanctl"),
     ("pki", "strongswan-pki"),
+    ("certutil", "libnss3-tools"),
+    ("pk12util", "libnss3-tools"),
 ];
 
 /// The Debian package that has `program`, if it is one the tests use.
@@ -120,6 +122,11 @@ mod tests {
             io::ErrorKind::NotFound.into(),
         );
         assert!(e.to_string().contains("strongswan-charon"), "{e}");
+        // NSS's tools, which the libreswan tests use for pluto's certificate database.
+        for nss in ["certutil", "pk12util"] {
+            let e = explain(OsStr::new(nss), io::ErrorKind::NotFound.into());
+            assert!(e.to_string().contains("libnss3-tools"), "{e}");
+        }
         let other = explain(OsStr::new("ping"), io::ErrorKind::PermissionDenied.into());
         assert_eq!(other.kind(), io::ErrorKind::PermissionDenied);
         assert!(require("sh").is_ok());
