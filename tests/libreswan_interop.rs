@@ -66,13 +66,11 @@ fn ecdsa_esprit_initiates_ecp256() {
 }
 
 #[test]
-#[ignore = "issue 20 fault 1: esprit cannot verify ecdsa-with-SHA512, which pluto picks"]
 fn ecdsa_pluto_initiates_x25519() {
     check(case(AuthKind::Ecdsa, Initiator::Pluto, Dh::X25519));
 }
 
 #[test]
-#[ignore = "issue 20 fault 1: esprit cannot verify ecdsa-with-SHA512, which pluto picks"]
 fn ecdsa_pluto_initiates_ecp256() {
     check(case(AuthKind::Ecdsa, Initiator::Pluto, Dh::Ecp256));
 }
@@ -105,7 +103,7 @@ fn command_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Runs every case one after the other (including the ignored ones) and prints the table
+/// Runs every case one after the other and prints the table
 /// of docs/interop-libreswan.md; writes the file with `ESPRIT_WRITE_LIBRESWAN=1`.
 #[test]
 #[ignore = "the documentation's table: runs every case, see COMMAND"]
@@ -121,32 +119,17 @@ fn report() {
         let (result, notes) = match run(&case) {
             Ok(notes) => {
                 passed += 1;
-                if case.known_fault().is_some() {
-                    unexpected.push(format!(
-                        "{} {} passes: un-ignore it",
-                        case.name(),
-                        case.direction()
-                    ));
-                }
                 ("pass".to_string(), notes)
             }
             Err(f) => {
                 eprintln!("{} {}: {f}", case.name(), case.direction());
-                match case.known_fault() {
-                    Some(fault) => (
-                        format!("fail ({})", fault.split(':').next().unwrap_or(fault)),
-                        f.reason,
-                    ),
-                    None => {
-                        unexpected.push(format!(
-                            "{} {} fails: {}",
-                            case.name(),
-                            case.direction(),
-                            f.reason
-                        ));
-                        ("**fail**".to_string(), f.reason)
-                    }
-                }
+                unexpected.push(format!(
+                    "{} {} fails: {}",
+                    case.name(),
+                    case.direction(),
+                    f.reason
+                ));
+                ("**fail**".to_string(), f.reason)
             }
         };
         let _ = writeln!(
@@ -170,9 +153,7 @@ fn report() {
     );
     let _ = writeln!(
         doc,
-        "Each case is also a test of its own in `cargo test --test libreswan_interop`; a case \
-         that fails because of a known esprit fault is `#[ignore]`d there with the fault's \
-         number (issue 20), to be un-ignored with the fix.\n"
+        "Each case is also a test of its own in `cargo test --test libreswan_interop`.\n"
     );
     let _ = writeln!(
         doc,
@@ -185,7 +166,7 @@ fn report() {
          and refused the child to esprit), and esprit kept running. One connection, child \
          10.96.1.0/24 <-> 10.96.2.0/24, IKE AES-GCM-128 with PRF SHA2-256, ESP AES-GCM-128. \
          As initiator pluto drops its IKE SA without a DELETE when its kernel refuses the \
-         child and re-initiates (see issue 20 fault 3).\n"
+         child and re-initiates; esprit replaces the stale SA on pluto's INITIAL_CONTACT.\n"
     );
     let _ = writeln!(
         doc,
@@ -199,14 +180,12 @@ fn report() {
     doc.push_str(&rows);
     let _ = writeln!(
         doc,
-        "\n## esprit faults pluto shows (issue 20)\n\n\
-         Reproduced by tests of `tests/libreswan_interop.rs` that are `#[ignore]`d until the \
-         fix (run them with `cargo test --test libreswan_interop -- --ignored NAME`):\n\n\
-         | fault | test | seen today |\n|---|---|---|\n\
-         | 1: ECDSA signatures with SHA2-512 | `ecdsa_pluto_initiates_x25519`, `ecdsa_pluto_initiates_ecp256` | esprit announces SHA2-512 in SIGNATURE_HASH_ALGORITHMS, pluto signs with ecdsa-with-SHA512, esprit: \"signature check failed: unsupported algorithm: 1.2.840.10045.4.3.4\", pluto: AUTHENTICATION_FAILED |\n\
-         | 2: shutdown | `sigterm_under_reinitiation_leaves_no_sa` | after SIGTERM (\"deleting SAs at the peers and stopping\") esprit still answers pluto's new IKE_SA_INIT and establishes the IKE SA and its child |\n\
-         | 3: stale duplicates | `a_reinitiating_peer_leaves_no_stale_ike_sas` | pluto (initial-contact=yes) drops its IKE SA silently when its kernel refuses the child and re-initiates; esprit keeps every old IKE SA (3 of 3 after 5 s) |\n\
-         | 4: refused child | `initiate_reports_a_refused_child_at_once` | `esprit initiate` waits out its whole timeout (15 s) after pluto's N(TS_UNACCEPTABLE), then says only \"not established after 15s\" |"
+        "\n## esprit faults pluto showed (issue 20), each fixed and kept as a test\n\n\
+         | fault | test | what it checks |\n|---|---|---|\n\
+         | 1: ECDSA signatures with SHA2-512 | `ecdsa_pluto_initiates_x25519`, `ecdsa_pluto_initiates_ecp256` | pluto signs with ecdsa-with-SHA512 (the strongest hash esprit announces) and esprit verifies it |\n\
+         | 2: shutdown | `sigterm_under_reinitiation_leaves_no_sa` | after SIGTERM esprit answers no new IKE_SA_INIT and leaves no IKE SA at pluto |\n\
+         | 3: stale duplicates | `a_reinitiating_peer_leaves_no_stale_ike_sas` | pluto re-initiates with INITIAL_CONTACT after dropping its SA silently; esprit keeps only the newest IKE SA |\n\
+         | 4: refused child | `initiate_reports_a_refused_child_at_once` | `esprit initiate` prints pluto's TS_UNACCEPTABLE at once and exits non-zero |"
     );
     println!("{doc}");
     if std::env::var_os("ESPRIT_WRITE_LIBRESWAN").is_some() {
@@ -217,7 +196,7 @@ fn report() {
     assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
 }
 
-// Faults of issue 20 that pluto shows, each reproduced here and ignored until its fix.
+// Faults of issue 20 that pluto showed, each kept as a test of its fix.
 
 /// How long the fault reproductions wait for pluto and esprit.
 const FAULT_WAIT: Duration = Duration::from_secs(30);
@@ -242,7 +221,6 @@ fn lab(case: Case, pluto_extra: &[&str]) -> Lab {
 /// IKE_AUTH, as its kernel cannot install it); `esprit initiate` must print that reason
 /// at once and exit non-zero, not wait out its timeout.
 #[test]
-#[ignore = "issue 20 fault 4: `esprit initiate` waits out its timeout when the peer refuses the child"]
 fn initiate_reports_a_refused_child_at_once() {
     let lab = lab(case(AuthKind::Psk, Initiator::Esprit, Dh::X25519), &[]);
     let started = Instant::now();
@@ -275,7 +253,6 @@ fn initiate_reports_a_refused_child_at_once() {
 /// re-initiates, with INITIAL_CONTACT; esprit must not keep the old IKE SAs (RFC 7296
 /// 2.4), so it holds at most one IKE SA with pluto however often pluto comes back.
 #[test]
-#[ignore = "issue 20 fault 3: esprit keeps every stale IKE SA of a re-initiating peer (INITIAL_CONTACT ignored)"]
 fn a_reinitiating_peer_leaves_no_stale_ike_sas() {
     let lab = lab(
         case(AuthKind::Psk, Initiator::Pluto, Dh::X25519),
@@ -322,7 +299,6 @@ fn a_reinitiating_peer_leaves_no_stale_ike_sas() {
 /// up after the SIGTERM, and none is left at pluto. (esprit's DELETEs for IKE SAs pluto
 /// already dropped silently go unanswered: "not confirmed deleted" is not checked.)
 #[test]
-#[ignore = "issue 20 fault 2: a stopping esprit still accepts new IKE SAs"]
 fn sigterm_under_reinitiation_leaves_no_sa() {
     let mut lab = lab(case(AuthKind::Psk, Initiator::Pluto, Dh::X25519), &[]);
     lab.pluto.initiate().expect("whack --initiate");

@@ -119,15 +119,6 @@ impl Case {
         }
     }
 
-    /// The esprit fault of issue 20 that makes this case fail today, if any (the case's
-    /// test is `#[ignore]`d with the same text until the fault is fixed).
-    pub fn known_fault(&self) -> Option<&'static str> {
-        (self.auth == AuthKind::Ecdsa && self.initiator == Initiator::Pluto).then_some(
-            "issue 20 fault 1: esprit announces SHA2-512 for signatures but cannot verify \
-             ecdsa-with-SHA512, which pluto picks",
-        )
-    }
-
     fn esprit_proposal(&self) -> &'static str {
         match self.dh {
             Dh::X25519 => "aes128gcm16-prfsha256-x25519",
