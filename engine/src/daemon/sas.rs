@@ -65,6 +65,11 @@ pub(crate) struct Sas {
     pub(crate) dp: Dataplane,
     pub(crate) routes: OsRoutes,
     children: HashMap<u32, Child>,
+    /// How many installed child SAs each (connection, child) has: "is it up?" without a
+    /// scan over every child SA (issue 22).
+    installed: HashMap<ChildKey, usize>,
+    /// Connection name -> index in `plans`.
+    plan_index: HashMap<String, usize>,
     next_id: u64,
     traps: HashMap<ChildKey, TrapId>,
     trap_owner: HashMap<TrapId, (ChildKey, Vec<IpNet>)>,
@@ -106,12 +111,15 @@ impl Sas {
         routes: OsRoutes,
         tun_name: String,
     ) -> Sas {
+        let plan_index = index_plans(&plans);
         Sas {
             ep,
             plans,
             dp,
             routes,
             children: HashMap::new(),
+            installed: HashMap::new(),
+            plan_index,
             next_id: 1,
             traps: HashMap::new(),
             trap_owner: HashMap::new(),
@@ -134,7 +142,12 @@ impl Sas {
     }
 
     fn plan(&self, conn: &str) -> Option<&ConnectionPlan> {
-        self.plans.iter().find(|p| p.conn.name == conn)
+        self.plan_index.get(conn).and_then(|i| self.plans.get(*i))
+    }
+
+    /// Whether a child SA of `key` is installed, O(1).
+    fn is_installed(&self, key: &ChildKey) -> bool {
+        self.installed.get(key).is_some_and(|n| *n > 0)
     }
 
     /// `start_action` at startup: traps installed, `start` connections initiated.
@@ -200,7 +213,7 @@ impl Sas {
         let (mut connecting, up) = (state.connecting, state.established);
         for name in names {
             let key = (conn.to_string(), name);
-            if self.pending.contains(&key) || self.children.values().any(|c| c.key == key) {
+            if self.pending.contains(&key) || self.is_installed(&key) {
                 continue;
             }
             if connecting && !up {
@@ -272,6 +285,7 @@ impl Sas {
         for plan in &plans {
             self.ep.add_connection(plan.conn.clone());
         }
+        self.plan_index = index_plans(&plans);
         self.plans = plans;
         let starts: Vec<String> = sum
             .added
@@ -418,7 +432,7 @@ impl Sas {
             return;
         };
         let key = key.clone();
-        if self.pending.contains(&key) || self.children.values().any(|c| c.key == key) {
+        if self.pending.contains(&key) || self.is_installed(&key) {
             return;
         }
         tracing::info!("{}.{}: traffic hit the trap, initiating", key.0, key.1);
@@ -479,7 +493,7 @@ impl Sas {
                     .collect();
                 self.deferred.retain(|k| k.0 != info.conn);
                 for k in deferred {
-                    if !self.pending.contains(&k) && !self.children.values().any(|c| c.key == k) {
+                    if !self.pending.contains(&k) && !self.is_installed(&k) {
                         self.pending.insert(k.clone());
                         let _ = self.ep.initiate(now, &k.0, Some(&k.1));
                     }
@@ -615,6 +629,7 @@ impl Sas {
             };
             self.updown.call(env, verb);
         }
+        *self.installed.entry(key.clone()).or_default() += 1;
         self.children.insert(
             info.spi_in,
             Child {
@@ -667,6 +682,12 @@ impl Sas {
             self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
             return;
         };
+        if let Some(n) = self.installed.get_mut(&c.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.installed.remove(&c.key);
+            }
+        }
         if c.successor.is_some() {
             // Replaced: its inbound SA lingers for packets already on their way.
             self.removals.push((now + INBOUND_GRACE, spi_in));
@@ -894,4 +915,13 @@ impl Sas {
             .map(|sa| (sa.local, sa.remote))
             .collect()
     }
+}
+
+/// Connection name -> position in `plans`.
+fn index_plans(plans: &[ConnectionPlan]) -> HashMap<String, usize> {
+    plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.conn.name.clone(), i))
+        .collect()
 }

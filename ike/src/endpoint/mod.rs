@@ -307,6 +307,9 @@ pub struct Endpoint {
     /// Connection index -> its IKE SAs (once the SA knows its connection), so that
     /// per-connection questions never scan every SA.
     by_conn: HashMap<usize, Vec<IkeSaId>>,
+    /// Connection name -> its index in `shared.connections`: commands name connections,
+    /// and a daemon with 25,000 of them must not search the list per command.
+    conn_by_name: HashMap<String, usize>,
     /// Shutting down: no new IKE SA, and any that completes meanwhile is deleted.
     closing: bool,
     /// Every IKE SA's earliest timer.
@@ -352,6 +355,7 @@ impl Endpoint {
             by_child: HashMap::new(),
             by_peer: HashMap::new(),
             by_conn: HashMap::new(),
+            conn_by_name: HashMap::new(),
             closing: false,
             deadlines: Deadlines::default(),
             cookie_secret,
@@ -431,13 +435,8 @@ impl Endpoint {
 
     /// Adds a connection definition; a later one with the same name replaces it.
     pub fn add_connection(&mut self, conn: Connection) {
-        if let Some(c) = self
-            .shared
-            .connections
-            .iter_mut()
-            .find(|c| c.name == conn.name)
-        {
-            *c = conn;
+        if let Some(&ci) = self.conn_by_name.get(&conn.name) {
+            self.shared.connections[ci] = conn;
             // Its DPD delay may have changed: re-arm the SAs (a rare, O(n) command).
             let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
             for id in ids {
@@ -445,8 +444,18 @@ impl Endpoint {
             }
             self.settle_deadlines();
         } else {
+            self.conn_by_name
+                .insert(conn.name.clone(), self.shared.connections.len());
             self.shared.connections.push(conn);
         }
+    }
+
+    /// The index of connection `name`, O(1).
+    fn conn_index(&self, name: &str) -> Result<usize, CommandError> {
+        self.conn_by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| CommandError::UnknownConnection(name.to_string()))
     }
 
     /// The configured connections.
@@ -751,12 +760,7 @@ impl Endpoint {
         conn: &str,
         child: Option<&str>,
     ) -> Result<IkeSaId, CommandError> {
-        let ci = self
-            .shared
-            .connections
-            .iter()
-            .position(|c| c.name == conn)
-            .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
+        let ci = self.conn_index(conn)?;
         let c = &self.shared.connections[ci];
         let children: Vec<usize> = match child {
             Some(name) => vec![c
@@ -821,12 +825,7 @@ impl Endpoint {
 
     /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), CommandError> {
-        let ci = self
-            .shared
-            .connections
-            .iter()
-            .position(|c| c.name == conn)
-            .ok_or_else(|| CommandError::UnknownConnection(conn.to_string()))?;
+        let ci = self.conn_index(conn)?;
         let ids: Vec<IkeSaId> = self.conn_sas(ci).map(|(id, _)| id).collect();
         for id in ids {
             self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
@@ -857,7 +856,7 @@ impl Endpoint {
     /// from the per-connection index (no scan over every SA).
     pub fn connection_state(&self, conn: &str) -> ConnectionState {
         let mut st = ConnectionState::default();
-        if let Some(ci) = self.shared.connections.iter().position(|c| c.name == conn) {
+        if let Ok(ci) = self.conn_index(conn) {
             for (_, sa) in self.conn_sas(ci) {
                 st.connecting |= matches!(
                     sa.state,
