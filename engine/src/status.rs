@@ -107,6 +107,26 @@ pub struct Counters {
     pub ike: serde_json::Value,
     /// NAT-T keepalives sent.
     pub keepalives_sent: u64,
+    /// UDP datagrams the kernel dropped for a full socket receive buffer, in the
+    /// daemon's network namespace (`/proc/net/snmp` Udp RcvbufErrors: every UDP socket
+    /// of the namespace, ours included).
+    #[serde(default)]
+    pub udp_rcvbuf_errors: u64,
+}
+
+/// The namespace's UDP RcvbufErrors from `/proc/net/snmp` (0 when unreadable).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn human(s: u64) -> String {

@@ -544,6 +544,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "refused_closing": ike.refused_closing,
             }),
             keepalives_sent: io.keepalives_sent,
+            udp_rcvbuf_errors: crate::status::udp_rcvbuf_errors(),
         },
     }
 }

@@ -163,16 +163,48 @@ impl Inbound {
     }
 }
 
-/// Passes an IKE message from port 4500 to the control task without ever blocking the
-/// packet path: the queue is sized for bursts of many peers at once
-/// ([`super::EVENT_QUEUE`]), and a message that still finds it full (or the control task
-/// gone) is counted by reason, never dropped silently. The peer retransmits it.
+/// How long the packet thread waits for room in the control task's queue before it
+/// drops an IKE message: back-pressure onto the socket's receive buffer, bounded so a
+/// storm of handshakes stalls ESP for milliseconds, not seconds.
+const BACKPRESSURE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Passes an IKE message from port 4500 to the control task. The queue is sized for
+/// bursts of many peers at once ([`super::EVENT_QUEUE`]); when it is full anyway, the
+/// thread waits up to [`BACKPRESSURE`] for the control task to make room (counted as
+/// `ike_backpressure`), and a message that still finds no room, or no control task, is
+/// counted by reason, never dropped silently. The peer retransmits it.
 fn hand_over(events: &tokio::sync::mpsc::Sender<DpEvent>, ev: DpEvent, stats: &mut InStats) {
     use tokio::sync::mpsc::error::TrySendError;
-    match events.try_send(ev) {
-        Ok(()) => stats.ike_received += 1,
-        Err(TrySendError::Full(_)) => stats.ike_dropped_queue_full += 1,
-        Err(TrySendError::Closed(_)) => stats.ike_dropped_closed += 1,
+    let mut ev = match events.try_send(ev) {
+        Ok(()) => {
+            stats.ike_received += 1;
+            return;
+        }
+        Err(TrySendError::Closed(_)) => {
+            stats.ike_dropped_closed += 1;
+            return;
+        }
+        Err(TrySendError::Full(ev)) => ev,
+    };
+    stats.ike_backpressure += 1;
+    let deadline = std::time::Instant::now() + BACKPRESSURE;
+    loop {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        match events.try_send(ev) {
+            Ok(()) => {
+                stats.ike_received += 1;
+                return;
+            }
+            Err(TrySendError::Closed(_)) => {
+                stats.ike_dropped_closed += 1;
+                return;
+            }
+            Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => ev = back,
+            Err(TrySendError::Full(_)) => {
+                stats.ike_dropped_queue_full += 1;
+                return;
+            }
+        }
     }
 }
 
@@ -195,10 +227,19 @@ mod tests {
         for _ in 0..3 {
             hand_over(&tx, ike(), &mut stats);
         }
+        // The third found the queue full, waited its bounded time, and was counted.
         assert_eq!((stats.ike_received, stats.ike_dropped_queue_full), (2, 1));
-        assert!(rx.try_recv().is_ok());
+        assert_eq!(stats.ike_backpressure, 1);
+        // Room made while it waits: the message goes through.
+        let drain = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(rx.try_recv().is_ok());
+            rx
+        });
         hand_over(&tx, ike(), &mut stats);
         assert_eq!(stats.ike_received, 3);
+        assert_eq!(stats.ike_dropped_queue_full, 1);
+        let rx = drain.join().unwrap();
         drop(rx);
         hand_over(&tx, ike(), &mut stats);
         assert_eq!(stats.ike_dropped_closed, 1);

@@ -150,7 +150,9 @@ pub struct InStats {
     pub udp_reads: u64,
     /// IKE messages passed to the control task.
     pub ike_received: u64,
-    /// IKE messages on port 4500 dropped because the control task's queue was full.
+    /// IKE messages that found the control task's queue full and waited for room.
+    pub ike_backpressure: u64,
+    /// IKE messages on port 4500 dropped because the control task's queue stayed full.
     pub ike_dropped_queue_full: u64,
     /// IKE messages on port 4500 dropped because the control task had stopped.
     pub ike_dropped_closed: u64,
