@@ -82,6 +82,7 @@ fn conn(name: &str, local: IpAddr, remote: Option<IpAddr>, me: &str, peer: &str)
         dpd_delay: Some(Duration::from_secs(30)),
         rekey_time: Duration::from_secs(4 * 3600),
         fragmentation: true,
+        mediation: Default::default(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ts::parse_cidr("10.96.0.0/16").unwrap()],

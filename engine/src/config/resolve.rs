@@ -285,6 +285,7 @@ fn connection(
             dpd_delay: c.dpd_delay,
             rekey_time: c.rekey_time.unwrap_or(IKE_REKEY_TIME),
             fragmentation: c.fragmentation,
+            mediation: Default::default(),
             children,
         },
         children: plans,

@@ -207,7 +207,7 @@ pub struct KeyExchange {
 }
 
 /// IDi/IDr payload (RFC 7296 3.5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identification {
     /// ID type (`crate::iana::id`).
     pub id_type: u8,

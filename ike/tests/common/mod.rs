@@ -14,6 +14,8 @@ use ike::config::{
 use ike::crypto::SeededRng;
 use ike::endpoint::{ChildSaInfo, DownReason, Endpoint, Event, Transmit};
 use ike::proposal::ProposalSet;
+
+pub mod mesh;
 use ike::ts;
 
 /// 2026-11-01, inside the test certificates' validity.
@@ -377,6 +379,7 @@ pub fn psk_conn(
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        mediation: Default::default(),
         children,
     }
 }
@@ -412,6 +415,7 @@ pub fn cert_conn(
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        mediation: Default::default(),
         children,
     }
 }
