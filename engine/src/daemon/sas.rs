@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
+use super::mediation::MediationBook;
 use super::routes::OsRoutes;
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
 use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId};
@@ -65,6 +66,8 @@ pub(crate) struct Sas {
     stopped: HashSet<String>,
     /// Shutting down: no restarts.
     pub(crate) closing: bool,
+    /// IKE mediation: waiting children, attempts, chosen paths (`mediation.rs`).
+    pub(crate) med: MediationBook,
 }
 
 impl Sas {
@@ -90,6 +93,7 @@ impl Sas {
             failures: HashMap::new(),
             stopped: HashSet::new(),
             closing: false,
+            med: MediationBook::default(),
         }
     }
 
@@ -119,6 +123,7 @@ impl Sas {
         for key in traps {
             self.install_trap(&key);
         }
+        self.start_mediation(now);
         for (conn, child) in starts {
             if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                 tracing::warn!("{conn}.{child}: cannot initiate: {e}");
@@ -137,6 +142,10 @@ impl Sas {
         let plan = self
             .plan(conn)
             .ok_or_else(|| format!("no connection named {conn:?}"))?;
+        if plan.conn.mediation == ike::config::Mediation::Mediation && child.is_none() {
+            self.stopped.remove(conn);
+            return self.start_mediation_conn(now, conn);
+        }
         let names: Vec<String> = match child {
             Some(c) => {
                 if !plan.children.iter().any(|p| p.name == c) {
@@ -154,7 +163,8 @@ impl Sas {
         let sas = self.ep.ike_sas();
         let mut connecting = sas
             .iter()
-            .any(|sa| sa.conn == conn && sa.state == "CONNECTING");
+            .any(|sa| sa.conn == conn && sa.state == "CONNECTING")
+            || self.med.attempting(conn);
         let up = sas
             .iter()
             .any(|sa| sa.conn == conn && sa.state == "ESTABLISHED");
@@ -170,9 +180,22 @@ impl Sas {
                 }
                 continue;
             }
-            self.ep
-                .initiate(now, conn, Some(&key.1))
-                .map_err(|e| e.to_string())?;
+            match self.ep.initiate(now, conn, Some(&key.1)) {
+                Ok(_) => {}
+                Err(ike::endpoint::CommandError::MediationNotUp(by)) => {
+                    self.wait_for_mediation(now, &by, key)?;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            if !up
+                && matches!(
+                    self.mediation_of(conn),
+                    ike::config::Mediation::MediatedBy { .. }
+                )
+            {
+                self.med.attempt(conn);
+            }
             self.pending.insert(key);
             connecting |= !up;
         }
@@ -277,6 +300,7 @@ impl Sas {
                 );
                 self.retries.remove(&info.conn);
                 self.failures.remove(&info.conn);
+                self.mediation_ike_up(now, &info);
                 let deferred: Vec<ChildKey> = self
                     .deferred
                     .iter()
@@ -318,10 +342,16 @@ impl Sas {
                     self.dp.out.send(OutCmd::TrapFailed { trap: *t });
                 }
             }
-            Event::IkeDown { id, conn, reason } => self.ike_down(now, id, &conn, &reason),
+            Event::IkeDown { id, conn, reason } => {
+                self.mediation_ike_down(now, id, &conn, &reason);
+                self.ike_down(now, id, &conn, &reason)
+            }
             Event::PeerAddressChanged { ike, remote } => {
                 tracing::info!("IKE SA #{}: peer moved to {remote}", ike.0);
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
+            }
+            ev @ (Event::MediatedPath { .. } | Event::MediationFailed { .. }) => {
+                self.mediation_event(now, ev)
             }
             _ => {}
         }
@@ -519,6 +549,31 @@ impl Sas {
         }
     }
 
+    /// Tries `conn` again after its backoff (doubling up to [`MAX_BACKOFF`]).
+    pub(crate) fn retry_later(&mut self, now: Instant, conn: &str) {
+        if self.stopped.contains(conn) {
+            return;
+        }
+        let backoff = self
+            .retries
+            .get(conn)
+            .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
+        tracing::info!("{conn}: retrying in {}s", backoff.as_secs());
+        self.retries.insert(
+            conn.to_string(),
+            Retry {
+                at: Some(now + backoff),
+                backoff,
+            },
+        );
+    }
+
+    /// Forgets the negotiations under way for `conn`'s children.
+    pub(crate) fn forget_pending(&mut self, conn: &str) {
+        self.pending.retain(|k| k.0 != conn);
+        self.deferred.retain(|k| k.0 != conn);
+    }
+
     /// The earliest timer of ours (retries, delayed removals).
     pub(crate) fn next_timer(&self) -> Option<Instant> {
         let r = self.retries.values().filter_map(|r| r.at).min();
@@ -554,6 +609,11 @@ impl Sas {
             for child in children {
                 if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                     tracing::warn!("{conn}.{child}: retry failed: {e}");
+                }
+            }
+            if self.mediation_of(&conn) == ike::config::Mediation::Mediation {
+                if let Err(e) = self.start_mediation_conn(now, &conn) {
+                    tracing::warn!("{conn}: registering again failed: {e}");
                 }
             }
         }

@@ -244,6 +244,9 @@ pub struct IkeSaInfo {
     pub nat: (bool, bool),
     /// A request of ours is outstanding or queued.
     pub busy: bool,
+    /// A mediation SA: on a peer, the address the server saw us at (`Some(None)`
+    /// before it told us or when we are not behind a NAT); `None` for other SAs.
+    pub mediation: Option<Option<SocketAddr>>,
     /// Child SAs: (child name, inbound SPI, outbound SPI, suite, local_ts, remote_ts,
     /// established, rekey due).
     pub children: Vec<ChildStatus>,

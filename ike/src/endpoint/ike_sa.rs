@@ -365,6 +365,7 @@ impl IkeSa {
             rekey_at: self.rekey_at,
             nat: (self.nat.local_behind, self.nat.remote_behind),
             busy: self.outstanding.is_some() || !self.tasks.is_empty(),
+            mediation: self.me.as_ref().map(|m| m.server_reflexive),
             children: self
                 .children
                 .iter()

@@ -347,7 +347,7 @@ impl IkeSa {
         self.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         self.outstanding = None;
         self.next_request_id = 1;
-        if !self.me_init_response(ctx, &conn, p) {
+        if !self.me_init_response(ctx, &conn, local, p) {
             return Ok(());
         }
         if self.nat.any() {

@@ -46,6 +46,7 @@ impl IkeSa {
         &mut self,
         ctx: &mut Ctx<'_>,
         conn: &Connection,
+        local: SocketAddr,
         payloads: &[Payload],
     ) -> bool {
         if conn.mediation != Mediation::Mediation {
@@ -56,6 +57,11 @@ impl IkeSa {
             return false;
         }
         self.me = Some(Box::default());
+        // Our host candidate and the checks' base need the address the server reached
+        // us at, not the wildcard an unbound connection starts from.
+        if self.local.ip().is_unspecified() && !local.ip().is_unspecified() {
+            self.local.set_ip(local.ip());
+        }
         self.local.set_port(ctx.config.port_nat_t);
         if self.remote.port() == ctx.config.port {
             self.remote.set_port(ctx.config.port_nat_t);
