@@ -1,0 +1,238 @@
+//! End-to-end IKE mediation (seed 001's setup): an esprit mediation server on a public
+//! segment, two esprit peers each behind its own NAT router with a stateful firewall.
+//! Both peers register; a's mediated connection asks the server for b, the
+//! connectivity checks punch through both NATs, and the direct tunnel carries ping and
+//! a checked TCP transfer peer to peer, past the server, and outlives it.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use esprit::testbed::esprit::Daemon;
+use esprit::testbed::{ping, tcp_transfer, wait_ok, MediationTopology, Netns};
+
+/// The esprit binary under test.
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_esprit"))
+}
+
+const SETUP: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+const TRANSFER: u64 = 10_000_000;
+
+fn dn(cn: &str) -> String {
+    format!("C=CN, O=Local Cluster, CN={cn}")
+}
+
+fn header(dir: &Path) -> String {
+    format!(
+        "[daemon]\ncontrol_socket = {:?}\nkeepalive = \"2s\"\nretransmit_timeout = \"1s\"\n\
+         retransmit_tries = 3\n[tun]\nname = \"esprit0\"\nmtu = 1400\n",
+        dir.join("esprit.sock").to_string_lossy()
+    )
+}
+
+fn server_toml(dir: &Path, addr: IpAddr) -> String {
+    format!(
+        "{}[connections.medsrv]\nlocal_addrs = [\"{addr}\"]\nmediation = true\n\
+         [connections.medsrv.local]\nauth = \"psk\"\nid = {:?}\n\
+         [connections.medsrv.remote]\nauth = \"psk\"\n\
+         [secrets.ike-med]\nsecret = \"med secret\"\n",
+        header(dir),
+        dn("medsrv")
+    )
+}
+
+/// A peer: "medsrv" registers at the server, "peer" is mediated by it.
+fn peer_toml(
+    dir: &Path,
+    addr: IpAddr,
+    server: IpAddr,
+    (me, other): (&str, &str),
+    (ours, theirs): (&str, &str),
+    start: &str,
+) -> String {
+    format!(
+        "{h}[connections.medsrv]\nlocal_addrs = [\"{addr}\"]\nremote_addrs = [\"{server}\"]\n\
+         mediation = true\n\
+         [connections.medsrv.local]\nauth = \"psk\"\nid = {me:?}\n\
+         [connections.medsrv.remote]\nauth = \"psk\"\nid = {srv:?}\n\
+         [connections.peer]\nlocal_addrs = [\"{addr}\"]\nmediated_by = \"medsrv\"\n\
+         dpd_delay = \"2s\"\n\
+         [connections.peer.local]\nauth = \"psk\"\nid = {me:?}\n\
+         [connections.peer.remote]\nauth = \"psk\"\nid = {other:?}\n\
+         [connections.peer.children.net]\nlocal_ts = [\"{ours}\"]\nremote_ts = [\"{theirs}\"]\n\
+         start_action = \"{start}\"\n\
+         [secrets.ike-med]\nid = [{me:?}, {srv:?}]\nsecret = \"med secret\"\n\
+         [secrets.ike-peer]\nid = [{me:?}, {other:?}]\nsecret = \"peer secret\"\n",
+        h = header(dir),
+        me = dn(me),
+        other = dn(other),
+        srv = dn("medsrv"),
+    )
+}
+
+fn start(ns: &Netns, dir: &Path, toml: String) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("esprit.toml");
+    std::fs::write(&config, toml).unwrap();
+    Daemon::start_with(exe(), ns, &config, dir).expect("daemon starts")
+}
+
+fn logs(daemons: &[(&str, &Daemon)]) -> String {
+    let mut out = String::new();
+    for (name, d) in daemons {
+        let log = d.log();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        out.push_str(&format!("--- {name} ---\n"));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Bytes the server's link received so far.
+fn server_rx(topo: &MediationTopology) -> u64 {
+    let s = topo
+        .s()
+        .run_stdout(&["cat", "/sys/class/net/eth0/statistics/rx_bytes"])
+        .unwrap();
+    s.trim().parse().unwrap()
+}
+
+#[test]
+fn esprit_in_all_three_roles_punches_through_two_nats() {
+    let topo = MediationTopology::new().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("b registered at the server", SETUP, POLL, || {
+        let s = server.status()?;
+        if s.mediation.registered_peers.len() == 1 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("{s}")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let started = std::time::Instant::now();
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!("a: mediated tunnel up {:?} after start\n{status}", started.elapsed());
+
+    // Registrations and the chosen pair: b's public address, on the NAT-T port.
+    let s = server.status().unwrap();
+    let mut ids: Vec<String> = s
+        .mediation
+        .registered_peers
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [dn("edge1"), dn("edge2")], "{s}");
+    let path = &status.mediation.paths;
+    assert_eq!(path.len(), 1, "{status}");
+    assert_eq!(path[0].conn, "peer");
+    assert_eq!(
+        path[0].remote_addr,
+        format!("{}[4500]", topo.b_public()),
+        "{status}"
+    );
+    let med = status
+        .ike_sas
+        .iter()
+        .find(|sa| sa.conn == "medsrv")
+        .unwrap();
+    assert!(med.mediation, "{status}");
+    assert_eq!(
+        med.server_reflexive.as_deref(),
+        Some(format!("{}[4500]", topo.a_public()).as_str()),
+        "{status}"
+    );
+    let direct = status.ike_sas.iter().find(|sa| sa.conn == "peer").unwrap();
+    assert_eq!(direct.remote_addr, format!("{}[4500]", topo.b_public()));
+    let sb = b.status().unwrap();
+    let direct_b = sb
+        .ike_sas
+        .iter()
+        .find(|sa| sa.conn == "peer")
+        .expect("b has the SA");
+    assert_eq!(
+        direct_b.remote_addr,
+        format!("{}[4500]", topo.a_public()),
+        "{sb}"
+    );
+
+    // Ping and a checked transfer between the subnets, peer to peer: the server's link
+    // sees a few keepalives, not the transfer.
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping {to}\n{}",
+        logs(&all)
+    );
+    let rx_before = server_rx(&topo);
+    let t = tcp_transfer(
+        topo.a(),
+        topo.b(),
+        to,
+        5101,
+        TRANSFER,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
+    assert_eq!(t.sent_sha256, t.recv_sha256);
+    assert_eq!(t.bytes, TRANSFER);
+    let rx = server_rx(&topo) - rx_before;
+    assert!(
+        rx < 100_000,
+        "the server's link received {rx} bytes during the transfer"
+    );
+
+    // The server goes away; the direct tunnel does not need it.
+    drop(server);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping after the server left\n{}",
+        logs(&[("a", &a), ("b", &b)])
+    );
+    let s = a.status().unwrap();
+    assert!(
+        s.ike_sas
+            .iter()
+            .any(|sa| sa.conn == "peer" && sa.state == "ESTABLISHED"),
+        "{s}"
+    );
+}
