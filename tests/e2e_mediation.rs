@@ -67,10 +67,11 @@ fn peer_toml(
          [connections.peer.local]\nauth = \"psk\"\nid = {me:?}\n\
          [connections.peer.remote]\nauth = \"psk\"\nid = {other:?}\n\
          [connections.peer.children.net]\nlocal_ts = [\"{ours}\"]\nremote_ts = [\"{theirs}\"]\n\
-         start_action = \"{start}\"\n\
+         start_action = \"{start}\"\ndpd_action = \"{dpd}\"\n\
          [secrets.ike-med]\nid = [{me:?}, {srv:?}]\nsecret = \"med secret\"\n\
          [secrets.ike-peer]\nid = [{me:?}, {other:?}]\nsecret = \"peer secret\"\n",
         h = header(dir),
+        dpd = if start == "start" { "restart" } else { "clear" },
         me = dn(me),
         other = dn(other),
         srv = dn("medsrv"),
@@ -461,4 +462,144 @@ fn esprit_initiator_charon_responder() {
 #[test]
 fn charon_initiator_esprit_responder() {
     interop(Impl::Esprit, Impl::Charon, Impl::Esprit);
+}
+
+/// The peer asked for is not registered: ME_CONNECT_FAILED, and a's status says so.
+#[test]
+fn unregistered_peer_is_a_clear_error_in_status() {
+    let topo = MediationTopology::new().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let status = wait_ok("a's mediation failure in status", SETUP, POLL, || {
+        let s = a.status()?;
+        let err = s
+            .connections
+            .iter()
+            .find(|c| c.name == "peer")
+            .and_then(|c| c.last_error.clone())
+            .unwrap_or_default();
+        if err.contains("not registered") {
+            Ok(s)
+        } else {
+            Err(std::io::Error::other(format!("{s}")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("a", &a)])));
+    let text = status.to_string();
+    assert!(
+        text.contains(&format!(
+            "peer: last error: mediation with '{}' failed: peer is not registered at the mediation server",
+            dn("edge2")
+        )),
+        "{text}"
+    );
+    // Registered itself, and still is: the next attempt can succeed.
+    assert!(status
+        .ike_sas
+        .iter()
+        .any(|sa| sa.conn == "medsrv" && sa.mediation));
+}
+
+/// b dies without a word and comes back: a's DPD notices, and its restart goes back
+/// through the server and punches again.
+#[test]
+fn a_restarted_responder_is_mediated_again() {
+    let topo = MediationTopology::new().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let b_toml = peer_toml(
+        &dir.join("b"),
+        topo.b_addr(),
+        topo.s_addr(),
+        ("edge2", "edge1"),
+        ("10.96.2.0/24", "10.96.1.0/24"),
+        "none",
+    );
+    let mut b = start(topo.b(), &dir.join("b"), b_toml.clone());
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap();
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let first = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("a", &a), ("b", &b)])));
+    let first_id = first
+        .ike_sas
+        .iter()
+        .find(|sa| sa.conn == "peer")
+        .unwrap()
+        .id;
+
+    b.proc.signal(libc::SIGKILL).unwrap();
+    b.proc.wait_exit(Duration::from_secs(5)).unwrap();
+    let _ = std::fs::remove_file(dir.join("b").join("esprit.sock"));
+    let b = start(topo.b(), &dir.join("b"), b_toml);
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let again = wait_ok(
+        "a's tunnel through mediation again",
+        Duration::from_secs(60),
+        POLL,
+        || {
+            let s = a.status()?;
+            let fresh = s.ike_sas.iter().any(|sa| {
+                sa.conn == "peer"
+                    && sa.id != first_id
+                    && sa.state == "ESTABLISHED"
+                    && sa.children.iter().any(|c| c.name == "net")
+            });
+            fresh
+                .then_some(s.clone())
+                .ok_or_else(|| std::io::Error::other(format!("{s}")))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    assert!(
+        again
+            .mediation
+            .paths
+            .iter()
+            .any(|p| p.remote_addr == format!("{}[4500]", topo.b_public())),
+        "{again}"
+    );
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "{}",
+        logs(&all)
+    );
 }
