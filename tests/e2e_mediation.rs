@@ -424,14 +424,16 @@ fn interop(server_impl: Impl, a_impl: Impl, b_impl: Impl) {
                 .unwrap_or_else(|e| panic!("{}", dump(&e)));
         }
     }
-    eprintln!(
-        "{server_impl:?} server, {a_impl:?} a, {b_impl:?} b: tunnel up after {:?}",
-        started.elapsed()
-    );
+    let up = started.elapsed();
     let to = IpAddr::V4(topo.b_inner().v4[0]);
     // A charon b's libipsec installs its routes a moment after the SA.
     let pinged = (0..10).any(|_| ping(topo.a(), to, 1, Duration::from_secs(1)));
     assert!(pinged, "{}", dump(&format!("ping {to}")));
+    eprintln!(
+        "{server_impl:?} server, {a_impl:?} a, {b_impl:?} b: tunnel up after {up:?}, \
+         first ping answered after {:?}",
+        started.elapsed()
+    );
     let t = tcp_transfer(
         topo.a(),
         topo.b(),
@@ -442,6 +444,17 @@ fn interop(server_impl: Impl, a_impl: Impl, b_impl: Impl) {
     )
     .unwrap_or_else(|e| panic!("{}", dump(&format!("transfer: {e}"))));
     assert_eq!(t.sent_sha256, t.recv_sha256);
+}
+
+/// charon alone, for the timing beside esprit's in the README.
+#[test]
+fn charon_in_all_three_roles_for_reference() {
+    interop(Impl::Charon, Impl::Charon, Impl::Charon);
+}
+
+#[test]
+fn esprit_in_all_three_roles_timed_like_the_others() {
+    interop(Impl::Esprit, Impl::Esprit, Impl::Esprit);
 }
 
 #[test]
