@@ -14,7 +14,7 @@ mod charon;
 
 use charon::Charon;
 use esprit::testbed::esprit::Daemon;
-use esprit::testbed::{ping, tcp_transfer, wait_ok, MediationTopology, Netns};
+use esprit::testbed::{ping, tcp_transfer, wait_ok, KeyKind, MediationTopology, Netns, Pki};
 
 /// The esprit binary under test.
 fn exe() -> &'static Path {
@@ -615,4 +615,136 @@ fn a_restarted_responder_is_mediated_again() {
         "{}",
         logs(&all)
     );
+}
+
+/// A connection section authenticated by RSA certificates under one CA.
+fn cert_conn(name: &str, me: &str, other: Option<&str>, pki: (&Path, &Path)) -> String {
+    let (cert, ca) = pki;
+    let remote_id = other.map_or(String::new(), |o| format!("id = {:?}\n", dn(o)));
+    format!(
+        "[connections.{name}.local]\nauth = \"pubkey\"\nid = {:?}\ncerts = [{:?}]\n\
+         [connections.{name}.remote]\nauth = \"pubkey\"\n{remote_id}cacerts = [{:?}]\n",
+        dn(me),
+        cert.to_string_lossy(),
+        ca.to_string_lossy()
+    )
+}
+
+/// Seed 001 with RSA certificates and DN identities: esprit in all three roles.
+#[test]
+fn rsa_certificates_and_dn_identities_as_in_the_seed() {
+    let topo = MediationTopology::new().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let pki = Pki::new(KeyKind::Rsa2048).expect("pki");
+    let ca = pki.write_ca(&dir).unwrap();
+    let mut files = Vec::new();
+    for (who, cn) in [("s", "cloud-connector"), ("a", "proxy"), ("b", "remote")] {
+        let d = dir.join(who);
+        std::fs::create_dir_all(&d).unwrap();
+        let leaf = pki.issue(cn, cn).unwrap();
+        files.push((d.clone(), leaf.write(&d, cn).unwrap()));
+    }
+    let key_secret =
+        |key: &Path| format!("[secrets.private.me]\nfile = {:?}\n", key.to_string_lossy());
+    let (s_dir, (s_cert, s_key)) = &files[0];
+    let server_cfg = format!(
+        "{}[connections.medsrv]\nlocal_addrs = [\"{}\"]\nmediation = true\n{}{}",
+        header(s_dir),
+        topo.s_addr(),
+        cert_conn("medsrv", "cloud-connector", None, (s_cert, &ca)),
+        key_secret(s_key)
+    );
+    let peer_cfg = |d: &Path,
+                    cert: &Path,
+                    key: &Path,
+                    addr: IpAddr,
+                    me: &str,
+                    other: &str,
+                    ours: &str,
+                    theirs: &str,
+                    start: &str| {
+        format!(
+            "{}[connections.medsrv]\nlocal_addrs = [\"{addr}\"]\nremote_addrs = [\"{}\"]\n\
+             mediation = true\n{}[connections.peer]\nlocal_addrs = [\"{addr}\"]\n\
+             mediated_by = \"medsrv\"\n{}[connections.peer.children.net]\n\
+             local_ts = [\"{ours}\"]\nremote_ts = [\"{theirs}\"]\nstart_action = \"{start}\"\n{}",
+            header(d),
+            topo.s_addr(),
+            cert_conn("medsrv", me, Some("cloud-connector"), (cert, &ca)),
+            cert_conn("peer", me, Some(other), (cert, &ca)),
+            key_secret(key)
+        )
+    };
+    let server = start(topo.s(), s_dir, server_cfg);
+    let (b_dir, (b_cert, b_key)) = &files[2];
+    let b = start(
+        topo.b(),
+        b_dir,
+        peer_cfg(
+            b_dir,
+            b_cert,
+            b_key,
+            topo.b_addr(),
+            "remote",
+            "proxy",
+            "10.96.2.0/24",
+            "10.96.1.0/24",
+            "none",
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let (a_dir, (a_cert, a_key)) = &files[1];
+    let a = start(
+        topo.a(),
+        a_dir,
+        peer_cfg(
+            a_dir,
+            a_cert,
+            a_key,
+            topo.a_addr(),
+            "proxy",
+            "remote",
+            "10.96.1.0/24",
+            "10.96.2.0/24",
+            "start",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    let direct = status.ike_sas.iter().find(|sa| sa.conn == "peer").unwrap();
+    assert_eq!(direct.remote_id, dn("remote"));
+    assert_eq!(direct.remote_addr, format!("{}[4500]", topo.b_public()));
+    let s = server.status().unwrap();
+    let mut ids: Vec<String> = s
+        .mediation
+        .registered_peers
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [dn("proxy"), dn("remote")], "{s}");
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "{}",
+        logs(&all)
+    );
+    let t = tcp_transfer(
+        topo.a(),
+        topo.b(),
+        to,
+        5103,
+        2_000_000,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
+    assert_eq!(t.sent_sha256, t.recv_sha256);
 }
