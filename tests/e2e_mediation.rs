@@ -748,3 +748,77 @@ fn rsa_certificates_and_dn_identities_as_in_the_seed() {
     .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
     assert_eq!(t.sent_sha256, t.recv_sha256);
 }
+
+/// Both NATs symmetric: every flow gets a new port, so no pair passes the checks. The
+/// initiator says so in its status after the checks run out; no tunnel, no hang.
+#[test]
+fn symmetric_nats_end_in_a_clear_error() {
+    let topo = MediationTopology::symmetric().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let started = std::time::Instant::now();
+    let status = wait_ok(
+        "a reports that no pair passed",
+        Duration::from_secs(90),
+        POLL,
+        || {
+            let s = a.status()?;
+            let err = s
+                .connections
+                .iter()
+                .find(|c| c.name == "peer")
+                .and_then(|c| c.last_error.clone())
+                .unwrap_or_default();
+            if err.contains("no address pair passed") {
+                Ok(s)
+            } else {
+                Err(std::io::Error::other(format!("{s}")))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!(
+        "symmetric NATs: failure reported after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !status.ike_sas.iter().any(|sa| sa.conn == "peer"),
+        "{status}"
+    );
+}

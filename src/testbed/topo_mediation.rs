@@ -17,7 +17,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::middlebox::{masquerade, Firewall};
+use super::middlebox::{masquerade_with, Firewall};
 use super::netns::Netns;
 use super::proc::Proc;
 use super::scratch::Scratch;
@@ -41,6 +41,16 @@ pub struct MediationTopology {
 impl MediationTopology {
     /// Builds the topology of the module documentation.
     pub fn new() -> io::Result<MediationTopology> {
+        Self::build(false)
+    }
+
+    /// The same with symmetric NATs: both routers give every flow a new random port
+    /// (MASQUERADE `--random-fully`), so no address pair passes the checks.
+    pub fn symmetric() -> io::Result<MediationTopology> {
+        Self::build(true)
+    }
+
+    fn build(random_fully: bool) -> io::Result<MediationTopology> {
         let fw = Firewall::detect();
         let scratch = Scratch::new("esprit-med")?;
         let i = host("esprit-mi")?;
@@ -89,8 +99,8 @@ impl MediationTopology {
         let rb_dir = scratch.path().join("rb");
         std::fs::create_dir_all(&ra_dir)?;
         std::fs::create_dir_all(&rb_dir)?;
-        masquerade(&ra, "out", fw, &ra_dir)?;
-        masquerade(&rb, "out", fw, &rb_dir)?;
+        masquerade_with(&ra, "out", fw, &ra_dir, random_fully)?;
+        masquerade_with(&rb, "out", fw, &rb_dir, random_fully)?;
         default_route(&a, Ipv4Addr::new(10, 1, 0, 1))?;
         default_route(&b, Ipv4Addr::new(10, 2, 0, 1))?;
         inner(&a, &A_INNER)?;
