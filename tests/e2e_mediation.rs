@@ -444,6 +444,15 @@ fn interop(server_impl: Impl, a_impl: Impl, b_impl: Impl) {
     )
     .unwrap_or_else(|e| panic!("{}", dump(&format!("transfer: {e}"))));
     assert_eq!(t.sent_sha256, t.recv_sha256);
+    // ESPRIT_MEDIATION_CAPTURE=DIR keeps the logs (with ESPRIT_CHARON_LOG_LEVELS, the
+    // raw material of ike/tests/data/charon/mediation).
+    if let Some(keep) = std::env::var_os("ESPRIT_MEDIATION_CAPTURE") {
+        let keep = Path::new(&keep);
+        std::fs::create_dir_all(keep).unwrap();
+        for (name, node) in [("server", &server), ("a", &a), ("b", &b)] {
+            std::fs::write(keep.join(format!("{name}.log")), node.log()).unwrap();
+        }
+    }
 }
 
 /// charon alone, for the timing beside esprit's in the README.

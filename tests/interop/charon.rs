@@ -192,9 +192,14 @@ impl Charon {
             "retransmit_timeout = 1.0\nretransmit_tries = {}",
             conn.retransmit_tries
         );
+        // ESPRIT_CHARON_LOG_LEVELS overrides the filelog levels (captures for golden
+        // tests want `net = 3` packet dumps and `ike = 4` keys).
+        let levels = std::env::var("ESPRIT_CHARON_LOG_LEVELS")
+            .map(|l| l.replace(';', "\n"))
+            .unwrap_or_else(|_| LOG_LEVELS.to_string());
         sh(
             "sw_write_strongswan_conf \"$D\" \"$LEVELS\" \"$EXTRA\"",
-            &[("D", &d), ("LEVELS", LOG_LEVELS), ("EXTRA", &extra)],
+            &[("D", &d), ("LEVELS", &levels), ("EXTRA", &extra)],
         )?;
         let swanctl = dir.join("swanctl");
         let copy = |from: &Path, sub: &str, name: &str| {

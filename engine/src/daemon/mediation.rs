@@ -5,8 +5,6 @@
 //! goes through the usual bookkeeping. The checks and the direct IKE SA leave from the
 //! NAT-T socket because `ike` addresses them from port 4500.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use ike::config::Mediation;
@@ -14,30 +12,6 @@ use ike::endpoint::{DownReason, Event, IkeSaId, IkeSaInfo};
 
 use super::sas::{ChildKey, Sas};
 use crate::config::StartAction;
-
-/// The daemon's mediation bookkeeping.
-#[derive(Default)]
-pub(crate) struct MediationBook {
-    /// Mediated children waiting for their mediation connection's IKE SA.
-    waiting: Vec<ChildKey>,
-    /// Mediated connections with an attempt in flight (ME_CONNECT, checks, IKE SA).
-    attempts: HashSet<String>,
-    /// The pair the checks chose for each mediated connection: (direct IKE SA, our
-    /// address, the peer's).
-    pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr)>,
-}
-
-impl MediationBook {
-    /// An attempt for mediated connection `conn` is under way.
-    pub(crate) fn attempting(&self, conn: &str) -> bool {
-        self.attempts.contains(conn)
-    }
-
-    /// Notes an attempt for `conn`.
-    pub(crate) fn attempt(&mut self, conn: &str) {
-        self.attempts.insert(conn.to_string());
-    }
-}
 
 impl Sas {
     /// The mediation role of connection `conn`.

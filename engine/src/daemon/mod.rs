@@ -8,6 +8,7 @@
 //! since we announce a NAT through the NAT-detection payloads.
 
 mod mediation;
+mod mediation_book;
 mod routes;
 mod sas;
 

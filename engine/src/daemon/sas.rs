@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
-use super::mediation::MediationBook;
+use super::mediation_book::MediationBook;
 use super::routes::OsRoutes;
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
 use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId};

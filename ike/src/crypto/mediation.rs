@@ -38,8 +38,8 @@ mod tests {
     use crate::wire::Message;
 
     // Digests computed apart from this code (Python's hashlib) over the fields below.
-    const REQUEST_AUTH: &str = "e594005e157914e3bf5d3947535910334390e66c";
-    const RESPONSE_AUTH: &str = "fd27fef76294a8c82c196f7e947a16012262beef";
+    const REQUEST_AUTH: &str = "dceedef4dc85e934e6ead23ca51309618f7c5f85";
+    const RESPONSE_AUTH: &str = "adceac1d2df57270a340ae83d157a8d33979d1d4";
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -85,7 +85,9 @@ impl EndpointKind {
     }
 
     /// The priority charon gives a fresh candidate of this kind: its type preference
-    /// (host 255, peer-reflexive 128, server-reflexive 64, relayed 0) times 2^16.
+    /// (host 255, peer-reflexive 128, server-reflexive 64, relayed 0) times 2^16, plus
+    /// a local preference of 65535 (`endpoint_notify_create_from_host`; seen on the
+    /// wire as 0x0080ffff in charon's check requests).
     pub fn default_priority(self) -> u32 {
         let preference: u32 = match self {
             EndpointKind::Host => 255,
@@ -93,7 +95,7 @@ impl EndpointKind {
             EndpointKind::ServerReflexive => 64,
             EndpointKind::Relayed => 0,
         };
-        preference << 16
+        (preference << 16) + 65535
     }
 }
 
@@ -490,16 +492,17 @@ mod tests {
         0, 0, 0, 84, // length
         41, 0, 0, 12, 0, 0, 0xa0, 0x05, 0xde, 0xad, 0xbe, 0xef, // ME_CONNECTID
         41, 0, 0, 16, 0, 0, 0xa0, 0x03, // ME_ENDPOINT
-        0, 0x80, 0, 0, 0, 2, 0, 0, // priority 128 << 16, no family, PEER_REFLEXIVE, port 0
+        0, 0x80, 0xff, 0xff, 0, 2, 0, 0, // priority (128 << 16) + 65535, no family,
+                                         // PEER_REFLEXIVE, port 0
         0, 0, 0, 28, 0, 0, 0xa0, 0x07, // ME_CONNECTAUTH
-        0xe5, 0x94, 0x00, 0x5e, 0x15, 0x79, 0x14, 0xe3, 0xbf, 0x5d,
-        0x39, 0x47, 0x53, 0x59, 0x10, 0x33, 0x43, 0x90, 0xe6, 0x6c,
+        0xdc, 0xee, 0xde, 0xf4, 0xdc, 0x85, 0xe9, 0x34, 0xe6, 0xea,
+        0xd2, 0x3c, 0xa5, 0x13, 0x09, 0x61, 0x8f, 0x7c, 0x5f, 0x85,
     ];
 
     // A server-reflexive IPv4 candidate 198.51.100.7:4500.
     #[rustfmt::skip]
     static ENDPOINT_V4: [u8; 12] = [
-        0, 0x40, 0, 0, // priority 64 << 16
+        0, 0x40, 0xff, 0xff, // priority (64 << 16) + 65535
         1, 3, 0x11, 0x94, // IPv4, SERVER_REFLEXIVE, port 4500
         198, 51, 100, 7,
     ];
@@ -507,7 +510,7 @@ mod tests {
     // A host IPv6 candidate [2001:db8::1]:4500.
     #[rustfmt::skip]
     static ENDPOINT_V6: [u8; 24] = [
-        0, 0xff, 0, 0, // priority 255 << 16
+        0, 0xff, 0xff, 0xff, // priority (255 << 16) + 65535
         2, 1, 0x11, 0x94, // IPv6, HOST, port 4500
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
     ];
@@ -573,10 +576,13 @@ mod tests {
 
     #[test]
     fn default_priorities_are_charons() {
-        assert_eq!(EndpointKind::Host.default_priority(), 255 * 65536);
-        assert_eq!(EndpointKind::PeerReflexive.default_priority(), 128 * 65536);
-        assert_eq!(EndpointKind::ServerReflexive.default_priority(), 64 * 65536);
-        assert_eq!(EndpointKind::Relayed.default_priority(), 0);
+        assert_eq!(EndpointKind::Host.default_priority(), 255 * 65536 + 65535);
+        assert_eq!(EndpointKind::PeerReflexive.default_priority(), 0x0080_ffff);
+        assert_eq!(
+            EndpointKind::ServerReflexive.default_priority(),
+            64 * 65536 + 65535
+        );
+        assert_eq!(EndpointKind::Relayed.default_priority(), 65535);
     }
 
     #[test]
