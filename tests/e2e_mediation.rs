@@ -831,3 +831,47 @@ fn symmetric_nats_end_in_a_clear_error() {
         "{status}"
     );
 }
+
+/// ME_CALLBACK: charon asks an esprit server for a peer that is not registered yet
+/// (charon always sets ME_CALLBACK); the server answers ME_CONNECT_FAILED and remembers
+/// the request; when the esprit peer registers, the server calls charon back and charon
+/// mediates again.
+#[test]
+fn charon_is_called_back_when_the_peer_registers() {
+    let topo = MediationTopology::new().expect("topology");
+    let server = start_server(&topo, Impl::Esprit);
+    let a = start_peer(&topo, Impl::Charon, true);
+    let Node::Charon(charon_a) = &a else {
+        unreachable!()
+    };
+    let started = std::time::Instant::now();
+    let initiated = std::thread::scope(|scope| {
+        let initiate = scope.spawn(|| charon_a.swanctl("--initiate --child net --timeout 40"));
+        // Let charon's request meet an empty registry first.
+        std::thread::sleep(Duration::from_secs(3));
+        let b = start_peer(&topo, Impl::Esprit, false);
+        let result = initiate.join().unwrap();
+        (result, b)
+    });
+    let (result, b) = initiated;
+    let dump = || {
+        format!(
+            "--- s ---\n{}\n--- a ---\n{}\n--- b ---\n{}",
+            server.log(),
+            a.log(),
+            b.log()
+        )
+    };
+    result.unwrap_or_else(|e| panic!("{e}\n{}", dump()));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let charon_log = a.log();
+    assert!(
+        charon_log.contains("received ME_CONNECT_FAILED"),
+        "{}",
+        dump()
+    );
+    assert!(charon_log.contains("received ME_CALLBACK"), "{}", dump());
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    let pinged = (0..10).any(|_| ping(topo.a(), to, 1, Duration::from_secs(1)));
+    assert!(pinged, "{}", dump());
+}
