@@ -202,6 +202,12 @@ fn esprit_in_all_three_roles_punches_through_two_nats() {
         format!("{}[4500]", topo.a_public()),
         "{sb}"
     );
+    // b knows the pair too, and shows it.
+    assert_eq!(sb.mediation.paths.len(), 1, "{sb}");
+    assert_eq!(
+        sb.mediation.paths[0].remote_addr,
+        format!("{}[4500]", topo.a_public())
+    );
 
     // Ping and a checked transfer between the subnets, peer to peer: the server's link
     // sees a few keepalives, not the transfer.

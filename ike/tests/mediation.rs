@@ -210,6 +210,21 @@ fn mediated_peers_punch_through_both_nats_and_talk_directly() {
         Some(("peer".into(), sa(A_PRIV, 4500), sa(B_PUB, 4500)))
     );
 
+    // The responder learns the pair too, once the direct SA is up.
+    let path_b = m.hosts[B].node.events.iter().find_map(|e| match e {
+        Event::MediatedPath {
+            conn,
+            local,
+            remote,
+            ..
+        } => Some((conn.clone(), *local, *remote)),
+        _ => None,
+    });
+    assert_eq!(
+        path_b,
+        Some(("peer".into(), sa(B_PRIV, 4500), sa(A_PUB, 4500)))
+    );
+
     // The direct SA runs between the two NATs' public addresses, not via the server.
     let direct_a = m.hosts[A]
         .node

@@ -67,7 +67,8 @@ pub enum Event {
         remote: SocketAddr,
     },
     /// The connectivity checks of a mediated connection chose a pair of addresses; the
-    /// direct IKE SA `ike` is being set up on it (draft-brunner-ikev2-mediation 5).
+    /// direct IKE SA `ike` is being set up on it (draft-brunner-ikev2-mediation 5). The
+    /// responder reports it when that IKE SA is established.
     MediatedPath {
         /// The mediated connection.
         conn: String,

@@ -381,6 +381,7 @@ impl IkeSa {
         }
         self.send_response(ctx, exchange::IKE_AUTH, h.message_id, out, from);
         self.established(ctx, &conn);
+        self.me_mediated_up(ctx, &conn);
         self.end_handshake();
         if let Some((c, info)) = new_child {
             self.children.push(c);

@@ -455,6 +455,8 @@ impl IkeSa {
         let mut hs = Handshake::new(ni.to_vec());
         hs.nr = ctx.nonce();
         hs.init_request = raw.to_vec();
+        hs.connect_id = find_notify(p, notify::ME_CONNECTID)
+            .and_then(|n| crate::wire::mediation::ConnectId::new(&n.data).ok());
         let keys = IkeKeys::derive(
             &suite,
             &hs.ni,

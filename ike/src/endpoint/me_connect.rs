@@ -182,6 +182,32 @@ impl IkeSa {
         Some(connect_id)
     }
 
+    /// Responder of a mediated IKE SA (its IKE_SA_INIT named an ME_CONNECTID of ours),
+    /// now established: the checks are over, so our checklist goes, and the engine
+    /// learns the path the initiator chose.
+    pub(crate) fn me_mediated_up(&mut self, ctx: &mut Ctx<'_>, conn: &Connection) {
+        if self.initiator {
+            return;
+        }
+        let Some(cid) = self.phase.handshake().and_then(|h| h.connect_id.clone()) else {
+            return;
+        };
+        if ctx
+            .mediation
+            .checklists
+            .get(&cid)
+            .is_some_and(|l| !l.initiator)
+        {
+            ctx.mediation.checklists.remove(&cid);
+        }
+        ctx.events.push_back(Event::MediatedPath {
+            conn: conn.name.clone(),
+            ike: self.id,
+            local: self.local,
+            remote: self.remote,
+        });
+    }
+
     /// Queues an ME_CONNECT request (a relayed one, on the server).
     pub(crate) fn queue_me_connect(&mut self, ctx: &mut Ctx<'_>, request: MeConnect) {
         self.queue(ctx, Task::MeConnect(Box::new(request)));
