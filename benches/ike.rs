@@ -81,6 +81,7 @@ fn conn(
         dpd_delay: None,
         rekey_time: Duration::ZERO,
         fragmentation: true,
+        mediation: Default::default(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ts::parse_cidr("10.96.1.0/24").unwrap()],

@@ -15,6 +15,42 @@ pub struct Status {
     pub connections: Vec<ConnectionStatus>,
     /// Dataplane and IKE counters.
     pub counters: Counters,
+    /// IKE mediation: peers registered here, paths of mediated connections.
+    #[serde(default)]
+    pub mediation: MediationStatus,
+}
+
+/// IKE mediation at a glance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MediationStatus {
+    /// As a mediation server: the peers registered here.
+    pub registered_peers: Vec<RegisteredPeer>,
+    /// Mediated connections and the path the connectivity checks chose.
+    pub paths: Vec<MediatedPath>,
+}
+
+/// A peer registered at this mediation server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegisteredPeer {
+    /// Its identity.
+    pub id: String,
+    /// Its mediation IKE SA.
+    pub ike: u64,
+}
+
+/// The path of a mediated connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MediatedPath {
+    /// The mediated connection.
+    pub conn: String,
+    /// Its direct IKE SA.
+    pub ike: u64,
+    /// "direct": peer to peer on the chosen pair.
+    pub path: String,
+    /// Our address of the pair.
+    pub local_addr: String,
+    /// The peer's address of the pair.
+    pub remote_addr: String,
 }
 
 /// One configured connection.
@@ -61,6 +97,13 @@ pub struct IkeSaStatus {
     pub rekey_in_secs: Option<u64>,
     /// Child SAs.
     pub children: Vec<ChildSaStatus>,
+    /// An IKE SA of a mediation connection (to or from a mediation server).
+    #[serde(default)]
+    pub mediation: bool,
+    /// On a peer's mediation SA: where the server sees us (our server-reflexive
+    /// address), when we are behind a NAT.
+    #[serde(default)]
+    pub server_reflexive: Option<String>,
 }
 
 /// One child SA.
@@ -165,6 +208,12 @@ impl fmt::Display for Status {
             if !line.is_empty() {
                 writeln!(f, "  {line}")?;
             }
+            if sa.mediation {
+                match &sa.server_reflexive {
+                    Some(a) => writeln!(f, "  mediation, the server sees us at {a}")?,
+                    None => writeln!(f, "  mediation")?,
+                }
+            }
             for c in &sa.children {
                 let mode = if c.encap { "TUNNEL-in-UDP" } else { "TUNNEL" };
                 writeln!(f, "  {}: {}, {mode}, ESP:{}", c.name, c.state, c.proposal)?;
@@ -186,6 +235,16 @@ impl fmt::Display for Status {
                 writeln!(f, "    local  {}", c.local_ts.join(" "))?;
                 writeln!(f, "    remote {}", c.remote_ts.join(" "))?;
             }
+        }
+        for p in &self.mediation.registered_peers {
+            writeln!(f, "registered peer '{}' (IKE SA #{})", p.id, p.ike)?;
+        }
+        for p in &self.mediation.paths {
+            writeln!(
+                f,
+                "{}: {} path {} - {} (IKE SA #{})",
+                p.conn, p.path, p.local_addr, p.remote_addr, p.ike
+            )?;
         }
         for c in &self.connections {
             if let Some(e) = &c.last_error {
@@ -264,5 +323,50 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Status = serde_json::from_str(&json).unwrap();
         assert_eq!(back.ike_sas[0].children[0].remote_ts, ["10.96.2.0/24"]);
+    }
+
+    #[test]
+    fn mediation_shows_registrations_and_paths() {
+        let s = Status {
+            ike_sas: vec![IkeSaStatus {
+                conn: "medsrv".into(),
+                id: 1,
+                state: "ESTABLISHED".into(),
+                mediation: true,
+                server_reflexive: Some("203.0.113.1[4500]".into()),
+                ..Default::default()
+            }],
+            mediation: MediationStatus {
+                registered_peers: vec![RegisteredPeer {
+                    id: "CN=edge2".into(),
+                    ike: 7,
+                }],
+                paths: vec![MediatedPath {
+                    conn: "peer".into(),
+                    ike: 3,
+                    path: "direct".into(),
+                    local_addr: "10.1.0.2[4500]".into(),
+                    remote_addr: "203.0.113.2[4500]".into(),
+                }],
+            },
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(
+            text.contains("  mediation, the server sees us at 203.0.113.1[4500]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("registered peer 'CN=edge2' (IKE SA #7)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peer: direct path 10.1.0.2[4500] - 203.0.113.2[4500] (IKE SA #3)"),
+            "{text}"
+        );
+        // An older daemon's JSON, without the mediation fields, still reads.
+        let old = r#"{"ike_sas":[],"connections":[],"counters":{"outbound":null,"inbound":null,"ike":null,"keepalives_sent":0}}"#;
+        let back: Status = serde_json::from_str(old).unwrap();
+        assert!(back.mediation.paths.is_empty());
     }
 }

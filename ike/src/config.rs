@@ -126,6 +126,8 @@ pub struct Connection {
     /// What to do with other IKE SAs between the same two identities (swanctl's
     /// `unique`).
     pub unique: UniquePolicy,
+    /// The connection's part in IKE mediation (draft-brunner-ikev2-mediation).
+    pub mediation: Mediation,
 }
 
 /// The uniqueness policy of a connection, with swanctl.conf's names and charon's
@@ -142,6 +144,26 @@ pub enum UniquePolicy {
     Keep,
     /// Delete the older IKE SAs of this connection once a new one is established.
     Replace,
+}
+
+/// A connection's part in IKE mediation, in swanctl.conf's words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Mediation {
+    /// An ordinary connection.
+    #[default]
+    Off,
+    /// `mediation = yes`: a connection to a mediation server (initiator) or, on the
+    /// server, from the peers it mediates (responder). It carries no child SA.
+    Mediation,
+    /// `mediated_by = CONN`: set up through the mediation connection `by` instead of
+    /// `remote_addrs`, asking the server for `peer` (`mediation_peer`; `None`: the
+    /// remote id).
+    MediatedBy {
+        /// Name of the mediation connection.
+        by: String,
+        /// The identity to ask the server for.
+        peer: Option<Identity>,
+    },
 }
 
 impl Connection {

@@ -113,6 +113,9 @@ registry! {
         EAP = 48,
         /// Encrypted and Authenticated Fragment (RFC 7383).
         SKF = 53,
+        /// ID_PEER: the identity a mediated peer asks the mediation server for
+        /// (draft-brunner-ikev2-mediation 4.4; private use, as strongSwan numbers it).
+        ID_PEER = 128,
     }
 }
 
@@ -308,6 +311,9 @@ registry! {
         TEMPORARY_FAILURE = 43,
         /// CHILD_SA_NOT_FOUND (RFC 7296 2.25).
         CHILD_SA_NOT_FOUND = 44,
+        /// ME_CONNECT_FAILED: the requested peer is not registered at the mediation
+        /// server (draft-brunner-ikev2-mediation; strongSwan's private-use number).
+        ME_CONNECT_FAILED = 8192,
         /// INITIAL_CONTACT.
         INITIAL_CONTACT = 16384,
         /// SET_WINDOW_SIZE.
@@ -342,6 +348,21 @@ registry! {
         IKEV2_FRAGMENTATION_SUPPORTED = 16430,
         /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
         SIGNATURE_HASH_ALGORITHMS = 16431,
+        /// ME_MEDIATION: this IKE SA is a mediation connection (draft-brunner-ikev2-
+        /// mediation; the ME_* numbers are strongSwan's private-use ones).
+        ME_MEDIATION = 40962,
+        /// ME_ENDPOINT: one address candidate of a mediated peer.
+        ME_ENDPOINT = 40963,
+        /// ME_CALLBACK: the server calls a peer back once the requested peer registers.
+        ME_CALLBACK = 40964,
+        /// ME_CONNECTID: the identifier of one mediated connection attempt.
+        ME_CONNECTID = 40965,
+        /// ME_CONNECTKEY: a peer's key for authenticating connectivity checks.
+        ME_CONNECTKEY = 40966,
+        /// ME_CONNECTAUTH: the authenticator of one connectivity check.
+        ME_CONNECTAUTH = 40967,
+        /// ME_RESPONSE: this ME_CONNECT answers another peer's request.
+        ME_RESPONSE = 40968,
     }
 }
 

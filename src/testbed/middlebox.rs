@@ -37,6 +37,23 @@ impl Firewall {
 /// it a peer's early packet creates a conntrack entry that makes MASQUERADE remap the
 /// port of a's later outbound flow.
 pub(super) fn masquerade(r: &Netns, out: &str, fw: Firewall, dir: &Path) -> io::Result<()> {
+    masquerade_with(r, out, fw, dir, false)
+}
+
+/// [`masquerade`], with `random_fully` a new random source port for every flow (a
+/// "symmetric" NAT: the mapping depends on the destination, so hole punching fails).
+pub(super) fn masquerade_with(
+    r: &Netns,
+    out: &str,
+    fw: Firewall,
+    dir: &Path,
+    random_fully: bool,
+) -> io::Result<()> {
+    let (ipt_random, nft_random) = if random_fully {
+        (" --random-fully", " fully-random")
+    } else {
+        ("", "")
+    };
     match fw {
         Firewall::Iptables(iptables) => {
             let ipt = |rule: String| {
@@ -44,7 +61,9 @@ pub(super) fn masquerade(r: &Netns, out: &str, fw: Firewall, dir: &Path) -> io::
                 argv.extend(rule.split_whitespace());
                 r.run(&argv).map(drop)
             };
-            ipt(format!("-t nat -A POSTROUTING -o {out} -j MASQUERADE"))?;
+            ipt(format!(
+                "-t nat -A POSTROUTING -o {out} -j MASQUERADE{ipt_random}"
+            ))?;
             for chain in ["INPUT", "FORWARD"] {
                 let established = "-m conntrack --ctstate ESTABLISHED,RELATED";
                 ipt(format!("-A {chain} -i {out} {established} -j ACCEPT"))?;
@@ -61,7 +80,7 @@ pub(super) fn masquerade(r: &Netns, out: &str, fw: Firewall, dir: &Path) -> io::
                 "table ip nat {{
   chain postrouting {{
     type nat hook postrouting priority srcnat;
-    oifname \"{out}\" masquerade
+    oifname \"{out}\" masquerade{nft_random}
   }}
 }}
 table inet filter {{

@@ -10,6 +10,7 @@
 //! - [`proc`]: the [`Proc`] guard for a process started in a namespace.
 //! - [`topo`]: ready-made [`Topology`]s: direct veth, behind a NAT router, through an
 //!   nginx UDP proxy.
+//! - [`topo_mediation`]: a mediation server and two peers behind their own NAT routers.
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
@@ -29,6 +30,7 @@ pub mod proc;
 pub mod scratch;
 pub mod tools;
 pub mod topo;
+pub mod topo_mediation;
 pub mod wait;
 
 pub use certs::{subject_dn, KeyKind, Leaf, Pki};
@@ -39,4 +41,5 @@ pub use probe::{
 pub use proc::Proc;
 pub use scratch::Scratch;
 pub use topo::{Inner, Kind, Topology, A_INNER, B_INNER, UPLINK};
+pub use topo_mediation::MediationTopology;
 pub use wait::{wait_for, wait_ok, wait_until, Timeout};

@@ -282,13 +282,13 @@ impl Drop for Topology {
     }
 }
 
-fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+pub(super) fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
 /// A namespace whose interfaces, created after this, skip duplicate address detection,
 /// so IPv6 addresses (link-local ones too) are usable at once.
-fn host(prefix: &str) -> io::Result<Netns> {
+pub(super) fn host(prefix: &str) -> io::Result<Netns> {
     let ns = Netns::new(prefix)?;
     ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
     Ok(ns)
@@ -297,7 +297,7 @@ fn host(prefix: &str) -> io::Result<Netns> {
 /// A veth pair with one end in each namespace (names are per namespace, <= 15 bytes),
 /// both ends up. Made over netlink inside `x` (`ip link add X type veth peer name Y
 /// netns NS`), so no tool is needed.
-fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> {
+pub(super) fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> {
     let y_file = File::open(y.path())?;
     let y_fd = y_file.as_raw_fd();
     x.enter(|| {
@@ -328,7 +328,7 @@ fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> 
     y.enter(|| Netlink::open()?.set_up(y_if))?
 }
 
-fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
+pub(super) fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
     let net: IpNet = cidr
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{cidr}: {e}")))?;
@@ -336,7 +336,7 @@ fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
 }
 
 /// `ip route add default via GATEWAY` in `ns`.
-fn default_route(ns: &Netns, gateway: Ipv4Addr) -> io::Result<()> {
+pub(super) fn default_route(ns: &Netns, gateway: Ipv4Addr) -> io::Result<()> {
     let mut msg = RouteMessage::default();
     msg.header.address_family = AddressFamily::Inet;
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
@@ -352,7 +352,7 @@ fn default_route(ns: &Netns, gateway: Ipv4Addr) -> io::Result<()> {
     })?
 }
 
-fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
+pub(super) fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
     for v4 in inner.v4 {
         addr(ns, "lo", &format!("{v4}/32"))?;
     }
@@ -360,7 +360,7 @@ fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
 }
 
 /// Waits until every link reports carrier and is up.
-fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
+pub(super) fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
     for (ns, dev) in links {
         let what = format!("{dev} in {} to come up", ns.name());
         let mut nl = ns.enter(Netlink::open)??;

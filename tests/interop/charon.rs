@@ -173,6 +173,18 @@ impl Charon {
     /// Writes the instance in `dir` (strongswan.conf, swanctl.conf, credentials), starts
     /// charon in `ns` and loads the configuration.
     pub fn start(ns: &Netns, dir: &Path, conn: &Conn) -> Result<Charon, String> {
+        Self::start_conf(ns, dir, conn, &conn.swanctl_conf())
+    }
+
+    /// Like [`Charon::start`], with `swanctl_conf` as the swanctl.conf text (setups
+    /// one [`Conn`] cannot say, such as mediation); `conn` still gives the timers and
+    /// the credentials to copy.
+    pub fn start_conf(
+        ns: &Netns,
+        dir: &Path,
+        conn: &Conn,
+        swanctl_conf: &str,
+    ) -> Result<Charon, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let d = dir.to_string_lossy().into_owned();
         // Short retransmissions: the DPD case waits for charon to give up on a peer.
@@ -180,9 +192,14 @@ impl Charon {
             "retransmit_timeout = 1.0\nretransmit_tries = {}",
             conn.retransmit_tries
         );
+        // ESPRIT_CHARON_LOG_LEVELS overrides the filelog levels (captures for golden
+        // tests want `net = 3` packet dumps and `ike = 4` keys).
+        let levels = std::env::var("ESPRIT_CHARON_LOG_LEVELS")
+            .map(|l| l.replace(';', "\n"))
+            .unwrap_or_else(|_| LOG_LEVELS.to_string());
         sh(
             "sw_write_strongswan_conf \"$D\" \"$LEVELS\" \"$EXTRA\"",
-            &[("D", &d), ("LEVELS", LOG_LEVELS), ("EXTRA", &extra)],
+            &[("D", &d), ("LEVELS", &levels), ("EXTRA", &extra)],
         )?;
         let swanctl = dir.join("swanctl");
         let copy = |from: &Path, sub: &str, name: &str| {
@@ -204,7 +221,7 @@ impl Charon {
                 copy(ca, "x509", &format!("intermediate{i}.pem"))?;
             }
         }
-        fs::write(swanctl.join("swanctl.conf"), conn.swanctl_conf()).map_err(|e| e.to_string())?;
+        fs::write(swanctl.join("swanctl.conf"), swanctl_conf).map_err(|e| e.to_string())?;
         let conf = dir.join("strongswan.conf");
         // charon hard-codes /run/charon.pid: give it its own /run (lib.sh's recipe;
         // `ip netns exec` already runs in a private mount namespace).

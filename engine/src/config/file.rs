@@ -130,6 +130,17 @@ pub struct ConnectionSection {
     /// swanctl's `unique`: what happens to other IKE SAs with the same identities.
     #[serde(default)]
     pub unique: Unique,
+    /// `mediation = true`: a connection to a mediation server, or on the server, from
+    /// the peers it mediates (draft-brunner-ikev2-mediation); it carries no children.
+    #[serde(default)]
+    pub mediation: bool,
+    /// Set this connection up through the mediation connection of this name instead of
+    /// `remote_addrs`.
+    #[serde(default)]
+    pub mediated_by: Option<String>,
+    /// The identity to ask the mediation server for; default: `remote.id`.
+    #[serde(default)]
+    pub mediation_peer: Option<String>,
     /// `[connections.NAME.local]`.
     pub local: AuthSection,
     /// `[connections.NAME.remote]`.

@@ -3,6 +3,7 @@
 //! names the file and the dotted key at fault.
 
 mod credentials;
+mod mediation;
 #[cfg(test)]
 mod tests;
 
@@ -132,7 +133,8 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
         .connections
         .iter()
         .map(|(name, c)| connection(&cx, &mut creds, name, c))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let connections = mediation::resolve(&cx, &file.connections, connections)?;
     Ok(Resolved {
         daemon,
         tun,
@@ -241,6 +243,7 @@ fn connection(
     let sides = Sides {
         local: &local_addrs,
         remote: &remote_addrs,
+        mediated: c.mediated_by.is_some(),
     };
     let mut children = Vec::new();
     let mut plans = Vec::new();
@@ -316,6 +319,7 @@ fn connection(
             dpd_delay: c.dpd_delay,
             rekey_time: c.rekey_time.unwrap_or(IKE_REKEY_TIME),
             fragmentation: c.fragmentation,
+            mediation: Default::default(),
             children,
             unique: c.unique.into(),
         },
@@ -328,6 +332,8 @@ fn connection(
 struct Sides<'a> {
     local: &'a [IpAddr],
     remote: &'a [IpAddr],
+    /// Set up through a mediation server: the peer's address comes from the checks.
+    mediated: bool,
 }
 
 fn child_sa(
@@ -359,7 +365,7 @@ fn child_sa(
             Some(cmd.to_string())
         }
     };
-    if let (Some(action), true) = (action, sides.remote.is_empty()) {
+    if let (Some(action), true) = (action, sides.remote.is_empty() && !sides.mediated) {
         return Err(cx.err(
             &at("start_action"),
             format!("start_action {action} needs remote_addrs: an address to negotiate with"),

@@ -7,6 +7,8 @@
 //! which a container without `CAP_NET_RAW` cannot have. Every standard peer accepts it,
 //! since we announce a NAT through the NAT-detection payloads.
 
+mod mediation;
+mod mediation_book;
 mod routes;
 mod sas;
 mod updown;
@@ -28,7 +30,10 @@ use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
 use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
 use crate::dataplane::{Dataplane, DpEvent, InCmd, NattSockets, OutCmd};
-use crate::status::{ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, Status};
+use crate::status::{
+    ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, MediatedPath, MediationStatus,
+    RegisteredPeer, Status,
+};
 use routes::OsRoutes;
 use sas::Sas;
 
@@ -492,6 +497,11 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             nat_remote: sa.nat.1,
             established_secs: sa.established.map(secs_since),
             rekey_in_secs: sa.rekey_at.map(secs_until),
+            mediation: sa.mediation.is_some(),
+            server_reflexive: sa
+                .mediation
+                .flatten()
+                .map(|a| format!("{}[{}]", a.ip(), a.port())),
             children: sa
                 .children
                 .iter()
@@ -527,9 +537,31 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
         })
         .collect();
     let ike = st.ep.stats();
+    let addr = |a: SocketAddr| format!("{}[{}]", a.ip(), a.port());
+    let mediation = MediationStatus {
+        registered_peers: st
+            .ep
+            .mediation_peers()
+            .into_iter()
+            .map(|(id, ike)| RegisteredPeer { id, ike: ike.0 })
+            .collect(),
+        paths: st
+            .med
+            .paths
+            .iter()
+            .map(|(conn, (ike, local, remote))| MediatedPath {
+                conn: conn.clone(),
+                ike: ike.0,
+                path: "direct".into(),
+                local_addr: addr(*local),
+                remote_addr: addr(*remote),
+            })
+            .collect(),
+    };
     Status {
         ike_sas,
         connections,
+        mediation,
         counters: Counters {
             outbound: serde_json::to_value(out.unwrap_or_default()).unwrap_or_default(),
             inbound: serde_json::to_value(inb.unwrap_or_default()).unwrap_or_default(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
+use super::mediation_book::MediationBook;
 use super::routes::OsRoutes;
 use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
@@ -92,6 +93,8 @@ pub(crate) struct Sas {
     /// The TUN device's name (`PLUTO_INTERFACE`).
     tun_name: String,
     pub(crate) updown: Updown,
+    /// IKE mediation: waiting children, attempts, chosen paths (`mediation.rs`).
+    pub(crate) med: MediationBook,
 }
 
 /// What a reload did, by connection name.
@@ -133,6 +136,7 @@ impl Sas {
             replaced: HashSet::new(),
             tun_name,
             updown: Updown::start(),
+            med: MediationBook::default(),
         }
     }
 
@@ -175,6 +179,7 @@ impl Sas {
         for key in traps {
             self.install_trap(&key);
         }
+        self.start_mediation(now);
         for (conn, child) in starts {
             if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                 tracing::warn!("{conn}.{child}: cannot initiate: {e}");
@@ -193,6 +198,10 @@ impl Sas {
         let plan = self
             .plan(conn)
             .ok_or_else(|| format!("no connection named {conn:?}"))?;
+        if plan.conn.mediation == ike::config::Mediation::Mediation && child.is_none() {
+            self.stopped.remove(conn);
+            return self.start_mediation_conn(now, conn);
+        }
         let names: Vec<String> = match child {
             Some(c) => {
                 if !plan.children.iter().any(|p| p.name == c) {
@@ -210,7 +219,10 @@ impl Sas {
         // From ike's per-connection index: a full snapshot here made starting 5,000
         // connections quadratic (issue 22).
         let state = self.ep.connection_state(conn);
-        let (mut connecting, up) = (state.connecting, state.established);
+        let (mut connecting, up) = (
+            state.connecting || self.med.attempting(conn),
+            state.established,
+        );
         for name in names {
             let key = (conn.to_string(), name);
             if self.pending.contains(&key) || self.is_installed(&key) {
@@ -223,9 +235,22 @@ impl Sas {
                 }
                 continue;
             }
-            self.ep
-                .initiate(now, conn, Some(&key.1))
-                .map_err(|e| e.to_string())?;
+            match self.ep.initiate(now, conn, Some(&key.1)) {
+                Ok(_) => {}
+                Err(ike::endpoint::CommandError::MediationNotUp(by)) => {
+                    self.wait_for_mediation(now, &by, key)?;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            if !up
+                && matches!(
+                    self.mediation_of(conn),
+                    ike::config::Mediation::MediatedBy { .. }
+                )
+            {
+                self.med.attempt(conn);
+            }
             self.pending.insert(key);
             connecting |= !up;
         }
@@ -485,6 +510,7 @@ impl Sas {
                 );
                 self.retries.remove(&info.conn);
                 self.failures.remove(&info.conn);
+                self.mediation_ike_up(now, &info);
                 let deferred: Vec<ChildKey> = self
                     .deferred
                     .iter()
@@ -541,7 +567,10 @@ impl Sas {
                     self.dp.out.send(OutCmd::TrapFailed { trap: *t });
                 }
             }
-            Event::IkeDown { id, conn, reason } => self.ike_down(now, id, &conn, &reason),
+            Event::IkeDown { id, conn, reason } => {
+                self.mediation_ike_down(now, id, &conn, &reason);
+                self.ike_down(now, id, &conn, &reason)
+            }
             Event::PeerAddressChanged { ike, remote } => {
                 tracing::info!(
                     event = "peer_moved",
@@ -550,6 +579,9 @@ impl Sas {
                     ike.0
                 );
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
+            }
+            ev @ (Event::MediatedPath { .. } | Event::MediationFailed { .. }) => {
+                self.mediation_event(now, ev)
             }
             _ => {}
         }
@@ -843,6 +875,31 @@ impl Sas {
         }
     }
 
+    /// Tries `conn` again after its backoff (doubling up to [`MAX_BACKOFF`]).
+    pub(crate) fn retry_later(&mut self, now: Instant, conn: &str) {
+        if self.stopped.contains(conn) {
+            return;
+        }
+        let backoff = self
+            .retries
+            .get(conn)
+            .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
+        tracing::info!("{conn}: retrying in {}s", backoff.as_secs());
+        self.retries.insert(
+            conn.to_string(),
+            Retry {
+                at: Some(now + backoff),
+                backoff,
+            },
+        );
+    }
+
+    /// Forgets the negotiations under way for `conn`'s children.
+    pub(crate) fn forget_pending(&mut self, conn: &str) {
+        self.pending.retain(|k| k.0 != conn);
+        self.deferred.retain(|k| k.0 != conn);
+    }
+
     /// The earliest timer of ours (retries, delayed removals).
     pub(crate) fn next_timer(&self) -> Option<Instant> {
         let r = self.retries.values().filter_map(|r| r.at).min();
@@ -880,6 +937,11 @@ impl Sas {
             for child in children {
                 if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                     tracing::warn!("{conn}.{child}: retry failed: {e}");
+                }
+            }
+            if self.mediation_of(&conn) == ike::config::Mediation::Mediation {
+                if let Err(e) = self.start_mediation_conn(now, &conn) {
+                    tracing::warn!("{conn}: registering again failed: {e}");
                 }
             }
             if let Some(e) = last_error {

@@ -13,6 +13,7 @@ pub mod dh;
 pub mod encr;
 pub mod integ;
 pub mod keys;
+pub mod mediation;
 pub mod prf;
 pub mod rng;
 pub mod sk;

@@ -22,6 +22,10 @@ pub enum PeerMisbehaved {
     /// The KE payload's public value is unusable (RFC 7296 3.4).
     #[error("bad KE payload: {0}")]
     BadKe(crate::crypto::CryptoError),
+    /// A mediation connection's IKE_SA_INIT response lacks ME_MEDIATION: the peer is
+    /// no mediation server (draft-brunner-ikev2-mediation 4.1).
+    #[error("peer is no mediation server (no ME_MEDIATION in IKE_SA_INIT)")]
+    NoMediation,
 }
 
 /// Why authentication failed, ours or the peer's (RFC 7296 2.15).

@@ -66,6 +66,44 @@ pub enum Event {
         /// The new address (port 4500 side when encapsulating).
         remote: SocketAddr,
     },
+    /// The connectivity checks of a mediated connection chose a pair of addresses; the
+    /// direct IKE SA `ike` is being set up on it (draft-brunner-ikev2-mediation 5). The
+    /// responder reports it when that IKE SA is established.
+    MediatedPath {
+        /// The mediated connection.
+        conn: String,
+        /// The direct IKE SA.
+        ike: IkeSaId,
+        /// Our address of the pair (the engine sends from its NAT-T socket).
+        local: SocketAddr,
+        /// The peer's address of the pair.
+        remote: SocketAddr,
+    },
+    /// A mediated connection could not be set up.
+    MediationFailed {
+        /// The mediated connection.
+        conn: String,
+        /// The peer asked for.
+        peer: String,
+        /// Why.
+        reason: MediationFailure,
+    },
+}
+
+/// Why a mediated connection could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediationFailure {
+    /// The server does not know the peer: it is not registered (ME_CONNECT_FAILED).
+    #[error("peer is not registered at the mediation server")]
+    PeerNotRegistered,
+    /// The server refused the ME_CONNECT with another error notify.
+    #[error("mediation server refused with {0}")]
+    Refused(NotifyType),
+    /// No candidate pair passed the connectivity checks (or the other peer never
+    /// answered through the server).
+    #[error("no address pair passed the connectivity checks")]
+    NoPath,
 }
 
 /// Why an SA went down or failed.
@@ -219,6 +257,9 @@ pub struct IkeSaInfo {
     pub nat: (bool, bool),
     /// A request of ours is outstanding or queued.
     pub busy: bool,
+    /// A mediation SA: on a peer, the address the server saw us at (`Some(None)`
+    /// before it told us or when we are not behind a NAT); `None` for other SAs.
+    pub mediation: Option<Option<SocketAddr>>,
     /// Child SAs: (child name, inbound SPI, outbound SPI, suite, local_ts, remote_ts,
     /// established, rekey due).
     pub children: Vec<ChildStatus>,

@@ -186,6 +186,7 @@ impl IkeSa {
             payloads.push(Payload::IdR(conn.remote_id.to_wire()));
         }
         payloads.push(Payload::Auth(auth_p));
+        payloads.extend(self.me_auth_request());
         self.local_id = Some(conn.local_id.clone());
         let first = match self.tasks.front() {
             Some(Task::CreateChild(c)) => Some(*c),
@@ -247,6 +248,7 @@ impl IkeSa {
                 return;
             }
         }
+        self.me_auth_response(&payloads);
         self.established(ctx, &conn);
         ctx.effects.push(SaEffect::Unique {
             id: self.id,
@@ -359,7 +361,16 @@ impl IkeSa {
         let mut out = vec![Payload::IdR(idr)];
         out.extend(cert_payloads);
         out.push(Payload::Auth(our_auth));
-        let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+        let mediation = self.me_respond_auth(ctx, &conn, idi, from, &payloads);
+        let wants_child = payloads.iter().any(|p| matches!(p, Payload::Sa(_)));
+        if let Some(me) = mediation {
+            out.extend(me);
+            // A mediation connection carries no child SA (charon's server neither).
+            if wants_child {
+                out.push(notify_payload(notify::NO_ADDITIONAL_SAS, Vec::new()));
+            }
+        }
+        let child = if wants_child && self.me.is_none() {
             Some(self.respond_child(ctx, &conn, &payloads, None, false))
         } else {
             None
@@ -380,6 +391,7 @@ impl IkeSa {
             id: self.id,
             initial_contact: find_notify(&payloads, notify::INITIAL_CONTACT).is_some(),
         });
+        self.me_mediated_up(ctx, &conn);
         self.end_handshake();
         if let Some((c, info)) = new_child {
             self.children.push(c);

@@ -12,6 +12,7 @@ use super::event::{ChildStatus, DownReason, Event, IkeSaInfo};
 use zeroize::Zeroize;
 
 use super::keys::{Dh, IkeKeys};
+use super::mediation::{MeConnectRequest, MeSa};
 use super::timer::{Timer, TimerTable};
 use super::{backoff, Ctx, Dropped, IkeSaId};
 use crate::auth::Identity;
@@ -19,6 +20,7 @@ use crate::config::Connection;
 use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
+use crate::wire::mediation::{ConnectId, MeConnect};
 use crate::wire::{self, Flags, Header, Message, Payload};
 
 /// What only the handshake needs (RFC 7296 1.2, 2.15): the DH key pair, COOKIE, both
@@ -42,6 +44,8 @@ pub(crate) struct Handshake {
     pub(crate) peer_hashes: Vec<u16>,
     /// COOKIE and INVALID_KE_PAYLOAD round trips made so far.
     pub(crate) init_retries: u32,
+    /// The ME_CONNECTID a mediated IKE SA's initiator names in IKE_SA_INIT.
+    pub(crate) connect_id: Option<ConnectId>,
 }
 
 impl Handshake {
@@ -56,6 +60,7 @@ impl Handshake {
             init_response: Vec::new(),
             peer_hashes: Vec::new(),
             init_retries: 0,
+            connect_id: None,
         }
     }
 }
@@ -152,6 +157,8 @@ pub(crate) enum Pending {
     DeleteIke,
     /// Empty INFORMATIONAL: liveness check.
     Dpd,
+    /// ME_CONNECT (draft-brunner-ikev2-mediation 4.3), sent or relayed.
+    MeConnect(MeConnectRequest),
 }
 
 /// Work waiting for the request window (one outstanding request, RFC 7296 2.3).
@@ -169,6 +176,8 @@ pub(crate) enum Task {
     DeleteIke,
     /// Liveness check.
     Dpd,
+    /// Send this ME_CONNECT request.
+    MeConnect(Box<MeConnect>),
 }
 
 /// Our outstanding request.
@@ -235,6 +244,8 @@ pub(crate) struct IkeSa {
     pub(crate) initial_contact: bool,
     /// Why we are deleting this SA, when not a plain `terminate` (reported on its end).
     pub(crate) closing: Option<DownReason>,
+    /// IKE mediation: set on an SA of a mediation connection, on either side.
+    pub(crate) me: Option<Box<MeSa>>,
 }
 
 impl IkeSa {
@@ -285,6 +296,7 @@ impl IkeSa {
             init_from: None,
             initial_contact: false,
             closing: None,
+            me: None,
         }
     }
 
@@ -369,6 +381,7 @@ impl IkeSa {
             rekey_at: self.rekey_at,
             nat: (self.nat.local_behind, self.nat.remote_behind),
             busy: self.outstanding.is_some() || !self.tasks.is_empty(),
+            mediation: self.me.as_ref().map(|m| m.server_reflexive),
             children: self
                 .children
                 .iter()
@@ -721,6 +734,9 @@ impl IkeSa {
             (exchange::INFORMATIONAL, s) if s != State::InitReplied => {
                 self.respond_informational(ctx, h, from, payloads)
             }
+            (exchange::ME_CONNECT, State::Established) => {
+                self.respond_me_connect(ctx, h, from, payloads)
+            }
             _ => {
                 ctx.stats.unexpected += 1;
             }
@@ -745,6 +761,7 @@ impl IkeSa {
                 self.die(ctx, why)
             }
             Pending::Dpd => {}
+            Pending::MeConnect(req) => self.me_connect_response(ctx, req, payloads),
         }
     }
 
@@ -789,11 +806,12 @@ impl IkeSa {
                 Task::Dpd => {
                     self.send_request(ctx, exchange::INFORMATIONAL, Vec::new(), Pending::Dpd)
                 }
+                Task::MeConnect(req) => self.start_me_connect(ctx, *req),
             }
         }
     }
 
-    fn queue(&mut self, ctx: &mut Ctx<'_>, task: Task) {
+    pub(crate) fn queue(&mut self, ctx: &mut Ctx<'_>, task: Task) {
         if !self.tasks.contains(&task) {
             self.tasks.push_back(task);
         }

@@ -119,10 +119,12 @@ impl IkeSa {
         children: Vec<usize>,
         local: SocketAddr,
         remote: SocketAddr,
+        connect_id: Option<crate::wire::mediation::ConnectId>,
     ) -> IkeSa {
         // SPIi first, then Ni: the order the random values were always drawn in.
         let spi_i = ctx.random_u64();
-        let handshake = Handshake::new(ctx.nonce());
+        let mut handshake = Handshake::new(ctx.nonce());
+        handshake.connect_id = connect_id;
         let mut sa = IkeSa::blank(
             ctx.now,
             true,
@@ -188,6 +190,12 @@ impl IkeSa {
             notify::SIGNATURE_HASH_ALGORITHMS,
             signature_hashes(),
         ));
+        payloads.extend(self.me_init_request(&conn));
+        if let Some(id) = &hs.connect_id {
+            // A mediated IKE SA names the mediation attempt it comes from (charon's
+            // ike_init adds ME_CONNECTID; its responder does not need it).
+            payloads.push(notify_payload(notify::ME_CONNECTID, id.as_bytes().to_vec()));
+        }
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -340,6 +348,9 @@ impl IkeSa {
         self.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         self.outstanding = None;
         self.next_request_id = 1;
+        if !self.me_init_response(ctx, &conn, local, p) {
+            return Ok(());
+        }
         if self.nat.any() {
             // RFC 7296 2.23: float to the NAT-T port for everything after IKE_SA_INIT.
             self.local.set_port(ctx.config.port_nat_t);
@@ -445,6 +456,8 @@ impl IkeSa {
         let mut hs = Handshake::new(ni.to_vec());
         hs.nr = ctx.nonce();
         hs.init_request = raw.to_vec();
+        hs.connect_id = find_notify(p, notify::ME_CONNECTID)
+            .and_then(|n| crate::wire::mediation::ConnectId::new(&n.data).ok());
         let keys = IkeKeys::derive(
             &suite,
             &hs.ni,
@@ -489,6 +502,7 @@ impl IkeSa {
                 signature_hashes(),
             ));
         }
+        out.extend(sa.me_respond_init(ctx, p));
         if let RemoteAuth::Pubkey(trust) = &conn.remote_auth {
             if let Some(req) = trust.certreq() {
                 out.push(Payload::CertReq(req));

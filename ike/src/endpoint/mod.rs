@@ -6,6 +6,7 @@
 //! always passed in; nothing here reads a clock or touches a socket.
 
 pub(crate) mod authn;
+mod checks;
 mod child_sa;
 mod create_child_sa;
 mod error;
@@ -15,6 +16,8 @@ mod ike_sa;
 mod ike_sa_init;
 mod informational;
 mod keys;
+mod me_connect;
+mod mediation;
 mod payloads;
 mod rekey_ike;
 mod timer;
@@ -24,13 +27,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{AuthFailure, PeerMisbehaved};
-pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
+pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo, MediationFailure};
 
 use crate::auth::Identity;
-use crate::config::{Config, Connection, UniquePolicy};
+use crate::config::{Config, Connection, Mediation, UniquePolicy};
 use crate::crypto::Rng;
+use crate::wire::mediation::{ConnectId, ConnectivityCheck, MeConnect};
 use crate::wire::{Header, Message, WireError};
+use checks::Outcome;
 use ike_sa::IkeSa;
+use mediation::MediationState;
 use timer::Deadlines;
 
 /// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
@@ -133,6 +139,13 @@ pub enum CommandError {
     /// No IKE SA or child SA with that handle.
     #[error("no such SA")]
     UnknownSa,
+    /// A mediated connection's mediation connection has no established IKE SA.
+    #[error("mediation connection {0:?} is not up")]
+    MediationNotUp(String),
+    /// A mediated connection names no peer to ask the server for (no
+    /// `mediation_peer`, and the remote id matches any).
+    #[error("connection {0:?} names no peer to ask the mediation server for")]
+    NoMediationPeer(String),
     /// Too many IKE SAs.
     #[error("IKE SA limit reached")]
     TooManySas,
@@ -149,6 +162,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) transmits: &'a mut VecDeque<Transmit>,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut Stats,
+    /// IKE mediation: the server's registry and both peers' checklists.
+    pub(crate) mediation: &'a mut MediationState,
     /// What the handler did to other IKE SAs, applied in order by the endpoint after
     /// it returns (a handler only ever holds its own SA).
     pub(crate) effects: Vec<SaEffect>,
@@ -168,6 +183,14 @@ pub(crate) enum SaEffect {
         from: IkeSaId,
         /// The surviving IKE SA.
         to: IkeSaId,
+    },
+    /// A mediation server relays an ME_CONNECT to the SA of the peer it names
+    /// (draft-brunner-ikev2-mediation 4.3): queued on `to` within the same `handle`.
+    RelayMeConnect {
+        /// The mediation SA of the peer asked for (or called back).
+        to: IkeSaId,
+        /// The request to send there.
+        request: Box<MeConnect>,
     },
     /// IKE SA `id` was just established: index it by its identities and apply the
     /// uniqueness rules to the other IKE SAs between the same identities (RFC 7296 2.4
@@ -254,6 +277,7 @@ struct Shared {
     rng: Box<dyn Rng + Send>,
     clock_anchor: (Instant, SystemTime),
     stats: Stats,
+    mediation: MediationState,
 }
 
 impl Shared {
@@ -280,6 +304,7 @@ impl Shared {
             transmits: &mut self.transmits,
             events: &mut self.events,
             stats: &mut self.stats,
+            mediation: &mut self.mediation,
             effects: Vec::new(),
             next_id: &mut self.next_id,
         }
@@ -347,6 +372,7 @@ impl Endpoint {
                 rng,
                 clock_anchor,
                 stats: Stats::default(),
+                mediation: MediationState::default(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
@@ -544,6 +570,9 @@ impl Endpoint {
                 }
             }
             if sa.is_dead() {
+                if let Some(peer) = sa.me.as_ref().and_then(|m| m.registered.as_ref()) {
+                    self.shared.mediation.unregister(peer, id);
+                }
                 self.by_spi.remove(&spi);
                 if let Some(from) = sa.init_from {
                     if self.by_init.get(&(from, sa.spi_i)) == Some(&id) {
@@ -568,6 +597,7 @@ impl Endpoint {
         self.index_children(id);
         self.rearm(id);
         let mut kick = Vec::new();
+        let mut relays = Vec::new();
         for effect in effects {
             match effect {
                 SaEffect::Spawn(new) => {
@@ -604,11 +634,17 @@ impl Endpoint {
                     id,
                     initial_contact,
                 } => self.enforce_unique(now, id, initial_contact),
+                SaEffect::RelayMeConnect { to, request } => {
+                    relays.push((to, *request));
+                }
             }
         }
         self.settle_deadlines();
         for id in kick {
             self.with_sa(now, id, |sa, ctx| sa.run_tasks(ctx));
+        }
+        for (to, request) in relays {
+            self.with_sa(now, to, |sa, ctx| sa.queue_me_connect(ctx, request));
         }
     }
 
@@ -632,6 +668,9 @@ impl Endpoint {
             Err(WireError::UnsupportedVersion(_)) | Err(_) => return Err(Dropped::Malformed),
         };
         let h = msg.header;
+        if ConnectivityCheck::is_check(&h) {
+            return self.handle_check(now, local, remote, &msg);
+        }
         if h.exchange == crate::iana::exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == 0 {
             return self.handle_init_request(now, local, remote, data, msg);
         }
@@ -718,7 +757,11 @@ impl Endpoint {
     /// heap, O(1). Call it again after every call that takes `&mut self` (`handle`,
     /// `handle_timeout`, the commands), since each may arm or move a timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|(at, _)| at)
+        let sas = self.deadlines.peek().map(|(at, _)| at);
+        match (sas, self.shared.mediation.next_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer that is due at `now`: retransmissions, rekeys, liveness checks,
@@ -741,6 +784,22 @@ impl Endpoint {
             self.with_sa(now, id, |sa, ctx| sa.on_timeout(ctx));
         }
         self.settle_deadlines();
+        let lists: Vec<ConnectId> = self
+            .shared
+            .mediation
+            .checklists
+            .iter()
+            .filter(|(_, l)| l.next_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for cid in lists {
+            let shared = &mut self.shared;
+            let Some(list) = shared.mediation.checklists.get_mut(&cid) else {
+                continue;
+            };
+            let outcome = list.on_timeout(now, &mut shared.transmits);
+            self.checklist_outcome(now, &cid, outcome);
+        }
     }
 
     /// The IKE SA holding the child SA with inbound SPI `spi_in`, O(1).
@@ -786,6 +845,15 @@ impl Endpoint {
             });
             return Ok(id);
         }
+        if let Mediation::MediatedBy { by, peer } = &c.mediation {
+            let peer = match peer {
+                Some(p) => p.to_wire(),
+                None if !c.remote_id.is_any() => c.remote_id.to_wire(),
+                None => return Err(CommandError::NoMediationPeer(conn.to_string())),
+            };
+            let by = by.clone();
+            return self.initiate_mediated(now, ci, children, &by, peer);
+        }
         let remote_ip = *c
             .remote_addrs
             .first()
@@ -813,7 +881,7 @@ impl Endpoint {
                 .is_some_and(|ids| ids.iter().any(|i| self.sas.contains_key(i)));
         let mut ctx = self.shared.ctx(now);
         let id = ctx.alloc_id();
-        let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote);
+        let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, None);
         sa.initial_contact = initial_contact;
         self.by_conn.entry(ci).or_default().push(id);
         self.by_spi.insert(sa.our_spi(), id);
@@ -821,6 +889,132 @@ impl Endpoint {
         self.rearm(id);
         self.settle_deadlines();
         Ok(id)
+    }
+
+    /// Sets connection `ci` up through mediation connection `by`: asks the server for
+    /// `peer` on `by`'s established IKE SA; the direct IKE SA follows the checks
+    /// ([`Event::MediatedPath`]) or the attempt fails ([`Event::MediationFailed`]).
+    /// Returns the mediation IKE SA's handle, which carries the request.
+    fn initiate_mediated(
+        &mut self,
+        now: Instant,
+        ci: usize,
+        children: Vec<usize>,
+        by: &str,
+        peer: crate::wire::Identification,
+    ) -> Result<IkeSaId, CommandError> {
+        let mi = self.shared.connections.iter().position(|c| c.name == by);
+        let med = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                mi.is_some()
+                    && sa.conn == mi
+                    && sa.me.is_some()
+                    && sa.state == ike_sa::State::Established
+            })
+            .map(|(id, _)| *id)
+            .min()
+            .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
+        self.with_sa(now, med, |sa, ctx| {
+            sa.start_mediation(ctx, ci, children, peer)
+        })
+        .flatten()
+        .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
+        Ok(med)
+    }
+
+    /// A connectivity check arrived (an unencrypted INFORMATIONAL with zero SPIs).
+    fn handle_check(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        msg: &Message,
+    ) -> Result<(), Dropped> {
+        let check = ConnectivityCheck::from_message(msg).map_err(|_| Dropped::Malformed)?;
+        let shared = &mut self.shared;
+        let list = shared
+            .mediation
+            .checklists
+            .get_mut(&check.connect_id)
+            .ok_or(Dropped::Unexpected)?;
+        let (verified, outcome) =
+            list.handle_check(now, local, remote, &check, &mut shared.transmits);
+        if !verified {
+            return Err(Dropped::Integrity);
+        }
+        self.checklist_outcome(now, &check.connect_id, outcome);
+        Ok(())
+    }
+
+    /// Acts on a checklist's outcome: the initiator sets the direct IKE SA up on the
+    /// chosen pair, with ME_CONNECTID in its IKE_SA_INIT; a failure is reported; a
+    /// responder's finished checklist is dropped.
+    fn checklist_outcome(&mut self, now: Instant, cid: &ConnectId, outcome: Outcome) {
+        let finished = match outcome {
+            Outcome::Pending => self
+                .shared
+                .mediation
+                .checklists
+                .get(cid)
+                .is_some_and(|l| l.is_done()),
+            _ => true,
+        };
+        if !finished {
+            return;
+        }
+        let Some(list) = self.shared.mediation.checklists.remove(cid) else {
+            return;
+        };
+        let Some((ci, children)) = list.conn.clone() else {
+            return;
+        };
+        let conn = self
+            .shared
+            .connections
+            .get(ci)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        match outcome {
+            Outcome::Chosen { local, remote }
+                if self.sas.len() < self.shared.config.max_ike_sas =>
+            {
+                let mut ctx = self.shared.ctx(now);
+                let id = ctx.alloc_id();
+                let sa =
+                    IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
+                ctx.events.push_back(Event::MediatedPath {
+                    conn,
+                    ike: id,
+                    local,
+                    remote,
+                });
+                self.by_spi.insert(sa.our_spi(), id);
+                self.sas.insert(id, sa);
+                self.rearm(id);
+                self.settle_deadlines();
+            }
+            _ => {
+                self.shared.events.push_back(Event::MediationFailed {
+                    conn,
+                    peer: me_connect::identity_string(&list.peer),
+                    reason: MediationFailure::NoPath,
+                });
+            }
+        }
+    }
+
+    /// Peers registered at this mediation server: (identity, their mediation IKE SA).
+    pub fn mediation_peers(&self) -> Vec<(String, IkeSaId)> {
+        let mut v: Vec<(String, IkeSaId)> = self
+            .shared
+            .mediation
+            .registered()
+            .map(|(id, sa)| (me_connect::identity_string(id), sa))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.

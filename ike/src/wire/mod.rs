@@ -26,6 +26,7 @@ pub mod fragment;
 pub mod header;
 pub mod id;
 pub mod ke;
+pub mod mediation;
 pub mod message;
 pub mod nonce;
 pub mod notify;
@@ -134,6 +135,9 @@ pub enum Payload {
     IdI(Identification),
     /// IDr payload.
     IdR(Identification),
+    /// ID_PEER payload of ME_CONNECT: the identity asked for or relayed
+    /// (draft-brunner-ikev2-mediation 4.4), with the body of an IDi/IDr.
+    IdPeer(Identification),
     /// CERT payload.
     Cert(Certificate),
     /// CERTREQ payload: encoding and concatenated SHA-1 hashes of CA public keys.
@@ -203,7 +207,7 @@ pub struct KeyExchange {
 }
 
 /// IDi/IDr payload (RFC 7296 3.5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identification {
     /// ID type (`crate::iana::id`).
     pub id_type: u8,

@@ -104,6 +104,7 @@ impl Payload {
             Payload::Ke(_) => pt::KE,
             Payload::IdI(_) => pt::IDI,
             Payload::IdR(_) => pt::IDR,
+            Payload::IdPeer(_) => pt::ID_PEER,
             Payload::Cert(_) => pt::CERT,
             Payload::CertReq(_) => pt::CERTREQ,
             Payload::Auth(_) => pt::AUTH,
@@ -126,7 +127,7 @@ impl Payload {
         match self {
             Payload::Sa(p) => sa::buffer_len(p),
             Payload::Ke(p) => p.buffer_len(),
-            Payload::IdI(p) | Payload::IdR(p) => p.buffer_len(),
+            Payload::IdI(p) | Payload::IdR(p) | Payload::IdPeer(p) => p.buffer_len(),
             Payload::Cert(p) | Payload::CertReq(p) => p.buffer_len(),
             Payload::Auth(p) => p.buffer_len(),
             Payload::Nonce(p) => nonce::buffer_len(p),
@@ -152,7 +153,7 @@ impl Payload {
         match self {
             Payload::Sa(p) => sa::emit(p, out),
             Payload::Ke(p) => p.emit(out),
-            Payload::IdI(p) | Payload::IdR(p) => p.emit(out),
+            Payload::IdI(p) | Payload::IdR(p) | Payload::IdPeer(p) => p.emit(out),
             Payload::Cert(p) | Payload::CertReq(p) => p.emit(out),
             Payload::Auth(p) => p.emit(out),
             Payload::Nonce(p) => nonce::emit(p, out),
@@ -197,6 +198,7 @@ impl Payload {
             pt::KE => Payload::Ke(KeyExchange::parse(body)?),
             pt::IDI => Payload::IdI(Identification::parse(body)?),
             pt::IDR => Payload::IdR(Identification::parse(body)?),
+            pt::ID_PEER => Payload::IdPeer(Identification::parse(body)?),
             pt::CERT => Payload::Cert(Certificate::parse(body)?),
             pt::CERTREQ => Payload::CertReq(Certificate::parse(body)?),
             pt::AUTH => Payload::Auth(Authentication::parse(body)?),

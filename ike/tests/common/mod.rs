@@ -14,6 +14,8 @@ use ike::config::{
 use ike::crypto::SeededRng;
 use ike::endpoint::{ChildSaInfo, DownReason, Endpoint, Event, Transmit};
 use ike::proposal::ProposalSet;
+
+pub mod mesh;
 use ike::ts;
 
 /// 2026-11-01, inside the test certificates' validity.
@@ -378,6 +380,7 @@ pub fn psk_conn(
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        mediation: Default::default(),
         children,
     }
 }
@@ -414,6 +417,7 @@ pub fn cert_conn(
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        mediation: Default::default(),
         children,
     }
 }

@@ -2,6 +2,7 @@
 //! text alone can cause; `files` resolves certificate setups written to disk.
 
 mod files;
+mod mediation;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,0 +1,194 @@
+//! IKE mediation records (draft-brunner-ikev2-mediation): what a mediation IKE SA keeps
+//! (`MeSa`), and what the endpoint keeps across SAs (`MediationState`): the server's
+//! registry of peers by identity (strongSwan's `mediation_manager.c`), the callbacks
+//! peers asked for, and the connectivity checklists by connect ID. A leaf.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::checks::{Candidate, Checklist};
+use super::IkeSaId;
+use crate::wire::mediation::{ConnectId, Endpoint, EndpointKind};
+use crate::wire::Identification;
+
+/// What an IKE SA of a mediation connection keeps, on the peer or the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MeSa {
+    /// Peer: the address the server saw us at (its ME_ENDPOINT answer in IKE_AUTH).
+    pub(crate) server_reflexive: Option<SocketAddr>,
+    /// Server: the identity this peer is registered under.
+    pub(crate) registered: Option<Identification>,
+}
+
+impl MeSa {
+    /// Our candidates for a mediated connection through the SA at `local`: the host
+    /// address (when known) and the server-reflexive one, both based on `local`.
+    pub(crate) fn candidates(&self, local: SocketAddr) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if !local.ip().is_unspecified() {
+            out.push(Candidate {
+                endpoint: Endpoint::new(EndpointKind::Host, Some(local)),
+                base: local,
+            });
+        }
+        if let Some(srflx) = self.server_reflexive.filter(|s| *s != local) {
+            out.push(Candidate {
+                endpoint: Endpoint::new(EndpointKind::ServerReflexive, Some(srflx)),
+                base: local,
+            });
+        }
+        out
+    }
+}
+
+/// What an outstanding ME_CONNECT request needs when its response comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MeConnectRequest {
+    /// ID_PEER of the request.
+    pub(crate) peer: Identification,
+    /// Our own connection attempt (a peer asking the server): its connect ID. `None`
+    /// for answers and for requests a server relays.
+    pub(crate) attempt: Option<ConnectId>,
+}
+
+/// A peer waiting for another to register (ME_CALLBACK).
+#[derive(Debug, Clone)]
+struct Callback {
+    wanted: Identification,
+    requester_sa: IkeSaId,
+}
+
+/// The endpoint's mediation state, shared by every IKE SA's handlers.
+#[derive(Default)]
+pub(crate) struct MediationState {
+    /// Server: registered peer identity -> its mediation IKE SA.
+    registry: HashMap<Identification, IkeSaId>,
+    callbacks: Vec<Callback>,
+    /// Both peers: checks by connect ID.
+    pub(crate) checklists: HashMap<ConnectId, Checklist>,
+}
+
+/// Most callbacks kept; the oldest goes first.
+const MAX_CALLBACKS: usize = 1024;
+
+impl MediationState {
+    /// Registers `peer` at the server as reachable through `sa` (a re-registration
+    /// replaces the old SA). Returns the SAs of peers that asked to be called back for
+    /// `peer`.
+    pub(crate) fn register(&mut self, peer: Identification, sa: IkeSaId) -> Vec<IkeSaId> {
+        let peer = canonical(&peer);
+        let mut due = Vec::new();
+        self.callbacks.retain(|c| {
+            if c.wanted == peer {
+                due.push(c.requester_sa);
+                false
+            } else {
+                true
+            }
+        });
+        self.registry.insert(peer, sa);
+        due
+    }
+
+    /// Forgets `sa`'s registration as `peer` and its callbacks, when it goes down.
+    pub(crate) fn unregister(&mut self, peer: &Identification, sa: IkeSaId) {
+        let peer = canonical(peer);
+        if self.registry.get(&peer) == Some(&sa) {
+            self.registry.remove(&peer);
+        }
+        self.callbacks.retain(|c| c.requester_sa != sa);
+    }
+
+    /// The mediation SA `peer` is registered through.
+    pub(crate) fn lookup(&self, peer: &Identification) -> Option<IkeSaId> {
+        self.registry.get(&canonical(peer)).copied()
+    }
+
+    /// Calls `requester_sa` back when `wanted` registers.
+    pub(crate) fn add_callback(&mut self, wanted: Identification, requester_sa: IkeSaId) {
+        let wanted = canonical(&wanted);
+        if self
+            .callbacks
+            .iter()
+            .any(|c| c.wanted == wanted && c.requester_sa == requester_sa)
+        {
+            return;
+        }
+        if self.callbacks.len() >= MAX_CALLBACKS {
+            self.callbacks.remove(0);
+        }
+        self.callbacks.push(Callback {
+            wanted,
+            requester_sa,
+        });
+    }
+
+    /// Registered peers and their SAs, for status.
+    pub(crate) fn registered(&self) -> impl Iterator<Item = (&Identification, IkeSaId)> {
+        self.registry.iter().map(|(k, v)| (k, *v))
+    }
+
+    /// The earliest checklist deadline (a scan: checklists are few and short-lived).
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.checklists
+            .values()
+            .filter_map(Checklist::next_timeout)
+            .min()
+    }
+}
+
+/// An identity in the one encoding we give it, so that a DN registered from IDi and
+/// asked for in ID_PEER compare equal however each peer spelled it.
+fn canonical(id: &Identification) -> Identification {
+    crate::auth::Identity::from_wire(id)
+        .map(|i| i.to_wire())
+        .unwrap_or_else(|_| id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Identity;
+
+    fn id(s: &str) -> Identification {
+        Identity::parse(s).unwrap().to_wire()
+    }
+
+    #[test]
+    fn registry_callbacks_and_departures() {
+        let mut m = MediationState::default();
+        let edge1 = id("C=CN, O=Local Cluster, CN=edge1");
+        let edge2 = id("C=CN, O=Local Cluster, CN=edge2");
+        assert!(m.register(edge1.clone(), IkeSaId(1)).is_empty());
+        // edge1 asks for edge2 with ME_CALLBACK before edge2 is there.
+        assert_eq!(m.lookup(&edge2), None);
+        m.add_callback(edge2.clone(), IkeSaId(1));
+        m.add_callback(edge2.clone(), IkeSaId(1));
+        assert_eq!(m.register(edge2.clone(), IkeSaId(2)), [IkeSaId(1)]);
+        assert_eq!(m.lookup(&edge2), Some(IkeSaId(2)));
+        // A re-registration replaces the SA; the old SA's departure then changes nothing.
+        m.register(edge2.clone(), IkeSaId(3));
+        m.unregister(&edge2, IkeSaId(2));
+        assert_eq!(m.lookup(&edge2), Some(IkeSaId(3)));
+        m.unregister(&edge2, IkeSaId(3));
+        assert_eq!(m.lookup(&edge2), None);
+        assert_eq!(m.registered().count(), 1);
+    }
+
+    #[test]
+    fn candidates_are_host_and_server_reflexive_on_one_base() {
+        let local: SocketAddr = "10.1.0.2:4500".parse().unwrap();
+        let me = MeSa {
+            server_reflexive: Some("203.0.113.1:4500".parse().unwrap()),
+            registered: None,
+        };
+        let c = me.candidates(local);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].endpoint.kind, EndpointKind::Host);
+        assert_eq!(c[1].endpoint.kind, EndpointKind::ServerReflexive);
+        assert!(c.iter().all(|c| c.base == local));
+        // Unknown local address: only the server-reflexive candidate.
+        assert_eq!(me.candidates("0.0.0.0:4500".parse().unwrap()).len(), 1);
+    }
+}

@@ -1,0 +1,189 @@
+//! The mediation topology of seed 001: a mediation server on a "public" segment and two
+//! peers, each behind its own NAT router (MASQUERADE plus the stateful firewall that
+//! drops unsolicited inbound, as in [`Topology::nat`](super::Topology::nat)).
+//!
+//! ```text
+//!   a 10.1.0.2 -- ra 10.1.0.1 | 192.0.2.1 ----+
+//!                                             |
+//!   s 198.51.100.1 ------------------- i (core router: .254 on each segment)
+//!                                             |
+//!   b 10.2.0.2 -- rb 10.2.0.1 | 203.0.113.1 --+
+//! ```
+//!
+//! The core router `i` only forwards, so traffic between the peers' public addresses
+//! never passes the server's namespace. a and b carry [`A_INNER`] and [`B_INNER`] on
+//! `lo` for tunnel selectors.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::middlebox::{masquerade_with, Firewall};
+use super::netns::Netns;
+use super::proc::Proc;
+use super::scratch::Scratch;
+use super::topo::{
+    addr, default_route, host, inner, links_up, v4, veth, Inner, A_INNER, B_INNER, UPLINK,
+};
+
+/// Server, two NATed peers and the routers between them; torn down on drop, processes
+/// first.
+#[derive(Debug)]
+pub struct MediationTopology {
+    // Drop order is field order: the daemons, then the namespaces, then their files.
+    procs: Vec<Proc>,
+    s: Netns,
+    a: Netns,
+    b: Netns,
+    routers: Vec<Netns>,
+    scratch: Scratch,
+}
+
+impl MediationTopology {
+    /// Builds the topology of the module documentation.
+    pub fn new() -> io::Result<MediationTopology> {
+        Self::build(false)
+    }
+
+    /// The same with symmetric NATs: both routers give every flow a new random port
+    /// (MASQUERADE `--random-fully`), so no address pair passes the checks.
+    pub fn symmetric() -> io::Result<MediationTopology> {
+        Self::build(true)
+    }
+
+    fn build(random_fully: bool) -> io::Result<MediationTopology> {
+        let fw = Firewall::detect();
+        let scratch = Scratch::new("esprit-med")?;
+        let i = host("esprit-mi")?;
+        let s = host("esprit-ms")?;
+        let ra = host("esprit-mra")?;
+        let rb = host("esprit-mrb")?;
+        let a = host("esprit-ma")?;
+        let b = host("esprit-mb")?;
+        veth((&i, "to-s"), (&s, UPLINK))?;
+        veth((&i, "to-ra"), (&ra, "out"))?;
+        veth((&i, "to-rb"), (&rb, "out"))?;
+        veth((&ra, "in"), (&a, UPLINK))?;
+        veth((&rb, "in"), (&b, UPLINK))?;
+        addr(&i, "to-s", "198.51.100.254/24")?;
+        addr(&i, "to-ra", "192.0.2.254/24")?;
+        addr(&i, "to-rb", "203.0.113.254/24")?;
+        addr(&s, UPLINK, "198.51.100.1/24")?;
+        addr(&ra, "out", "192.0.2.1/24")?;
+        addr(&ra, "in", "10.1.0.1/24")?;
+        addr(&rb, "out", "203.0.113.1/24")?;
+        addr(&rb, "in", "10.2.0.1/24")?;
+        addr(&a, UPLINK, "10.1.0.2/24")?;
+        addr(&b, UPLINK, "10.2.0.2/24")?;
+        links_up(&[
+            (&i, "to-s"),
+            (&i, "to-ra"),
+            (&i, "to-rb"),
+            (&s, UPLINK),
+            (&ra, "out"),
+            (&ra, "in"),
+            (&rb, "out"),
+            (&rb, "in"),
+            (&a, UPLINK),
+            (&b, UPLINK),
+        ])?;
+        i.sysctl("net.ipv4.ip_forward", "1")?;
+        default_route(&s, Ipv4Addr::new(198, 51, 100, 254))?;
+        for (r, gw) in [
+            (&ra, Ipv4Addr::new(192, 0, 2, 254)),
+            (&rb, Ipv4Addr::new(203, 0, 113, 254)),
+        ] {
+            default_route(r, gw)?;
+            r.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        let ra_dir = scratch.path().join("ra");
+        let rb_dir = scratch.path().join("rb");
+        std::fs::create_dir_all(&ra_dir)?;
+        std::fs::create_dir_all(&rb_dir)?;
+        masquerade_with(&ra, "out", fw, &ra_dir, random_fully)?;
+        masquerade_with(&rb, "out", fw, &rb_dir, random_fully)?;
+        default_route(&a, Ipv4Addr::new(10, 1, 0, 1))?;
+        default_route(&b, Ipv4Addr::new(10, 2, 0, 1))?;
+        inner(&a, &A_INNER)?;
+        inner(&b, &B_INNER)?;
+        Ok(MediationTopology {
+            procs: Vec::new(),
+            s,
+            a,
+            b,
+            routers: vec![i, ra, rb],
+            scratch,
+        })
+    }
+
+    /// The server's namespace.
+    pub fn s(&self) -> &Netns {
+        &self.s
+    }
+
+    /// Peer a's namespace (behind router ra).
+    pub fn a(&self) -> &Netns {
+        &self.a
+    }
+
+    /// Peer b's namespace (behind router rb).
+    pub fn b(&self) -> &Netns {
+        &self.b
+    }
+
+    /// The core router, then ra and rb.
+    pub fn routers(&self) -> &[Netns] {
+        &self.routers
+    }
+
+    /// The server's address.
+    pub fn s_addr(&self) -> IpAddr {
+        v4(198, 51, 100, 1)
+    }
+
+    /// Peer a's address, behind its NAT.
+    pub fn a_addr(&self) -> IpAddr {
+        v4(10, 1, 0, 2)
+    }
+
+    /// Peer b's address, behind its NAT.
+    pub fn b_addr(&self) -> IpAddr {
+        v4(10, 2, 0, 2)
+    }
+
+    /// Where the world sees a: its router's outer address.
+    pub fn a_public(&self) -> IpAddr {
+        v4(192, 0, 2, 1)
+    }
+
+    /// Where the world sees b.
+    pub fn b_public(&self) -> IpAddr {
+        v4(203, 0, 113, 1)
+    }
+
+    /// a's inner addresses.
+    pub fn a_inner(&self) -> Inner {
+        A_INNER
+    }
+
+    /// b's inner addresses.
+    pub fn b_inner(&self) -> Inner {
+        B_INNER
+    }
+
+    /// A folder for configurations and logs, removed with the topology.
+    pub fn dir(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// Keeps a process until the topology goes (stopped first).
+    pub fn adopt(&mut self, p: Proc) {
+        self.procs.push(p);
+    }
+}
+
+impl Drop for MediationTopology {
+    fn drop(&mut self) {
+        // Processes first: a namespace lives on while a process is inside.
+        self.procs.clear();
+    }
+}
