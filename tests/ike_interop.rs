@@ -166,6 +166,8 @@ fn connection(ike: &str, esp: &str, auth: Auth) -> Connection {
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ike::ts::parse_cidr("10.96.1.0/24").unwrap()],

@@ -126,6 +126,12 @@ pub struct Connection {
     /// What to do with other IKE SAs between the same two identities (swanctl's
     /// `unique`).
     pub unique: UniquePolicy,
+    /// Initiator: virtual IPs to ask for in a CFG_REQUEST (RFC 7296 3.15); an
+    /// unspecified address (0.0.0.0, ::) asks for any of that family (swanctl's `vips`).
+    pub vips: Vec<IpAddr>,
+    /// Responder: names of the pools that answer the peer's CFG_REQUEST (swanctl's
+    /// `pools`), tried in order.
+    pub pools: Vec<String>,
 }
 
 /// The uniqueness policy of a connection, with swanctl.conf's names and charon's

@@ -289,6 +289,8 @@ fn connection(
             fragmentation: c.fragmentation,
             children,
             unique: c.unique.into(),
+            vips: Vec::new(),
+            pools: Vec::new(),
         },
         children: plans,
     })

@@ -1,7 +1,7 @@
 //! What the endpoint tells its driver: SAs up, rekeyed and down.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::error::{AuthFailure, PeerMisbehaved};
@@ -58,6 +58,21 @@ pub enum Event {
         child: String,
         /// Why.
         reason: DownReason,
+    },
+    /// A responder could not assign any of the virtual IPs the peer asked for (its
+    /// pools are exhausted or of the other family): the peer got INTERNAL_ADDRESS_FAILURE
+    /// and no child SA.
+    NoVirtualIp {
+        /// The IKE SA.
+        ike: IkeSaId,
+        /// Connection name.
+        conn: String,
+        /// The peer's identity, displayed.
+        remote_id: String,
+        /// What it asked for (unspecified: any address of the family).
+        requested: Vec<IpAddr>,
+        /// The connection's pools.
+        pools: Vec<String>,
     },
     /// The peer's address changed (a NAT rebinding, RFC 7296 2.23): send ESP there now.
     PeerAddressChanged {
@@ -219,6 +234,12 @@ pub struct IkeSaInfo {
     pub nat: (bool, bool),
     /// A request of ours is outstanding or queued.
     pub busy: bool,
+    /// Initiator: the virtual IPs the peer assigned us (RFC 7296 3.15).
+    pub local_vips: Vec<IpAddr>,
+    /// Responder: the virtual IPs leased to the peer.
+    pub remote_vips: Vec<IpAddr>,
+    /// Initiator: DNS servers the peer sent.
+    pub dns: Vec<IpAddr>,
     /// Child SAs: (child name, inbound SPI, outbound SPI, suite, local_ts, remote_ts,
     /// established, rekey due).
     pub children: Vec<ChildStatus>,

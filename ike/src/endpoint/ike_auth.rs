@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::authn as auth;
 use super::child_sa::ChildRequest;
+use super::config_payload::CpAnswer;
 use super::error::{AuthFailure, PeerMisbehaved};
 use super::event::{DownReason, Event};
 use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
@@ -186,6 +187,7 @@ impl IkeSa {
             payloads.push(Payload::IdR(conn.remote_id.to_wire()));
         }
         payloads.push(Payload::Auth(auth_p));
+        payloads.extend(IkeSa::cfg_request(&conn));
         self.local_id = Some(conn.local_id.clone());
         let first = match self.tasks.front() {
             Some(Task::CreateChild(c)) => Some(*c),
@@ -247,6 +249,7 @@ impl IkeSa {
                 return;
             }
         }
+        self.take_cfg_reply(&payloads);
         self.established(ctx, &conn);
         ctx.effects.push(SaEffect::Unique {
             id: self.id,
@@ -256,6 +259,15 @@ impl IkeSa {
             self.finish_child_request(ctx, req, &payloads, true);
         }
         self.end_handshake();
+        if !conn.vips.is_empty() && self.own_vips.is_empty() {
+            // We asked for virtual IPs and got none (RFC 7296 3.10.1
+            // INTERNAL_ADDRESS_FAILURE): this IKE SA carries nothing for us.
+            let why = error_notify(&payloads)
+                .map(|n| n.kind)
+                .unwrap_or(notify::INTERNAL_ADDRESS_FAILURE);
+            self.closing = Some(DownReason::PeerError(why));
+            self.queue_delete_ike(ctx);
+        }
         self.run_tasks(ctx);
     }
 
@@ -359,10 +371,19 @@ impl IkeSa {
         let mut out = vec![Payload::IdR(idr)];
         out.extend(cert_payloads);
         out.push(Payload::Auth(our_auth));
-        let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
-            Some(self.respond_child(ctx, &conn, &payloads, None, false))
-        } else {
-            None
+        let wants_child = payloads.iter().any(|p| matches!(p, Payload::Sa(_)));
+        let child = match self.answer_cfg_request(ctx, &conn, &payloads) {
+            CpAnswer::Refuse(kind) => {
+                // RFC 7296 3.10.1: no child SA in this IKE_AUTH.
+                out.push(notify_payload(kind, Vec::new()));
+                None
+            }
+            answer => {
+                if let CpAnswer::Reply(cp) = answer {
+                    out.push(cp);
+                }
+                wants_child.then(|| self.respond_child(ctx, &conn, &payloads, None, false))
+            }
         };
         let mut new_child = None;
         if let Some(result) = child {

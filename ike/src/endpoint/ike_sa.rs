@@ -4,7 +4,7 @@
 //! hub calls them by method and imports only leaves.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::child_sa::{ChildRequest, ChildSa, ChildState, IkeRekeyRequest};
@@ -232,6 +232,12 @@ pub(crate) struct IkeSa {
     pub(crate) initial_contact: bool,
     /// Why we are deleting this SA, when not a plain `terminate` (reported on its end).
     pub(crate) closing: Option<DownReason>,
+    /// Initiator: the virtual IPs the peer assigned us (RFC 7296 3.15).
+    pub(crate) own_vips: Vec<IpAddr>,
+    /// Initiator: the DNS servers the peer sent with them.
+    pub(crate) dns: Vec<IpAddr>,
+    /// Responder: the virtual IPs leased to the peer from our pools.
+    pub(crate) peer_vips: Vec<IpAddr>,
 }
 
 impl IkeSa {
@@ -281,6 +287,9 @@ impl IkeSa {
             half_open_from: None,
             initial_contact: false,
             closing: None,
+            own_vips: Vec::new(),
+            dns: Vec::new(),
+            peer_vips: Vec::new(),
         }
     }
 
@@ -365,6 +374,9 @@ impl IkeSa {
             rekey_at: self.rekey_at,
             nat: (self.nat.local_behind, self.nat.remote_behind),
             busy: self.outstanding.is_some() || !self.tasks.is_empty(),
+            local_vips: self.own_vips.clone(),
+            remote_vips: self.peer_vips.clone(),
+            dns: self.dns.clone(),
             children: self
                 .children
                 .iter()

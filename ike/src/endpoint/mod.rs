@@ -7,6 +7,7 @@
 
 pub(crate) mod authn;
 mod child_sa;
+mod config_payload;
 mod create_child_sa;
 mod error;
 mod event;
@@ -16,6 +17,7 @@ mod ike_sa_init;
 mod informational;
 mod keys;
 mod payloads;
+mod pool;
 mod rekey_ike;
 mod timer;
 
@@ -25,12 +27,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{AuthFailure, PeerMisbehaved};
 pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo};
+pub use pool::{LeaseInfo, Pool, PoolError, MAX_POOL_SIZE};
 
 use crate::auth::Identity;
 use crate::config::{Config, Connection, UniquePolicy};
 use crate::crypto::Rng;
 use crate::wire::{Header, Message, WireError};
 use ike_sa::IkeSa;
+use pool::Pools;
 use timer::Deadlines;
 
 /// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
@@ -140,6 +144,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) transmits: &'a mut VecDeque<Transmit>,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut Stats,
+    /// The virtual IP pools a responder leases from.
+    pub(crate) pools: &'a mut Pools,
     /// What the handler did to other IKE SAs, applied in order by the endpoint after
     /// it returns (a handler only ever holds its own SA).
     pub(crate) effects: Vec<SaEffect>,
@@ -235,6 +241,7 @@ struct Shared {
     rng: Box<dyn Rng + Send>,
     clock_anchor: (Instant, SystemTime),
     stats: Stats,
+    pools: Pools,
 }
 
 impl Shared {
@@ -261,6 +268,7 @@ impl Shared {
             transmits: &mut self.transmits,
             events: &mut self.events,
             stats: &mut self.stats,
+            pools: &mut self.pools,
             effects: Vec::new(),
             next_id: &mut self.next_id,
         }
@@ -318,6 +326,7 @@ impl Endpoint {
                 rng,
                 clock_anchor,
                 stats: Stats::default(),
+                pools: Pools::default(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
@@ -421,6 +430,22 @@ impl Endpoint {
         }
     }
 
+    /// Adds a virtual IP pool for connections that name it in `pools`; one of the same
+    /// name is replaced (its leases kept when its range is unchanged).
+    pub fn add_pool(&mut self, pool: Pool) {
+        self.shared.pools.insert(pool);
+    }
+
+    /// Removes the pools whose names are not in `keep` (a reload dropped them).
+    pub fn retain_pools(&mut self, keep: &[&str]) {
+        self.shared.pools.retain(keep);
+    }
+
+    /// The virtual IP pools with their leases, for status output.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.shared.pools.iter()
+    }
+
     /// The configured connections.
     pub fn connections(&self) -> &[Connection] {
         &self.shared.connections
@@ -507,6 +532,8 @@ impl Endpoint {
                 }
             }
             if sa.is_dead() {
+                // Its virtual IPs go offline, kept for the peer's identity.
+                self.shared.pools.release(&sa.peer_vips, id);
                 self.by_spi.remove(&spi);
                 if let Some(key) = sa.identities() {
                     unindex_peer(&mut self.by_peer, &key, id);
@@ -526,6 +553,9 @@ impl Endpoint {
                         kick.push(new.id);
                     }
                     let new_id = new.id;
+                    if let Some(old) = new.rekeyed_from {
+                        self.shared.pools.transfer(&new.peer_vips, old, new_id);
+                    }
                     if let Some(key) = new.identities() {
                         self.by_peer.entry(key).or_default().push(new_id);
                     }
@@ -539,6 +569,7 @@ impl Endpoint {
                     };
                     let children = std::mem::take(&mut src.children);
                     src.state = ike_sa::State::Rekeyed;
+                    self.shared.pools.transfer(&src.peer_vips, from, to);
                     if let Some(dst) = self.sas.get_mut(&to) {
                         dst.children.extend(children);
                     }

@@ -378,6 +378,8 @@ pub fn psk_conn(
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children,
     }
 }
@@ -414,6 +416,8 @@ pub fn cert_conn(
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children,
     }
 }
