@@ -10,6 +10,7 @@
 //! - [`proc`]: the [`Proc`] guard for a process started in a namespace.
 //! - [`topo`]: ready-made [`Topology`]s: direct veth, behind a NAT router, through an
 //!   nginx UDP proxy.
+//! - [`star`]: a hub with N clients, each on its own veth ([`Star`]).
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod probe;
 pub mod proc;
 pub mod scratch;
+pub mod star;
 pub mod tools;
 pub mod topo;
 pub mod wait;
@@ -38,5 +40,6 @@ pub use probe::{
 };
 pub use proc::Proc;
 pub use scratch::Scratch;
+pub use star::Star;
 pub use topo::{Inner, Kind, Topology, A_INNER, B_INNER, UPLINK};
 pub use wait::{wait_for, wait_ok, wait_until, Timeout};

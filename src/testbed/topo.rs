@@ -288,7 +288,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 
 /// A namespace whose interfaces, created after this, skip duplicate address detection,
 /// so IPv6 addresses (link-local ones too) are usable at once.
-fn host(prefix: &str) -> io::Result<Netns> {
+pub(super) fn host(prefix: &str) -> io::Result<Netns> {
     let ns = Netns::new(prefix)?;
     ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
     Ok(ns)
@@ -297,7 +297,7 @@ fn host(prefix: &str) -> io::Result<Netns> {
 /// A veth pair with one end in each namespace (names are per namespace, <= 15 bytes),
 /// both ends up. Made over netlink inside `x` (`ip link add X type veth peer name Y
 /// netns NS`), so no tool is needed.
-fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> {
+pub(super) fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> {
     let y_file = File::open(y.path())?;
     let y_fd = y_file.as_raw_fd();
     x.enter(|| {
@@ -328,7 +328,7 @@ fn veth((x, x_if): (&Netns, &str), (y, y_if): (&Netns, &str)) -> io::Result<()> 
     y.enter(|| Netlink::open()?.set_up(y_if))?
 }
 
-fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
+pub(super) fn addr(ns: &Netns, dev: &str, cidr: &str) -> io::Result<()> {
     let net: IpNet = cidr
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{cidr}: {e}")))?;
@@ -360,7 +360,7 @@ fn inner(ns: &Netns, inner: &Inner) -> io::Result<()> {
 }
 
 /// Waits until every link reports carrier and is up.
-fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
+pub(super) fn links_up(links: &[(&Netns, &str)]) -> io::Result<()> {
     for (ns, dev) in links {
         let what = format!("{dev} in {} to come up", ns.name());
         let mut nl = ns.enter(Netlink::open)??;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
+use super::pools::Vips;
 use super::routes::OsRoutes;
 use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
@@ -85,8 +86,10 @@ pub(crate) struct Sas {
     /// anew once the last one is gone.
     replaced: HashSet<String>,
     /// The TUN device's name (`PLUTO_INTERFACE`).
-    tun_name: String,
+    pub(crate) tun_name: String,
     pub(crate) updown: Updown,
+    /// Virtual IPs the peers assigned us, on the TUN device.
+    pub(crate) vips: Vips,
 }
 
 /// What a reload did, by connection name.
@@ -123,6 +126,7 @@ impl Sas {
             stopped: HashSet::new(),
             closing: false,
             replaced: HashSet::new(),
+            vips: Vips::new(&tun_name),
             tun_name,
             updown: Updown::start(),
         }
@@ -472,6 +476,7 @@ impl Sas {
                     info.remote_id,
                     info.suite.map(|s| s.to_string()).unwrap_or_default()
                 );
+                self.vips.up(&info);
                 self.retries.remove(&info.conn);
                 self.failures.remove(&info.conn);
                 let deferred: Vec<ChildKey> = self
@@ -497,6 +502,7 @@ impl Sas {
                     old.0,
                     new.0
                 );
+                self.vips.rekeyed(old, new);
                 for c in self.children.values_mut().filter(|c| c.ike == old) {
                     c.ike = new;
                     if let Some(env) = c.env.as_mut() {
@@ -530,7 +536,28 @@ impl Sas {
                     self.dp.out.send(OutCmd::TrapFailed { trap: *t });
                 }
             }
-            Event::IkeDown { id, conn, reason } => self.ike_down(now, id, &conn, &reason),
+            Event::IkeDown { id, conn, reason } => {
+                self.vips.down(id);
+                self.ike_down(now, id, &conn, &reason)
+            }
+            Event::NoVirtualIp {
+                ike,
+                conn,
+                remote_id,
+                requested,
+                pools,
+            } => {
+                let asked: Vec<String> = requested.iter().map(|a| a.to_string()).collect();
+                tracing::warn!(
+                    event = "vip_failed",
+                    conn = %conn,
+                    ike = ike.0,
+                    "{conn}: no virtual IP for '{remote_id}' (requested {}) in pools {}: \
+                     exhausted or of the other family; sent INTERNAL_ADDRESS_FAILURE",
+                    asked.join(" "),
+                    pools.join(" ")
+                );
+            }
             Event::PeerAddressChanged { ike, remote } => {
                 tracing::info!(
                     event = "peer_moved",
@@ -658,7 +685,16 @@ impl Sas {
             peer_id,
             local_ts: info.local_ts.clone(),
             remote_ts: info.remote_ts.clone(),
-            sources: OsRoutes::source_for(&info.local_ts),
+            sources: {
+                // Our virtual IPs when they could not go on the device (no
+                // CAP_NET_ADMIN): the hook may configure them.
+                let found = OsRoutes::source_for(&info.local_ts);
+                if found.is_empty() {
+                    self.vips.of(info.ike).to_vec()
+                } else {
+                    found
+                }
+            },
             spi_in: info.spi_in,
             spi_out: info.spi_out,
         })
