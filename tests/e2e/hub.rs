@@ -103,27 +103,35 @@ pub struct Lab {
     pub star: Star,
 }
 
-fn dir(star: &Star, name: &str) -> PathBuf {
+/// A directory `name` in the lab's scratch space.
+pub fn dir(star: &Star, name: &str) -> PathBuf {
     let d = star.dir().join(name);
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
 }
 
 impl Lab {
-    /// `n` client namespaces and a running hub with the given pools; no client started.
-    pub fn new(n: usize, pool4: &str, pool6: Option<&str>) -> Lab {
+    /// `n` client namespaces and the hub's with its inner addresses; nothing started.
+    pub fn bare(n: usize) -> Lab {
         let star = Star::new(n).expect("star topology");
         Star::add_address(star.hub(), "lo", &format!("{HUB_V4}/32")).expect("hub inner");
         Star::add_address(star.hub(), "lo", &format!("{HUB_V6}/128")).expect("hub inner");
-        let d = dir(&star, "hub");
-        let config = d.join("esprit.toml");
-        std::fs::write(&config, hub_toml(&d, pool4, pool6)).expect("hub config");
-        let hub = Daemon::start_with(exe(), star.hub(), &config, &d).expect("starting the hub");
         Lab {
             clients: (0..n).map(|_| None).collect(),
-            hub: Some(hub),
+            hub: None,
             star,
         }
+    }
+
+    /// `n` client namespaces and a running hub with the given pools; no client started.
+    pub fn new(n: usize, pool4: &str, pool6: Option<&str>) -> Lab {
+        let mut lab = Lab::bare(n);
+        let d = dir(&lab.star, "hub");
+        let config = d.join("esprit.toml");
+        std::fs::write(&config, hub_toml(&d, pool4, pool6)).expect("hub config");
+        let hub = Daemon::start_with(exe(), lab.star.hub(), &config, &d).expect("starting the hub");
+        lab.hub = Some(hub);
+        lab
     }
 
     /// The hub's configuration file.
