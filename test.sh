@@ -19,7 +19,7 @@ need=(
   iptables nftables
   nginx libnginx-mod-stream
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-standard-plugins strongswan-starter
+  libstrongswan-standard-plugins strongswan-starter containernetworking-plugins
 )
 missing=()
 for p in "${need[@]}"; do

@@ -135,6 +135,19 @@ impl Netlink {
             .map_err(|e| context(e, format!("adding {net} to {name}")))
     }
 
+    /// [`Netlink::add_address`] without the prefix route the kernel would add
+    /// (`noprefixroute`): the prefix is routed elsewhere (through a tunnel).
+    pub fn add_address_noprefixroute(&mut self, name: &str, net: IpNet) -> io::Result<()> {
+        let mut msg = self.address_message(name, net)?;
+        for a in &mut msg.attributes {
+            if let AddressAttribute::Flags(f) = a {
+                *f |= AddressFlags::Noprefixroute;
+            }
+        }
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+            .map_err(|e| context(e, format!("adding {net} to {name}")))
+    }
+
     /// Removes `net` from link `name` (`ip addr del NET dev NAME`).
     pub fn remove_address(&mut self, name: &str, net: IpNet) -> io::Result<()> {
         let msg = self.address_message(name, net)?;
