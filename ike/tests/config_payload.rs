@@ -261,3 +261,15 @@ fn lost_client_reclaims_its_address_with_initial_contact() {
     );
     assert_eq!(leases(&p, "v4"), (1, 0));
 }
+
+#[test]
+fn one_address_per_family_however_many_are_asked_for() {
+    let mut p = hub("10.173.0.0/24", Some("fd00:173::/120"), 1, &[]);
+    let mut c = p.a.ep.connections()[0].clone();
+    c.vips = vec![ip("0.0.0.0"); 5];
+    c.vips.extend([ip("::"), ip("::")]);
+    p.a.ep.add_connection(c);
+    initiate(&mut p, "c0");
+    assert_eq!(vips_of(&p, "c0"), [ip("10.173.0.1"), ip("fd00:173::1")]);
+    assert_eq!((leases(&p, "v4"), leases(&p, "v6")), ((1, 0), (1, 0)));
+}

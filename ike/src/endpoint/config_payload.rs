@@ -132,9 +132,20 @@ impl IkeSa {
         conn: &Connection,
         payloads: &[Payload],
     ) -> CpAnswer {
-        let requested = cp_of(payloads, cfg::REQUEST)
+        let mut requested = cp_of(payloads, cfg::REQUEST)
             .map(|c| addresses(c, [cfg::INTERNAL_IP4_ADDRESS, cfg::INTERNAL_IP6_ADDRESS]))
             .unwrap_or_default();
+        // One address per family: a peer listing the attribute many times must not
+        // drain a pool with one request.
+        let mut seen = (false, false);
+        requested.retain(|a| {
+            let slot = if a.is_ipv4() {
+                &mut seen.0
+            } else {
+                &mut seen.1
+            };
+            !std::mem::replace(slot, true)
+        });
         if requested.is_empty() {
             return if conn.pools.is_empty() {
                 CpAnswer::None
