@@ -176,3 +176,73 @@ fn a_pool_smaller_than_its_clients_fails_only_the_extra_one() {
         "to the hub"
     );
 }
+
+/// Bit 12 of the capability sets is CAP_NET_ADMIN.
+fn has_net_admin(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(eff, 16).unwrap() & (1 << 12) != 0
+}
+
+/// A client on a TUN device prepared for it, without CAP_NET_ADMIN: it cannot put its
+/// address on the device, so it says so, shows it in status and hands it to its updown
+/// script as PLUTO_MY_SOURCEIP (which could configure it).
+#[test]
+fn a_client_without_cap_net_admin_reports_its_vip() {
+    let mut lab = Lab::new(1, "10.173.0.0/24", None);
+    let ns = lab.star.client(0);
+    ns.ip(&["tuntap", "add", "mode", "tun", "name", "esprit0"])
+        .unwrap();
+    ns.ip(&["link", "set", "esprit0", "up"]).unwrap();
+    let d = hub::dir(&lab.star, "c0");
+    let seen = d.join("updown.out");
+    let updown = format!(
+        "updown = \"echo $PLUTO_VERB $PLUTO_MY_SOURCEIP >> {}\"\n",
+        seen.display()
+    );
+    let toml = hub::client_toml(&d, &lab.star, 0, &["0.0.0.0"]).replace(
+        "start_action = \"start\"\n",
+        &format!("start_action = \"start\"\n{updown}"),
+    );
+    let config = d.join("esprit.toml");
+    std::fs::write(&config, toml).unwrap();
+    let daemon = esprit::testbed::esprit::Daemon::start_wrapped(
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+        ],
+        common::exe(),
+        ns,
+        &config,
+        &d,
+    )
+    .unwrap();
+    assert!(
+        !has_net_admin(daemon.proc.pid()),
+        "setpriv left CAP_NET_ADMIN"
+    );
+    lab.clients[0] = Some(daemon);
+    assert_eq!(lab.wait_vips(0, 1), [ip("10.173.0.1")]);
+    let log = lab.client(0).log();
+    assert!(
+        log.contains("cannot put virtual IP 10.173.0.1 on esprit0"),
+        "{log}"
+    );
+    assert!(
+        !lab.tun_addrs(0).contains("10.173.0.1"),
+        "not on the device"
+    );
+    let out = wait_status(lab.client(0), "the updown script ran", |_| {
+        std::fs::read_to_string(&seen)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(out.trim(), "up-client 10.173.0.1", "{out}");
+}
