@@ -19,7 +19,7 @@ need=(
   iptables nftables
   nginx libnginx-mod-stream
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-standard-plugins strongswan-starter
+  libstrongswan-standard-plugins strongswan-starter containernetworking-plugins
 )
 # libreswan 4.10 as a second IKEv2 peer (tests/libreswan_interop.rs). Debian's `libreswan`
 # conflicts with the strongSwan packages, so it is not installed: its .deb is fetched and

@@ -90,6 +90,8 @@ fn conn(
             rekey_time: Duration::ZERO,
         }],
         unique: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
     }
 }
 

@@ -84,6 +84,8 @@ fn conn(name: &str, local: IpAddr, remote: Option<IpAddr>, me: &str, peer: &str)
         fragmentation: true,
         unique: Default::default(),
         mediation: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ts::parse_cidr("10.96.0.0/16").unwrap()],

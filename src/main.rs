@@ -1,5 +1,6 @@
 //! The esprit command-line binary.
 
+mod cni;
 mod demo;
 mod logfmt;
 
@@ -99,6 +100,10 @@ enum Command {
         /// ipsec.secrets (ipsec.conf only).
         secrets: Option<PathBuf>,
     },
+    /// Run as a CNI plugin (spec 1.0: CNI_COMMAND ADD, DEL, CHECK, VERSION; the network
+    /// configuration on stdin): what a runtime runs when this binary is installed as
+    /// `esprit-cni` in its plugin path. See the README's "CNI plugin".
+    Cni,
     /// Build two network namespaces, run two esprit peers between them, ping and measure
     /// throughput through the tunnel, then clean up (needs root).
     Demo {
@@ -268,6 +273,11 @@ fn run(config: PathBuf, tun_fd: Option<i32>, log_format: LogFormat) -> Result<()
 }
 
 fn main() -> ExitCode {
+    // A container runtime executes the plugin by its name, with no arguments.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("esprit-cni")) {
+        return cni::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
@@ -316,6 +326,7 @@ fn main() -> ExitCode {
         Command::Reload { daemon } => command(&daemon, &Request::Reload),
         Command::Import { config, secrets } => import(&config, secrets.as_deref()),
         Command::Demo { seconds } => demo::run(seconds),
+        Command::Cni => return cni::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -338,6 +338,7 @@ fn start_server(topo: &MediationTopology, who: Impl) -> Node {
                 &dir,
                 &charon_conn(topo.s_addr()),
                 &charon_server_conf(topo.s_addr()),
+                "",
             )
             .expect("charon server"),
         ),
@@ -379,6 +380,7 @@ fn start_peer(topo: &MediationTopology, who: Impl, initiator: bool) -> Node {
                 &dir,
                 &charon_conn(addr),
                 &charon_peer_conf(addr, topo.s_addr(), ids, nets),
+                "",
             )
             .expect("charon peer");
             if !initiator {

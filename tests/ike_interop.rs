@@ -167,6 +167,8 @@ fn connection(ike: &str, esp: &str, auth: Auth) -> Connection {
         fragmentation: true,
         unique: Default::default(),
         mediation: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ike::ts::parse_cidr("10.96.1.0/24").unwrap()],

@@ -99,7 +99,7 @@ const CASES: &[Case] = &[
         keys: &[],
         ca: "",
         expect: &[
-            "# not carried: line 18: leftsourceip=%config: virtual IPs are not supported",
+            "vips = [\"0.0.0.0\"]",
             "# not carried: ike = aes256-sha256-modp2048",
             "secret = \"dummy1234\"",
             "id = [\"@pod.minion.local\", \"@master.local\"]",

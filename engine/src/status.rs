@@ -18,6 +18,9 @@ pub struct Status {
     /// IKE mediation: peers registered here, paths of mediated connections.
     #[serde(default)]
     pub mediation: MediationStatus,
+    /// Virtual IP pools with their leases (`swanctl --list-pools --leases`).
+    #[serde(default)]
+    pub pools: Vec<PoolStatus>,
 }
 
 /// IKE mediation at a glance.
@@ -51,6 +54,38 @@ pub struct MediatedPath {
     pub local_addr: String,
     /// The peer's address of the pair.
     pub remote_addr: String,
+}
+
+/// One virtual IP pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// Name (`[pools.NAME]`).
+    pub name: String,
+    /// First address handed out.
+    pub first: String,
+    /// Last address handed out.
+    pub last: String,
+    /// Number of addresses.
+    pub size: u32,
+    /// Leases an IKE SA holds.
+    pub online: usize,
+    /// Leases kept for identities not connected.
+    pub offline: usize,
+    /// DNS servers sent with its addresses.
+    pub dns: Vec<String>,
+    /// Every lease.
+    pub leases: Vec<LeaseStatus>,
+}
+
+/// One lease of a pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The address.
+    pub addr: String,
+    /// The identity it belongs to.
+    pub identity: String,
+    /// Held by an IKE SA now.
+    pub online: bool,
 }
 
 /// One configured connection.
@@ -95,6 +130,15 @@ pub struct IkeSaStatus {
     pub established_secs: Option<u64>,
     /// Seconds until the next IKE rekey.
     pub rekey_in_secs: Option<u64>,
+    /// Initiator: virtual IPs the peer assigned us.
+    #[serde(default)]
+    pub local_vips: Vec<String>,
+    /// Responder: virtual IPs leased to the peer.
+    #[serde(default)]
+    pub remote_vips: Vec<String>,
+    /// DNS servers the peer sent.
+    #[serde(default)]
+    pub dns: Vec<String>,
     /// Child SAs.
     pub children: Vec<ChildSaStatus>,
     /// An IKE SA of a mediation connection (to or from a mediation server).
@@ -195,6 +239,15 @@ impl fmt::Display for Status {
             )?;
             writeln!(f, "  local  '{}' @ {}", sa.local_id, sa.local_addr)?;
             writeln!(f, "  remote '{}' @ {}", sa.remote_id, sa.remote_addr)?;
+            for v in &sa.local_vips {
+                writeln!(f, "  local-vip {v}")?;
+            }
+            for v in &sa.remote_vips {
+                writeln!(f, "  remote-vip {v}")?;
+            }
+            if !sa.dns.is_empty() {
+                writeln!(f, "  dns {}", sa.dns.join(" "))?;
+            }
             if let Some(p) = &sa.proposal {
                 writeln!(f, "  {p}")?;
             }
@@ -245,6 +298,22 @@ impl fmt::Display for Status {
                 "{}: {} path {} - {} (IKE SA #{})",
                 p.conn, p.path, p.local_addr, p.remote_addr, p.ike
             )?;
+        }
+        for p in &self.pools {
+            // As `swanctl --list-pools --leases`: online / offline / size.
+            writeln!(
+                f,
+                "{:<20} {:<39} {} / {} / {}",
+                p.name,
+                format!("{}-{}", p.first, p.last),
+                p.online,
+                p.offline,
+                p.size
+            )?;
+            for l in &p.leases {
+                let state = if l.online { "online" } else { "offline" };
+                writeln!(f, "  {:<39} {state:<8} '{}'", l.addr, l.identity)?;
+            }
         }
         for c in &self.connections {
             if let Some(e) = &c.last_error {
@@ -368,5 +437,56 @@ mod tests {
         let old = r#"{"ike_sas":[],"connections":[],"counters":{"outbound":null,"inbound":null,"ike":null,"keepalives_sent":0}}"#;
         let back: Status = serde_json::from_str(old).unwrap();
         assert!(back.mediation.paths.is_empty());
+    }
+
+    #[test]
+    fn pools_and_vips_look_like_swanctl() {
+        let s = Status {
+            ike_sas: vec![IkeSaStatus {
+                conn: "to-hub".into(),
+                local_vips: vec!["10.173.0.1".into()],
+                dns: vec!["10.173.0.53".into()],
+                ..Default::default()
+            }],
+            pools: vec![PoolStatus {
+                name: "pods".into(),
+                first: "10.173.0.1".into(),
+                last: "10.173.255.254".into(),
+                size: 65534,
+                online: 1,
+                offline: 1,
+                dns: vec![],
+                leases: vec![
+                    LeaseStatus {
+                        addr: "10.173.0.1".into(),
+                        identity: "CN=pod1".into(),
+                        online: true,
+                    },
+                    LeaseStatus {
+                        addr: "10.173.0.2".into(),
+                        identity: "CN=pod2".into(),
+                        online: false,
+                    },
+                ],
+            }],
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(
+            text.contains("  local-vip 10.173.0.1\n  dns 10.173.0.53\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pods                 10.173.0.1-10.173.255.254"),
+            "{text}"
+        );
+        assert!(text.contains(" 1 / 1 / 65534\n"), "{text}");
+        assert!(
+            text.contains("  10.173.0.2                              offline  'CN=pod2'"),
+            "{text}"
+        );
+        // Older clients' JSON without the new fields still reads.
+        let back: Status = serde_json::from_str(r#"{"ike_sas":[],"connections":[],"counters":{"outbound":null,"inbound":null,"ike":null,"keepalives_sent":0}}"#).unwrap();
+        assert!(back.pools.is_empty());
     }
 }

@@ -30,6 +30,9 @@ pub fn conn(local: [u8; 4], remote: Option<[u8; 4]>, me: &str, peer: &str) -> Co
         rekey_time: Duration::ZERO,
         fragmentation: true,
         unique: Default::default(),
+        mediation: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children: vec![ChildConfig {
             name: "net".into(),
             local_ts: vec![ike::ts::parse_cidr("10.96.0.0/16").unwrap()],

@@ -128,6 +128,12 @@ pub struct Connection {
     pub unique: UniquePolicy,
     /// The connection's part in IKE mediation (draft-brunner-ikev2-mediation).
     pub mediation: Mediation,
+    /// Initiator: virtual IPs to ask for in a CFG_REQUEST (RFC 7296 3.15); an
+    /// unspecified address (0.0.0.0, ::) asks for any of that family (swanctl's `vips`).
+    pub vips: Vec<IpAddr>,
+    /// Responder: names of the pools that answer the peer's CFG_REQUEST (swanctl's
+    /// `pools`), tried in order.
+    pub pools: Vec<String>,
 }
 
 /// The uniqueness policy of a connection, with swanctl.conf's names and charon's

@@ -53,12 +53,13 @@ fn messages(d: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-const CAPTURES: [&str; 5] = [
+const CAPTURES: [&str; 6] = [
     "psk-gcm-x25519",
     "psk-cbc-ecp256",
     "ecdsa-gcm-ecp256",
     "invalid-ke",
     "rsa-frag",
+    "psk-vip-pool",
 ];
 
 #[test]
@@ -128,7 +129,12 @@ fn open(raw: &[u8], cipher: &dyn SkCipher) -> Vec<Payload> {
 
 #[test]
 fn key_derivation_matches_charon() {
-    for c in ["psk-gcm-x25519", "psk-cbc-ecp256", "ecdsa-gcm-ecp256"] {
+    for c in [
+        "psk-gcm-x25519",
+        "psk-cbc-ecp256",
+        "ecdsa-gcm-ecp256",
+        "psk-vip-pool",
+    ] {
         let d = dir(c);
         let (k, suite, ours) = derive(&d);
         let seed = crypto::skeyseed(suite.prf, &k["ni"], &k["nr"], &k["shared_secret"]);
@@ -183,7 +189,7 @@ fn key_derivation_matches_charon() {
 
 #[test]
 fn we_open_charons_ike_auth_and_its_psk_auth_verifies() {
-    for c in ["psk-gcm-x25519", "psk-cbc-ecp256"] {
+    for c in ["psk-gcm-x25519", "psk-cbc-ecp256", "psk-vip-pool"] {
         let d = dir(c);
         let (k, suite, ours) = derive(&d);
         // As the responder: our inbound cipher opens the initiator's IKE_AUTH.
@@ -223,6 +229,35 @@ fn we_open_charons_ike_auth_and_its_psk_auth_verifies() {
         assert_eq!(auth.data, want.as_bytes(), "{c}: PSK AUTH");
         assert_eq!(auth.data, k["auth_i"], "{c}: charon's AUTH");
     }
+}
+
+/// The configuration payloads of `psk-vip-pool` (RFC 7296 3.15): charon's CFG_REQUEST
+/// for any IPv4 address and its CFG_REPLY from pool 10.3.0.0/24 with a DNS server.
+#[test]
+fn charons_configuration_payloads() {
+    use ike::iana::cfg;
+    let d = dir("psk-vip-pool");
+    let (_, suite, ours) = derive(&d);
+    let cp = |payloads: &[Payload]| {
+        payloads
+            .iter()
+            .find_map(|p| match p {
+                Payload::Cp(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a CP payload")
+    };
+    let (_, inbound) = ours.ciphers(&suite, false).unwrap();
+    let req = cp(&open(&load(&d, "03-ike_auth-req.hex"), &inbound));
+    assert_eq!(req.cfg_type, cfg::REQUEST);
+    assert_eq!(req.attributes, [(cfg::INTERNAL_IP4_ADDRESS, Vec::new())]);
+    let (_, inbound) = ours.ciphers(&suite, true).unwrap();
+    let reply = cp(&open(&load(&d, "04-ike_auth-resp.hex"), &inbound));
+    assert_eq!(reply.cfg_type, cfg::REPLY);
+    let got: Vec<&[u8]> = reply.values(cfg::INTERNAL_IP4_ADDRESS).collect();
+    assert_eq!(got, [&[10u8, 3, 0, 1][..]]);
+    let dns: Vec<&[u8]> = reply.values(cfg::INTERNAL_IP4_DNS).collect();
+    assert_eq!(dns, [&[10u8, 3, 0, 53][..]]);
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! - [`topo`]: ready-made [`Topology`]s: direct veth, behind a NAT router, through an
 //!   nginx UDP proxy.
 //! - [`topo_mediation`]: a mediation server and two peers behind their own NAT routers.
+//! - [`star`]: a hub with N clients, each on its own veth ([`Star`]).
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
@@ -28,6 +29,7 @@ pub mod netns;
 pub mod probe;
 pub mod proc;
 pub mod scratch;
+pub mod star;
 pub mod tools;
 pub mod topo;
 pub mod topo_mediation;
@@ -40,6 +42,7 @@ pub use probe::{
 };
 pub use proc::Proc;
 pub use scratch::Scratch;
+pub use star::Star;
 pub use topo::{Inner, Kind, Topology, A_INNER, B_INNER, UPLINK};
 pub use topo_mediation::MediationTopology;
 pub use wait::{wait_for, wait_ok, wait_until, Timeout};

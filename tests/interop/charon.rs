@@ -173,23 +173,24 @@ impl Charon {
     /// Writes the instance in `dir` (strongswan.conf, swanctl.conf, credentials), starts
     /// charon in `ns` and loads the configuration.
     pub fn start(ns: &Netns, dir: &Path, conn: &Conn) -> Result<Charon, String> {
-        Self::start_conf(ns, dir, conn, &conn.swanctl_conf())
+        Self::start_conf(ns, dir, conn, &conn.swanctl_conf(), "")
     }
 
-    /// Like [`Charon::start`], with `swanctl_conf` as the swanctl.conf text (setups
-    /// one [`Conn`] cannot say, such as mediation); `conn` still gives the timers and
-    /// the credentials to copy.
+    /// [`Charon::start`] with this swanctl.conf text instead of `conn`'s (which still
+    /// gives the credentials and timers), and `charon_extra` inside strongswan.conf's
+    /// `charon { }`: for settings `Conn` does not model, such as pools and virtual IPs.
     pub fn start_conf(
         ns: &Netns,
         dir: &Path,
         conn: &Conn,
         swanctl_conf: &str,
+        charon_extra: &str,
     ) -> Result<Charon, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let d = dir.to_string_lossy().into_owned();
         // Short retransmissions: the DPD case waits for charon to give up on a peer.
         let extra = format!(
-            "retransmit_timeout = 1.0\nretransmit_tries = {}",
+            "retransmit_timeout = 1.0\nretransmit_tries = {}\n{charon_extra}",
             conn.retransmit_tries
         );
         // ESPRIT_CHARON_LOG_LEVELS overrides the filelog levels (captures for golden

@@ -1,5 +1,5 @@
 //! A blocking rtnetlink socket, and the link and address operations esprit needs
-//! without the `ip` tool: bring a link up, add an address, read a link's state and an
+//! without the `ip` tool: bring a link up, add or remove an address, read a link's state and an
 //! interface's addresses.
 //!
 //! The socket belongs to the network namespace of the thread that opened it, for its
@@ -130,6 +130,32 @@ impl Netlink {
     /// Adds `net` to link `name` (`ip addr add NET dev NAME nodad`): IPv6 addresses skip
     /// duplicate address detection, so they are usable at once.
     pub fn add_address(&mut self, name: &str, net: IpNet) -> io::Result<()> {
+        let msg = self.address_message(name, net)?;
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+            .map_err(|e| context(e, format!("adding {net} to {name}")))
+    }
+
+    /// [`Netlink::add_address`] without the prefix route the kernel would add
+    /// (`noprefixroute`): the prefix is routed elsewhere (through a tunnel).
+    pub fn add_address_noprefixroute(&mut self, name: &str, net: IpNet) -> io::Result<()> {
+        let mut msg = self.address_message(name, net)?;
+        for a in &mut msg.attributes {
+            if let AddressAttribute::Flags(f) = a {
+                *f |= AddressFlags::Noprefixroute;
+            }
+        }
+        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
+            .map_err(|e| context(e, format!("adding {net} to {name}")))
+    }
+
+    /// Removes `net` from link `name` (`ip addr del NET dev NAME`).
+    pub fn remove_address(&mut self, name: &str, net: IpNet) -> io::Result<()> {
+        let msg = self.address_message(name, net)?;
+        self.request(RouteNetlinkMessage::DelAddress(msg), CHANGE)
+            .map_err(|e| context(e, format!("removing {net} from {name}")))
+    }
+
+    fn address_message(&mut self, name: &str, net: IpNet) -> io::Result<AddressMessage> {
         let index = self.link_state(name)?.index;
         let mut msg = AddressMessage::default();
         msg.header.family = family(net.addr());
@@ -145,8 +171,7 @@ impl Netlink {
         msg.attributes.push(AddressAttribute::Address(net.addr()));
         msg.attributes
             .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
-            .map_err(|e| context(e, format!("adding {net} to {name}")))
+        Ok(msg)
     }
 
     /// The state of link `name` in the socket's namespace (looked up by name over

@@ -24,6 +24,20 @@ pub struct ConfigFile {
     /// `[secrets.*]`.
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// `[pools.NAME]`: virtual IP pools that connections with `pools` lease from.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSection>,
+}
+
+/// `[pools.NAME]`, as swanctl.conf's `pools` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// A prefix ("10.173.0.0/16") or a range ("10.3.0.1-10.3.0.200").
+    pub addrs: String,
+    /// DNS servers sent with the addresses (INTERNAL_IP4_DNS / INTERNAL_IP6_DNS).
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 /// `[daemon]`: sockets and control.
@@ -141,6 +155,12 @@ pub struct ConnectionSection {
     /// The identity to ask the mediation server for; default: `remote.id`.
     #[serde(default)]
     pub mediation_peer: Option<String>,
+    /// Initiator: virtual IPs to request ("0.0.0.0", "::" for any, or an address).
+    #[serde(default)]
+    pub vips: Vec<String>,
+    /// Responder: `[pools.NAME]` to assign the peer's virtual IPs from.
+    #[serde(default)]
+    pub pools: Vec<String>,
     /// `[connections.NAME.local]`.
     pub local: AuthSection,
     /// `[connections.NAME.remote]`.

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 pub use file::{
     parse_duration, AuthKind, AuthSection, ChildSection, ConfigFile, ConnectionSection,
-    DaemonSection, DpdAction, IkeSecret, PrivateSecret, SecretsSection, StartAction, TunSection,
+    DaemonSection, DpdAction, IkeSecret, PoolSection, PrivateSecret, SecretsSection, StartAction,
+    TunSection,
 };
 pub use resolve::{load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, Tun};
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ike::config::{ChildConfig, Config, Connection, Identity, LocalAuth, RemoteAuth};
+use ike::endpoint::Pool;
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts;
 use ike::wire::TrafficSelector;
@@ -40,6 +41,8 @@ pub struct Resolved {
     pub tun: Tun,
     /// The connections, by name.
     pub connections: Vec<ConnectionPlan>,
+    /// The virtual IP pools (`[pools.NAME]`), by name.
+    pub pools: Vec<Pool>,
 }
 
 /// `[daemon]`, resolved.
@@ -129,16 +132,22 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
     let daemon = daemon(&cx, &file.daemon)?;
     let tun = tun(&cx, &file.tun)?;
     let mut creds = Credentials::new(&cx, &file.secrets)?;
+    let pools = file
+        .pools
+        .iter()
+        .map(|(name, p)| pool(&cx, name, p))
+        .collect::<Result<Vec<_>, _>>()?;
     let connections = file
         .connections
         .iter()
-        .map(|(name, c)| connection(&cx, &mut creds, name, c))
+        .map(|(name, c)| connection(&cx, &mut creds, name, c, &pools))
         .collect::<Result<Vec<_>, _>>()?;
     let connections = mediation::resolve(&cx, &file.connections, connections)?;
     Ok(Resolved {
         daemon,
         tun,
         connections,
+        pools,
     })
 }
 
@@ -229,20 +238,65 @@ fn tun(cx: &Cx<'_>, t: &TunSection) -> Result<Tun, ConfigError> {
     })
 }
 
+/// `[pools.NAME]`: its range and DNS servers.
+fn pool(cx: &Cx<'_>, name: &str, p: &super::PoolSection) -> Result<Pool, ConfigError> {
+    let at = |field: &str| format!("pools.{name}.{field}");
+    let pool = Pool::parse(name, &p.addrs).map_err(|e| cx.err(&at("addrs"), e.to_string()))?;
+    let dns = p
+        .dns
+        .iter()
+        .map(|d| {
+            d.trim()
+                .parse::<IpAddr>()
+                .map_err(|e| cx.err(&at("dns"), format!("'{d}' is not an IP address: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(pool.with_dns(dns))
+}
+
+/// `vips`: addresses, "0.0.0.0" and "::" asking for any of the family.
+fn vips(cx: &Cx<'_>, key: &str, list: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
+    list.iter()
+        .map(|v| {
+            v.trim().parse::<IpAddr>().map_err(|e| {
+                cx.err(
+                    key,
+                    format!("'{v}' is not an address (0.0.0.0 or :: ask for any): {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
 fn connection(
     cx: &Cx<'_>,
     creds: &mut Credentials<'_>,
     name: &str,
     c: &ConnectionSection,
+    pools: &[Pool],
 ) -> Result<ConnectionPlan, ConfigError> {
     let at = |field: &str| format!("connections.{name}.{field}");
     let local_addrs = addrs(cx, &at("local_addrs"), &c.local_addrs)?;
     let remote_addrs = addrs(cx, &at("remote_addrs"), &c.remote_addrs)?;
     let proposals = proposals(cx, &at("proposals"), &c.proposals, Protocol::Ike)?;
+    let vips = vips(cx, &at("vips"), &c.vips)?;
+    if let Some(missing) = c
+        .pools
+        .iter()
+        .find(|p| !pools.iter().any(|x| x.name() == *p))
+    {
+        return Err(cx.err(&at("pools"), format!("no [pools.{missing}] section")));
+    }
 
+    // RFC 7296 3.15: a side with a virtual IP has it as its selector; until it is
+    // assigned, "dynamic" offers any address and the responder narrows it.
     let sides = Sides {
-        local: &local_addrs,
-        remote: &remote_addrs,
+        local: if vips.is_empty() { &local_addrs } else { &[] },
+        remote: if c.pools.is_empty() {
+            &remote_addrs
+        } else {
+            &[]
+        },
         mediated: c.mediated_by.is_some(),
     };
     let mut children = Vec::new();
@@ -322,6 +376,8 @@ fn connection(
             mediation: Default::default(),
             children,
             unique: c.unique.into(),
+            vips,
+            pools: c.pools.clone(),
         },
         children: plans,
     })

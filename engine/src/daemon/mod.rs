@@ -9,6 +9,7 @@
 
 mod mediation;
 mod mediation_book;
+mod pools;
 mod routes;
 mod sas;
 mod updown;
@@ -31,8 +32,8 @@ use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
 use crate::dataplane::{Dataplane, DpEvent, InCmd, NattSockets, OutCmd};
 use crate::status::{
-    ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, MediatedPath, MediationStatus,
-    RegisteredPeer, Status,
+    ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
+    MediationStatus, PoolStatus, RegisteredPeer, Status,
 };
 use routes::OsRoutes;
 use sas::Sas;
@@ -123,7 +124,13 @@ fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, S
     if file.tun != running.file.tun {
         notes.push("[tun] changed: takes effect at the next restart");
     }
+    // Pools first: a connection that names a new pool finds it.
+    pools::load(&mut st.ep, &new.pools);
+    if file.pools != running.file.pools && !new.pools.is_empty() {
+        pools::enable_forwarding(&st.tun_name, &new.pools);
+    }
     let sum = st.reload(now, new.connections, &changed);
+    running.file.pools = file.pools;
     running.file.connections = file.connections;
     running.file.secrets = file.secrets;
     let list = |v: &[String]| {
@@ -263,6 +270,10 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     for p in &cfg.connections {
         ep.add_connection(p.conn.clone());
     }
+    pools::load(&mut ep, &cfg.pools);
+    if !cfg.pools.is_empty() {
+        pools::enable_forwarding(&tun_name, &cfg.pools);
+    }
     let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes, tun_name.clone());
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
@@ -349,8 +360,13 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         tracing::warn!("{left} IKE SA(s) not confirmed deleted by their peers");
     }
     let Sas {
-        dp, routes, updown, ..
+        dp,
+        routes,
+        updown,
+        mut vips,
+        ..
     } = st;
+    vips.clear();
     dp.stop();
     drop(routes);
     updown.finish(SHUTDOWN_GRACE);
@@ -502,6 +518,9 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 .mediation
                 .flatten()
                 .map(|a| format!("{}[{}]", a.ip(), a.port())),
+            local_vips: sa.local_vips.iter().map(|a| a.to_string()).collect(),
+            remote_vips: sa.remote_vips.iter().map(|a| a.to_string()).collect(),
+            dns: sa.dns.iter().map(|a| a.to_string()).collect(),
             children: sa
                 .children
                 .iter()
@@ -536,6 +555,28 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             last_error: st.failures.get(&p.conn.name).cloned(),
         })
         .collect();
+    let pools = st
+        .ep
+        .pools()
+        .map(|p| PoolStatus {
+            name: p.name().to_string(),
+            first: p.first().to_string(),
+            last: p.last().to_string(),
+            size: p.size(),
+            online: p.online(),
+            offline: p.offline(),
+            dns: p.dns().iter().map(|a| a.to_string()).collect(),
+            leases: p
+                .leases()
+                .into_iter()
+                .map(|l| LeaseStatus {
+                    addr: l.addr.to_string(),
+                    identity: l.identity.to_string(),
+                    online: l.online,
+                })
+                .collect(),
+        })
+        .collect();
     let ike = st.ep.stats();
     let addr = |a: SocketAddr| format!("{}[{}]", a.ip(), a.port());
     let mediation = MediationStatus {
@@ -562,6 +603,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
         ike_sas,
         connections,
         mediation,
+        pools,
         counters: Counters {
             outbound: serde_json::to_value(out.unwrap_or_default()).unwrap_or_default(),
             inbound: serde_json::to_value(inb.unwrap_or_default()).unwrap_or_default(),

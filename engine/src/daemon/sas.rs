@@ -9,6 +9,7 @@ use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
 use super::mediation_book::MediationBook;
+use super::pools::Vips;
 use super::routes::OsRoutes;
 use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
@@ -91,10 +92,12 @@ pub(crate) struct Sas {
     /// anew once the last one is gone.
     replaced: HashSet<String>,
     /// The TUN device's name (`PLUTO_INTERFACE`).
-    tun_name: String,
+    pub(crate) tun_name: String,
     pub(crate) updown: Updown,
     /// IKE mediation: waiting children, attempts, chosen paths (`mediation.rs`).
     pub(crate) med: MediationBook,
+    /// Virtual IPs the peers assigned us, on the TUN device.
+    pub(crate) vips: Vips,
 }
 
 /// What a reload did, by connection name.
@@ -134,6 +137,7 @@ impl Sas {
             stopped: HashSet::new(),
             closing: false,
             replaced: HashSet::new(),
+            vips: Vips::new(&tun_name),
             tun_name,
             updown: Updown::start(),
             med: MediationBook::default(),
@@ -508,6 +512,7 @@ impl Sas {
                     info.remote_id,
                     info.suite.map(|s| s.to_string()).unwrap_or_default()
                 );
+                self.vips.up(&info);
                 self.retries.remove(&info.conn);
                 self.failures.remove(&info.conn);
                 self.mediation_ike_up(now, &info);
@@ -534,6 +539,7 @@ impl Sas {
                     old.0,
                     new.0
                 );
+                self.vips.rekeyed(old, new);
                 for c in self.children.values_mut().filter(|c| c.ike == old) {
                     c.ike = new;
                     if let Some(env) = c.env.as_mut() {
@@ -569,7 +575,26 @@ impl Sas {
             }
             Event::IkeDown { id, conn, reason } => {
                 self.mediation_ike_down(now, id, &conn, &reason);
+                self.vips.down(id);
                 self.ike_down(now, id, &conn, &reason)
+            }
+            Event::NoVirtualIp {
+                ike,
+                conn,
+                remote_id,
+                requested,
+                pools,
+            } => {
+                let asked: Vec<String> = requested.iter().map(|a| a.to_string()).collect();
+                tracing::warn!(
+                    event = "vip_failed",
+                    conn = %conn,
+                    ike = ike.0,
+                    "{conn}: no virtual IP for '{remote_id}' (requested {}) in pools {}: \
+                     exhausted or of the other family; sent INTERNAL_ADDRESS_FAILURE",
+                    asked.join(" "),
+                    pools.join(" ")
+                );
             }
             Event::PeerAddressChanged { ike, remote } => {
                 tracing::info!(
@@ -702,7 +727,16 @@ impl Sas {
             peer_id,
             local_ts: info.local_ts.clone(),
             remote_ts: info.remote_ts.clone(),
-            sources: OsRoutes::source_for(&info.local_ts),
+            sources: {
+                // Our virtual IPs when they could not go on the device (no
+                // CAP_NET_ADMIN): the hook may configure them.
+                let found = OsRoutes::source_for(&info.local_ts);
+                if found.is_empty() {
+                    self.vips.of(info.ike).to_vec()
+                } else {
+                    found
+                }
+            },
             spi_in: info.spi_in,
             spi_out: info.spi_out,
         })

@@ -308,6 +308,8 @@ const HANDLED: &[&str] = &[
     "mobike",
     "mediated_by",
     "keyingtries",
+    "leftsourceip",
+    "rightsourceip",
 ];
 
 /// One `conn`, or why it is left out (a "not carried" line).
@@ -419,6 +421,37 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
     if yes("forceencaps") {
         c.encap = true;
     }
+    if let Some(v) = get("leftsourceip") {
+        c.vips = super::vips("leftsourceip", v, n);
+    }
+    if let Some(v) = get("rightsourceip") {
+        // A subnet or range is a pool for the peer (charon's in-memory pool named
+        // after the conn); %config is the peer's own request, nothing to carry.
+        for (i, a) in v.split(',').map(str::trim).enumerate() {
+            if a.starts_with('%') {
+                n.push(nc(format!(
+                    "rightsourceip={a}: only subnets and ranges become pools"
+                )));
+                continue;
+            }
+            match ike::endpoint::Pool::parse(name, a) {
+                Ok(_) => {
+                    let pool = if i == 0 {
+                        super::tidy_name(name)
+                    } else {
+                        format!("{}-{i}", super::tidy_name(name))
+                    };
+                    c.pools.push(pool.clone());
+                    c.pool_defs.push(super::PoolDef {
+                        name: pool,
+                        addrs: a.to_string(),
+                        ..Default::default()
+                    });
+                }
+                Err(e) => n.push(nc(format!("rightsourceip={a}: {e}"))),
+            }
+        }
+    }
     match get("fragmentation") {
         Some("no") => c.fragmentation = Some(false),
         Some("yes" | "accept" | "force") | None => {}
@@ -440,7 +473,6 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
             continue;
         }
         let why = match k.as_str() {
-            "leftsourceip" | "rightsourceip" => "virtual IPs are not supported",
             "leftfirewall" | "lefthostaccess" => "esprit adds no firewall rules; use updown",
             "rightcert" => "the peer's certificate must be vouched for by a CA in cacerts",
             "leftca" => "esprit sends its certificate chain from certs",

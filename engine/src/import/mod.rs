@@ -129,6 +129,39 @@ struct Conn {
     local: Auth,
     remote: Auth,
     children: Vec<Child>,
+    /// Virtual IPs to request (`leftsourceip`, `vips`).
+    vips: Vec<String>,
+    /// Pools to assign the peer's virtual IP from (`pools`, `rightsourceip`).
+    pools: Vec<String>,
+    /// Pools defined by this connection (ipsec.conf's `rightsourceip` subnet or range).
+    pool_defs: Vec<PoolDef>,
+}
+
+/// A `[pools.NAME]` section.
+#[derive(Debug, Default)]
+struct PoolDef {
+    name: String,
+    addrs: String,
+    dns: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Virtual IPs to request, from `leftsourceip` or `vips`: `%config` (and its synonyms)
+/// asks for any address, `%config6` for an IPv6 one, an address for that address
+/// (charon requests a configured one too).
+fn vips(what: &str, v: &str, notes: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match a {
+            "%config" | "%cfg" | "%modeconfig" | "%modecfg" | "%config4" => {
+                out.push("0.0.0.0".to_string())
+            }
+            "%config6" => out.push("::".to_string()),
+            _ if a.parse::<std::net::IpAddr>().is_ok() => out.push(a.to_string()),
+            _ => notes.push(nc(format!("{what}: '{a}': not an address or %config"))),
+        }
+    }
+    out
 }
 
 /// One side's authentication.
@@ -175,6 +208,8 @@ struct Model {
     notes: Vec<String>,
     conns: Vec<Conn>,
     secrets: Secrets,
+    /// swanctl.conf's `pools` section.
+    pools: Vec<PoolDef>,
 }
 
 /// A TOML string.
@@ -259,6 +294,20 @@ impl Model {
         for c in &self.conns {
             c.emit(&mut t);
         }
+        let defs = self
+            .pools
+            .iter()
+            .chain(self.conns.iter().flat_map(|c| c.pool_defs.iter()));
+        for p in defs {
+            let _ = writeln!(t, "\n[pools.{}]", key(&p.name));
+            for n in &p.notes {
+                let _ = writeln!(t, "{n}");
+            }
+            let _ = writeln!(t, "addrs = {}", q(&p.addrs));
+            if !p.dns.is_empty() {
+                let _ = writeln!(t, "dns = {}", list(&p.dns));
+            }
+        }
         let s = &self.secrets;
         if !s.psk.is_empty() || !s.private.is_empty() || !s.notes.is_empty() {
             let _ = writeln!(t, "\n# secrets");
@@ -319,6 +368,12 @@ impl Conn {
         }
         if let Some(f) = self.fragmentation {
             let _ = writeln!(t, "fragmentation = {f}");
+        }
+        if !self.vips.is_empty() {
+            let _ = writeln!(t, "vips = {}", list(&self.vips));
+        }
+        if !self.pools.is_empty() {
+            let _ = writeln!(t, "pools = {}", list(&self.pools));
         }
         for (side, a) in [("local", &self.local), ("remote", &self.remote)] {
             let _ = writeln!(t, "[{at}.{side}]");

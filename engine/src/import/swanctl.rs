@@ -158,6 +158,8 @@ const CONN_KEYS: &[&str] = &[
     "fragmentation",
     "mediation",
     "keyingtries",
+    "vips",
+    "pools",
 ];
 
 const CHILD_KEYS: &[&str] = &[
@@ -236,6 +238,12 @@ fn conn(conf: &Path, node: &Node) -> Result<Conn, String> {
         Some("no") => Some(false),
         _ => None,
     };
+    if let Some(v) = node.get("vips") {
+        c.vips = super::vips("vips", v, n);
+    }
+    if let Some(p) = node.get("pools") {
+        c.pools = split(p);
+    }
     if let Some(k) = node.get("keyingtries").filter(|k| *k != "0") {
         n.push(nc(format!(
             "keyingtries = {k}: esprit retries start_action = start until the peer answers"
@@ -404,6 +412,30 @@ fn child(node: &Node, have_peer: bool) -> Result<Child, String> {
     Ok(ch)
 }
 
+/// A `pools.NAME` section: its addresses and DNS servers; other attributes are notes.
+fn pool(node: &Node, m: &mut Model) {
+    let mut p = super::PoolDef {
+        name: node.name.clone(),
+        ..Default::default()
+    };
+    for (k, v, line) in &node.values {
+        match k.as_str() {
+            "addrs" => p.addrs = v.clone(),
+            "dns" => p.dns = split(v),
+            _ => p.notes.push(nc(format!(
+                "line {line}: {k} = {v}: esprit sends addresses and DNS"
+            ))),
+        }
+    }
+    match ike::endpoint::Pool::parse(&p.name, &p.addrs) {
+        Ok(_) => m.pools.push(p),
+        Err(e) => m.notes.push(nc(format!(
+            "line {}: pool {}: addrs = {}: {e}; the pool is left out",
+            node.line, node.name, p.addrs
+        ))),
+    }
+}
+
 /// Reads swanctl.conf into the model.
 pub(super) fn read(conf: &Path, text: &str) -> Result<Model, ImportError> {
     let mut m = Model {
@@ -426,8 +458,13 @@ pub(super) fn read(conf: &Path, text: &str) -> Result<Model, ImportError> {
                 }
             }
             "secrets" => secrets(conf, top, &mut m),
+            "pools" => {
+                for p in &top.children {
+                    pool(p, &mut m);
+                }
+            }
             other => m.notes.push(nc(format!(
-                "line {}: {other}: esprit has no address pools or authority sections",
+                "line {}: {other}: esprit has no authority sections",
                 top.line
             ))),
         }

@@ -136,12 +136,12 @@ fn swanctl_conf_carries_its_own_vocabulary() {
         f.secrets.private["private-me"].file,
         d.0.join("private/me.key")
     );
+    assert_eq!(c.vips, ["0.0.0.0"]);
+    assert_eq!(f.pools["p"].addrs, "10.3.0.0/24");
     for needle in [
-        "vips = 0.0.0.0: not supported",
         "close_action = restart: not supported",
         "start_action = trap|start",
         "child tr: mode = transport",
-        "pools: esprit has no address pools",
         "eap-u: esprit has no EAP",
     ] {
         assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
@@ -176,4 +176,29 @@ fn syntax_errors_name_file_and_line() {
     );
     let e = import(&d.0.join("missing.conf"), None).unwrap_err();
     assert!(e.to_string().contains("missing.conf: cannot read"), "{e}");
+}
+
+#[test]
+fn sourceip_becomes_vips_and_pools() {
+    let d = Dir::new("vip");
+    let conf = d.write(
+        "ipsec.conf",
+        "conn %default\n    keyexchange=ikev2\n    authby=secret\n    auto=add\n\
+         conn road\n    right=192.0.2.2\n    leftid=@road\n    rightid=@gw\n    leftsourceip=%config,%config6\n    rightsubnet=10.3.0.0/16\n\
+         conn fixed\n    right=192.0.2.2\n    leftid=@road2\n    rightid=@gw\n    leftsourceip=1.1.1.236\n\
+         conn gw\n    leftid=@gw\n    rightid=%any\n    leftsubnet=10.3.0.0/16\n    rightsourceip=10.3.0.0/24,10.4.0.1-10.4.0.9,%config\n",
+    );
+    d.write("ipsec.secrets", "@gw @road @road2 : PSK \"x\"\n");
+    let t = import(&conf, None).unwrap().toml;
+    let f = parsed(&t);
+    assert_eq!(f.connections["road"].vips, ["0.0.0.0", "::"], "{t}");
+    assert_eq!(f.connections["fixed"].vips, ["1.1.1.236"], "{t}");
+    assert_eq!(f.connections["gw"].pools, ["gw", "gw-1"], "{t}");
+    assert_eq!(f.pools["gw"].addrs, "10.3.0.0/24");
+    assert_eq!(f.pools["gw-1"].addrs, "10.4.0.1-10.4.0.9");
+    assert!(
+        t.contains("rightsourceip=%config: only subnets and ranges"),
+        "{t}"
+    );
+    crate::config::resolve(&d.0.join("out.toml"), &f).expect("resolves");
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::child_sa::{ChildRequest, ChildSa, ChildState};
+use super::config_payload::narrow_to;
 use super::error::PeerMisbehaved;
 use super::event::{ChildSaInfo, DownReason, Event};
 use super::ike_sa::{IkeSa, Pending, State, Task};
@@ -40,8 +41,10 @@ impl IkeSa {
             if rekeys.is_some_and(|old| old.cfg != i) {
                 continue;
             }
-            let n_i = ts::narrow(tsi, &child.remote_ts);
-            let n_r = ts::narrow(tsr, &child.local_ts);
+            // Narrowed further to the virtual IPs of each side (RFC 7296 3.15): a
+            // client's selectors are its address, whatever it proposes.
+            let n_i = narrow_to(ts::narrow(tsi, &child.remote_ts), &self.peer_vips);
+            let n_r = narrow_to(ts::narrow(tsr, &child.local_ts), &self.own_vips);
             if !n_i.is_empty() && !n_r.is_empty() {
                 chosen = Some((i, n_i, n_r));
                 break;
@@ -140,6 +143,13 @@ impl IkeSa {
             .and_then(|s| self.children.iter().find(|c| c.spi_in == s))
             .cloned();
         let req = match ChildRequest::new(ctx, &conn, cfg, old.as_ref(), true) {
+            Ok(mut r) if old.is_none() => {
+                // A new child after IKE_AUTH: our side is our virtual IP, the peer's
+                // its own (a rekey keeps the old SA's selectors).
+                r.local_ts = narrow_to(r.local_ts, &self.own_vips);
+                r.remote_ts = narrow_to(r.remote_ts, &self.peer_vips);
+                r
+            }
             Ok(r) => r,
             Err(e) => {
                 if let Some(c) =

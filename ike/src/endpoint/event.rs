@@ -1,7 +1,7 @@
 //! What the endpoint tells its driver: SAs up, rekeyed and down.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::error::{AuthFailure, PeerMisbehaved};
@@ -16,7 +16,7 @@ use crate::wire::TrafficSelector;
 #[non_exhaustive]
 pub enum Event {
     /// An IKE SA finished IKE_AUTH.
-    IkeUp(IkeSaInfo),
+    IkeUp(Box<IkeSaInfo>),
     /// An IKE SA was replaced by a rekeyed one (RFC 7296 2.18); its child SAs moved over.
     IkeRekeyed {
         /// The old SA.
@@ -58,6 +58,21 @@ pub enum Event {
         child: String,
         /// Why.
         reason: DownReason,
+    },
+    /// A responder could not assign any of the virtual IPs the peer asked for (its
+    /// pools are exhausted or of the other family): the peer got INTERNAL_ADDRESS_FAILURE
+    /// and no child SA.
+    NoVirtualIp {
+        /// The IKE SA.
+        ike: IkeSaId,
+        /// Connection name.
+        conn: String,
+        /// The peer's identity, displayed.
+        remote_id: String,
+        /// What it asked for (unspecified: any address of the family).
+        requested: Vec<IpAddr>,
+        /// The connection's pools.
+        pools: Vec<String>,
     },
     /// The peer's address changed (a NAT rebinding, RFC 7296 2.23): send ESP there now.
     PeerAddressChanged {
@@ -260,6 +275,12 @@ pub struct IkeSaInfo {
     /// A mediation SA: on a peer, the address the server saw us at (`Some(None)`
     /// before it told us or when we are not behind a NAT); `None` for other SAs.
     pub mediation: Option<Option<SocketAddr>>,
+    /// Initiator: the virtual IPs the peer assigned us (RFC 7296 3.15).
+    pub local_vips: Vec<IpAddr>,
+    /// Responder: the virtual IPs leased to the peer.
+    pub remote_vips: Vec<IpAddr>,
+    /// Initiator: DNS servers the peer sent.
+    pub dns: Vec<IpAddr>,
     /// Child SAs: (child name, inbound SPI, outbound SPI, suite, local_ts, remote_ts,
     /// established, rekey due).
     pub children: Vec<ChildStatus>,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::authn as auth;
 use super::child_sa::ChildRequest;
+use super::config_payload::CpAnswer;
 use super::error::{AuthFailure, PeerMisbehaved};
 use super::event::{DownReason, Event};
 use super::ike_sa::{Handshake, IkeSa, Pending, Phase, State, Task};
@@ -187,6 +188,7 @@ impl IkeSa {
         }
         payloads.push(Payload::Auth(auth_p));
         payloads.extend(self.me_auth_request());
+        payloads.extend(IkeSa::cfg_request(&conn));
         self.local_id = Some(conn.local_id.clone());
         let first = match self.tasks.front() {
             Some(Task::CreateChild(c)) => Some(*c),
@@ -249,6 +251,7 @@ impl IkeSa {
             }
         }
         self.me_auth_response(&payloads);
+        self.take_cfg_reply(&payloads);
         self.established(ctx, &conn);
         ctx.effects.push(SaEffect::Unique {
             id: self.id,
@@ -258,6 +261,15 @@ impl IkeSa {
             self.finish_child_request(ctx, req, &payloads, true);
         }
         self.end_handshake();
+        if !conn.vips.is_empty() && self.own_vips.is_empty() {
+            // We asked for virtual IPs and got none (RFC 7296 3.10.1
+            // INTERNAL_ADDRESS_FAILURE): this IKE SA carries nothing for us.
+            let why = error_notify(&payloads)
+                .map(|n| n.kind)
+                .unwrap_or(notify::INTERNAL_ADDRESS_FAILURE);
+            self.closing = Some(DownReason::PeerError(why));
+            self.queue_delete_ike(ctx);
+        }
         self.run_tasks(ctx);
     }
 
@@ -270,7 +282,7 @@ impl IkeSa {
             self.rekey_at = Some(ctx.now + conn.rekey_time);
         }
         ctx.events
-            .push_back(Event::IkeUp(self.info(ctx.connections)));
+            .push_back(Event::IkeUp(Box::new(self.info(ctx.connections))));
     }
 
     /// IKE_AUTH is complete: drops the handshake data (zeroized on drop), keeping the
@@ -370,10 +382,22 @@ impl IkeSa {
                 out.push(notify_payload(notify::NO_ADDITIONAL_SAS, Vec::new()));
             }
         }
-        let child = if wants_child && self.me.is_none() {
-            Some(self.respond_child(ctx, &conn, &payloads, None, false))
-        } else {
+        let child = if self.me.is_some() {
             None
+        } else {
+            match self.answer_cfg_request(ctx, &conn, &payloads) {
+                CpAnswer::Refuse(kind) => {
+                    // RFC 7296 3.10.1: no child SA in this IKE_AUTH.
+                    out.push(notify_payload(kind, Vec::new()));
+                    None
+                }
+                answer => {
+                    if let CpAnswer::Reply(cp) = answer {
+                        out.push(cp);
+                    }
+                    wants_child.then(|| self.respond_child(ctx, &conn, &payloads, None, false))
+                }
+            }
         };
         let mut new_child = None;
         if let Some(result) = child {

@@ -4,7 +4,7 @@
 //! hub calls them by method and imports only leaves.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::child_sa::{ChildRequest, ChildSa, ChildState, IkeRekeyRequest};
@@ -246,6 +246,12 @@ pub(crate) struct IkeSa {
     pub(crate) closing: Option<DownReason>,
     /// IKE mediation: set on an SA of a mediation connection, on either side.
     pub(crate) me: Option<Box<MeSa>>,
+    /// Initiator: the virtual IPs the peer assigned us (RFC 7296 3.15).
+    pub(crate) own_vips: Vec<IpAddr>,
+    /// Initiator: the DNS servers the peer sent with them.
+    pub(crate) dns: Vec<IpAddr>,
+    /// Responder: the virtual IPs leased to the peer from our pools.
+    pub(crate) peer_vips: Vec<IpAddr>,
 }
 
 impl IkeSa {
@@ -297,6 +303,9 @@ impl IkeSa {
             initial_contact: false,
             closing: None,
             me: None,
+            own_vips: Vec::new(),
+            dns: Vec::new(),
+            peer_vips: Vec::new(),
         }
     }
 
@@ -382,6 +391,9 @@ impl IkeSa {
             nat: (self.nat.local_behind, self.nat.remote_behind),
             busy: self.outstanding.is_some() || !self.tasks.is_empty(),
             mediation: self.me.as_ref().map(|m| m.server_reflexive),
+            local_vips: self.own_vips.clone(),
+            remote_vips: self.peer_vips.clone(),
+            dns: self.dns.clone(),
             children: self
                 .children
                 .iter()

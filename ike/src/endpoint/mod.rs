@@ -8,6 +8,7 @@
 pub(crate) mod authn;
 mod checks;
 mod child_sa;
+mod config_payload;
 mod create_child_sa;
 mod error;
 mod event;
@@ -19,6 +20,7 @@ mod keys;
 mod me_connect;
 mod mediation;
 mod payloads;
+mod pool;
 mod rekey_ike;
 mod timer;
 
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{AuthFailure, PeerMisbehaved};
 pub use event::{ChildSaInfo, ChildStatus, DownReason, Event, IkeSaInfo, MediationFailure};
+pub use pool::{LeaseInfo, Pool, PoolError, MAX_POOL_SIZE};
 
 use crate::auth::Identity;
 use crate::config::{Config, Connection, Mediation, UniquePolicy};
@@ -37,6 +40,7 @@ use crate::wire::{Header, Message, WireError};
 use checks::Outcome;
 use ike_sa::IkeSa;
 use mediation::MediationState;
+use pool::Pools;
 use timer::Deadlines;
 
 /// A stable handle for an IKE SA, unchanged by IKE rekeying... of the SA itself; a
@@ -164,6 +168,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stats: &'a mut Stats,
     /// IKE mediation: the server's registry and both peers' checklists.
     pub(crate) mediation: &'a mut MediationState,
+    /// The virtual IP pools a responder leases from.
+    pub(crate) pools: &'a mut Pools,
     /// What the handler did to other IKE SAs, applied in order by the endpoint after
     /// it returns (a handler only ever holds its own SA).
     pub(crate) effects: Vec<SaEffect>,
@@ -278,6 +284,7 @@ struct Shared {
     clock_anchor: (Instant, SystemTime),
     stats: Stats,
     mediation: MediationState,
+    pools: Pools,
 }
 
 impl Shared {
@@ -305,6 +312,7 @@ impl Shared {
             events: &mut self.events,
             stats: &mut self.stats,
             mediation: &mut self.mediation,
+            pools: &mut self.pools,
             effects: Vec::new(),
             next_id: &mut self.next_id,
         }
@@ -373,6 +381,7 @@ impl Endpoint {
                 clock_anchor,
                 stats: Stats::default(),
                 mediation: MediationState::default(),
+                pools: Pools::default(),
             },
             sas: HashMap::new(),
             by_spi: HashMap::new(),
@@ -484,6 +493,22 @@ impl Endpoint {
             .ok_or_else(|| CommandError::UnknownConnection(name.to_string()))
     }
 
+    /// Adds a virtual IP pool for connections that name it in `pools`; one of the same
+    /// name is replaced (its leases kept when its range is unchanged).
+    pub fn add_pool(&mut self, pool: Pool) {
+        self.shared.pools.insert(pool);
+    }
+
+    /// Removes the pools whose names are not in `keep` (a reload dropped them).
+    pub fn retain_pools(&mut self, keep: &[&str]) {
+        self.shared.pools.retain(keep);
+    }
+
+    /// The virtual IP pools with their leases, for status output.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.shared.pools.iter()
+    }
+
     /// The configured connections.
     pub fn connections(&self) -> &[Connection] {
         &self.shared.connections
@@ -573,6 +598,8 @@ impl Endpoint {
                 if let Some(peer) = sa.me.as_ref().and_then(|m| m.registered.as_ref()) {
                     self.shared.mediation.unregister(peer, id);
                 }
+                // Its virtual IPs go offline, kept for the peer's identity.
+                self.shared.pools.release(&sa.peer_vips, id);
                 self.by_spi.remove(&spi);
                 if let Some(from) = sa.init_from {
                     if self.by_init.get(&(from, sa.spi_i)) == Some(&id) {
@@ -607,6 +634,9 @@ impl Endpoint {
                         kick.push(new.id);
                     }
                     let new_id = new.id;
+                    if let Some(old) = new.rekeyed_from {
+                        self.shared.pools.transfer(&new.peer_vips, old, new_id);
+                    }
                     if let Some(key) = new.identities() {
                         self.by_peer.entry(key).or_default().push(new_id);
                     }
@@ -623,6 +653,7 @@ impl Endpoint {
                     };
                     let children = std::mem::take(&mut src.children);
                     src.state = ike_sa::State::Rekeyed;
+                    self.shared.pools.transfer(&src.peer_vips, from, to);
                     if let Some(dst) = self.sas.get_mut(&to) {
                         dst.children.extend(children);
                     }

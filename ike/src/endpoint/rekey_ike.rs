@@ -80,6 +80,10 @@ impl IkeSa {
             .filter(|t| !matches!(t, Task::RekeyIke | Task::DeleteIke))
             .collect();
         new.rekeyed_from = Some(self.id);
+        // The virtual IPs stay with the rekeyed SA (the endpoint moves the leases).
+        new.own_vips = self.own_vips.clone();
+        new.dns = self.dns.clone();
+        new.peer_vips = self.peer_vips.clone();
         new
     }
 

@@ -381,6 +381,8 @@ pub fn psk_conn(
         fragmentation: true,
         unique: Default::default(),
         mediation: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children,
     }
 }
@@ -418,6 +420,8 @@ pub fn cert_conn(
         fragmentation: true,
         unique: Default::default(),
         mediation: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
         children,
     }
 }

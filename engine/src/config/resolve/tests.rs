@@ -451,3 +451,80 @@ fn daemon_limits_are_settings_and_bad_ones_are_named() {
     let e = with("socket_buffer = 1000").unwrap_err().to_string();
     assert!(e.contains("daemon.socket_buffer"), "{e}");
 }
+
+const HUB_AND_CLIENT: &str = r#"
+[connections.hub]
+local_addrs = ["192.0.2.2"]
+pools = ["pods", "pods6"]
+[connections.hub.local]
+auth = "psk"
+id = "hub"
+[connections.hub.remote]
+auth = "psk"
+[connections.hub.children.pods]
+local_ts = ["10.173.0.0/16"]
+[connections.to-hub]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+vips = ["0.0.0.0", "::"]
+[connections.to-hub.local]
+auth = "psk"
+id = "pod1"
+[connections.to-hub.remote]
+auth = "psk"
+id = "hub"
+[connections.to-hub.children.pod]
+remote_ts = ["10.173.0.0/16"]
+[pools.pods]
+addrs = "10.173.0.0/16"
+dns = ["10.173.0.53"]
+[pools.pods6]
+addrs = "fd00:173::1-fd00:173::ff"
+[secrets.ike-pods]
+secret = "a long random secret"
+"#;
+
+#[test]
+fn pools_and_vips() {
+    let r = sample(HUB_AND_CLIENT).unwrap();
+    let names: Vec<&str> = r.pools.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["pods", "pods6"]);
+    assert_eq!(
+        (r.pools[0].size(), r.pools[0].dns()),
+        (65534, &[ip("10.173.0.53")][..])
+    );
+    assert_eq!(
+        (r.pools[1].first(), r.pools[1].size()),
+        (ip("fd00:173::1"), 255)
+    );
+    let hub = &r.connections[0].conn;
+    assert_eq!(hub.pools, ["pods", "pods6"]);
+    // The client's "dynamic" is any address until the hub assigns one, and the hub's
+    // "dynamic" remote side any address, narrowed to the client's.
+    let any = [cidr("0.0.0.0/0"), cidr("::/0")];
+    assert_eq!(hub.children[0].remote_ts, any);
+    let client = &r.connections[1].conn;
+    assert_eq!(client.vips, [ip("0.0.0.0"), ip("::")]);
+    assert_eq!(client.children[0].local_ts, any);
+
+    fails_at(
+        sample(&HUB_AND_CLIENT.replace("\"pods\", \"pods6\"", "\"pods\", \"podz\"")),
+        "connections.hub.pools",
+        "no [pools.podz] section",
+    );
+    fails_at(
+        sample(&HUB_AND_CLIENT.replace("\"10.173.0.0/16\"\ndns", "\"10.173.0.0/16x\"\ndns")),
+        "pools.pods.addrs",
+        "expected a prefix",
+    );
+    fails_at(
+        sample(&HUB_AND_CLIENT.replace("\"0.0.0.0\", \"::\"", "\"any\"")),
+        "connections.to-hub.vips",
+        "'any' is not an address",
+    );
+    fails_at(
+        sample(&HUB_AND_CLIENT.replace("[\"10.173.0.53\"]", "[\"dns.example\"]")),
+        "pools.pods.dns",
+        "not an IP address",
+    );
+}

@@ -4,7 +4,7 @@
 #   sudo ike/tests/data/charon/capture.sh [SCENARIO...]
 #
 # Scenarios (default: all): psk-gcm-x25519 psk-cbc-ecp256 ecdsa-gcm-ecp256
-#                           invalid-ke rsa-frag
+#                           invalid-ke rsa-frag psk-vip-pool
 # Each one runs two charons (strongSwan 5.9.8, kernel-libipsec) in a pair of
 # fresh network namespaces joined by a veth, captures the IKE/ESP traffic
 # with tshark on the initiator's veth, and writes <scenario>/ with the
@@ -20,7 +20,7 @@ ROOT=$(cd "$HERE/../../../.." && pwd)
 
 [ "$(id -u)" = 0 ] || { echo "capture.sh: must run as root" >&2; exit 1; }
 
-ALL_SCENARIOS="psk-gcm-x25519 psk-cbc-ecp256 ecdsa-gcm-ecp256 invalid-ke rsa-frag"
+ALL_SCENARIOS="psk-gcm-x25519 psk-cbc-ecp256 ecdsa-gcm-ecp256 invalid-ke rsa-frag psk-vip-pool"
 # ike = 4 dumps the IKE key material, chd = 4 the CHILD_SA keys, enc = 3 the
 # decrypted ("plain") SK payload contents, net = 2 each packet sent/received.
 LOG_LEVELS="default = 1
@@ -102,11 +102,13 @@ EOF
 }
 
 # run_scenario NAME TITLE IKE_I ESP AUTH [IKE_R] [CHARON_EXTRA] [CONN_EXTRA] [PKI]
+#              [TOP_EXTRA]
 # IKE_I/IKE_R: the initiator's/responder's IKE proposals (IKE_R defaults to
 # IKE_I). PKI: "ecdsa 256" or "rsa 3072" for certificate scenarios.
+# TOP_EXTRA: swanctl.conf text after the connection (e.g. a pools section).
 run_scenario() (
     local name=$1 title=$2 ike_i=$3 esp=$4 auth=$5 ike_r=${6:-$3}
-    local charon_extra=${7:-} conn_extra=${8:-} pki_spec=${9:-}
+    local charon_extra=${7:-} conn_extra=${8:-} pki_spec=${9:-} top_extra=${10:-}
     local out="$HERE/$name"
     sw_trap_cleanup
     local w nsa nsb lid rid
@@ -132,8 +134,10 @@ run_scenario() (
         cp "$out/edge2.crt" "$w/b/swanctl/x509/b.crt"
         cp "$out/edge2.key" "$w/b/swanctl/pkcs8/b.pem"
     fi
-    sw_write_swanctl_conf "$w/a" "$(swanctl_conf a "$ike_i" "$esp" "$auth" "$lid" "$rid" "$conn_extra")"
-    sw_write_swanctl_conf "$w/b" "$(swanctl_conf b "$ike_r" "$esp" "$auth" "$rid" "$lid" "$conn_extra")"
+    sw_write_swanctl_conf "$w/a" "$(swanctl_conf a "$ike_i" "$esp" "$auth" "$lid" "$rid" "$conn_extra")
+$top_extra"
+    sw_write_swanctl_conf "$w/b" "$(swanctl_conf b "$ike_r" "$esp" "$auth" "$rid" "$lid" "$conn_extra")
+$top_extra"
 
     sw_start_charon "$nsa" "$w/a"
     sw_start_charon "$nsb" "$w/b"
@@ -191,6 +195,20 @@ scenario() {
         run_scenario "$1" "RSA-3072 certificates, IKE aes128gcm16-prfsha256-x25519, fragmented IKE_AUTH (RFC 7383)" \
             aes128gcm16-prfsha256-x25519 aes128gcm16 pubkey "" "" \
             "fragmentation = yes" "rsa 3072" ;;
+    psk-vip-pool)
+        # Configuration payload (RFC 7296 3.15): the initiator asks for a virtual
+        # IP (vips), the responder assigns one from its pool with a DNS server.
+        # vips only matters to an initiator and pools only to a responder, so both
+        # sides take the same lines; the selectors stay the pods' subnets.
+        run_scenario "$1" "PSK, CFG_REQUEST for 0.0.0.0, CFG_REPLY from pool 10.3.0.0/24 with DNS" \
+            aes128gcm16-prfsha256-x25519 aes128gcm16 psk "" "" \
+            "vips = 0.0.0.0
+        pools = gold" "" "pools {
+    gold {
+        addrs = 10.3.0.0/24
+        dns = 10.3.0.53
+    }
+}" ;;
     *) echo "unknown scenario $1 (have: $ALL_SCENARIOS)" >&2; return 1 ;;
     esac
 }
