@@ -732,31 +732,13 @@ fn restart_a(p: &mut Pair) {
         Box::new(ike::crypto::SeededRng::new(0x5eed_0002)),
         (p.now, wall_clock()),
     );
-    p.a.ep.add_connection(psk_conn(
-        "site-b",
-        A_IP,
-        Some(B_IP),
-        "site-a",
-        "site-b",
-        "a long random secret",
-        IKE,
-        vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], ESP)],
-    ));
+    p.a.ep.add_connection(psk_a_conn(IKE, ESP));
     p.a.children.clear();
     p.a.ike_up = 0;
 }
 
 fn with_unique(p: &mut Pair, policy: ike::config::UniquePolicy) {
-    let mut c = psk_conn(
-        "site-a",
-        B_IP,
-        None,
-        "site-b",
-        "site-a",
-        "a long random secret",
-        IKE,
-        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
-    );
+    let mut c = psk_b_conn(IKE, ESP);
     c.unique = policy;
     p.b.ep.add_connection(c);
 }
@@ -896,16 +878,7 @@ fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
         Box::new(ike::crypto::SeededRng::new(0xb0b)),
         (p.now, wall_clock()),
     );
-    b.add_connection(psk_conn(
-        "site-a",
-        B_IP,
-        None,
-        "site-b",
-        "site-a",
-        "a long random secret",
-        IKE,
-        vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], ESP)],
-    ));
+    b.add_connection(psk_b_conn(IKE, ESP));
     let now = p.now;
     // A third initiator fills b's one half-open slot, so a gets a COOKIE.
     let mut c = ike::endpoint::Endpoint::new(

@@ -426,10 +426,9 @@ pub fn cert_conn(
     }
 }
 
-/// The standard PSK pair: a initiates "site-b" to b's responder "site-a".
-pub fn psk_pair(ike: &str, esp: &str) -> Pair {
-    let mut p = Pair::new(Config::default());
-    p.a.ep.add_connection(psk_conn(
+/// The standard pair's initiator connection "site-b" (a's side).
+pub fn psk_a_conn(ike: &str, esp: &str) -> Connection {
+    psk_conn(
         "site-b",
         A_IP,
         Some(B_IP),
@@ -438,8 +437,12 @@ pub fn psk_pair(ike: &str, esp: &str) -> Pair {
         "a long random secret",
         ike,
         vec![child("net", &["10.96.1.0/24"], &["10.96.2.0/24"], esp)],
-    ));
-    p.b.ep.add_connection(psk_conn(
+    )
+}
+
+/// The standard pair's responder connection "site-a" (b's side).
+pub fn psk_b_conn(ike: &str, esp: &str) -> Connection {
+    psk_conn(
         "site-a",
         B_IP,
         None,
@@ -448,6 +451,13 @@ pub fn psk_pair(ike: &str, esp: &str) -> Pair {
         "a long random secret",
         ike,
         vec![child("net", &["10.96.2.0/24"], &["10.96.1.0/24"], esp)],
-    ));
+    )
+}
+
+/// The standard PSK pair: a initiates "site-b" to b's responder "site-a".
+pub fn psk_pair(ike: &str, esp: &str) -> Pair {
+    let mut p = Pair::new(Config::default());
+    p.a.ep.add_connection(psk_a_conn(ike, esp));
+    p.b.ep.add_connection(psk_b_conn(ike, esp));
     p
 }
