@@ -5,6 +5,7 @@
 //! routes when dropped. The guard keeps its netlink socket, so it removes the routes in
 //! the network namespace they were added in, whichever thread drops it.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 
@@ -27,7 +28,9 @@ pub struct RouteGuard {
     nl: Netlink,
     ifindex: u32,
     table: u32,
-    routes: Vec<IpNet>,
+    /// A set: a daemon with tens of thousands of child SAs holds as many routes, and
+    /// each add or remove must not search a list.
+    routes: HashSet<IpNet>,
 }
 
 /// Installs a route through `ifname` for each of `nets` in the main table.
@@ -44,7 +47,7 @@ pub fn install_routes_in(ifname: &str, nets: &[IpNet], table: u32) -> io::Result
         nl: Netlink::open()?,
         ifindex,
         table,
-        routes: Vec::with_capacity(nets.len()),
+        routes: HashSet::with_capacity(nets.len()),
     };
     for net in nets {
         guard.add(*net)?;
@@ -53,9 +56,11 @@ pub fn install_routes_in(ifname: &str, nets: &[IpNet], table: u32) -> io::Result
 }
 
 impl RouteGuard {
-    /// The routes held.
-    pub fn routes(&self) -> &[IpNet] {
-        &self.routes
+    /// The routes held, in order.
+    pub fn routes(&self) -> Vec<IpNet> {
+        let mut v: Vec<IpNet> = self.routes.iter().copied().collect();
+        v.sort();
+        v
     }
 
     /// Adds one more route through the same device and table.
@@ -82,19 +87,16 @@ impl RouteGuard {
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         )?;
-        if !self.routes.contains(&net) {
-            self.routes.push(net);
-        }
+        self.routes.insert(net);
         Ok(())
     }
 
     /// Removes one route this guard holds.
     pub fn remove_route(&mut self, net: IpNet) -> io::Result<()> {
         let net = net.trunc();
-        let Some(pos) = self.routes.iter().position(|r| *r == net) else {
+        if !self.routes.remove(&net) {
             return Err(io::ErrorKind::NotFound.into());
-        };
-        self.routes.swap_remove(pos);
+        }
         self.delete(net)
     }
 
@@ -117,7 +119,7 @@ impl RouteGuard {
 
     fn remove_all(&mut self) -> io::Result<()> {
         let mut first = Ok(());
-        while let Some(net) = self.routes.pop() {
+        for net in std::mem::take(&mut self.routes) {
             if let Err(e) = self.delete(net) {
                 if first.is_ok() {
                     first = Err(e);

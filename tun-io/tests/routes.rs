@@ -27,7 +27,7 @@ fn installs_and_removes_v4_and_v6_routes_in_main_and_custom_tables() {
         let mut main = install_routes("tio0", &nets).unwrap();
         // Host bits are ignored; tables past 255 work.
         let custom = install_routes_in("tio0", &["10.96.3.77/24".parse().unwrap()], 1000).unwrap();
-        assert_eq!(custom.routes(), &["10.96.3.0/24".parse().unwrap()]);
+        assert_eq!(custom.routes(), vec!["10.96.3.0/24".parse().unwrap()]);
         // Installing again replaces rather than fails, and is held once.
         main.add(nets[0]).unwrap();
         assert_eq!(main.routes().len(), 2);

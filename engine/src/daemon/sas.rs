@@ -72,6 +72,9 @@ pub(crate) struct Sas {
     installed: HashMap<ChildKey, usize>,
     /// Connection name -> index in `plans`.
     plan_index: HashMap<String, usize>,
+    /// Dataplane route -> the child SAs on it (a child and its rekeyed successors), so a
+    /// child going down finds its siblings without a scan over every child SA.
+    by_route: HashMap<u64, Vec<u32>>,
     next_id: u64,
     traps: HashMap<ChildKey, TrapId>,
     trap_owner: HashMap<TrapId, (ChildKey, Vec<IpNet>)>,
@@ -126,6 +129,7 @@ impl Sas {
             children: HashMap::new(),
             installed: HashMap::new(),
             plan_index,
+            by_route: HashMap::new(),
             next_id: 1,
             traps: HashMap::new(),
             trap_owner: HashMap::new(),
@@ -687,6 +691,7 @@ impl Sas {
             self.updown.call(env, verb);
         }
         *self.installed.entry(key.clone()).or_default() += 1;
+        self.by_route.entry(route).or_default().push(info.spi_in);
         self.children.insert(
             info.spi_in,
             Child {
@@ -754,6 +759,12 @@ impl Sas {
                 self.installed.remove(&c.key);
             }
         }
+        if let Some(spis) = self.by_route.get_mut(&c.route) {
+            spis.retain(|s| *s != spi_in);
+            if spis.is_empty() {
+                self.by_route.remove(&c.route);
+            }
+        }
         if c.successor.is_some() {
             // Replaced: its inbound SA lingers for packets already on their way.
             self.removals.push((now + INBOUND_GRACE, spi_in));
@@ -770,17 +781,14 @@ impl Sas {
             c.key.0,
             c.key.1
         );
-        let siblings: Vec<u32> = self
-            .children
-            .iter()
-            .filter(|(_, o)| o.route == c.route)
-            .map(|(s, _)| *s)
-            .collect();
+        let siblings: Vec<u32> = self.by_route.get(&c.route).cloned().unwrap_or_default();
         // A predecessor whose successor this was keeps the route, handed on to the
         // other new SA of a rekey collision if there is one.
-        for (spi, other) in self.children.iter_mut() {
-            if other.successor == Some(spi_in) {
-                other.successor = siblings.iter().copied().find(|s| s != spi);
+        for spi in &siblings {
+            if let Some(other) = self.children.get_mut(spi) {
+                if other.successor == Some(spi_in) {
+                    other.successor = siblings.iter().copied().find(|s| s != spi);
+                }
             }
         }
         if siblings.is_empty() {
