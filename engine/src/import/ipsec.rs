@@ -307,6 +307,7 @@ const HANDLED: &[&str] = &[
     "fragmentation",
     "mobike",
     "mediated_by",
+    "me_peerid",
     "keyingtries",
     "leftsourceip",
     "rightsourceip",
@@ -322,11 +323,6 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
         return Err(remark(format!(
             "conn {name}: auto=ignore (the default): strongSwan does not load it either; left out"
         )));
-    }
-    if yes("mediation") {
-        return Err(why(
-            "mediation=yes: esprit has no IKE mediation server".into()
-        ));
     }
     match get("keyexchange") {
         Some("ikev1") => return Err(why("keyexchange=ikev1: esprit speaks IKEv2 only".into())),
@@ -357,11 +353,11 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
             Err(_) => n.push(nc(format!("rightikeport={p}: not a port"))),
         }
     }
-    if let Some(m) = get("mediated_by") {
-        n.push(nc(format!(
-            "mediated_by={m}: esprit has no IKE mediation; the peer must be reachable at right="
-        )));
-    }
+    // IKE mediation (draft-brunner-ikev2-mediation) in swanctl's words: a mediation
+    // connection carries no child, a mediated one finds its peer through the server.
+    c.mediation = yes("mediation");
+    c.mediated_by = get("mediated_by").map(str::to_string);
+    c.mediation_peer = get("me_peerid").map(|v| v.trim_matches('"').to_string());
     if let Some(v) = get("ike") {
         c.proposals = proposals(proposal_list(v), Protocol::Ike, "ike", n);
     }
@@ -422,7 +418,13 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
         c.encap = true;
     }
     if let Some(v) = get("leftsourceip") {
-        c.vips = super::vips("leftsourceip", v, n);
+        if c.mediation {
+            n.push(nc(format!(
+                "leftsourceip={v}: a mediation connection carries no traffic, so no virtual IP"
+            )));
+        } else {
+            c.vips = super::vips("leftsourceip", v, n);
+        }
     }
     if let Some(v) = get("rightsourceip") {
         // A subnet or range is a pool for the peer (charon's in-memory pool named
@@ -546,6 +548,8 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
         ch.esp_proposals = proposals(proposal_list(v), Protocol::Esp, "esp", cn);
     }
     ch.start_action = match auto {
+        // A mediated connection has no right= of its own: the server finds the peer.
+        "start" if c.mediated_by.is_some() => Some("start"),
         "start" | "route" if c.remote_addrs.is_empty() => {
             cn.push(nc(format!(
                 "auto={auto}: there is no right= address to negotiate with (it came from mediation or is %any); start it from the peer"
@@ -577,7 +581,17 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
     if let Some(u) = get("leftupdown") {
         ch.updown = Some(u.to_string());
     }
-    c.children.push(ch);
+    if c.mediation {
+        // Registration needs no child and no start_action: esprit registers through
+        // every mediation connection with an address as soon as it starts.
+        if ch.local_ts.len() + ch.remote_ts.len() > 0 {
+            c.notes.push(nc(
+                "leftsubnet/rightsubnet on a mediation connection: it carries no child SA",
+            ));
+        }
+    } else {
+        c.children.push(ch);
+    }
     Ok(c)
 }
 

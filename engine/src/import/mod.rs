@@ -1,8 +1,8 @@
 //! `esprit import`: strongSwan configurations (ipsec.conf with ipsec.secrets, or
 //! swanctl.conf) turned into the equivalent esprit TOML. What esprit cannot express is
 //! never dropped silently: each such option becomes a `# not carried:` comment line at
-//! the place it belongs, and a connection that cannot work at all (IKEv1, mediation,
-//! transport mode, EAP) is left out with a comment saying why.
+//! the place it belongs, and a connection that cannot work at all (IKEv1, transport
+//! mode, EAP) is left out with a comment saying why.
 //!
 //! The two readers ([`ipsec`], [`swanctl`]) fill one model ([`Conn`], [`Secrets`]);
 //! [`Model::emit`] writes it, and the result is parsed back before it is returned, so
@@ -135,6 +135,12 @@ struct Conn {
     pools: Vec<String>,
     /// Pools defined by this connection (ipsec.conf's `rightsourceip` subnet or range).
     pool_defs: Vec<PoolDef>,
+    /// `mediation = true`: a connection to or on a mediation server; it has no child.
+    mediation: bool,
+    /// `mediated_by`: the mediation connection this one is set up through.
+    mediated_by: Option<String>,
+    /// `mediation_peer` (ipsec.conf's `me_peerid`).
+    mediation_peer: Option<String>,
 }
 
 /// A `[pools.NAME]` section.
@@ -374,6 +380,15 @@ impl Conn {
         }
         if !self.pools.is_empty() {
             let _ = writeln!(t, "pools = {}", list(&self.pools));
+        }
+        if self.mediation {
+            let _ = writeln!(t, "mediation = true");
+        }
+        if let Some(m) = &self.mediated_by {
+            let _ = writeln!(t, "mediated_by = {}", q(m));
+        }
+        if let Some(p) = &self.mediation_peer {
+            let _ = writeln!(t, "mediation_peer = {}", q(p));
         }
         for (side, a) in [("local", &self.local), ("remote", &self.remote)] {
             let _ = writeln!(t, "[{at}.{side}]");

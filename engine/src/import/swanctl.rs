@@ -157,6 +157,8 @@ const CONN_KEYS: &[&str] = &[
     "rekey_time",
     "fragmentation",
     "mediation",
+    "mediated_by",
+    "mediation_peer",
     "keyingtries",
     "vips",
     "pools",
@@ -182,11 +184,6 @@ fn conn(conf: &Path, node: &Node) -> Result<Conn, String> {
     };
     if node.get("version") == Some("1") {
         return Err(why("version = 1: esprit speaks IKEv2 only".into()));
-    }
-    if node.get("mediation") == Some("yes") {
-        return Err(why(
-            "mediation = yes: esprit has no IKE mediation server".into()
-        ));
     }
     let mut c = Conn {
         name: name.clone(),
@@ -244,6 +241,10 @@ fn conn(conf: &Path, node: &Node) -> Result<Conn, String> {
     if let Some(p) = node.get("pools") {
         c.pools = split(p);
     }
+    // IKE mediation, the same three keys as swanctl.conf.
+    c.mediation = node.get("mediation") == Some("yes");
+    c.mediated_by = node.get("mediated_by").map(str::to_string);
+    c.mediation_peer = node.get("mediation_peer").map(str::to_string);
     if let Some(k) = node.get("keyingtries").filter(|k| *k != "0") {
         n.push(nc(format!(
             "keyingtries = {k}: esprit retries start_action = start until the peer answers"
@@ -334,7 +335,8 @@ fn conn(conf: &Path, node: &Node) -> Result<Conn, String> {
         .map(|c| c.children.as_slice())
         .unwrap_or_default()
     {
-        match child(ch, !c.remote_addrs.is_empty()) {
+        // A mediated connection's peer is found through the mediation server.
+        match child(ch, !c.remote_addrs.is_empty() || c.mediated_by.is_some()) {
             Ok(x) => c.children.push(x),
             Err(e) => c.notes.push(e),
         }

@@ -99,13 +99,12 @@ fn connections_esprit_cannot_run_are_left_out_with_the_reason() {
     let d = Dir::new("out");
     let conf = d.write(
         "ipsec.conf",
-        "conn v1\n    keyexchange=ikev1\n    auto=add\nconn med\n    mediation=yes\n    auto=add\nconn tr\n    type=transport\n    auto=add\nconn eap\n    rightauth=eap-mschapv2\n    leftauth=psk\n    leftid=@a\n    auto=add\n",
+        "conn v1\n    keyexchange=ikev1\n    auto=add\nconn tr\n    type=transport\n    auto=add\nconn eap\n    rightauth=eap-mschapv2\n    leftauth=psk\n    leftid=@a\n    auto=add\n",
     );
     let t = import(&conf, None).unwrap().toml;
     assert!(parsed(&t).connections.is_empty(), "{t}");
     for needle in [
         "conn v1: keyexchange=ikev1",
-        "conn med: mediation=yes",
         "conn tr: type=transport",
         "conn eap: rightauth=eap-mschapv2",
     ] {
@@ -201,4 +200,37 @@ fn sourceip_becomes_vips_and_pools() {
         "{t}"
     );
     crate::config::resolve(&d.0.join("out.toml"), &f).expect("resolves");
+}
+
+#[test]
+fn mediation_keys_are_carried_from_both_formats() {
+    let d = Dir::new("med");
+    let conf = d.write(
+        "swanctl.conf",
+        "connections {\n  medsrv {\n    remote_addrs = 198.51.100.1\n    mediation = yes\n    local {\n      auth = psk\n      id = edge1\n    }\n    remote {\n      auth = psk\n      id = medsrv\n    }\n  }\n  peer {\n    mediated_by = medsrv\n    mediation_peer = edge2\n    local {\n      auth = psk\n      id = edge1\n    }\n    remote {\n      auth = psk\n      id = edge2\n    }\n    children {\n      net {\n        local_ts = 10.1.0.0/24\n        remote_ts = 10.2.0.0/24\n        start_action = start\n      }\n    }\n  }\n}\nsecrets {\n  ike-1 {\n    secret = abc\n  }\n}\n",
+    );
+    let t = import(&conf, None).unwrap().toml;
+    for needle in [
+        "mediation = true",
+        "mediated_by = \"medsrv\"",
+        "mediation_peer = \"edge2\"",
+        "start_action = \"start\"",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
+    }
+    assert_eq!(parsed(&t).connections.len(), 2, "{t}");
+    let conf = d.write(
+        "ipsec.conf",
+        "conn medsrv\n    right=198.51.100.1\n    leftid=@edge1\n    rightid=@medsrv\n    authby=psk\n    mediation=yes\n    auto=start\nconn peer\n    leftid=@edge1\n    rightid=@edge2\n    authby=psk\n    leftsubnet=10.1.0.0/24\n    rightsubnet=10.2.0.0/24\n    mediated_by=medsrv\n    me_peerid=edge2\n    auto=start\n",
+    );
+    let t = import(&conf, None).unwrap().toml;
+    for needle in [
+        "mediation = true",
+        "mediated_by = \"medsrv\"",
+        "mediation_peer = \"edge2\"",
+        "start_action = \"start\"",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
+    }
+    assert!(!t.contains("[connections.medsrv.children"), "{t}");
 }
