@@ -202,6 +202,18 @@ fn sourceip_becomes_vips_and_pools() {
     crate::config::resolve(&d.0.join("out.toml"), &f).expect("resolves");
 }
 
+/// The mediation keys of both formats' sample, as esprit writes them.
+fn carries_mediation(t: &str) {
+    for needle in [
+        "mediation = true",
+        "mediated_by = \"medsrv\"",
+        "mediation_peer = \"edge2\"",
+        "start_action = \"start\"",
+    ] {
+        assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
+    }
+}
+
 #[test]
 fn mediation_keys_are_carried_from_both_formats() {
     let d = Dir::new("med");
@@ -210,27 +222,13 @@ fn mediation_keys_are_carried_from_both_formats() {
         "connections {\n  medsrv {\n    remote_addrs = 198.51.100.1\n    mediation = yes\n    local {\n      auth = psk\n      id = edge1\n    }\n    remote {\n      auth = psk\n      id = medsrv\n    }\n  }\n  peer {\n    mediated_by = medsrv\n    mediation_peer = edge2\n    local {\n      auth = psk\n      id = edge1\n    }\n    remote {\n      auth = psk\n      id = edge2\n    }\n    children {\n      net {\n        local_ts = 10.1.0.0/24\n        remote_ts = 10.2.0.0/24\n        start_action = start\n      }\n    }\n  }\n}\nsecrets {\n  ike-1 {\n    secret = abc\n  }\n}\n",
     );
     let t = import(&conf, None).unwrap().toml;
-    for needle in [
-        "mediation = true",
-        "mediated_by = \"medsrv\"",
-        "mediation_peer = \"edge2\"",
-        "start_action = \"start\"",
-    ] {
-        assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
-    }
+    carries_mediation(&t);
     assert_eq!(parsed(&t).connections.len(), 2, "{t}");
     let conf = d.write(
         "ipsec.conf",
         "conn medsrv\n    right=198.51.100.1\n    leftid=@edge1\n    rightid=@medsrv\n    authby=psk\n    mediation=yes\n    auto=start\nconn peer\n    leftid=@edge1\n    rightid=@edge2\n    authby=psk\n    leftsubnet=10.1.0.0/24\n    rightsubnet=10.2.0.0/24\n    mediated_by=medsrv\n    me_peerid=edge2\n    auto=start\n",
     );
     let t = import(&conf, None).unwrap().toml;
-    for needle in [
-        "mediation = true",
-        "mediated_by = \"medsrv\"",
-        "mediation_peer = \"edge2\"",
-        "start_action = \"start\"",
-    ] {
-        assert!(t.contains(needle), "{needle:?} missing in:\n{t}");
-    }
+    carries_mediation(&t);
     assert!(!t.contains("[connections.medsrv.children"), "{t}");
 }
