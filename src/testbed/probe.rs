@@ -169,6 +169,7 @@ pub fn udp_counted(
     let addr = SocketAddr::new(to_addr, port);
     let rx = to.enter(|| UdpSocket::bind(addr))??;
     rx.set_read_timeout(Some(Duration::from_millis(20)))?;
+    big_receive_buffer(&rx);
     let any: IpAddr = match to_addr {
         IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -482,6 +483,30 @@ impl XorShift {
             self.0 = x;
             chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
         }
+    }
+}
+
+/// Gives a probe's receiving socket 8 MiB of buffer, past `rmem_max` (the tests run as
+/// root): on two busy cores the receiving thread may fall behind a burst that a tunnel
+/// delivered in one GRO write, and a datagram the probe itself failed to read is not
+/// one the tunnel lost.
+fn big_receive_buffer(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt reads `size` (a c_int of the given length) during the call only;
+    // the descriptor is valid for `sock`'s life.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        // Unprivileged: the plain option, capped at rmem_max.
+        let _ = socket2::SockRef::from(sock).set_recv_buffer_size(8 << 20);
     }
 }
 

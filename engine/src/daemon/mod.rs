@@ -409,6 +409,7 @@ async fn flush(st: &mut Sas, io: &mut Io, now: Instant) {
     // Events first: an inbound SA must be installed before the message that completes
     // its negotiation leaves, or the peer's first ESP packet could arrive before it.
     st.drain_events(now);
+    st.inbound_barrier().await;
     while let Some(t) = st.ep.poll_transmit() {
         if t.local.port() == io.port_nat_t {
             let mut framed = Vec::with_capacity(4 + t.data.len());

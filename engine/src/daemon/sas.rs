@@ -100,6 +100,8 @@ pub(crate) struct Sas {
     /// The TUN device's name (`PLUTO_INTERFACE`).
     pub(crate) tun_name: String,
     pub(crate) updown: Updown,
+    /// An inbound SA was sent to the inbound thread since the last [`Sas::inbound_barrier`].
+    inbound_added: bool,
     /// IKE mediation: waiting children, attempts, chosen paths (`mediation.rs`).
     pub(crate) med: MediationBook,
     /// Virtual IPs the peers assigned us, on the TUN device.
@@ -130,6 +132,7 @@ impl Sas {
             dp,
             routes,
             devices: ConnDevices::new(),
+            inbound_added: false,
             children: HashMap::new(),
             installed: HashMap::new(),
             plan_index,
@@ -149,6 +152,21 @@ impl Sas {
             tun_name,
             updown: Updown::start(),
             med: MediationBook::default(),
+        }
+    }
+
+    /// Waits until the inbound thread holds every inbound SA sent to it so far (bounded:
+    /// a stuck thread costs 100 ms, not the control task). The IKE message that lets the
+    /// peer use a new SA (a CREATE_CHILD_SA response, the DELETE of the SA it rekeys)
+    /// leaves only after this, so the peer's first packets on it find it installed:
+    /// under load the thread may otherwise still be draining a socket for milliseconds.
+    pub(crate) async fn inbound_barrier(&mut self) {
+        if !std::mem::take(&mut self.inbound_added) {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.dp.inb.send(InCmd::Barrier(tx)) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx).await;
         }
     }
 
@@ -662,6 +680,7 @@ impl Sas {
             sa: Box::new(inst.inbound),
             dev,
         });
+        self.inbound_added = true;
         let src = Some(info.local.ip()).filter(|ip| !ip.is_unspecified());
         let out = Box::new(OutSa {
             sa: inst.outbound,

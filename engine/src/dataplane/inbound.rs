@@ -89,8 +89,15 @@ pub(super) fn run(
             if ready & (1 << i) == 0 {
                 continue;
             }
-            // Drain what is queued, a batch at a time, before polling again.
+            // Drain what is queued, a batch at a time, before polling again; commands
+            // (a new inbound SA the peer is about to use) are applied between batches,
+            // not only once the sockets are empty.
             for _ in 0..8 {
+                if inbox.pending() {
+                    for cmd in inbox.drain() {
+                        st.apply(cmd);
+                    }
+                }
                 match sock.try_recv_batch(&mut rb) {
                     Ok(0) => break,
                     Ok(_) => st.receive(&mut rb, sock.local_addr()),
@@ -119,6 +126,9 @@ impl Inbound {
             InCmd::AddDevice { dev, writer } => {
                 self.sinks.retain(|(d, _)| *d != dev);
                 self.sinks.push((dev, Sink::new(writer, self.mtu)));
+            }
+            InCmd::Barrier(done) => {
+                let _ = done.send(());
             }
             InCmd::RemoveDevice { dev, done } => {
                 self.sinks.retain(|(d, _)| *d != dev);

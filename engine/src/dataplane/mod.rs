@@ -119,6 +119,8 @@ pub(crate) enum InCmd {
         dev: DevId,
         writer: Box<dyn PacketWriter>,
     },
+    /// Answers once every command queued before it has been applied.
+    Barrier(oneshot::Sender<()>),
     /// Stops writing to a device and drops its writer (packets of SAs still bound to it
     /// are dropped); says so on the channel.
     RemoveDevice {
