@@ -14,6 +14,9 @@
 //!   and local port, which the engine needs for NAT-T and multi-homing.
 //! - [`netlink`] is a blocking rtnetlink socket with the link and address operations
 //!   esprit needs without the `ip` tool (link up, add an address, link state).
+//! - [`device`] is the seam between the dataplane and whatever carries inner packets: a
+//!   [`PacketDevice`] splits into a pollable [`PacketReader`] and a [`PacketWriter`];
+//!   [`Tun`] is one, a userspace TCP/IP stack another.
 //! - [`routes`] installs routes for remote subnets through the TUN via netlink and removes
 //!   them again on drop.
 //!
@@ -59,6 +62,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod batch;
+pub mod device;
 pub mod netlink;
 pub mod routes;
 mod sys;
@@ -67,6 +71,7 @@ pub mod udp;
 mod waker;
 
 pub use batch::{Datagram, DatagramMut, GsoBatch, PacketBatch, UdpRecvBatch};
+pub use device::{PacketDevice, PacketReader, PacketWriter};
 pub use routes::{install_routes, RouteGuard};
 pub use sys::{local_addrs, poll_readable};
 pub use tun::{AsyncTun, Offloads, Tun, TunConfig};

@@ -161,6 +161,17 @@ pub struct ConnectionSection {
     /// Responder: `[pools.NAME]` to assign the peer's virtual IPs from.
     #[serde(default)]
     pub pools: Vec<String>,
+    /// Route-based: the connection's own TUN device, named so. Its child SAs take what
+    /// is routed into that device and deliver there; esprit installs no routes for them
+    /// (a routing daemon does). Absent: policy-based, through `[tun]`.
+    #[serde(default)]
+    pub tun: Option<String>,
+    /// Route-based: addresses with prefix put on `tun` ("169.254.100.1/30").
+    #[serde(default)]
+    pub tun_addrs: Vec<String>,
+    /// Route-based: MTU of `tun`; absent: `[tun].mtu`.
+    #[serde(default)]
+    pub tun_mtu: Option<u16>,
     /// `[connections.NAME.local]`.
     pub local: AuthSection,
     /// `[connections.NAME.remote]`.

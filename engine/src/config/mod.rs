@@ -12,7 +12,9 @@ pub use file::{
     DaemonSection, DpdAction, IkeSecret, PoolSection, PrivateSecret, SecretsSection, StartAction,
     TunSection,
 };
-pub use resolve::{load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, Tun};
+pub use resolve::{
+    load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, RouteDevice, Tun, MAX_ROUTE_DEVICES,
+};
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

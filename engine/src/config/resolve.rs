@@ -7,7 +7,10 @@ mod mediation;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,7 +91,24 @@ pub struct ConnectionPlan {
     pub conn: Connection,
     /// The engine's side of each child, in the order of `conn.children`.
     pub children: Vec<ChildPlan>,
+    /// Route-based: the connection's own TUN device.
+    pub device: Option<RouteDevice>,
 }
+
+/// A route-based connection's TUN device (`tun`, `tun_addrs`, `tun_mtu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDevice {
+    /// Interface name.
+    pub name: String,
+    /// Link addresses with their prefix.
+    pub addrs: Vec<IpNet>,
+    /// MTU.
+    pub mtu: u16,
+}
+
+/// Most route-based connections in one daemon: the outbound packet thread polls every
+/// device in one `poll` of at most 64 descriptors.
+pub const MAX_ROUTE_DEVICES: usize = 60;
 
 /// What the engine does with one child SA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,9 +160,10 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
     let connections = file
         .connections
         .iter()
-        .map(|(name, c)| connection(&cx, &mut creds, name, c, &pools))
+        .map(|(name, c)| connection(&cx, &mut creds, name, c, &pools, &tun))
         .collect::<Result<Vec<_>, _>>()?;
     let connections = mediation::resolve(&cx, &file.connections, connections)?;
+    route_devices(&cx, &connections)?;
     Ok(Resolved {
         daemon,
         tun,
@@ -274,8 +295,10 @@ fn connection(
     name: &str,
     c: &ConnectionSection,
     pools: &[Pool],
+    main: &Tun,
 ) -> Result<ConnectionPlan, ConfigError> {
     let at = |field: &str| format!("connections.{name}.{field}");
+    let device = route_device(cx, name, c, main)?;
     let local_addrs = addrs(cx, &at("local_addrs"), &c.local_addrs)?;
     let remote_addrs = addrs(cx, &at("remote_addrs"), &c.remote_addrs)?;
     let proposals = proposals(cx, &at("proposals"), &c.proposals, Protocol::Ike)?;
@@ -380,7 +403,101 @@ fn connection(
             pools: c.pools.clone(),
         },
         children: plans,
+        device,
     })
+}
+
+/// `tun`, `tun_addrs` and `tun_mtu` of one connection.
+fn route_device(
+    cx: &Cx<'_>,
+    name: &str,
+    c: &ConnectionSection,
+    main: &Tun,
+) -> Result<Option<RouteDevice>, ConfigError> {
+    let at = |field: &str| format!("connections.{name}.{field}");
+    let Some(dev) = &c.tun else {
+        if !c.tun_addrs.is_empty() || c.tun_mtu.is_some() {
+            let key = if c.tun_addrs.is_empty() {
+                "tun_mtu"
+            } else {
+                "tun_addrs"
+            };
+            return Err(cx.err(
+                &at(key),
+                "needs `tun`, the route-based device it configures",
+            ));
+        }
+        return Ok(None);
+    };
+    if dev.is_empty() || dev.len() > IFNAME_MAX || dev.contains(['/', ' ']) {
+        return Err(cx.err(
+            &at("tun"),
+            format!("'{dev}' is not an interface name of 1 to {IFNAME_MAX} bytes"),
+        ));
+    }
+    if *dev == main.name {
+        return Err(cx.err(
+            &at("tun"),
+            format!("'{dev}' is [tun].name, the policy-based device; give the connection its own"),
+        ));
+    }
+    if c.mediation {
+        return Err(cx.err(
+            &at("tun"),
+            "a mediation connection carries no child SAs, so no traffic to route",
+        ));
+    }
+    let addrs = c
+        .tun_addrs
+        .iter()
+        .map(|a| {
+            a.trim().parse::<IpNet>().map_err(|e| {
+                cx.err(
+                    &at("tun_addrs"),
+                    format!("'{a}' is not an address with prefix (169.254.100.1/30): {e}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mtu = c.tun_mtu.unwrap_or(main.mtu);
+    if mtu < MTU_MIN {
+        return Err(cx.err(
+            &at("tun_mtu"),
+            format!("{mtu} is below the IPv4 minimum of {MTU_MIN}"),
+        ));
+    }
+    Ok(Some(RouteDevice {
+        name: dev.clone(),
+        addrs,
+        mtu,
+    }))
+}
+
+/// Route-based devices across connections: one connection each, and not too many.
+fn route_devices(cx: &Cx<'_>, plans: &[ConnectionPlan]) -> Result<(), ConfigError> {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for p in plans {
+        let Some(d) = &p.device else { continue };
+        if let Some(other) = seen.insert(&d.name, &p.conn.name) {
+            return Err(cx.err(
+                &format!("connections.{}.tun", p.conn.name),
+                format!(
+                    "'{}' is already connections.{other}.tun; each route-based connection needs its own device",
+                    d.name
+                ),
+            ));
+        }
+    }
+    if seen.len() > MAX_ROUTE_DEVICES {
+        return Err(cx.err(
+            "connections",
+            format!(
+                "{} route-based connections; at most {MAX_ROUTE_DEVICES} per daemon",
+                seen.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Both ends' IKE addresses, for "dynamic" selectors and start actions.

@@ -7,6 +7,7 @@
 //! which a container without `CAP_NET_RAW` cannot have. Every standard peer accepts it,
 //! since we announce a NAT through the NAT-detection payloads.
 
+mod devices;
 mod mediation;
 mod mediation_book;
 mod pools;
@@ -96,7 +97,7 @@ struct Running {
 /// `esprit reload` and SIGHUP: reads the file again and applies it (see
 /// [`Sas::reload`]). A file that does not load changes nothing; the error names its
 /// file, key and reason.
-fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, String> {
+async fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, String> {
     if st.closing {
         return Err("shutting down: no reload".into());
     }
@@ -116,13 +117,18 @@ fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, S
         })
         .map(|(name, _)| name.clone())
         .collect();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     // Sockets and the TUN device are set up once; they would need a restart.
     if file.daemon != running.file.daemon {
-        notes.push("[daemon] changed: takes effect at the next restart");
+        notes.push("[daemon] changed: takes effect at the next restart".into());
     }
     if file.tun != running.file.tun {
-        notes.push("[tun] changed: takes effect at the next restart");
+        notes.push("[tun] changed: takes effect at the next restart".into());
+    }
+    // Route-based devices before the connections start: a new one binds to its device.
+    for (conn, e) in st.devices.sync(&st.dp, &new.connections).await {
+        tracing::error!("{conn}: {e}; the connection stays down");
+        notes.push(format!("{conn}: {e}; the connection stays down"));
     }
     // Pools first: a connection that names a new pool finds it.
     pools::load(&mut st.ep, &new.pools);
@@ -150,7 +156,7 @@ fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<String, S
     );
     for n in notes {
         msg.push_str("; ");
-        msg.push_str(n);
+        msg.push_str(&n);
     }
     Ok(msg)
 }
@@ -253,7 +259,8 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         keepalives_sent: 0,
     };
     let (dp_tx, mut dp_rx) = mpsc::channel(crate::dataplane::EVENT_QUEUE);
-    let dp = Dataplane::start(tun, natt, dp_tx).map_err(io_err("starting the dataplane"))?;
+    let dp =
+        Dataplane::start(Box::new(tun), natt, dp_tx).map_err(io_err("starting the dataplane"))?;
     let routes = OsRoutes::new(&tun_name, install_routes)
         .map_err(io_err(format!("opening netlink for routes via {tun_name}")))?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
@@ -275,6 +282,9 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         pools::enable_forwarding(&tun_name, &cfg.pools);
     }
     let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes, tun_name.clone());
+    if let Some((conn, e)) = st.devices.sync(&st.dp, &st.plans).await.into_iter().next() {
+        return Err(io_err(format!("connection {conn}: route-based device"))(e));
+    }
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP"))?;
@@ -336,7 +346,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                 deadline_shutdown = Some(begin_shutdown(&mut st, "SIGINT"));
             }
             _ = sighup.recv(), if deadline_shutdown.is_none() => {
-                match reload(&mut st, &mut running, Instant::now()) {
+                match reload(&mut st, &mut running, Instant::now()).await {
                     Ok(msg) => tracing::info!("SIGHUP: {msg}"),
                     Err(e) => tracing::error!("SIGHUP: {e}"),
                 }
@@ -451,7 +461,7 @@ async fn command(st: &mut Sas, io: &Io, running: &mut Running, req: Request) -> 
             },
             Err(message) => Response::Error { message },
         },
-        Request::Reload => match reload(st, running, now) {
+        Request::Reload => match reload(st, running, now).await {
             Ok(message) => {
                 tracing::info!("{message}");
                 Response::Ok { message }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use ike::endpoint::{DownReason, Endpoint, Event, IkeSaId};
 use ipnet::IpNet;
 
+use super::devices::ConnDevices;
 use super::mediation_book::MediationBook;
 use super::pools::Vips;
 use super::routes::OsRoutes;
 use super::updown::{ChildEnv, Updown, Verb};
 use crate::config::{ConnectionPlan, DpdAction, StartAction};
-use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId};
+use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId, MAIN_DEV};
 use crate::install;
 
 /// First retry delay of a connection that should be up; doubles up to [`MAX_BACKOFF`].
@@ -66,6 +67,8 @@ pub(crate) struct Sas {
     pub(crate) plans: Vec<ConnectionPlan>,
     pub(crate) dp: Dataplane,
     pub(crate) routes: OsRoutes,
+    /// Route-based connections' own devices.
+    pub(crate) devices: ConnDevices,
     children: HashMap<u32, Child>,
     /// How many installed child SAs each (connection, child) has: "is it up?" without a
     /// scan over every child SA (issue 22).
@@ -126,6 +129,7 @@ impl Sas {
             plans,
             dp,
             routes,
+            devices: ConnDevices::new(),
             children: HashMap::new(),
             installed: HashMap::new(),
             plan_index,
@@ -221,6 +225,11 @@ impl Sas {
         };
         if names.is_empty() {
             return Err(format!("connection {conn:?} has no children"));
+        }
+        if self.devices.dev_of(plan).is_none() {
+            return Err(format!(
+                "connection {conn:?} has no route-based device (it could not be made)"
+            ));
         }
         self.stopped.remove(conn);
         self.failures.remove(conn);
@@ -428,6 +437,10 @@ impl Sas {
         let Some(child) = plan.conn.children.iter().find(|c| c.name == key.1) else {
             return;
         };
+        let Some(dev) = self.devices.dev_of(plan) else {
+            tracing::warn!("{}.{}: no trap: no route-based device", key.0, key.1);
+            return;
+        };
         let mut policies: Policies = Vec::new();
         for l in &child.local_ts {
             for r in &child.remote_ts {
@@ -442,13 +455,22 @@ impl Sas {
             .first()
             .copied()
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let nets = OsRoutes::nets_for(&child.remote_ts, peer);
+        // Route-based: the routing daemon routes into the connection's device.
+        let nets = if dev == MAIN_DEV {
+            OsRoutes::nets_for(&child.remote_ts, peer)
+        } else {
+            Vec::new()
+        };
         let sources = OsRoutes::source_for(&child.local_ts);
         self.routes.acquire(&nets, &sources);
         let id = self.alloc();
         self.traps.insert(key.clone(), id);
         self.trap_owner.insert(id, (key.clone(), nets));
-        self.dp.out.send(OutCmd::AddTrap { trap: id, policies });
+        self.dp.out.send(OutCmd::AddTrap {
+            dev,
+            trap: id,
+            policies,
+        });
         tracing::info!(
             event = "trap",
             conn = %key.0,
@@ -619,6 +641,15 @@ impl Sas {
     fn child_up(&mut self, now: Instant, info: &ike::endpoint::ChildSaInfo) {
         let key = (info.conn.clone(), info.child.clone());
         self.pending.remove(&key);
+        let Some(dev) = self.plan(&key.0).and_then(|p| self.devices.dev_of(p)) else {
+            tracing::error!(
+                "{}.{}: child SA refused: its route-based device could not be made",
+                key.0,
+                key.1
+            );
+            let _ = self.ep.delete_child(now, info.spi_in);
+            return;
+        };
         let inst = match install::child_sas(info) {
             Ok(i) => i,
             Err(e) => {
@@ -627,7 +658,10 @@ impl Sas {
                 return;
             }
         };
-        self.dp.inb.send(InCmd::AddSa(Box::new(inst.inbound)));
+        self.dp.inb.send(InCmd::AddSa {
+            sa: Box::new(inst.inbound),
+            dev,
+        });
         let src = Some(info.local.ip()).filter(|ip| !ip.is_unspecified());
         let out = Box::new(OutSa {
             sa: inst.outbound,
@@ -648,11 +682,16 @@ impl Sas {
             None => {
                 let route = self.alloc();
                 self.dp.out.send(OutCmd::AddRoute {
+                    dev,
                     route,
                     sa: out,
                     policies: inst.policies,
                 });
-                let nets = OsRoutes::nets_for(&info.remote_ts, info.remote.ip());
+                let nets = if dev == MAIN_DEV {
+                    OsRoutes::nets_for(&info.remote_ts, info.remote.ip())
+                } else {
+                    Vec::new()
+                };
                 let sources = OsRoutes::source_for(&info.local_ts);
                 self.routes.acquire(&nets, &sources);
                 (route, nets, "established")

@@ -1,10 +1,12 @@
-//! UDP -> SAD -> ESP -> TUN.
+//! UDP -> SAD -> ESP -> device.
 //!
 //! One `recvmmsg` on a NAT-T socket returns up to 32 GRO aggregates of up to 64
 //! datagrams each. ESP datagrams are decapsulated in place and their inner packets
-//! gathered into a [`PacketBatch`] that the TUN writes with GRO coalescing, one write per
-//! flow. IKE messages go to the control task; keepalives are counted and dropped.
+//! gathered into a [`PacketBatch`] per packet device (the one the SA is bound to), which
+//! a TUN writes with GRO coalescing, one write per flow. IKE messages go to the control
+//! task; keepalives are counted and dropped.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,23 +14,42 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use esp::natt::{classify_4500, Datagram4500};
 use esp::{DropCounters, InnerKind, Sad};
 use tun_io::{
-    poll_readable, PacketBatch, Tun, UdpRecvBatch, UdpSocket, MIN_TUN_HEADROOM, TUN_BATCH,
+    poll_readable, PacketBatch, PacketWriter, UdpRecvBatch, UdpSocket, MIN_TUN_HEADROOM, TUN_BATCH,
     UDP_BATCH,
 };
 
-use super::{DpEvent, InCmd, InStats, Inbox, NattSockets, TICK};
+use super::{DevId, DpEvent, InCmd, InStats, Inbox, NattSockets, MAIN_DEV, TICK};
+
+/// A device decrypted packets are written to, and the batch gathering them.
+struct Sink {
+    writer: Box<dyn PacketWriter>,
+    out: PacketBatch,
+}
+
+impl Sink {
+    fn new(writer: Box<dyn PacketWriter>, mtu: usize) -> Sink {
+        Sink {
+            writer,
+            // Room for any inner packet the peer may send, whatever our own MTU.
+            out: PacketBatch::new(TUN_BATCH, MIN_TUN_HEADROOM, 65535.max(mtu)),
+        }
+    }
+}
 
 struct Inbound {
     sad: Sad,
     drops: DropCounters,
     stats: InStats,
-    tun: Tun,
-    out: PacketBatch,
+    /// Devices by id; the main device is first.
+    sinks: Vec<(DevId, Sink)>,
+    /// The device of each inbound SA not bound to the main device.
+    dev_of: HashMap<u32, DevId>,
+    mtu: usize,
     events: tokio::sync::mpsc::Sender<DpEvent>,
 }
 
 pub(super) fn run(
-    tun: Tun,
+    main: Box<dyn PacketWriter>,
     socks: NattSockets,
     inbox: Inbox<InCmd>,
     events: tokio::sync::mpsc::Sender<DpEvent>,
@@ -43,9 +64,9 @@ pub(super) fn run(
         sad: Sad::new(),
         drops: DropCounters::new(),
         stats: InStats::default(),
-        tun,
-        // Room for any inner packet the peer may send, whatever our own MTU.
-        out: PacketBatch::new(TUN_BATCH, MIN_TUN_HEADROOM, 65535.max(mtu)),
+        sinks: vec![(MAIN_DEV, Sink::new(main, mtu))],
+        dev_of: HashMap::new(),
+        mtu,
         events,
     };
     let mut rb = UdpRecvBatch::new(UDP_BATCH);
@@ -85,11 +106,23 @@ pub(super) fn run(
 impl Inbound {
     fn apply(&mut self, cmd: InCmd) {
         match cmd {
-            InCmd::AddSa(sa) => {
+            InCmd::AddSa { sa, dev } => {
+                if dev != MAIN_DEV {
+                    self.dev_of.insert(sa.spi(), dev);
+                }
                 self.sad.insert(*sa);
             }
             InCmd::RemoveSa { spi } => {
                 self.sad.remove(spi);
+                self.dev_of.remove(&spi);
+            }
+            InCmd::AddDevice { dev, writer } => {
+                self.sinks.retain(|(d, _)| *d != dev);
+                self.sinks.push((dev, Sink::new(writer, self.mtu)));
+            }
+            InCmd::RemoveDevice { dev, done } => {
+                self.sinks.retain(|(d, _)| *d != dev);
+                let _ = done.send(());
             }
             InCmd::Stats(reply) => {
                 let mut s = self.stats.clone();
@@ -142,9 +175,19 @@ impl Inbound {
                         continue;
                     }
                     let inner = &d.data[dec.inner];
-                    if !self.out.push(inner) {
-                        self.flush();
-                        self.out.push(inner);
+                    // Most SAs are the main device's: no lookup for them.
+                    let dev = if self.dev_of.is_empty() {
+                        MAIN_DEV
+                    } else {
+                        self.dev_of.get(&dec.spi).copied().unwrap_or(MAIN_DEV)
+                    };
+                    let Some((_, sink)) = self.sinks.iter_mut().find(|(d, _)| *d == dev) else {
+                        self.stats.tun_errors += 1;
+                        continue;
+                    };
+                    if !sink.out.push(inner) {
+                        flush_sink(sink, &mut self.stats);
+                        sink.out.push(inner);
                     }
                 }
                 Err(reason) => self.drops.record(reason),
@@ -153,13 +196,19 @@ impl Inbound {
     }
 
     fn flush(&mut self) {
-        if self.out.is_empty() {
-            return;
+        for (_, sink) in &mut self.sinks {
+            flush_sink(sink, &mut self.stats);
         }
-        if let Err(e) = self.tun.send_from(&mut self.out) {
-            self.stats.tun_errors += 1;
-            tracing::debug!("TUN write failed: {e}");
-        }
+    }
+}
+
+fn flush_sink(sink: &mut Sink, stats: &mut InStats) {
+    if sink.out.is_empty() {
+        return;
+    }
+    if let Err(e) = sink.writer.send_from(&mut sink.out) {
+        stats.tun_errors += 1;
+        tracing::debug!("device write failed: {e}");
     }
 }
 

@@ -1,5 +1,10 @@
-//! The dataplane: two OS threads that move packets between the TUN device and the
-//! NAT-T sockets, each owning its half of the SA state so the hot path takes no lock.
+//! The dataplane: two OS threads that move packets between the packet devices (the TUN,
+//! a userspace TCP/IP stack, route-based connections' own TUNs) and the NAT-T sockets,
+//! each owning its half of the SA state so the hot path takes no lock.
+//!
+//! Every device has an id ([`DevId`]; the main one is [`MAIN_DEV`]). A child SA is bound
+//! to one device: its policies live in that device's SPD, and what its inbound SA
+//! decrypts is written to that device.
 //!
 //! - [`outbound`]: TUN read (a TSO super-packet split into MTU-sized packets) -> SPD ->
 //!   ESP encapsulation straight into a GSO send buffer -> one `sendmsg` per run of
@@ -26,7 +31,7 @@ use std::time::Duration;
 use esp::{InboundSa, OutboundSa, SaStats, TrafficSelector};
 use ike::endpoint::IkeSaId;
 use tokio::sync::oneshot;
-use tun_io::{Tun, UdpSocket, Waker};
+use tun_io::{PacketDevice, PacketReader, PacketWriter, UdpSocket, Waker};
 
 /// How long a dataplane thread sleeps in `poll` before it looks at the stop flag.
 const TICK: Duration = Duration::from_millis(500);
@@ -39,6 +44,12 @@ pub(crate) type RouteId = u64;
 
 /// A trap policy: selectors that start a negotiation when a packet matches.
 pub(crate) type TrapId = u64;
+
+/// A packet device of the dataplane.
+pub(crate) type DevId = u32;
+
+/// The daemon's main device: the `[tun]` device, or the userspace stack that replaces it.
+pub(crate) const MAIN_DEV: DevId = 0;
 
 /// The sending half of a child SA and where its packets go.
 pub(crate) struct OutSa {
@@ -57,8 +68,22 @@ pub(crate) type Policies = Vec<(TrafficSelector, TrafficSelector)>;
 
 /// Commands for the outbound thread.
 pub(crate) enum OutCmd {
-    /// A new child SA: its outbound SA and its policies, under a new route.
+    /// Reads packets from another device too, of up to `mtu` bytes.
+    AddDevice {
+        dev: DevId,
+        reader: Box<dyn PacketReader>,
+        mtu: usize,
+    },
+    /// Stops reading a device (its routes and traps are removed separately) and drops
+    /// its reader; says so on the channel.
+    RemoveDevice {
+        dev: DevId,
+        done: oneshot::Sender<()>,
+    },
+    /// A new child SA: its outbound SA and its policies in the SPD of device `dev`, under
+    /// a new route.
     AddRoute {
+        dev: DevId,
         route: RouteId,
         sa: Box<OutSa>,
         policies: Policies,
@@ -71,8 +96,12 @@ pub(crate) enum OutCmd {
     RemoveSa { spi: u32 },
     /// The peer's address changed: every SA of this IKE SA sends there now.
     PeerMoved { ike: IkeSaId, dst: SocketAddr },
-    /// Installs a trap policy.
-    AddTrap { trap: TrapId, policies: Policies },
+    /// Installs a trap policy for packets read from device `dev`.
+    AddTrap {
+        dev: DevId,
+        trap: TrapId,
+        policies: Policies,
+    },
     /// A negotiation the trap started failed: drop held packets, acquire again later.
     TrapFailed { trap: TrapId },
     /// Removes a trap policy and drops what it holds (its connection was unloaded).
@@ -83,8 +112,19 @@ pub(crate) enum OutCmd {
 
 /// Commands for the inbound thread.
 pub(crate) enum InCmd {
-    /// Installs an inbound SA.
-    AddSa(Box<InboundSa>),
+    /// Installs an inbound SA whose packets go to device `dev`.
+    AddSa { sa: Box<InboundSa>, dev: DevId },
+    /// Writes to another device too.
+    AddDevice {
+        dev: DevId,
+        writer: Box<dyn PacketWriter>,
+    },
+    /// Stops writing to a device and drops its writer (packets of SAs still bound to it
+    /// are dropped); says so on the channel.
+    RemoveDevice {
+        dev: DevId,
+        done: oneshot::Sender<()>,
+    },
     /// Removes an inbound SA.
     RemoveSa { spi: u32 },
     /// Reports per-SA counters.
@@ -247,22 +287,22 @@ pub(crate) struct Dataplane {
 }
 
 impl Dataplane {
-    /// Starts both threads on `tun` and the NAT-T sockets.
+    /// Starts both threads on the main device and the NAT-T sockets.
     pub(crate) fn start(
-        tun: Tun,
+        main: Box<dyn PacketDevice>,
         socks: NattSockets,
         events: tokio::sync::mpsc::Sender<DpEvent>,
     ) -> io::Result<Dataplane> {
         let stop = Arc::new(AtomicBool::new(false));
         let (out, out_rx) = mailbox()?;
         let (inb, in_rx) = mailbox()?;
-        let mtu = usize::from(tun.mtu()?);
-        let writer = tun.share();
+        let mtu = usize::from(main.mtu()?);
+        let (reader, writer) = main.split()?;
         let t_out = {
             let (socks, stop, events) = (socks.clone(), stop.clone(), events.clone());
             std::thread::Builder::new()
                 .name("esp-out".into())
-                .spawn(move || outbound::run(tun, socks, out_rx, events, &stop, mtu))?
+                .spawn(move || outbound::run(reader, socks, out_rx, events, &stop, mtu))?
         };
         let t_in = {
             let stop = stop.clone();
@@ -276,6 +316,30 @@ impl Dataplane {
             stop,
             threads: vec![t_out, t_in],
         })
+    }
+
+    /// Adds a device: its packets are read and matched against its own SPD, and child
+    /// SAs bound to it deliver into it.
+    pub(crate) fn add_device(&self, dev: DevId, device: Box<dyn PacketDevice>) -> io::Result<()> {
+        let mtu = usize::from(device.mtu()?);
+        let (reader, writer) = device.split()?;
+        self.inb.send(InCmd::AddDevice { dev, writer });
+        self.out.send(OutCmd::AddDevice { dev, reader, mtu });
+        Ok(())
+    }
+
+    /// Removes a device added with [`Dataplane::add_device`]; once this returns, both
+    /// threads have let go of it (a TUN is closed, and its name free again).
+    pub(crate) async fn remove_device(&self, dev: DevId) {
+        let (out_done, out_rx) = oneshot::channel();
+        let (in_done, in_rx) = oneshot::channel();
+        self.out.send(OutCmd::RemoveDevice {
+            dev,
+            done: out_done,
+        });
+        self.inb.send(InCmd::RemoveDevice { dev, done: in_done });
+        let _ = out_rx.await;
+        let _ = in_rx.await;
     }
 
     /// Stops both threads and waits for them.

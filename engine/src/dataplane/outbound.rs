@@ -1,6 +1,8 @@
-//! TUN -> SPD -> ESP -> UDP.
+//! Device -> SPD -> ESP -> UDP.
 //!
-//! One TUN read yields up to a 64 KiB TCP super-packet split into MTU-sized packets; each
+//! Each packet device (the TUN, a userspace stack, a route-based connection's own TUN)
+//! has its own SPD: a packet read from a device is matched only against the policies of
+//! the child SAs bound to that device. One TUN read yields up to a 64 KiB TCP super-packet split into MTU-sized packets; each
 //! is looked up in the SPD and encapsulated straight into a [`GsoBatch`], so a run of
 //! equal-size ESP datagrams to one peer leaves with one GSO `sendmsg`.
 
@@ -11,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use esp::{OutboundSa, Spd, SpdError};
-use tun_io::{poll_readable, GsoBatch, PacketBatch, Tun, TUN_BATCH};
+use tun_io::{poll_readable, GsoBatch, PacketBatch, PacketReader, TUN_BATCH};
 
 use super::{
-    DpEvent, Inbox, NattSockets, OutCmd, OutSa, OutStats, Policies, RouteId, TrapId, TICK,
+    DevId, DpEvent, Inbox, NattSockets, OutCmd, OutSa, OutStats, Policies, RouteId, TrapId, TICK,
     TRAP_HOLD,
 };
 
@@ -33,22 +35,29 @@ const ACQUIRE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A route's outbound SA and, after a rekey, the one that takes over.
 struct Route {
+    dev: DevId,
     current: u32,
     successors: Vec<u32>,
 }
 
 /// A trap policy's held packets.
-#[derive(Default)]
 struct Trap {
+    dev: DevId,
     held: Vec<Vec<u8>>,
     last_acquire: Option<Instant>,
 }
 
-struct Outbound {
+/// The policies of one packet device: child SAs' and trap policies.
+#[derive(Default)]
+struct Domain {
     spd: Spd<RouteId>,
+    traps: Spd<TrapId>,
+}
+
+struct Outbound {
+    domains: HashMap<DevId, Domain>,
     routes: HashMap<RouteId, Route>,
     sas: HashMap<u32, OutSa>,
-    traps_spd: Spd<TrapId>,
     traps: HashMap<TrapId, Trap>,
     socks: NattSockets,
     gso4: GsoBatch,
@@ -58,7 +67,7 @@ struct Outbound {
 }
 
 pub(super) fn run(
-    mut tun: Tun,
+    main: Box<dyn PacketReader>,
     socks: NattSockets,
     inbox: Inbox<OutCmd>,
     events: tokio::sync::mpsc::Sender<DpEvent>,
@@ -67,10 +76,9 @@ pub(super) fn run(
 ) {
     let mut batch = PacketBatch::new(TUN_BATCH, READ_HEADROOM, mtu + READ_HEADROOM);
     let mut st = Outbound {
-        spd: Spd::new(),
+        domains: HashMap::new(),
         routes: HashMap::new(),
         sas: HashMap::new(),
-        traps_spd: Spd::new(),
         traps: HashMap::new(),
         socks,
         gso4: GsoBatch::new(GSO_BYTES),
@@ -78,48 +86,60 @@ pub(super) fn run(
         stats: OutStats::default(),
         events,
     };
-    // Reads never block: a busy thread reads until the TUN is empty and polls only then.
-    if let Err(e) = tun.set_nonblocking(true) {
-        tracing::error!("outbound dataplane: TUN not made non-blocking: {e}");
-        return;
-    }
+    // The devices' readers are non-blocking: a busy thread reads until every device is
+    // empty and polls only then.
+    let mut devices: Vec<(DevId, Box<dyn PacketReader>)> = vec![(super::MAIN_DEV, main)];
     let mut idle = false;
     while !stop.load(Ordering::Relaxed) {
         if idle {
             idle = false;
-            match poll_readable(&[tun.as_fd(), inbox.waker.as_fd()], Some(TICK)) {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("outbound dataplane: poll failed: {e}");
-                    return;
-                }
+            let mut fds: Vec<_> = devices.iter().map(|(_, d)| d.as_fd()).collect();
+            fds.push(inbox.waker.as_fd());
+            if let Err(e) = poll_readable(&fds, Some(TICK)) {
+                tracing::error!("outbound dataplane: poll failed: {e}");
+                return;
             }
         }
         if inbox.pending() {
             for cmd in inbox.drain() {
-                st.apply(cmd);
+                match cmd {
+                    OutCmd::AddDevice { dev, reader, mtu } => {
+                        if mtu + READ_HEADROOM > batch.room() {
+                            batch = PacketBatch::new(TUN_BATCH, READ_HEADROOM, mtu + READ_HEADROOM);
+                        }
+                        devices.retain(|(d, _)| *d != dev);
+                        devices.push((dev, reader));
+                    }
+                    OutCmd::RemoveDevice { dev, done } => {
+                        devices.retain(|(d, _)| *d != dev);
+                        let _ = done.send(());
+                    }
+                    cmd => st.apply(cmd),
+                }
             }
         }
-        match tun.recv_into(&mut batch) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Send what the reads gathered before going to sleep.
-                st.flush();
-                idle = true;
-                continue;
+        let mut busy = false;
+        for (dev, reader) in &mut devices {
+            match reader.recv_into(&mut batch) {
+                Ok(_) => busy = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    busy = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("device {dev}: read failed: {e}");
+                    continue;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!("TUN read failed: {e}");
-                st.flush();
-                idle = true;
-                continue;
-            }
+            st.stats.tun_reads += 1;
+            st.read_batch(*dev, &batch);
         }
-        st.stats.tun_reads += 1;
-        for p in batch.iter() {
-            st.stats.tun_packets += 1;
-            st.route_packet(p);
+        if !busy {
+            // Send what the reads gathered before going to sleep.
+            st.flush();
+            idle = true;
+            continue;
         }
         // A full GSO buffer flushes itself; otherwise the next read may add to its runs.
         if st.gso4.remaining() < FLUSH_BELOW || st.gso6.remaining() < FLUSH_BELOW {
@@ -129,19 +149,38 @@ pub(super) fn run(
 }
 
 impl Outbound {
+    /// Encrypts and queues the packets one device read.
+    fn read_batch(&mut self, dev: DevId, batch: &PacketBatch) {
+        // The domain is taken out for the batch so the lookups borrow nothing of `self`.
+        let Some(domain) = self.domains.remove(&dev) else {
+            self.stats.tun_packets += batch.len() as u64;
+            self.stats.no_policy += batch.len() as u64;
+            return;
+        };
+        for p in batch.iter() {
+            self.stats.tun_packets += 1;
+            self.route_packet(&domain, dev, p);
+        }
+        self.domains.insert(dev, domain);
+    }
+
     fn apply(&mut self, cmd: OutCmd) {
         match cmd {
+            OutCmd::AddDevice { .. } | OutCmd::RemoveDevice { .. } => {}
             OutCmd::AddRoute {
+                dev,
                 route,
                 sa,
                 policies,
             } => {
                 let spi = sa.sa.spi();
-                install_policies(&mut self.spd, &policies, route);
+                let domain = self.domains.entry(dev).or_default();
+                install_policies(&mut domain.spd, &policies, route);
                 self.sas.insert(spi, *sa);
                 self.routes.insert(
                     route,
                     Route {
+                        dev,
                         current: spi,
                         successors: Vec::new(),
                     },
@@ -161,9 +200,21 @@ impl Outbound {
                     sa.dst = dst;
                 }
             }
-            OutCmd::AddTrap { trap, policies } => {
-                install_policies(&mut self.traps_spd, &policies, trap);
-                self.traps.insert(trap, Trap::default());
+            OutCmd::AddTrap {
+                dev,
+                trap,
+                policies,
+            } => {
+                let domain = self.domains.entry(dev).or_default();
+                install_policies(&mut domain.traps, &policies, trap);
+                self.traps.insert(
+                    trap,
+                    Trap {
+                        dev,
+                        held: Vec::new(),
+                        last_acquire: None,
+                    },
+                );
             }
             OutCmd::TrapFailed { trap } => {
                 if let Some(t) = self.traps.get_mut(&trap) {
@@ -173,8 +224,10 @@ impl Outbound {
                 }
             }
             OutCmd::RemoveTrap { trap } => {
-                self.traps_spd.remove(trap);
                 if let Some(t) = self.traps.remove(&trap) {
+                    if let Some(d) = self.domains.get_mut(&t.dev) {
+                        d.traps.remove(trap);
+                    }
                     self.stats.trap_dropped += t.held.len() as u64;
                 }
             }
@@ -207,8 +260,11 @@ impl Outbound {
                 route.current = next;
                 return;
             }
+            let dev = route.dev;
             self.routes.remove(&id);
-            self.spd.remove(id);
+            if let Some(d) = self.domains.get_mut(&dev) {
+                d.spd.remove(id);
+            }
         } else {
             route.successors.retain(|s| *s != spi);
         }
@@ -216,20 +272,25 @@ impl Outbound {
 
     /// Sends whatever held packets now match an SA.
     fn release_held(&mut self) {
-        let held: Vec<(TrapId, Vec<Vec<u8>>)> = self
+        let held: Vec<(TrapId, DevId, Vec<Vec<u8>>)> = self
             .traps
             .iter_mut()
-            .map(|(id, t)| (*id, std::mem::take(&mut t.held)))
+            .filter(|(_, t)| !t.held.is_empty())
+            .map(|(id, t)| (*id, t.dev, std::mem::take(&mut t.held)))
             .collect();
-        for (id, held) in held {
+        for (id, dev, held) in held {
             let mut keep = Vec::new();
+            let Some(domain) = self.domains.remove(&dev) else {
+                continue;
+            };
             for p in held {
-                if self.spd.lookup(&p).is_some() {
-                    self.route_packet(&p);
+                if domain.spd.lookup(&p).is_some() {
+                    self.route_packet(&domain, dev, &p);
                 } else {
                     keep.push(p);
                 }
             }
+            self.domains.insert(dev, domain);
             if let Some(t) = self.traps.get_mut(&id) {
                 if keep.is_empty() {
                     t.last_acquire = None;
@@ -241,9 +302,9 @@ impl Outbound {
     }
 
     #[inline]
-    fn route_packet(&mut self, p: &[u8]) {
-        let Some(route) = self.spd.lookup(p) else {
-            self.trap(p);
+    fn route_packet(&mut self, domain: &Domain, dev: DevId, p: &[u8]) {
+        let Some(route) = domain.spd.lookup(p) else {
+            self.trap(domain, dev, p);
             return;
         };
         let Some(spi) = self.routes.get(&route).map(|r| r.current) else {
@@ -301,11 +362,12 @@ impl Outbound {
     }
 
     /// A packet no SA covers: hold it if a trap policy does, and ask for an SA.
-    fn trap(&mut self, p: &[u8]) {
-        let Some(id) = self.traps_spd.lookup(p) else {
+    fn trap(&mut self, domain: &Domain, dev: DevId, p: &[u8]) {
+        let Some(id) = domain.traps.lookup(p) else {
             self.stats.no_policy += 1;
             return;
         };
+        debug_assert_eq!(self.traps.get(&id).map(|t| t.dev), Some(dev));
         let Some(t) = self.traps.get_mut(&id) else {
             self.stats.no_policy += 1;
             return;
