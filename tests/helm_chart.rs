@@ -122,19 +122,10 @@ fn esprit_check(secret: &Value, dir: &Path) -> String {
         fs::write(dir.join(name), text.as_str().expect("text")).expect("write");
     }
     let config = dir.join("esprit.toml");
-    // TEMPORARY, until this branch merges main's route-based connections: this esprit
-    // does not know `tun` and `tun_addrs` yet, so they are checked without those lines.
-    let full = fs::read_to_string(&config).expect("read");
-    let stripped: String = full
-        .lines()
-        .filter(|l| !l.starts_with("tun = ") && !l.starts_with("tun_addrs = "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(dir.join("stripped.toml"), stripped).expect("write");
     let o = Command::new(EXE)
         .arg("check")
         .arg("-c")
-        .arg(dir.join("stripped.toml"))
+        .arg(&config)
         .output()
         .expect("run esprit check");
     let out = format!(
@@ -379,7 +370,7 @@ fn certificate_gateways_with_bfd_and_two_local_cidrs() {
             "  - name: {name}\n    node: node-{i}\n    nodeAddress: 172.27.0.{n}\n    \
              localAddress: 192.0.2.{n}\n    localId: \"{dn}\"\n    \
              remoteAddress: 198.51.100.{n}\n    remoteId: \"C=CN, O=Local Cluster, CN=peer\"\n    \
-             device: vpn{i}\n    insideAddress: 169.254.{n}.2/30\n    peerInsideAddress: 169.254.{n}.1\n    \
+             device: vpn{i}\n    mtu: 1380\n    insideAddress: 169.254.{n}.2/30\n    peerInsideAddress: 169.254.{n}.1\n    \
              auth: pubkey\n    proposals: [aes256gcm16-prfsha256-ecp256]\n    \
              espProposals: [aes256gcm16-ecp256]\n    cert: |\n{cert}    key: |\n{key}    caCert: |\n{ca}",
             n = i + 1,
@@ -402,6 +393,7 @@ fn certificate_gateways_with_bfd_and_two_local_cidrs() {
         "local_addrs = [\"192.0.2.1\"]",
         "tun = \"vpn0\"",
         "tun_addrs = [\"169.254.1.2/30\"]",
+        "tun_mtu = 1380",
         "proposals = [\"aes256gcm16-prfsha256-ecp256\"]",
         "esp_proposals = [\"aes256gcm16-ecp256\"]",
         "auth = \"pubkey\"",

@@ -103,6 +103,9 @@ local_addrs = [{{ include "esprit-gateway.tomlString" $local }}]
 remote_addrs = [{{ include "esprit-gateway.tomlString" $t.remoteAddress }}]
 tun = {{ include "esprit-gateway.tomlString" ($t.device | default "ss0") }}
 tun_addrs = [{{ include "esprit-gateway.tomlString" $t.insideAddress }}]
+{{- with $t.mtu }}
+tun_mtu = {{ int . }}
+{{- end }}
 {{- with $t.proposals }}
 proposals = {{ toJson . }}
 {{- end }}
