@@ -10,14 +10,20 @@
 //! each gateway's esprit.toml (with its certificate files) must pass the built
 //! `esprit check`, each FRR configuration must pass FRR's own parser (`vtysh --dryrun`,
 //! Debian package frr) and peer over the tunnel link with the peer's ASN, and the pods
-//! must get exactly the privileges the design needs.
+//! must get exactly the privileges the design needs. One test runs a rendered gateway for
+//! real in network namespaces: its esprit.toml brings up the tunnel to an esprit peer,
+//! its frr.conf (in FRR's zebra and bgpd, Debian's frr) peers over the link addresses,
+//! and the learned routes carry a ping. Needs root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::time::Duration;
+
+use esprit::testbed::esprit::Daemon;
 use esprit::testbed::tools::require;
-use esprit::testbed::{KeyKind, Pki, Scratch};
+use esprit::testbed::{wait_ok, KeyKind, Netns, Pki, Proc, Scratch, Topology};
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_esprit");
@@ -482,5 +488,285 @@ fn missing_or_bad_values_fail_the_render_by_name() {
             "{base}tunnels:\n  - name: t1\n    auth: pubkey\n    {tunnel}\n"
         )),
         "tunnels[0].cert is required with auth: pubkey",
+    );
+}
+
+/// FRR's zebra and bgpd in a namespace, with their sockets, PID files and logs in `dir`.
+/// The configuration goes in as FRR's own boot does it: `vtysh -f` hands each line to
+/// the daemon it belongs to.
+struct Frr {
+    dir: PathBuf,
+    /// zebra and bgpd, stopped when this is dropped.
+    _daemons: Vec<Proc>,
+}
+
+impl Frr {
+    fn start(ns: &Netns, dir: &Path, conf: &str) -> Frr {
+        let vtysh = require("vtysh").unwrap_or_else(|e| panic!("{e}"));
+        fs::create_dir_all(dir).expect("mkdir");
+        // The daemons drop to user frr, and only the frrvty group may use their sockets.
+        let o = Command::new("chown")
+            .args(["frr:frr"])
+            .arg(dir)
+            .output()
+            .expect("chown");
+        assert!(o.status.success(), "chown frr:frr: {o:?} (package frr)");
+        let d = dir.to_str().expect("utf-8 path");
+        let zserv = format!("{d}/zserv.api");
+        let mut daemons = Vec::new();
+        for name in ["zebra", "bgpd"] {
+            let exe = format!("/usr/lib/frr/{name}");
+            assert!(
+                Path::new(&exe).is_file(),
+                "no {exe}: install the Debian package frr"
+            );
+            let pid = format!("{d}/{name}.pid");
+            let argv = [
+                exe.as_str(),
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "--vty_socket",
+                d,
+                "-z",
+                &zserv,
+                "-i",
+                &pid,
+                "-f",
+                "/dev/null",
+                "-P",
+                "0",
+            ];
+            daemons.push(
+                ns.spawn(&argv, &[], &dir.join(format!("{name}.log")))
+                    .expect("start FRR"),
+            );
+            let vty = dir.join(format!("{name}.vty"));
+            wait_ok(
+                &format!("{name}'s vty socket"),
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || {
+                    if vty.exists() {
+                        Ok(())
+                    } else {
+                        Err("not yet")
+                    }
+                },
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {}",
+                    fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+                )
+            });
+        }
+        let file = dir.join("frr.conf");
+        fs::write(&file, conf).expect("write frr.conf");
+        let o = Command::new(vtysh)
+            .arg("--vty_socket")
+            .arg(dir)
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("vtysh -f");
+        assert!(
+            o.status.success(),
+            "vtysh -f {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Frr {
+            dir: dir.to_path_buf(),
+            _daemons: daemons,
+        }
+    }
+
+    fn show(&self, command: &str) -> String {
+        let o = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg(command)
+            .output()
+            .expect("vtysh -c");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+/// The kernel's BGP routes in `ns`, one line each, without the nexthop object's id
+/// (`nhid N`), which differs from run to run.
+fn bgp_routes(ns: &Netns) -> Vec<String> {
+    ns.ip(&["route", "show", "proto", "bgp"])
+        .expect("ip route")
+        .lines()
+        .map(|l| {
+            let mut words: Vec<&str> = l.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| *w == "nhid") {
+                words.drain(i..(i + 2).min(words.len()));
+            }
+            words.join(" ")
+        })
+        .collect()
+}
+
+/// Seed 002's data path, run: the chart's rendered esprit.toml and frr.conf for one
+/// gateway, unchanged but for the control socket's path, in namespace a; in namespace b
+/// a stand-in for the cloud VPN (an esprit route-based peer and an FRR in AS 64514
+/// announcing 10.96.2.0/24). The tunnel comes up, BGP runs over the link addresses,
+/// each side's zebra routes the other's prefix into ss0, and b's subnet answers a ping.
+#[test]
+fn a_rendered_gateway_tunnels_and_routes_with_frr() {
+    let scratch = Scratch::new("helm-e2e").expect("scratch");
+    let topo = Topology::direct(false).expect("topology");
+    let (a, b) = (topo.a(), topo.b());
+    let values = format!(
+        "localCidrs: [10.96.1.0/24]\nbgp: {{peerASN: 64514}}\ntunnels:\n  - name: tunnel1\n    \
+         node: node-a\n    nodeAddress: {a_addr}\n    remoteAddress: {b_addr}\n    \
+         insideAddress: 169.254.100.2/30\n    peerInsideAddress: 169.254.100.1\n    \
+         psk: a secret shared with the cloud VPN\n",
+        a_addr = topo.a_addr(),
+        b_addr = topo.b_addr(),
+    );
+    let values_file = scratch.join("values.yaml");
+    fs::write(&values_file, values).expect("write values");
+    let r = render_ok(Some(&values_file), &scratch);
+    let secret = r.get("Secret", "vpn-esprit-gateway-tunnel1");
+    let gateway_frr = file(
+        r.get("ConfigMap", "vpn-esprit-gateway-tunnel1-frr"),
+        "frr.conf",
+    );
+
+    // The cloud side first: it answers, the gateway initiates (start_action = "start").
+    let db = topo.dir().join("cloud");
+    fs::create_dir_all(&db).expect("mkdir");
+    fs::write(
+        db.join("esprit.toml"),
+        format!(
+            r#"[daemon]
+control_socket = "{sock}"
+[connections.cloud]
+local_addrs = ["{b_addr}"]
+remote_addrs = ["{a_addr}"]
+tun = "ss0"
+tun_addrs = ["169.254.100.1/30"]
+[connections.cloud.local]
+auth = "psk"
+[connections.cloud.remote]
+auth = "psk"
+[connections.cloud.children.net]
+local_ts = ["0.0.0.0/0"]
+remote_ts = ["0.0.0.0/0"]
+[secrets.ike-cloud]
+secret = "a secret shared with the cloud VPN"
+"#,
+            sock = db.join("esprit.sock").display(),
+            a_addr = topo.a_addr(),
+            b_addr = topo.b_addr(),
+        ),
+    )
+    .expect("write cloud config");
+    let cloud =
+        Daemon::start_with(Path::new(EXE), b, &db.join("esprit.toml"), &db).expect("cloud esprit");
+
+    // The gateway: the Secret's files as the pod mounts them; only the control socket
+    // moves from /run/esprit (the pod's emptyDir) into the test's folder.
+    let da = topo.dir().join("gateway");
+    let rendered = esprit_check(secret, &da);
+    let pod_socket = "control_socket = \"/run/esprit/esprit.sock\"";
+    assert!(rendered.contains(pod_socket), "{rendered}");
+    fs::write(
+        da.join("esprit.toml"),
+        rendered.replace(
+            pod_socket,
+            &format!("control_socket = \"{}\"", da.join("esprit.sock").display()),
+        ),
+    )
+    .expect("write gateway config");
+    let gateway = Daemon::start_with(Path::new(EXE), a, &da.join("esprit.toml"), &da)
+        .expect("gateway esprit");
+    wait_ok(
+        "the gateway's child SA",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let s = gateway.status()?;
+            let up = s
+                .ike_sas
+                .iter()
+                .any(|sa| sa.state == "ESTABLISHED" && !sa.children.is_empty());
+            if up {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("not yet: {s}")))
+            }
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- gateway ---\n{}\n--- cloud ---\n{}",
+            gateway.log(),
+            cloud.log()
+        )
+    });
+    let link = a
+        .ip(&["-o", "addr", "show", "dev", "ss0"])
+        .expect("ip addr");
+    assert!(link.contains("169.254.100.2/30"), "{link}");
+
+    // BGP over the tunnel: the chart's FRR on the gateway, a plain eBGP speaker for the
+    // cloud.
+    let gw_frr = Frr::start(a, &scratch.join("frr-gateway"), gateway_frr);
+    let cloud_frr = Frr::start(
+        b,
+        &scratch.join("frr-cloud"),
+        "frr defaults traditional\n\
+         router bgp 64514\n no bgp ebgp-requires-policy\n no bgp network import-check\n \
+         neighbor 169.254.100.2 remote-as 65010\n neighbor 169.254.100.2 timers connect 2\n \
+         address-family ipv4 unicast\n  network 10.96.2.0/24\n exit-address-family\nexit\n",
+    );
+    let routes = wait_ok(
+        "each side's BGP route into ss0",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let (ra, rb) = (bgp_routes(a), bgp_routes(b));
+            if !ra.is_empty() && !rb.is_empty() {
+                Ok((ra, rb))
+            } else {
+                Err(format!("gateway {ra:?}, cloud {rb:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- gateway bgp ---\n{}\n--- cloud bgp ---\n{}",
+            gw_frr.show("show bgp summary"),
+            cloud_frr.show("show bgp summary")
+        )
+    });
+    // Each side routes exactly the other's prefix into its tunnel device: the gateway
+    // the cloud's subnet, the cloud the cluster's localCidrs.
+    assert_eq!(
+        routes.0,
+        ["10.96.2.0/24 via 169.254.100.1 dev ss0 metric 20"],
+        "the gateway's BGP routes"
+    );
+    assert_eq!(
+        routes.1,
+        ["10.96.1.0/24 via 169.254.100.2 dev ss0 metric 20"],
+        "the cloud's BGP routes"
+    );
+    // A cluster address reaches the remote subnet, and back, through the tunnel.
+    let out = a
+        .run(&["ping", "-c", "3", "-W", "2", "-I", "10.96.1.1", "10.96.2.1"])
+        .expect("ping (package iputils-ping)");
+    assert!(
+        out.status.success(),
+        "ping 10.96.2.1 from 10.96.1.1 failed: {}\n--- gateway ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        gateway.log()
     );
 }

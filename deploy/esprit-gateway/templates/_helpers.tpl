@@ -216,12 +216,14 @@ router bgp {{ $v.bgp.localASN }}
  neighbor {{ $t.peerInsideAddress }} remote-as {{ $v.bgp.peerASN }}
  neighbor {{ $t.peerInsideAddress }} description tunnel {{ $t.name }} to {{ $t.remoteAddress }}
  neighbor {{ $t.peerInsideAddress }} timers {{ $v.bgp.keepalive }} {{ $v.bgp.holdtime }}
+ neighbor {{ $t.peerInsideAddress }} timers connect {{ $v.bgp.connectRetry }}
 {{- if $bfd }}
  neighbor {{ $t.peerInsideAddress }} bfd profile esprit
 {{- end }}
  neighbor CLUSTER peer-group
  neighbor CLUSTER remote-as internal
  neighbor CLUSTER timers {{ $v.bgp.keepalive }} {{ $v.bgp.holdtime }}
+ neighbor CLUSTER timers connect {{ $v.bgp.connectRetry }}
 {{- if $bfd }}
  neighbor CLUSTER bfd profile esprit
 {{- end }}
@@ -233,6 +235,7 @@ router bgp {{ $v.bgp.localASN }}
  neighbor {{ .nodeAddress }} remote-as internal
  neighbor {{ .nodeAddress }} description gateway {{ .name }}
  neighbor {{ .nodeAddress }} timers {{ $v.bgp.keepalive }} {{ $v.bgp.holdtime }}
+ neighbor {{ .nodeAddress }} timers connect {{ $v.bgp.connectRetry }}
 {{- if $bfd }}
  neighbor {{ .nodeAddress }} bfd profile esprit
 {{- end }}
@@ -283,6 +286,7 @@ router bgp {{ $v.bgp.localASN }}
  neighbor GATEWAYS peer-group
  neighbor GATEWAYS remote-as internal
  neighbor GATEWAYS timers {{ $v.bgp.keepalive }} {{ $v.bgp.holdtime }}
+ neighbor GATEWAYS timers connect {{ $v.bgp.connectRetry }}
 {{- if $bfd }}
  neighbor GATEWAYS bfd profile esprit
 {{- end }}
