@@ -613,18 +613,23 @@ fn bgp_routes(ns: &Netns) -> Vec<String> {
 }
 
 /// Seed 002's data path, run: the chart's rendered esprit.toml and frr.conf for one
-/// gateway, unchanged but for the control socket's path, in namespace a; in namespace b
-/// a stand-in for the cloud VPN (an esprit route-based peer and an FRR in AS 64514
-/// announcing 10.96.2.0/24). The tunnel comes up, BGP runs over the link addresses,
-/// each side's zebra routes the other's prefix into ss0, and b's subnet answers a ping.
+/// gateway, unchanged but for the control socket's path, in namespace a (the gateway
+/// node, IKE on its uplink, node network 172.27.0.0/24 on a veth); in namespace b a
+/// stand-in for the cloud VPN (an esprit route-based peer and an FRR in AS 64514
+/// announcing 10.96.2.0/24); in a third namespace another cluster node running the
+/// routes DaemonSet's rendered frr.conf. The tunnel comes up, BGP runs over the link
+/// addresses, each side's zebra routes the other's prefixes into ss0, the node learns
+/// the remote prefix from the gateway with the gateway as next hop, and pings cross
+/// from the node and from the gateway's cluster address to the remote subnet.
 #[test]
 fn a_rendered_gateway_tunnels_and_routes_with_frr() {
     let scratch = Scratch::new("helm-e2e").expect("scratch");
     let topo = Topology::direct(false).expect("topology");
     let (a, b) = (topo.a(), topo.b());
     let values = format!(
-        "localCidrs: [10.96.1.0/24]\nbgp: {{peerASN: 64514}}\ntunnels:\n  - name: tunnel1\n    \
-         node: node-a\n    nodeAddress: {a_addr}\n    remoteAddress: {b_addr}\n    \
+        "localCidrs: [10.96.1.0/24, 172.27.0.0/24]\nbgp: {{peerASN: 64514}}\n\
+         tunnels:\n  - name: tunnel1\n    node: node-a\n    nodeAddress: 172.27.0.1\n    \
+         localAddress: {a_addr}\n    remoteAddress: {b_addr}\n    \
          insideAddress: 169.254.100.2/30\n    peerInsideAddress: 169.254.100.1\n    \
          psk: a secret shared with the cloud VPN\n",
         a_addr = topo.a_addr(),
@@ -638,6 +643,35 @@ fn a_rendered_gateway_tunnels_and_routes_with_frr() {
         r.get("ConfigMap", "vpn-esprit-gateway-tunnel1-frr"),
         "frr.conf",
     );
+
+    let node_frr = file(
+        r.get("ConfigMap", "vpn-esprit-gateway-routes-frr"),
+        "frr.conf",
+    );
+
+    // Another node of the cluster, on the node network with the gateway node, which
+    // forwards between that network and the tunnel as a Kubernetes node does.
+    let node = Netns::new("helm-node").expect("node namespace");
+    a.ip(&[
+        "link",
+        "add",
+        "gw0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "node0",
+        "netns",
+        node.name(),
+    ])
+    .expect("veth");
+    a.ip(&["addr", "add", "172.27.0.1/24", "dev", "gw0"])
+        .expect("addr");
+    a.ip(&["link", "set", "gw0", "up"]).expect("up");
+    node.ip(&["addr", "add", "172.27.0.2/24", "dev", "node0"])
+        .expect("addr");
+    node.ip(&["link", "set", "node0", "up"]).expect("up");
+    a.sysctl("net.ipv4.ip_forward", "1").expect("forwarding");
 
     // The cloud side first: it answers, the gateway initiates (start_action = "start").
     let db = topo.dir().join("cloud");
@@ -727,24 +761,26 @@ secret = "a secret shared with the cloud VPN"
          neighbor 169.254.100.2 remote-as 65010\n neighbor 169.254.100.2 timers connect 2\n \
          address-family ipv4 unicast\n  network 10.96.2.0/24\n exit-address-family\nexit\n",
     );
+    let node_routes = Frr::start(&node, &scratch.join("frr-node"), node_frr);
     let routes = wait_ok(
         "each side's BGP route into ss0",
         Duration::from_secs(60),
         Duration::from_millis(200),
         || {
-            let (ra, rb) = (bgp_routes(a), bgp_routes(b));
-            if !ra.is_empty() && !rb.is_empty() {
-                Ok((ra, rb))
+            let (ra, rb, rn) = (bgp_routes(a), bgp_routes(b), bgp_routes(&node));
+            if !ra.is_empty() && rb.len() == 2 && !rn.is_empty() {
+                Ok((ra, rb, rn))
             } else {
-                Err(format!("gateway {ra:?}, cloud {rb:?}"))
+                Err(format!("gateway {ra:?}, cloud {rb:?}, node {rn:?}"))
             }
         },
     )
     .unwrap_or_else(|e| {
         panic!(
-            "{e}\n--- gateway bgp ---\n{}\n--- cloud bgp ---\n{}",
+            "{e}\n--- gateway bgp ---\n{}\n--- cloud bgp ---\n{}\n--- node bgp ---\n{}",
             gw_frr.show("show bgp summary"),
-            cloud_frr.show("show bgp summary")
+            cloud_frr.show("show bgp summary"),
+            node_routes.show("show bgp summary")
         )
     });
     // Each side routes exactly the other's prefix into its tunnel device: the gateway
@@ -756,17 +792,29 @@ secret = "a secret shared with the cloud VPN"
     );
     assert_eq!(
         routes.1,
-        ["10.96.1.0/24 via 169.254.100.2 dev ss0 metric 20"],
+        [
+            "10.96.1.0/24 via 169.254.100.2 dev ss0 metric 20",
+            "172.27.0.0/24 via 169.254.100.2 dev ss0 metric 20"
+        ],
         "the cloud's BGP routes"
     );
-    // A cluster address reaches the remote subnet, and back, through the tunnel.
-    let out = a
-        .run(&["ping", "-c", "3", "-W", "2", "-I", "10.96.1.1", "10.96.2.1"])
-        .expect("ping (package iputils-ping)");
-    assert!(
-        out.status.success(),
-        "ping 10.96.2.1 from 10.96.1.1 failed: {}\n--- gateway ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        gateway.log()
+    // The node: the remote prefix through the gateway node, nothing of the cluster's own.
+    assert_eq!(
+        routes.2,
+        ["10.96.2.0/24 via 172.27.0.1 dev node0 metric 20"],
+        "the node's BGP routes"
     );
+    // Cluster addresses reach the remote subnet, and back, through the tunnel: the
+    // gateway node's own, and the other node's through the gateway node.
+    for (ns, from) in [(a, "10.96.1.1"), (&node, "172.27.0.2")] {
+        let out = ns
+            .run(&["ping", "-c", "3", "-W", "2", "-I", from, "10.96.2.1"])
+            .expect("ping (package iputils-ping)");
+        assert!(
+            out.status.success(),
+            "ping 10.96.2.1 from {from} failed: {}\n--- gateway ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            gateway.log()
+        );
+    }
 }
