@@ -501,7 +501,8 @@ struct Frr {
 }
 
 impl Frr {
-    fn start(ns: &Netns, dir: &Path, conf: &str) -> Frr {
+    /// Starts `daemons` (zebra first) in `ns` and loads `conf` into them.
+    fn start(ns: &Netns, dir: &Path, daemons: &[&str], conf: &str) -> Frr {
         let vtysh = require("vtysh").unwrap_or_else(|e| panic!("{e}"));
         fs::create_dir_all(dir).expect("mkdir");
         // The daemons drop to user frr, and only the frrvty group may use their sockets.
@@ -513,15 +514,17 @@ impl Frr {
         assert!(o.status.success(), "chown frr:frr: {o:?} (package frr)");
         let d = dir.to_str().expect("utf-8 path");
         let zserv = format!("{d}/zserv.api");
+        let names = daemons;
         let mut daemons = Vec::new();
-        for name in ["zebra", "bgpd"] {
+        for &name in names {
             let exe = format!("/usr/lib/frr/{name}");
             assert!(
                 Path::new(&exe).is_file(),
                 "no {exe}: install the Debian package frr"
             );
             let pid = format!("{d}/{name}.pid");
-            let argv = [
+            let bfdctl = format!("{d}/bfdd.sock");
+            let mut argv = vec![
                 exe.as_str(),
                 "-u",
                 "frr",
@@ -538,6 +541,9 @@ impl Frr {
                 "-P",
                 "0",
             ];
+            if name == "bfdd" {
+                argv.extend(["--bfdctl", &bfdctl]);
+            }
             daemons.push(
                 ns.spawn(&argv, &[], &dir.join(format!("{name}.log")))
                     .expect("start FRR"),
@@ -596,6 +602,48 @@ impl Frr {
     }
 }
 
+/// The FRR daemons a rendered ConfigMap's `daemons` file starts: zebra (always), then
+/// each of bgpd and bfdd set to yes, as FRR's docker-start does.
+fn daemons_of(cm: &Value) -> Vec<&'static str> {
+    let daemons = file(cm, "daemons");
+    let mut on = vec!["zebra"];
+    for d in ["bgpd", "bfdd"] {
+        if daemons.lines().any(|l| l.trim() == format!("{d}=yes")) {
+            on.push(d);
+        }
+    }
+    on
+}
+
+/// The kernel's BGP routes in `ns` as prefix -> next hops (address, device), from
+/// `ip -j route`, which lists a multipath route's next hops under `nexthops`.
+fn bgp_nexthops(ns: &Netns) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let json = ns
+        .ip(&["-j", "route", "show", "proto", "bgp"])
+        .expect("ip -j route");
+    let routes: Vec<Value> = serde_json::from_str(&json).expect("ip -j route is JSON");
+    routes
+        .iter()
+        .map(|r| {
+            let hops = match r["nexthops"].as_array() {
+                Some(list) => list.clone(),
+                None => vec![r.clone()],
+            };
+            let mut hops: Vec<(String, String)> = hops
+                .iter()
+                .map(|h| {
+                    (
+                        h["gateway"].as_str().unwrap_or("").to_string(),
+                        h["dev"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            hops.sort();
+            (r["dst"].as_str().unwrap_or("").to_string(), hops)
+        })
+        .collect()
+}
+
 /// The kernel's BGP routes in `ns`, one line each, without the nexthop object's id
 /// (`nhid N`), which differs from run to run.
 fn bgp_routes(ns: &Netns) -> Vec<String> {
@@ -639,15 +687,9 @@ fn a_rendered_gateway_tunnels_and_routes_with_frr() {
     fs::write(&values_file, values).expect("write values");
     let r = render_ok(Some(&values_file), &scratch);
     let secret = r.get("Secret", "vpn-esprit-gateway-tunnel1");
-    let gateway_frr = file(
-        r.get("ConfigMap", "vpn-esprit-gateway-tunnel1-frr"),
-        "frr.conf",
-    );
+    let gateway_cm = r.get("ConfigMap", "vpn-esprit-gateway-tunnel1-frr");
 
-    let node_frr = file(
-        r.get("ConfigMap", "vpn-esprit-gateway-routes-frr"),
-        "frr.conf",
-    );
+    let node_cm = r.get("ConfigMap", "vpn-esprit-gateway-routes-frr");
 
     // Another node of the cluster, on the node network with the gateway node, which
     // forwards between that network and the tunnel as a Kubernetes node does.
@@ -752,16 +794,27 @@ secret = "a secret shared with the cloud VPN"
 
     // BGP over the tunnel: the chart's FRR on the gateway, a plain eBGP speaker for the
     // cloud.
-    let gw_frr = Frr::start(a, &scratch.join("frr-gateway"), gateway_frr);
+    let gw_frr = Frr::start(
+        a,
+        &scratch.join("frr-gateway"),
+        &daemons_of(gateway_cm),
+        file(gateway_cm, "frr.conf"),
+    );
     let cloud_frr = Frr::start(
         b,
         &scratch.join("frr-cloud"),
+        &["zebra", "bgpd"],
         "frr defaults traditional\n\
          router bgp 64514\n no bgp ebgp-requires-policy\n no bgp network import-check\n \
          neighbor 169.254.100.2 remote-as 65010\n neighbor 169.254.100.2 timers connect 2\n \
          address-family ipv4 unicast\n  network 10.96.2.0/24\n exit-address-family\nexit\n",
     );
-    let node_routes = Frr::start(&node, &scratch.join("frr-node"), node_frr);
+    let node_routes = Frr::start(
+        &node,
+        &scratch.join("frr-node"),
+        &daemons_of(node_cm),
+        file(node_cm, "frr.conf"),
+    );
     let routes = wait_ok(
         "each side's BGP route into ss0",
         Duration::from_secs(60),
@@ -817,4 +870,296 @@ secret = "a secret shared with the cloud VPN"
             gateway.log()
         );
     }
+}
+
+fn hops(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, d)| (a.to_string(), d.to_string()))
+        .collect()
+}
+
+fn ping_from(ns: &Netns, from: &str, to: &str) -> bool {
+    ns.run(&["ping", "-c", "2", "-W", "2", "-I", from, to])
+        .expect("ping (package iputils-ping)")
+        .status
+        .success()
+}
+
+/// Seed 002's high availability, run: two rendered gateways (BFD on), each with its
+/// own tunnel to the cloud stand-in, which runs both tunnels in one esprit and peers
+/// with both; a third node on the gateways' network runs the routes DaemonSet's
+/// configuration. The node routes the remote prefix over both gateways (ECMP); when
+/// gateway 1's esprit stops, BGP withdraws its path everywhere and traffic keeps
+/// flowing through gateway 2.
+#[test]
+fn two_rendered_gateways_share_and_fail_over() {
+    let scratch = Scratch::new("helm-ha").expect("scratch");
+    // gw1 and the cloud on the topology's link (192.0.2.0/24); gw2 on a second one.
+    let topo = Topology::direct(false).expect("topology");
+    let (gw1, cloud) = (topo.a(), topo.b());
+    let gw2 = Netns::new("helm-gw2").expect("gw2 namespace");
+    let node = Netns::new("helm-node").expect("node namespace");
+    gw2.ip(&[
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up2",
+        "netns",
+        cloud.name(),
+    ])
+    .expect("veth to the cloud");
+    gw2.ip(&["addr", "add", "198.51.100.1/24", "dev", "up0"])
+        .expect("addr");
+    gw2.ip(&["link", "set", "up0", "up"]).expect("up");
+    cloud
+        .ip(&["addr", "add", "198.51.100.2/24", "dev", "up2"])
+        .expect("addr");
+    cloud.ip(&["link", "set", "up2", "up"]).expect("up");
+    // The node network: a bridge in the node's namespace, a veth to each gateway.
+    node.ip(&["link", "add", "br0", "type", "bridge"])
+        .expect("bridge");
+    node.ip(&["addr", "add", "172.27.0.3/24", "dev", "br0"])
+        .expect("addr");
+    node.ip(&["link", "set", "br0", "up"]).expect("up");
+    for (i, gw) in [gw1, &gw2].into_iter().enumerate() {
+        let port = format!("port{i}");
+        node.ip(&[
+            "link",
+            "add",
+            &port,
+            "master",
+            "br0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "gw0",
+            "netns",
+            gw.name(),
+        ])
+        .expect("veth to the node network");
+        node.ip(&["link", "set", &port, "up"]).expect("up");
+        gw.ip(&[
+            "addr",
+            "add",
+            &format!("172.27.0.{}/24", i + 1),
+            "dev",
+            "gw0",
+        ])
+        .expect("addr");
+        gw.ip(&["link", "set", "gw0", "up"]).expect("up");
+        gw.sysctl("net.ipv4.ip_forward", "1").expect("forwarding");
+    }
+
+    let values = format!(
+        "localCidrs: [172.27.0.0/24]\nbgp:\n  peerASN: 64514\n  bfd: {{enabled: true}}\n\
+         tunnels:\n\
+         \x20 - {{name: tunnel1, node: n1, nodeAddress: 172.27.0.1, localAddress: {a}, \
+         remoteAddress: {b}, insideAddress: 169.254.100.2/30, peerInsideAddress: 169.254.100.1, \
+         psk: first tunnel secret}}\n\
+         \x20 - {{name: tunnel2, node: n2, nodeAddress: 172.27.0.2, localAddress: 198.51.100.1, \
+         remoteAddress: 198.51.100.2, insideAddress: 169.254.100.6/30, \
+         peerInsideAddress: 169.254.100.5, psk: second tunnel secret}}\n",
+        a = topo.a_addr(),
+        b = topo.b_addr(),
+    );
+    let values_file = scratch.join("values.yaml");
+    fs::write(&values_file, values).expect("write values");
+    let r = render_ok(Some(&values_file), &scratch);
+
+    // The cloud: one esprit, a route-based connection per gateway.
+    let dc = scratch.join("cloud");
+    fs::create_dir_all(&dc).expect("mkdir");
+    let mut cloud_toml = format!(
+        "[daemon]\ncontrol_socket = \"{}\"\n",
+        dc.join("esprit.sock").display()
+    );
+    for (name, me, peer, dev, link, secret) in [
+        (
+            "t1",
+            topo.b_addr().to_string(),
+            topo.a_addr().to_string(),
+            "ss0",
+            "169.254.100.1/30",
+            "first tunnel secret",
+        ),
+        (
+            "t2",
+            "198.51.100.2".into(),
+            "198.51.100.1".into(),
+            "ss1",
+            "169.254.100.5/30",
+            "second tunnel secret",
+        ),
+    ] {
+        cloud_toml += &format!(
+            "[connections.{name}]\nlocal_addrs = [\"{me}\"]\nremote_addrs = [\"{peer}\"]\n\
+             tun = \"{dev}\"\ntun_addrs = [\"{link}\"]\n\
+             [connections.{name}.local]\nauth = \"psk\"\n\
+             [connections.{name}.remote]\nauth = \"psk\"\nid = \"{peer}\"\n\
+             [connections.{name}.children.net]\nlocal_ts = [\"0.0.0.0/0\"]\nremote_ts = [\"0.0.0.0/0\"]\n\
+             [secrets.ike-{name}]\nid = [\"{peer}\"]\nsecret = \"{secret}\"\n"
+        );
+    }
+    fs::write(dc.join("esprit.toml"), cloud_toml).expect("write");
+    let cloud_esprit = Daemon::start_with(Path::new(EXE), cloud, &dc.join("esprit.toml"), &dc)
+        .expect("cloud esprit");
+
+    // The gateways, from their Secrets (only the control socket moves).
+    let mut gateways = Vec::new();
+    for (name, ns) in [("tunnel1", gw1), ("tunnel2", &gw2)] {
+        let dir = scratch.join(name);
+        let toml = esprit_check(r.get("Secret", &format!("vpn-esprit-gateway-{name}")), &dir);
+        fs::write(
+            dir.join("esprit.toml"),
+            toml.replace(
+                "control_socket = \"/run/esprit/esprit.sock\"",
+                &format!("control_socket = \"{}\"", dir.join("esprit.sock").display()),
+            ),
+        )
+        .expect("write");
+        gateways.push(
+            Daemon::start_with(Path::new(EXE), ns, &dir.join("esprit.toml"), &dir)
+                .expect("gateway esprit"),
+        );
+    }
+    for (i, ns) in [gw1, &gw2].into_iter().enumerate() {
+        let peer = format!("169.254.100.{}", 4 * i + 1);
+        wait_ok(
+            "the tunnel's link",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || {
+                if ping_from(ns, &format!("169.254.100.{}", 4 * i + 2), &peer) {
+                    Ok(())
+                } else {
+                    Err("no answer")
+                }
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: gateway {}\n{}\n--- cloud ---\n{}",
+                i + 1,
+                gateways[i].log(),
+                cloud_esprit.log()
+            )
+        });
+    }
+
+    // FRR everywhere: the rendered configurations on the gateways and the node, a plain
+    // speaker with BFD for the cloud, announcing 10.96.2.0/24 (on its lo).
+    let mut frr = Vec::new();
+    for (name, ns) in [("tunnel1", gw1), ("tunnel2", &gw2)] {
+        let cm = r.get("ConfigMap", &format!("vpn-esprit-gateway-{name}-frr"));
+        assert_eq!(daemons_of(cm), ["zebra", "bgpd", "bfdd"]);
+        frr.push(Frr::start(
+            ns,
+            &scratch.join(format!("frr-{name}")),
+            &daemons_of(cm),
+            file(cm, "frr.conf"),
+        ));
+    }
+    let node_cm = r.get("ConfigMap", "vpn-esprit-gateway-routes-frr");
+    frr.push(Frr::start(
+        &node,
+        &scratch.join("frr-node"),
+        &daemons_of(node_cm),
+        file(node_cm, "frr.conf"),
+    ));
+    frr.push(Frr::start(
+        cloud,
+        &scratch.join("frr-cloud"),
+        &["zebra", "bgpd", "bfdd"],
+        "frr defaults traditional\n\
+         bfd\n profile fast\n  receive-interval 300\n  transmit-interval 300\n exit\nexit\n\
+         router bgp 64514\n no bgp ebgp-requires-policy\n no bgp network import-check\n \
+         neighbor 169.254.100.2 remote-as 65010\n neighbor 169.254.100.2 timers connect 2\n \
+         neighbor 169.254.100.2 bfd profile fast\n \
+         neighbor 169.254.100.6 remote-as 65010\n neighbor 169.254.100.6 timers connect 2\n \
+         neighbor 169.254.100.6 bfd profile fast\n \
+         address-family ipv4 unicast\n  network 10.96.2.0/24\n  maximum-paths 2\n exit-address-family\nexit\n",
+    ));
+    let show = |frr: &[Frr]| -> String {
+        frr.iter()
+            .map(|f| f.show("show bgp summary") + &f.show("show bfd peers brief"))
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+
+    // Both gateways up: the node has the remote prefix over both (ECMP), each gateway
+    // through its own tunnel, the cloud the cluster's prefix over both tunnels.
+    let remote = "10.96.2.0/24".to_string();
+    let local = "172.27.0.0/24".to_string();
+    let both = hops(&[("172.27.0.1", "br0"), ("172.27.0.2", "br0")]);
+    wait_ok(
+        "ECMP on the node",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let n = bgp_nexthops(&node);
+            let c = bgp_nexthops(cloud);
+            if n.get(&remote) == Some(&both) && c.get(&local).is_some_and(|h| h.len() == 2) {
+                Ok(())
+            } else {
+                Err(format!("node {n:?}, cloud {c:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", show(&frr)));
+    assert_eq!(
+        bgp_nexthops(&node).len(),
+        1,
+        "the node learned more than the remote prefix"
+    );
+    assert_eq!(
+        bgp_nexthops(gw1)[&remote],
+        hops(&[("169.254.100.1", "ss0")])
+    );
+    assert_eq!(
+        bgp_nexthops(&gw2)[&remote],
+        hops(&[("169.254.100.5", "ss0")])
+    );
+    assert_eq!(
+        bgp_nexthops(cloud)[&local],
+        hops(&[("169.254.100.2", "ss0"), ("169.254.100.6", "ss1")])
+    );
+    assert!(
+        ping_from(&node, "172.27.0.3", "10.96.2.1"),
+        "ping over both gateways"
+    );
+
+    // Gateway 1 goes away: its tunnel and BGP session with it. Everyone converges on
+    // gateway 2 (BFD makes the cloud notice within a second), and the node's traffic
+    // flows again.
+    let started = std::time::Instant::now();
+    gateways[0].proc.stop().expect("stop gateway 1");
+    wait_ok(
+        "failover to gateway 2",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let n = bgp_nexthops(&node);
+            let c = bgp_nexthops(cloud);
+            let only2 = hops(&[("172.27.0.2", "br0")]);
+            if n.get(&remote) == Some(&only2)
+                && c.get(&local) == Some(&hops(&[("169.254.100.6", "ss1")]))
+            {
+                Ok(())
+            } else {
+                Err(format!("node {n:?}, cloud {c:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", show(&frr)));
+    let converged = started.elapsed();
+    assert!(
+        ping_from(&node, "172.27.0.3", "10.96.2.1"),
+        "ping through gateway 2 after the failover"
+    );
+    println!("failover: routes converged on gateway 2 in {converged:?}");
 }
