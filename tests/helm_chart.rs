@@ -15,6 +15,7 @@
 //! its frr.conf (in FRR's zebra and bgpd, Debian's frr) peers over the link addresses,
 //! and the learned routes carry a ping. Needs root.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -617,7 +618,7 @@ fn daemons_of(cm: &Value) -> Vec<&'static str> {
 
 /// The kernel's BGP routes in `ns` as prefix -> next hops (address, device), from
 /// `ip -j route`, which lists a multipath route's next hops under `nexthops`.
-fn bgp_nexthops(ns: &Netns) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+fn bgp_nexthops(ns: &Netns) -> BTreeMap<String, Vec<(String, String)>> {
     let json = ns
         .ip(&["-j", "route", "show", "proto", "bgp"])
         .expect("ip -j route");
@@ -640,22 +641,6 @@ fn bgp_nexthops(ns: &Netns) -> std::collections::BTreeMap<String, Vec<(String, S
                 .collect();
             hops.sort();
             (r["dst"].as_str().unwrap_or("").to_string(), hops)
-        })
-        .collect()
-}
-
-/// The kernel's BGP routes in `ns`, one line each, without the nexthop object's id
-/// (`nhid N`), which differs from run to run.
-fn bgp_routes(ns: &Netns) -> Vec<String> {
-    ns.ip(&["route", "show", "proto", "bgp"])
-        .expect("ip route")
-        .lines()
-        .map(|l| {
-            let mut words: Vec<&str> = l.split_whitespace().collect();
-            if let Some(i) = words.iter().position(|w| *w == "nhid") {
-                words.drain(i..(i + 2).min(words.len()));
-            }
-            words.join(" ")
         })
         .collect()
 }
@@ -820,7 +805,7 @@ secret = "a secret shared with the cloud VPN"
         Duration::from_secs(60),
         Duration::from_millis(200),
         || {
-            let (ra, rb, rn) = (bgp_routes(a), bgp_routes(b), bgp_routes(&node));
+            let (ra, rb, rn) = (bgp_nexthops(a), bgp_nexthops(b), bgp_nexthops(&node));
             if !ra.is_empty() && rb.len() == 2 && !rn.is_empty() {
                 Ok((ra, rb, rn))
             } else {
@@ -838,23 +823,25 @@ secret = "a secret shared with the cloud VPN"
     });
     // Each side routes exactly the other's prefix into its tunnel device: the gateway
     // the cloud's subnet, the cloud the cluster's localCidrs.
+    let via = |prefix: &str, gw: &str, dev: &str| (prefix.to_string(), hops(&[(gw, dev)]));
     assert_eq!(
         routes.0,
-        ["10.96.2.0/24 via 169.254.100.1 dev ss0 metric 20"],
+        [via("10.96.2.0/24", "169.254.100.1", "ss0")].into(),
         "the gateway's BGP routes"
     );
     assert_eq!(
         routes.1,
         [
-            "10.96.1.0/24 via 169.254.100.2 dev ss0 metric 20",
-            "172.27.0.0/24 via 169.254.100.2 dev ss0 metric 20"
-        ],
+            via("10.96.1.0/24", "169.254.100.2", "ss0"),
+            via("172.27.0.0/24", "169.254.100.2", "ss0")
+        ]
+        .into(),
         "the cloud's BGP routes"
     );
     // The node: the remote prefix through the gateway node, nothing of the cluster's own.
     assert_eq!(
         routes.2,
-        ["10.96.2.0/24 via 172.27.0.1 dev node0 metric 20"],
+        [via("10.96.2.0/24", "172.27.0.1", "node0")].into(),
         "the node's BGP routes"
     );
     // Cluster addresses reach the remote subnet, and back, through the tunnel: the
