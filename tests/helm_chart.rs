@@ -877,7 +877,7 @@ fn ping_from(ns: &Netns, from: &str, to: &str) -> bool {
 /// with both; a third node on the gateways' network runs the routes DaemonSet's
 /// configuration. The node routes the remote prefix over both gateways (ECMP); when
 /// gateway 1's esprit stops, BGP withdraws its path everywhere and traffic keeps
-/// flowing through gateway 2.
+/// flowing through gateway 2, gateway 1's own node's included.
 #[test]
 fn two_rendered_gateways_share_and_fail_over() {
     let scratch = Scratch::new("helm-ha").expect("scratch");
@@ -1132,18 +1132,24 @@ fn two_rendered_gateways_share_and_fail_over() {
         || {
             let n = bgp_nexthops(&node);
             let c = bgp_nexthops(cloud);
-            let only2 = hops(&[("172.27.0.2", "br0")]);
-            if n.get(&remote) == Some(&only2)
+            let g = bgp_nexthops(gw1);
+            // Gateway 1's node itself now goes through gateway 2 (their iBGP session).
+            if n.get(&remote) == Some(&hops(&[("172.27.0.2", "br0")]))
+                && g.get(&remote) == Some(&hops(&[("172.27.0.2", "gw0")]))
                 && c.get(&local) == Some(&hops(&[("169.254.100.6", "ss1")]))
             {
                 Ok(())
             } else {
-                Err(format!("node {n:?}, cloud {c:?}"))
+                Err(format!("node {n:?}, gateway 1 {g:?}, cloud {c:?}"))
             }
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", show(&frr)));
     let converged = started.elapsed();
+    assert!(
+        ping_from(gw1, "172.27.0.1", "10.96.2.1"),
+        "ping from gateway 1's node through gateway 2"
+    );
     assert!(
         ping_from(&node, "172.27.0.3", "10.96.2.1"),
         "ping through gateway 2 after the failover"
