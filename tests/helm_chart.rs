@@ -490,6 +490,26 @@ fn missing_or_bad_values_fail_the_render_by_name() {
         )),
         "tunnels[0].cert is required with auth: pubkey",
     );
+    // values.schema.json: a misspelt key and a malformed prefix, each named by its path.
+    let bad = format!(
+        "localCidrs: [10.0.0.0/16, 10.1.0.0/33]\nbgp: {{peerASN: 64514}}\n\
+         tunnels:\n  - name: t1\n    psk: x\n    remoteAdress: 203.0.113.1\n    {tunnel}\n"
+    );
+    render_fails(
+        Some(&bad),
+        "at '/tunnels/0': additional properties 'remoteAdress' not allowed",
+    );
+    render_fails(
+        Some(&bad),
+        "at '/localCidrs/1': '10.1.0.0/33' does not match pattern",
+    );
+    render_fails(
+        Some(&format!(
+            "localCidrs: [10.0.0.0/16]\nbgp: {{peerASN: \"64514\"}}\n\
+             tunnels:\n  - name: t1\n    psk: x\n    {tunnel}\n"
+        )),
+        "at '/bgp/peerASN'",
+    );
 }
 
 /// FRR's zebra and bgpd in a namespace, with their sockets, PID files and logs in `dir`.
