@@ -20,6 +20,7 @@ need=(
   nginx libnginx-mod-stream
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-standard-plugins strongswan-starter containernetworking-plugins
+  frr python3 python3-venv
 )
 # libreswan 4.10 as a second IKEv2 peer (tests/libreswan_interop.rs). Debian's `libreswan`
 # conflicts with the strongSwan packages, so it is not installed: its .deb is fetched and
@@ -57,6 +58,19 @@ if [ ! -x "$lsw_dir/root/usr/libexec/ipsec/pluto" ]; then
   mv "$lsw_dir.new" "$lsw_dir"
 fi
 export ESPRIT_LIBRESWAN_DIR=$lsw_dir
+
+# The Helm chart's test (tests/helm_chart.rs) renders and lints deploy/esprit-gateway with
+# helm-python-sdk (Helm v4's engine as a library: no helm binary, no Go) and validates the
+# objects with kubernetes-validate, both from PyPI into a venv of Debian's python3: once.
+helm_venv=${ESPRIT_HELM_VENV:-/var/cache/esprit-tests/helm-venv}
+if ! "$helm_venv/bin/python" -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
+  echo "test.sh: installing helm-python-sdk and kubernetes-validate into $helm_venv (pip)"
+  rm -rf "$helm_venv"
+  /usr/bin/python3 -m venv "$helm_venv"
+  "$helm_venv/bin/pip" install -q --disable-pip-version-check \
+    helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
+fi
+export ESPRIT_HELM_VENV=$helm_venv
 
 # cargo test, then one closing line with the totals over every test binary (cargo's own
 # last line is often a crate's empty doctest run).
