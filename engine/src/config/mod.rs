@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 pub use file::{
     parse_duration, AuthKind, AuthSection, ChildSection, ConfigFile, ConnectionSection,
-    DaemonSection, DpdAction, IkeSecret, PoolSection, PrivateSecret, SecretsSection, StartAction,
-    TunSection,
+    DaemonSection, DpdAction, IkeSecret, MetricsSection, PoolSection, PrivateSecret,
+    SecretsSection, StartAction, TunSection,
 };
-pub use resolve::{load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, Tun};
+pub use resolve::{load, resolve, ChildPlan, ConnectionPlan, Daemon, Metrics, Resolved, Tun};
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1083,6 +1083,11 @@ impl Endpoint {
         v
     }
 
+    /// How many peers are registered at this mediation server (no allocation).
+    pub fn mediation_peer_count(&self) -> usize {
+        self.shared.mediation.registered().count()
+    }
+
     /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), CommandError> {
         let ci = self.conn_index(conn)?;
