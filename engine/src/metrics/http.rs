@@ -162,7 +162,12 @@ async fn serve(mut stream: TcpStream, ask: mpsc::Sender<Ask>) {
     } else {
         match route(&head) {
             Route::Metrics => match ask_control(&ask, Ask::Snapshot, SNAPSHOT_TIMEOUT).await {
-                Some(snap) => response("200 OK", CONTENT_TYPE, &render(snap)),
+                // Rendering tens of thousands of child SAs takes a while: off the
+                // runtime's thread, which is the control task's.
+                Some(snap) => match tokio::task::spawn_blocking(move || render(snap)).await {
+                    Ok(body) => response("200 OK", CONTENT_TYPE, &body),
+                    Err(_) => response("500 Internal Server Error", text, "rendering failed\n"),
+                },
                 None => response(
                     "503 Service Unavailable",
                     text,

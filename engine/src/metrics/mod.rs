@@ -11,8 +11,9 @@
 //! per IKE SA), so a scrape at 50,000 IKE SAs is one pass over them without
 //! allocation. Bytes and packets are exported per child SA and direction (two series
 //! each for bytes and packets, four per child SA): at 50,000 child SAs that is 200,000
-//! series and a body of tens of megabytes, which is what per-child accounting costs; a
-//! rekeyed child SA starts new series under its new SPIs.
+//! series, a body of about 22 MB and about 0.4 s of rendering in a release build (done
+//! on a blocking thread, not the control task's), which is what per-child accounting
+//! costs; a rekeyed child SA starts new series under its new SPIs.
 
 pub(crate) mod http;
 
