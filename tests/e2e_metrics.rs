@@ -167,6 +167,14 @@ fn metrics_count_the_traffic_and_pass_promtool_and_prometheus() {
     for (labels, v) in samples(&after, "esprit_esp_drops_total") {
         assert_eq!(v, 0.0, "esp drops {labels}");
     }
+    // status --json carries the same lifecycle counters.
+    let ike = bench.status(Who::A).counters.ike;
+    assert_eq!(
+        ike["handshakes"].as_f64(),
+        Some(value(&after, "esprit_ike_handshakes_total", &[])),
+        "{ike}"
+    );
+    assert_eq!(ike["child_rekeys"].as_u64(), Some(0), "{ike}");
 
     let (code, body) = http_get(ns, LISTEN, "/healthz").expect("healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
