@@ -18,6 +18,7 @@ need=(
   iproute2 iputils-ping iperf3 openssl systemd
   iptables nftables
   nginx libnginx-mod-stream
+  prometheus
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-standard-plugins strongswan-starter containernetworking-plugins
   frr python3 python3-venv

@@ -325,6 +325,17 @@ fn wrong_psk_is_authentication_failed_on_both_sides() {
         p.a.ike_down
     );
     assert!(p.a.children.is_empty() && p.b.children.is_empty());
+    // Both count one failed handshake under its reason, and no completed one.
+    let auth = DownReason::NAMES
+        .iter()
+        .position(|n| *n == "authentication_failed")
+        .unwrap();
+    for n in [&p.a, &p.b] {
+        let s = n.ep.stats();
+        assert_eq!(s.handshakes, 0);
+        assert_eq!(s.handshake_failures[auth], 1, "{s:?}");
+        assert_eq!(s.handshake_failures.iter().sum::<u64>(), 1, "{s:?}");
+    }
 }
 
 #[test]
@@ -425,6 +436,10 @@ fn rekey_child(side: Side, esp: &str) {
         .expect("ChildUp for the rekey");
     let down_at = ev.iter().position(|e| matches!(e, Event::ChildDown { spi_in, reason: DownReason::Rekeyed, .. } if *spi_in == old.0)).expect("old child down as rekeyed");
     assert!(up_at < down_at);
+    for n in [&p.a, &p.b] {
+        let s = n.ep.stats();
+        assert_eq!((s.handshakes, s.child_rekeys, s.ike_rekeys), (1, 1, 0));
+    }
 }
 
 #[test]
@@ -506,6 +521,11 @@ fn rekey_ike(side: Side) {
         );
     }
     assert_eq!(p.a.child_spis(), children, "child SAs untouched");
+    for n in [&p.a, &p.b] {
+        let s = n.ep.stats();
+        assert_eq!((s.ike_rekeys, s.child_rekeys), (1, 0), "{s:?}");
+        assert_eq!(s.handshake_failures.iter().sum::<u64>(), 0, "{s:?}");
+    }
     // The new IKE SA works: rekey a child through it.
     let now = p.now;
     p.a.ep.rekey_child(now, children[0].0).unwrap();
@@ -648,11 +668,19 @@ fn dpd_detects_a_dead_peer() {
     // Liveness checks are answered while b lives.
     p.run_for(Duration::from_secs(100));
     assert!(p.a.ike_down.is_empty());
+    let before = p.a.ep.stats();
+    assert!(before.dpd_checks >= 2, "{before:?}");
+    assert_eq!(before.dpd_timeouts, 0);
     // b vanishes.
     p.filter = Some(Box::new(|_, _| Fate::Drop));
     assert!(p.run_until(Duration::from_secs(600), |p| !p.a.ike_down.is_empty()));
     assert_eq!(p.a.ike_down, vec![DownReason::DpdTimeout]);
     assert!(p.a.children.is_empty(), "children reported down");
+    let after = p.a.ep.stats();
+    assert_eq!(after.dpd_timeouts, 1);
+    assert!(after.dpd_checks > before.dpd_checks);
+    // The SA was up: a dead peer is not a failed handshake.
+    assert_eq!(after.handshake_failures.iter().sum::<u64>(), 0);
 }
 
 #[test]
@@ -945,4 +973,31 @@ fn a_late_init_retransmission_makes_no_half_open_sa() {
     p.b.ep.handle(now, first.remote, first.local, &first.data);
     assert_eq!(p.b.ep.ike_sas().len(), 1, "{:?}", p.b.ep.ike_sas());
     assert!(p.b.ep.poll_transmit().is_none(), "nothing to answer");
+}
+
+#[test]
+fn census_counts_sas_by_state() {
+    use ike::endpoint::STATE_NAMES;
+    let mut p = psk_pair(IKE, ESP);
+    let now = p.now;
+    p.a.ep.initiate(now, "site-b", None).unwrap();
+    let connecting = STATE_NAMES.iter().position(|n| *n == "CONNECTING").unwrap();
+    let established = STATE_NAMES
+        .iter()
+        .position(|n| *n == "ESTABLISHED")
+        .unwrap();
+    assert_eq!(p.a.ep.census().ike_sas[connecting], 1);
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 1
+            && p.b.children.len() == 1),
+        "tunnel did not come up"
+    );
+    p.settle();
+    for n in [&p.a, &p.b] {
+        let c = n.ep.census();
+        assert_eq!(c.ike_sas[established], 1, "{c:?}");
+        assert_eq!(c.ike_sas.iter().sum::<usize>(), 1, "{c:?}");
+        assert_eq!(c.child_sas, 1, "{c:?}");
+        assert_eq!(n.ep.stats().handshakes, 1);
+    }
 }

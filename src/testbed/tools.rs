@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("certutil", "libnss3-tools"),
     ("pk12util", "libnss3-tools"),
     ("vtysh", "frr"),
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
 ];
 
 /// The Debian package that has `program`, if it is one the tests use.
@@ -128,6 +130,8 @@ mod tests {
             let e = explain(OsStr::new(nss), io::ErrorKind::NotFound.into());
             assert!(e.to_string().contains("libnss3-tools"), "{e}");
         }
+        let e = explain(OsStr::new("promtool"), io::ErrorKind::NotFound.into());
+        assert!(e.to_string().contains("package prometheus"), "{e}");
         let other = explain(OsStr::new("ping"), io::ErrorKind::PermissionDenied.into());
         assert_eq!(other.kind(), io::ErrorKind::PermissionDenied);
         assert!(require("sh").is_ok());

@@ -27,6 +27,18 @@ pub struct ConfigFile {
     /// `[pools.NAME]`: virtual IP pools that connections with `pools` lease from.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolSection>,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: an HTTP endpoint serving `/metrics` (Prometheus text format) and
+/// `/healthz`. Absent `listen`: no endpoint.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address and port to listen on, e.g. "127.0.0.1:9000" or "[::1]:9000".
+    pub listen: Option<String>,
 }
 
 /// `[pools.NAME]`, as swanctl.conf's `pools` section.

@@ -8,7 +8,7 @@ mod mediation;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use ike::wire::TrafficSelector;
 use self::credentials::Credentials;
 use super::{
     AuthKind, ChildSection, ConfigError, ConfigFile, ConnectionSection, DaemonSection, DpdAction,
-    StartAction, TunSection,
+    MetricsSection, StartAction, TunSection,
 };
 
 /// strongSwan's default IKE SA rekey_time.
@@ -46,6 +46,15 @@ pub struct Resolved {
     pub connections: Vec<ConnectionPlan>,
     /// The virtual IP pools (`[pools.NAME]`), by name.
     pub pools: Vec<Pool>,
+    /// The Prometheus endpoint, when `[metrics] listen` is set.
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// Where the HTTP endpoint listens.
+    pub listen: SocketAddr,
 }
 
 /// `[daemon]`, resolved.
@@ -204,11 +213,13 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
         .collect::<Result<Vec<_>, _>>()?;
     let connections = mediation::resolve(&cx, &file.connections, connections)?;
     route_devices(&cx, &connections)?;
+    let metrics = metrics(&cx, &file.metrics)?;
     Ok(Resolved {
         daemon,
         tun,
         connections,
         pools,
+        metrics,
     })
 }
 
@@ -297,6 +308,24 @@ fn tun(cx: &Cx<'_>, t: &TunSection) -> Result<Tun, ConfigError> {
         mtu: t.mtu,
         install_routes: t.install_routes,
     })
+}
+
+/// `[metrics]`: `listen` must be an address and a port other than 0 (a port picked by
+/// the kernel could not be found by a scraper).
+fn metrics(cx: &Cx<'_>, m: &MetricsSection) -> Result<Option<Metrics>, ConfigError> {
+    let Some(listen) = &m.listen else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = listen.trim().parse().map_err(|_| {
+        cx.err(
+            "metrics.listen",
+            format!("'{listen}' is not an address and port like 127.0.0.1:9000 or [::1]:9000"),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(cx.err("metrics.listen", "port 0: give the port to scrape"));
+    }
+    Ok(Some(Metrics { listen: addr }))
 }
 
 /// `[pools.NAME]`: its range and DNS servers.

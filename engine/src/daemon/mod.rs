@@ -10,6 +10,7 @@
 mod devices;
 mod mediation;
 mod mediation_book;
+mod metrics;
 mod pools;
 mod routes;
 mod sas;
@@ -31,7 +32,8 @@ use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
 
 use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
-use crate::dataplane::{Dataplane, DpEvent, InCmd, NattSockets, OutCmd};
+use crate::dataplane::{Dataplane, DpEvent, InCmd, InStats, NattSockets, OutCmd, OutStats};
+use crate::metrics::http::Ask;
 use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
     MediationStatus, PoolStatus, RegisteredPeer, Status,
@@ -129,6 +131,9 @@ async fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<Str
     for (conn, e) in st.devices.sync(&st.dp, &new.connections).await {
         tracing::error!("{conn}: {e}; the connection stays down");
         notes.push(format!("{conn}: {e}; the connection stays down"));
+    }
+    if file.metrics != running.file.metrics {
+        notes.push("[metrics] changed: takes effect at the next restart".into());
     }
     // Pools first: a connection that names a new pool finds it.
     pools::load(&mut st.ep, &new.pools);
@@ -229,6 +234,29 @@ async fn recv_opt(sock: &Option<AsyncUdpSocket>, batch: &mut UdpRecvBatch) -> io
     }
 }
 
+/// The next question of the metrics endpoint; never, without one.
+async fn recv_ask(rx: &mut Option<mpsc::Receiver<Ask>>) -> Option<Ask> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds the metrics endpoint when `[metrics] listen` is set and serves it on this
+/// runtime; the receiver gets its questions.
+async fn start_metrics(cfg: &Resolved) -> Result<Option<mpsc::Receiver<Ask>>, RunError> {
+    let Some(m) = &cfg.metrics else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(m.listen)
+        .await
+        .map_err(io_err(format!("binding the metrics endpoint {}", m.listen)))?;
+    let (tx, rx) = mpsc::channel(16);
+    crate::metrics::http::spawn(listener, tx);
+    tracing::info!("metrics on http://{}/metrics", m.listen);
+    Ok(Some(rx))
+}
+
 async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<(), RunError> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
@@ -272,6 +300,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
             "binding the control socket {}",
             cfg.daemon.control_socket.display()
         )))?;
+    let mut metrics_rx = start_metrics(&cfg).await?;
     let mut ep = Endpoint::new(
         cfg.ike_config(),
         Box::new(SystemRng::new()),
@@ -342,6 +371,14 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                 let resp = command(&mut st, &io, &mut running, req).await;
                 let _ = reply.send(resp);
             }
+            Some(ask) = recv_ask(&mut metrics_rx) => match ask {
+                Ask::Alive(reply) => {
+                    let _ = reply.send(());
+                }
+                Ask::Snapshot(reply) => {
+                    let _ = reply.send(metrics::snapshot(&mut st, &io).await);
+                }
+            },
             _ = sigterm.recv(), if deadline_shutdown.is_none() => {
                 deadline_shutdown = Some(begin_shutdown(&mut st, "SIGTERM"));
             }
@@ -486,7 +523,9 @@ fn hex_spi(spi: u32) -> String {
     format!("{spi:08x}")
 }
 
-async fn status(st: &mut Sas, io: &Io) -> Status {
+/// Both dataplane threads' counters, each `None` when its thread did not answer within
+/// 2 s.
+async fn dataplane_stats(st: &Sas) -> (Option<OutStats>, Option<InStats>) {
     let (otx, orx) = oneshot::channel();
     let (itx, irx) = oneshot::channel();
     st.dp.out.send(OutCmd::Stats(otx));
@@ -500,6 +539,11 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
         .await
         .ok()
         .and_then(Result::ok);
+    (out, inb)
+}
+
+async fn status(st: &mut Sas, io: &Io) -> Status {
+    let (out, inb) = dataplane_stats(st).await;
     let now = Instant::now();
     let secs_since = |t: Instant| now.saturating_duration_since(t).as_secs();
     let secs_until = |t: Instant| t.saturating_duration_since(now).as_secs();
@@ -630,6 +674,17 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "retransmits": ike.retransmits,
                 "replaced_ike_sas": ike.replaced,
                 "refused_closing": ike.refused_closing,
+                "handshakes": ike.handshakes,
+                "handshake_failures": ike::endpoint::DownReason::NAMES
+                    .iter()
+                    .zip(ike.handshake_failures)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| (name.to_string(), serde_json::Value::from(n)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "ike_rekeys": ike.ike_rekeys,
+                "child_rekeys": ike.child_rekeys,
+                "dpd_checks": ike.dpd_checks,
+                "dpd_timeouts": ike.dpd_timeouts,
             }),
             keepalives_sent: io.keepalives_sent,
             udp_rcvbuf_errors: crate::status::udp_rcvbuf_errors(),

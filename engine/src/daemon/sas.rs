@@ -1063,6 +1063,14 @@ impl Sas {
         }
     }
 
+    /// Installed child SAs (rekeyed ones still draining included) as (connection,
+    /// child), inbound SPI, outbound SPI; for metrics.
+    pub(crate) fn installed_children(&self) -> impl Iterator<Item = (&ChildKey, u32, u32)> {
+        self.children
+            .iter()
+            .map(|(spi_in, c)| (&c.key, *spi_in, c.spi_out))
+    }
+
     /// Number of IKE SAs left (for shutdown).
     pub(crate) fn ike_count(&self) -> usize {
         self.ep.ike_sa_count()

@@ -319,6 +319,9 @@ impl IkeSa {
                 .map(|c| ctx.now + c.rekey_time),
             collision: None,
         };
+        if req.rekeys.is_some() {
+            ctx.stats.child_rekeys += 1;
+        }
         ctx.events.push_back(Event::ChildUp(Box::new(ChildSaInfo {
             ike: self.id,
             conn: conn.name.clone(),
@@ -486,6 +489,9 @@ impl IkeSa {
                     } else {
                         old.state = ChildState::Rekeyed;
                     }
+                }
+                if info.rekeys.is_some() {
+                    ctx.stats.child_rekeys += 1;
                 }
                 self.children.push(c);
                 ctx.events.push_back(Event::ChildUp(info));

@@ -161,6 +161,53 @@ pub enum DownReason {
     },
 }
 
+impl DownReason {
+    /// A name per kind of reason, in snake case, indexed by [`DownReason::as_index`]: the
+    /// label values of counters by reason (the details, such as which notify or which
+    /// authentication check, are left out so the set stays small and fixed).
+    pub const NAMES: [&'static str; 14] = [
+        "terminated",
+        "deleted_by_peer",
+        "rekeyed",
+        "timeout",
+        "dpd_timeout",
+        "authentication_failed",
+        "no_proposal_chosen",
+        "ts_unacceptable",
+        "peer_error",
+        "peer_misbehaved",
+        "crypto",
+        "unknown_child_config",
+        "half_open_expired",
+        "replaced",
+    ];
+
+    /// The position of this reason's kind in [`DownReason::NAMES`].
+    pub fn as_index(&self) -> usize {
+        match self {
+            DownReason::Terminated => 0,
+            DownReason::DeletedByPeer => 1,
+            DownReason::Rekeyed => 2,
+            DownReason::Timeout => 3,
+            DownReason::DpdTimeout => 4,
+            DownReason::AuthenticationFailed(_) => 5,
+            DownReason::NoProposalChosen => 6,
+            DownReason::TsUnacceptable => 7,
+            DownReason::PeerError(_) => 8,
+            DownReason::PeerMisbehaved(_) => 9,
+            DownReason::Crypto(_) => 10,
+            DownReason::UnknownChildConfig => 11,
+            DownReason::HalfOpenExpired => 12,
+            DownReason::Replaced { .. } => 13,
+        }
+    }
+
+    /// The snake-case name of this reason's kind (see [`DownReason::NAMES`]).
+    pub fn kind_name(&self) -> &'static str {
+        Self::NAMES[self.as_index()]
+    }
+}
+
 impl fmt::Display for DownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -327,5 +374,26 @@ mod tests {
             auth.to_string(),
             "authentication failed: IKE_AUTH without IDI payload"
         );
+        assert_eq!(auth.kind_name(), "authentication_failed");
+        assert_eq!(peer.kind_name(), "peer_error");
+    }
+
+    #[test]
+    fn reason_names_are_distinct_label_values() {
+        let mut names = DownReason::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DownReason::NAMES.len());
+        for n in DownReason::NAMES {
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+        }
+        let r = DownReason::Replaced {
+            initial_contact: true,
+        };
+        assert_eq!(r.kind_name(), "replaced");
+        assert_eq!(DownReason::HalfOpenExpired.kind_name(), "half_open_expired");
     }
 }

@@ -281,6 +281,7 @@ impl IkeSa {
         if !conn.rekey_time.is_zero() {
             self.rekey_at = Some(ctx.now + conn.rekey_time);
         }
+        ctx.stats.handshakes += 1;
         ctx.events
             .push_back(Event::IkeUp(Box::new(self.info(ctx.connections))));
     }

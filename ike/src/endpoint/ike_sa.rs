@@ -350,26 +350,39 @@ impl IkeSa {
         self.conn.and_then(|i| conns.get(i))
     }
 
+    /// The state as status shows it: one of [`super::STATE_NAMES`].
+    pub(crate) fn state_name(&self) -> &'static str {
+        match self.state {
+            State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
+            State::Established
+                if self
+                    .outstanding
+                    .as_ref()
+                    .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_))) =>
+            {
+                "REKEYING"
+            }
+            State::Established => "ESTABLISHED",
+            State::Rekeyed => "REKEYED",
+            State::Deleting | State::Dead => "DELETING",
+        }
+    }
+
+    /// Child SAs not yet deleted.
+    pub(crate) fn live_children(&self) -> usize {
+        self.children
+            .iter()
+            .filter(|c| c.state != ChildState::Deleted)
+            .count()
+    }
+
     /// Status snapshot.
     pub(crate) fn info(&self, conns: &[Connection]) -> IkeSaInfo {
         let conn = self.connection(conns);
         IkeSaInfo {
             id: self.id,
             conn: conn.map(|c| c.name.clone()).unwrap_or_default(),
-            state: match self.state {
-                State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
-                State::Established
-                    if self
-                        .outstanding
-                        .as_ref()
-                        .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_))) =>
-                {
-                    "REKEYING"
-                }
-                State::Established => "ESTABLISHED",
-                State::Rekeyed => "REKEYED",
-                State::Deleting | State::Dead => "DELETING",
-            },
+            state: self.state_name(),
             initiator: self.initiator,
             spi_i: self.spi_i,
             spi_r: self.spi_r,
@@ -421,6 +434,12 @@ impl IkeSa {
             return;
         }
         let was_up = self.established.is_some();
+        if !was_up {
+            ctx.stats.handshake_failures[reason.as_index()] += 1;
+        }
+        if reason == DownReason::DpdTimeout {
+            ctx.stats.dpd_timeouts += 1;
+        }
         for c in self.children.drain(..) {
             if c.state != ChildState::Deleted {
                 ctx.events.push_back(Event::ChildDown {
@@ -816,6 +835,7 @@ impl IkeSa {
                     self.send_request(ctx, exchange::INFORMATIONAL, vec![del], Pending::DeleteIke);
                 }
                 Task::Dpd => {
+                    ctx.stats.dpd_checks += 1;
                     self.send_request(ctx, exchange::INFORMATIONAL, Vec::new(), Pending::Dpd)
                 }
                 Task::MeConnect(req) => self.start_me_connect(ctx, *req),

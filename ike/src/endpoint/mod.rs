@@ -78,7 +78,7 @@ pub enum Dropped {
     ShuttingDown,
 }
 
-/// Counters of dropped input, for metrics.
+/// Counters of dropped input and of SA lifecycle events, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Malformed datagrams.
@@ -98,6 +98,20 @@ pub struct Stats {
     pub replaced: u64,
     /// IKE_SA_INIT requests left unanswered because the endpoint shuts down.
     pub refused_closing: u64,
+    /// IKE SAs that completed IKE_AUTH (either role).
+    pub handshakes: u64,
+    /// IKE SAs that ended before IKE_AUTH completed, by [`DownReason::as_index`].
+    pub handshake_failures: [u64; DownReason::NAMES.len()],
+    /// IKE SAs created by a rekey (RFC 7296 2.8.2), either side's; the redundant SA of a
+    /// collision is not counted.
+    pub ike_rekeys: u64,
+    /// Child SAs created by a rekey (RFC 7296 2.8), either side's; both SAs of a
+    /// collision count, since both were negotiated.
+    pub child_rekeys: u64,
+    /// Liveness checks (empty INFORMATIONAL requests, RFC 7296 2.4) sent.
+    pub dpd_checks: u64,
+    /// IKE SAs closed because a liveness check went unanswered.
+    pub dpd_timeouts: u64,
 }
 
 impl Stats {
@@ -111,6 +125,24 @@ impl Stats {
             Dropped::ShuttingDown => self.refused_closing += 1,
         }
     }
+}
+
+/// The states [`IkeSaInfo::state`] and [`Census`] use, in the order of a handshake.
+pub const STATE_NAMES: [&str; 5] = [
+    "CONNECTING",
+    "ESTABLISHED",
+    "REKEYING",
+    "REKEYED",
+    "DELETING",
+];
+
+/// How many SAs the endpoint holds ([`Endpoint::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// IKE SAs per state, indexed like [`STATE_NAMES`].
+    pub ike_sas: [usize; STATE_NAMES.len()],
+    /// Child SAs of all IKE SAs.
+    pub child_sas: usize,
 }
 
 /// What [`Endpoint::connection_state`] tells about one connection.
@@ -628,6 +660,9 @@ impl Endpoint {
         for effect in effects {
             match effect {
                 SaEffect::Spawn(new) => {
+                    if new.rekeyed_from.is_some() {
+                        self.shared.stats.ike_rekeys += 1;
+                    }
                     new.announce_rekey(&mut self.shared.events);
                     self.by_spi.insert(new.our_spi(), new.id);
                     if !new.tasks.is_empty() {
@@ -1048,6 +1083,11 @@ impl Endpoint {
         v
     }
 
+    /// How many peers are registered at this mediation server (no allocation).
+    pub fn mediation_peer_count(&self) -> usize {
+        self.shared.mediation.registered().count()
+    }
+
     /// Deletes every IKE SA of connection `conn` (and so their child SAs) at the peer.
     pub fn terminate(&mut self, now: Instant, conn: &str) -> Result<(), CommandError> {
         let ci = self.conn_index(conn)?;
@@ -1075,6 +1115,20 @@ impl Endpoint {
     /// How many IKE SAs exist (every state), O(1).
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()
+    }
+
+    /// IKE SAs by state and the child SAs they hold, counted without the per-SA
+    /// snapshot [`Endpoint::ike_sas`] makes (no allocation per SA), for metrics.
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        for sa in self.sas.values() {
+            let name = sa.state_name();
+            if let Some(i) = STATE_NAMES.iter().position(|n| *n == name) {
+                c.ike_sas[i] += 1;
+            }
+            c.child_sas += sa.live_children();
+        }
+        c
     }
 
     /// Whether connection `conn` has an IKE SA being negotiated and one established,

@@ -528,3 +528,41 @@ fn pools_and_vips() {
         "not an IP address",
     );
 }
+
+#[test]
+fn metrics_listen_is_an_address_and_port() {
+    assert_eq!(
+        sample(SAMPLE).unwrap().metrics,
+        None,
+        "off unless asked for"
+    );
+    let on = format!("{SAMPLE}\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
+    assert_eq!(
+        sample(&on).unwrap().metrics,
+        Some(Metrics {
+            listen: "127.0.0.1:9000".parse().unwrap()
+        })
+    );
+    let v6 = format!("{SAMPLE}\n[metrics]\nlisten = \"[::1]:9100\"\n");
+    assert_eq!(
+        sample(&v6).unwrap().metrics.unwrap().listen,
+        "[::1]:9100".parse().unwrap()
+    );
+    for (value, needle) in [
+        ("127.0.0.1", "is not an address and port"),
+        ("localhost:9000", "is not an address and port"),
+        ("127.0.0.1:0", "port 0"),
+    ] {
+        let bad = format!("{SAMPLE}\n[metrics]\nlisten = \"{value}\"\n");
+        let e = fails_at(sample(&bad), "metrics.listen", needle);
+        assert!(
+            e.to_string().starts_with("/etc/esprit/esprit.toml: "),
+            "{e}"
+        );
+    }
+    // A typo in the section is named, not ignored.
+    let path = Path::new("/etc/esprit/esprit.toml");
+    let typo = format!("{SAMPLE}\n[metrics]\nlisten_addr = \"127.0.0.1:9000\"\n");
+    let e = parse(path, &typo).unwrap_err();
+    assert_eq!(e.key, "metrics.listen_addr", "{e}");
+}
