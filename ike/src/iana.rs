@@ -253,6 +253,10 @@ pub mod auth {
     pub const SHARED_KEY_MIC: u8 = 2;
     /// ECDSA with SHA-256 on the P-256 curve (RFC 4754).
     pub const ECDSA_SHA256_P256: u8 = 9;
+    /// ECDSA with SHA-384 on the P-384 curve (RFC 4754).
+    pub const ECDSA_SHA384_P384: u8 = 10;
+    /// ECDSA with SHA-512 on the P-521 curve (RFC 4754).
+    pub const ECDSA_SHA512_P521: u8 = 11;
     /// Digital signature (RFC 7427).
     pub const DIGITAL_SIGNATURE: u8 = 14;
 }

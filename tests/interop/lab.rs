@@ -56,6 +56,10 @@ pub enum AuthKind {
     Rsa,
     /// RSA 4096 certificates under an RSA 4096 intermediate: IKE_AUTH must be fragmented.
     RsaChain,
+    /// ECDSA P-384 certificates, DN identities.
+    EcdsaP384,
+    /// ECDSA P-521 certificates, DN identities.
+    EcdsaP521,
 }
 
 /// What joins the two hosts.
@@ -224,6 +228,8 @@ impl<'c> Lab<'c> {
             AuthKind::Ecdsa => Some(&certs.ecdsa),
             AuthKind::Rsa => Some(&certs.rsa),
             AuthKind::RsaChain => Some(&certs.rsa_chain),
+            AuthKind::EcdsaP384 => Some(&certs.ecdsa384),
+            AuthKind::EcdsaP521 => Some(&certs.ecdsa521),
         };
         let (e_id, c_id) = match set {
             None => ("edge1.example".to_string(), "edge2.example".to_string()),

@@ -44,6 +44,10 @@ pub struct Certs {
     pub rsa: Set,
     /// RSA 4096 root, intermediate and leaves: IKE_AUTH carries about 3.5 kB.
     pub rsa_chain: Set,
+    /// ECDSA P-384 throughout (issue 21: remote sites' certificates).
+    pub ecdsa384: Set,
+    /// ECDSA P-521 throughout.
+    pub ecdsa521: Set,
 }
 
 /// The identity DN `pki` gives `cn`.
@@ -229,17 +233,21 @@ impl Certs {
         .map_err(|e| e.to_string())?;
         let m = Maker { dir, conf };
         let m = &m;
-        let (ecdsa, rsa, rsa_chain) = thread::scope(|s| {
+        let (ecdsa, rsa, rsa_chain, ecdsa384, ecdsa521) = thread::scope(|s| {
             let ecdsa = s.spawn(|| m.set("ecdsa", "ecdsa", "256", 0));
             let rsa = s.spawn(|| m.set("rsa", "rsa", "2048", 0));
+            let e384 = s.spawn(|| m.set("ecdsa384", "ecdsa", "384", 0));
+            let e521 = s.spawn(|| m.set("ecdsa521", "ecdsa", "521", 0));
             let chain = m.set("rsa4096", "rsa", "4096", 1);
             let join = |h: thread::ScopedJoinHandle<'_, _>| h.join().expect("certificate set");
-            (join(ecdsa), join(rsa), chain)
+            (join(ecdsa), join(rsa), chain, join(e384), join(e521))
         });
         Ok(Certs {
             ecdsa: ecdsa?,
             rsa: rsa?,
             rsa_chain: rsa_chain?,
+            ecdsa384: ecdsa384?,
+            ecdsa521: ecdsa521?,
         })
     }
 }

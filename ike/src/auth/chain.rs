@@ -253,7 +253,7 @@ impl VerifiedPeer {
     }
 
     /// Checks the AUTH payload against the certificate's key: methods 1 (RSA SHA-1),
-    /// 9 (ECDSA P-256, RFC 4754) and 14 (RFC 7427).
+    /// 9, 10 and 11 (ECDSA P-256, P-384, P-521, RFC 4754) and 14 (RFC 7427).
     pub fn verify_auth(&self, auth_p: &Authentication, octets: &[u8]) -> Result<(), Error> {
         let what = "AUTH payload";
         match auth_p.method {
@@ -266,6 +266,14 @@ impl VerifiedPeer {
             auth::ECDSA_SHA256_P256 => {
                 self.key
                     .verify(SigAlg::EcdsaP256Fixed, octets, &auth_p.data, what)
+            }
+            auth::ECDSA_SHA384_P384 => {
+                self.key
+                    .verify(SigAlg::EcdsaP384Fixed, octets, &auth_p.data, what)
+            }
+            auth::ECDSA_SHA512_P521 => {
+                self.key
+                    .verify(SigAlg::EcdsaP521Fixed, octets, &auth_p.data, what)
             }
             auth::DIGITAL_SIGNATURE => {
                 let malformed = || Error::Malformed("RFC 7427 AUTH data".into());

@@ -8,7 +8,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::asn1::{self, tag};
-use super::sigalg::{ALG_ID_ECDSA_SHA256, ALG_ID_SHA256_RSA, ALG_ID_SHA384_RSA, ALG_ID_SHA512_RSA};
+use super::sigalg::{
+    ALG_ID_ECDSA_SHA256, ALG_ID_ECDSA_SHA384, ALG_ID_ECDSA_SHA512, ALG_ID_SHA256_RSA,
+    ALG_ID_SHA384_RSA, ALG_ID_SHA512_RSA,
+};
 use super::Error;
 use crate::iana::{auth, hash};
 use crate::wire::Authentication;
@@ -18,18 +21,62 @@ const EC_P256_ALG_ID: &[u8] = &[
     0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
     0xce, 0x3d, 0x03, 0x01, 0x07,
 ];
+/// id-ecPublicKey and secp384r1, DER.
+const EC_P384_ALG_ID: &[u8] = &[
+    0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04,
+    0x00, 0x22,
+];
 
-/// A signing key for certificate authentication: ECDSA P-256 or RSA.
+/// A signing key for certificate authentication: ECDSA P-256, P-384 or P-521, or RSA.
 pub struct PrivateKey(Inner);
 
 enum Inner {
-    /// The same P-256 key for RFC 4754 (r || s) and RFC 7427 (DER) signatures, both
-    /// with SHA-256 (ring signs P-256 with SHA-256 only).
+    /// The same key for RFC 4754 (r || s) and RFC 7427 (DER) signatures: P-256 with
+    /// SHA-256, P-384 with SHA-384 (the hash ring pairs with each curve for signing).
     Ecdsa {
         fixed: Box<EcdsaKeyPair>,
         asn1: Box<EcdsaKeyPair>,
+        /// The curve's hash (IKEv2 hash number), its RFC 7427 AlgorithmIdentifier and
+        /// its RFC 4754 method.
+        hash: u16,
+        alg_id: &'static [u8],
+        method: u8,
     },
+    /// P-521 with SHA-512, by the p521 crate (ring has no P-521); deterministic nonces
+    /// (RFC 6979).
+    EcdsaP521(Box<p521::SecretKey>),
     Rsa(Box<RsaKeyPair>),
+}
+
+/// Loads a ring ECDSA key pair for both signature encodings of one curve.
+fn ring_ecdsa(der: &[u8], p384: bool) -> Option<Inner> {
+    let rng = SystemRandom::new();
+    let (fixed, asn1, hash, alg_id, method) = if p384 {
+        (
+            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+            hash::SHA2_384,
+            ALG_ID_ECDSA_SHA384,
+            auth::ECDSA_SHA384_P384,
+        )
+    } else {
+        (
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+            hash::SHA2_256,
+            ALG_ID_ECDSA_SHA256,
+            auth::ECDSA_SHA256_P256,
+        )
+    };
+    let fixed = EcdsaKeyPair::from_pkcs8(fixed, der, &rng).ok()?;
+    let asn1 = EcdsaKeyPair::from_pkcs8(asn1, der, &rng).ok()?;
+    Some(Inner::Ecdsa {
+        fixed: Box::new(fixed),
+        asn1: Box::new(asn1),
+        hash,
+        alg_id,
+        method,
+    })
 }
 
 impl PrivateKey {
@@ -45,25 +92,23 @@ impl PrivateKey {
         }
     }
 
-    /// Loads a DER key in PKCS#8, PKCS#1 (RSA) or SEC1 (P-256) form.
+    /// Loads a DER key in PKCS#8, PKCS#1 (RSA) or SEC1 (P-256, P-384, P-521) form.
     pub fn from_der(der: &[u8]) -> Result<PrivateKey, Error> {
         PrivateKey::from_pkcs8(der)
             .or_else(|_| PrivateKey::from_pkcs1(der))
             .or_else(|_| PrivateKey::from_sec1(der))
-            .map_err(|_| Error::InvalidKey("neither PKCS#8, PKCS#1 nor SEC1 P-256".into()))
+            .map_err(|_| Error::InvalidKey("neither PKCS#8, PKCS#1 nor SEC1 P-256/384/521".into()))
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<PrivateKey, Error> {
-        let rng = SystemRandom::new();
-        let ec = |alg| EcdsaKeyPair::from_pkcs8(alg, der, &rng);
-        if let (Ok(fixed), Ok(asn1)) = (
-            ec(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
-            ec(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
-        ) {
-            return Ok(PrivateKey(Inner::Ecdsa {
-                fixed: Box::new(fixed),
-                asn1: Box::new(asn1),
-            }));
+        if let Some(k) = ring_ecdsa(der, false).or_else(|| ring_ecdsa(der, true)) {
+            return Ok(PrivateKey(k));
+        }
+        {
+            use p521::pkcs8::DecodePrivateKey;
+            if let Ok(k) = p521::SecretKey::from_pkcs8_der(der) {
+                return Ok(PrivateKey(Inner::EcdsaP521(Box::new(k))));
+            }
         }
         RsaKeyPair::from_pkcs8(der)
             .map(|k| PrivateKey(Inner::Rsa(Box::new(k))))
@@ -76,12 +121,20 @@ impl PrivateKey {
             .map_err(|e| Error::InvalidKey(format!("PKCS#1: {e}")))
     }
 
-    /// RFC 5915 ECPrivateKey, wrapped into a PKCS#8 PrivateKeyInfo for ring.
+    /// RFC 5915 ECPrivateKey: P-256 and P-384 wrapped into a PKCS#8 PrivateKeyInfo for
+    /// ring (which checks the key against the curve named), P-521 for the p521 crate.
     fn from_sec1(der: &[u8]) -> Result<PrivateKey, Error> {
-        let mut info = asn1::encode(tag::INTEGER, &[0]);
-        info.extend_from_slice(EC_P256_ALG_ID);
-        info.extend(asn1::encode(tag::OCTET_STRING, der));
-        PrivateKey::from_pkcs8(&asn1::encode(tag::SEQUENCE, &info))
+        for alg_id in [EC_P256_ALG_ID, EC_P384_ALG_ID] {
+            let mut info = asn1::encode(tag::INTEGER, &[0]);
+            info.extend_from_slice(alg_id);
+            info.extend(asn1::encode(tag::OCTET_STRING, der));
+            if let Ok(k) = PrivateKey::from_pkcs8(&asn1::encode(tag::SEQUENCE, &info)) {
+                return Ok(k);
+            }
+        }
+        p521::SecretKey::from_sec1_der(der)
+            .map(|k| PrivateKey(Inner::EcdsaP521(Box::new(k))))
+            .map_err(|_| Error::InvalidKey("SEC1: not a P-256, P-384 or P-521 key".into()))
     }
 
     /// True when the X.509 certificate `cert_der` carries this key's public half, so
@@ -94,8 +147,14 @@ impl PrivateKey {
         // ring's public key is what the subjectPublicKey BIT STRING holds: the
         // uncompressed point for ECDSA (RFC 5480 2.2), RSAPublicKey DER for RSA
         // (RFC 3279 2.3.1).
+        let p521_point;
         let ours = match &self.0 {
             Inner::Ecdsa { fixed, .. } => fixed.public_key().as_ref(),
+            Inner::EcdsaP521(k) => {
+                use p521::elliptic_curve::sec1::ToEncodedPoint;
+                p521_point = k.public_key().to_encoded_point(false);
+                p521_point.as_bytes()
+            }
             Inner::Rsa(k) => k.public_key().as_ref(),
         };
         spki.subject_public_key.as_bytes() == Some(ours)
@@ -103,22 +162,53 @@ impl PrivateKey {
 
     /// Signs `octets` into an AUTH payload: RFC 7427 with the first of SHA2-256,
     /// SHA2-384, SHA2-512 that the peer announced in SIGNATURE_HASH_ALGORITHMS and this
-    /// key can sign with (RSA: all three, PKCS#1 v1.5; ECDSA P-256: SHA2-256), else
-    /// RFC 4754 (method 9, P-256 with SHA-256) for ECDSA.
+    /// key can sign with (RSA: all three, PKCS#1 v1.5; ECDSA: its curve's hash, P-256
+    /// SHA2-256, P-384 SHA2-384, P-521 SHA2-512), else RFC 4754 for ECDSA (methods 9,
+    /// 10, 11).
     pub fn sign_auth(&self, peer_hashes: &[u16], octets: &[u8]) -> Result<Authentication, Error> {
         let rng = SystemRandom::new();
         let failed = |_| Error::InvalidKey("signing failed".into());
         let offered = |h: u16| peer_hashes.contains(&h);
         match &self.0 {
-            Inner::Ecdsa { fixed, asn1 } => {
-                if offered(hash::SHA2_256) {
+            Inner::Ecdsa {
+                fixed,
+                asn1,
+                hash,
+                alg_id,
+                method,
+            } => {
+                if offered(*hash) {
                     let s = asn1.sign(&rng, octets).map_err(failed)?;
-                    Ok(digital_signature(ALG_ID_ECDSA_SHA256, s.as_ref()))
+                    Ok(digital_signature(alg_id, s.as_ref()))
                 } else {
                     let s = fixed.sign(&rng, octets).map_err(failed)?;
                     Ok(Authentication {
-                        method: auth::ECDSA_SHA256_P256,
+                        method: *method,
                         data: s.as_ref().to_vec(),
+                    })
+                }
+            }
+            Inner::EcdsaP521(k) => {
+                use p521::ecdsa::signature::hazmat::RandomizedPrehashSigner;
+                let digest = ring::digest::digest(&ring::digest::SHA512, octets);
+                let signer = p521::ecdsa::SigningKey::from_bytes(&k.to_bytes())
+                    .map_err(|_| Error::InvalidKey("P-521 key".into()))?;
+                let mut nonces = RingRng::default();
+                let s: p521::ecdsa::Signature = signer
+                    .sign_prehash_with_rng(&mut nonces, digest.as_ref())
+                    .map_err(|_| Error::InvalidKey("signing failed".into()))?;
+                if nonces.failed {
+                    return Err(Error::InvalidKey("no randomness for the signature".into()));
+                }
+                if offered(hash::SHA2_512) {
+                    Ok(digital_signature(
+                        ALG_ID_ECDSA_SHA512,
+                        s.to_der().as_bytes(),
+                    ))
+                } else {
+                    Ok(Authentication {
+                        method: auth::ECDSA_SHA512_P521,
+                        data: s.to_bytes().to_vec(),
                     })
                 }
             }
@@ -141,6 +231,57 @@ impl PrivateKey {
         }
     }
 }
+
+/// ring's system RNG as the `rand_core` RNG the p521 crate draws ECDSA nonces from; a
+/// failed draw is remembered so the signature made with it is thrown away.
+struct RingRng {
+    rng: SystemRandom,
+    failed: bool,
+}
+
+impl Default for RingRng {
+    fn default() -> Self {
+        RingRng {
+            rng: SystemRandom::new(),
+            failed: false,
+        }
+    }
+}
+
+impl p521::elliptic_curve::rand_core::RngCore for RingRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.rng.fill(dest).is_err() {
+            self.failed = true;
+        }
+    }
+
+    fn try_fill_bytes(
+        &mut self,
+        dest: &mut [u8],
+    ) -> Result<(), p521::elliptic_curve::rand_core::Error> {
+        self.fill_bytes(dest);
+        if self.failed {
+            let code = core::num::NonZeroU32::new(1).unwrap_or(core::num::NonZeroU32::MIN);
+            return Err(code.into());
+        }
+        Ok(())
+    }
+}
+
+impl p521::elliptic_curve::rand_core::CryptoRng for RingRng {}
 
 /// RFC 7427 3: length of the AlgorithmIdentifier, the AlgorithmIdentifier, the
 /// signature.

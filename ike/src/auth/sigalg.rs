@@ -24,6 +24,7 @@ const ECDSA_SHA512: &str = "1.2.840.10045.4.3.4";
 const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const P256: &str = "1.2.840.10045.3.1.7";
 const P384: &str = "1.3.132.0.34";
+const P521: &str = "1.3.132.0.35";
 
 /// RFC 7427 Appendix A: sha256WithRSAEncryption with NULL parameters.
 pub(crate) const ALG_ID_SHA256_RSA: &[u8] = &[
@@ -32,6 +33,15 @@ pub(crate) const ALG_ID_SHA256_RSA: &[u8] = &[
 /// RFC 7427 Appendix A: ecdsa-with-SHA256, no parameters.
 pub(crate) const ALG_ID_ECDSA_SHA256: &[u8] = &[
     0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+];
+
+/// RFC 7427 Appendix A: ecdsa-with-SHA384, no parameters.
+pub(crate) const ALG_ID_ECDSA_SHA384: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+];
+/// RFC 7427 Appendix A: ecdsa-with-SHA512, no parameters.
+pub(crate) const ALG_ID_ECDSA_SHA512: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04,
 ];
 
 /// RFC 7427 Appendix A: sha384WithRSAEncryption with NULL parameters.
@@ -63,6 +73,10 @@ pub(crate) enum SigAlg {
     Ecdsa(Hash),
     /// RFC 4754: ECDSA P-256 SHA-256 with r || s.
     EcdsaP256Fixed,
+    /// RFC 4754: ECDSA P-384 SHA-384 with r || s.
+    EcdsaP384Fixed,
+    /// RFC 4754: ECDSA P-521 SHA-512 with r || s.
+    EcdsaP521Fixed,
 }
 
 /// A certificate's public key, in the form ring takes.
@@ -74,6 +88,8 @@ pub(crate) enum PublicKey {
     P256(Vec<u8>),
     /// Uncompressed point on P-384.
     P384(Vec<u8>),
+    /// Uncompressed point on P-521.
+    P521(Vec<u8>),
 }
 
 fn oid_is(oid: &ObjectIdentifier, s: &str) -> bool {
@@ -170,7 +186,7 @@ fn alg_oid(contents: &[u8]) -> Option<ObjectIdentifier> {
 }
 
 impl PublicKey {
-    /// The key of a SubjectPublicKeyInfo: RSA, or EC on P-256/P-384.
+    /// The key of a SubjectPublicKeyInfo: RSA, or EC on P-256/P-384/P-521.
     pub(crate) fn from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, Error> {
         let bits = spki
             .subject_public_key
@@ -190,6 +206,7 @@ impl PublicKey {
             return match curve.as_deref() {
                 Some(P256) => Ok(PublicKey::P256(bits)),
                 Some(P384) => Ok(PublicKey::P384(bits)),
+                Some(P521) => Ok(PublicKey::P521(bits)),
                 c => Err(Error::UnsupportedAlgorithm(format!("EC curve {c:?}"))),
             };
         }
@@ -229,14 +246,22 @@ impl PublicKey {
             (PublicKey::P384(k), SigAlg::Ecdsa(Sha256)) => (&sig::ECDSA_P384_SHA256_ASN1, k),
             (PublicKey::P384(k), SigAlg::Ecdsa(Sha384)) => (&sig::ECDSA_P384_SHA384_ASN1, k),
             (PublicKey::P256(k), SigAlg::EcdsaP256Fixed) => (&sig::ECDSA_P256_SHA256_FIXED, k),
+            (PublicKey::P384(k), SigAlg::EcdsaP384Fixed) => (&sig::ECDSA_P384_SHA384_FIXED, k),
             (PublicKey::P256(k) | PublicKey::P384(k), SigAlg::Ecdsa(Sha512)) => {
                 return self.verify_ecdsa_sha512(k, msg, signature, what);
+            }
+            (PublicKey::P521(k), SigAlg::Ecdsa(h @ (Sha256 | Sha384 | Sha512))) => {
+                return verify_p521(k, h, false, msg, signature, what);
+            }
+            (PublicKey::P521(k), SigAlg::EcdsaP521Fixed) => {
+                return verify_p521(k, Sha512, true, msg, signature, what);
             }
             (key, alg) => {
                 let kind = match key {
                     PublicKey::Rsa(_) => "RSA",
                     PublicKey::P256(_) => "P-256",
                     PublicKey::P384(_) => "P-384",
+                    PublicKey::P521(_) => "P-521",
                 };
                 return Err(Error::UnsupportedAlgorithm(format!(
                     "{alg:?} with a {kind} key"
@@ -273,7 +298,47 @@ impl PublicKey {
                 let sig = p384::ecdsa::Signature::from_der(signature).map_err(bad)?;
                 key.verify_prehash(digest.as_ref(), &sig).map_err(bad)
             }
-            PublicKey::Rsa(_) => Err(Error::UnsupportedAlgorithm("ECDSA with an RSA key".into())),
+            PublicKey::Rsa(_) | PublicKey::P521(_) => Err(Error::UnsupportedAlgorithm(
+                "ECDSA SHA-512 on this key type".into(),
+            )),
         }
     }
+}
+
+/// ECDSA on P-521, which ring does not do: the digest from ring, the curve arithmetic
+/// from the p521 crate; `fixed` is RFC 4754's r || s (66 bytes each), else DER.
+fn verify_p521(
+    point: &[u8],
+    hash: Hash,
+    fixed: bool,
+    msg: &[u8],
+    signature: &[u8],
+    what: &str,
+) -> Result<(), Error> {
+    use p521::ecdsa::signature::hazmat::PrehashVerifier;
+    let alg = match hash {
+        Hash::Sha256 => &ring::digest::SHA256,
+        Hash::Sha384 => &ring::digest::SHA384,
+        Hash::Sha512 => &ring::digest::SHA512,
+        Hash::Sha1 => return Err(Error::UnsupportedAlgorithm("ECDSA with SHA-1".into())),
+    };
+    let digest = p521_prehash(ring::digest::digest(alg, msg).as_ref());
+    let bad = |_| Error::BadSignature(what.to_string());
+    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(point)
+        .map_err(|_| Error::Malformed("EC public key".into()))?;
+    let sig = if fixed {
+        p521::ecdsa::Signature::from_slice(signature).map_err(bad)?
+    } else {
+        p521::ecdsa::Signature::from_der(signature).map_err(bad)?
+    };
+    key.verify_prehash(&digest, &sig).map_err(bad)
+}
+
+/// A digest as the p521 crate takes it: at least half the field's 66 bytes. A shorter
+/// one (SHA-256) gets leading zeros, which leave its value, the integer ECDSA signs
+/// (FIPS 186-4 6.4), unchanged.
+pub(crate) fn p521_prehash(digest: &[u8]) -> Vec<u8> {
+    let mut z = vec![0u8; 33usize.saturating_sub(digest.len())];
+    z.extend_from_slice(digest);
+    z
 }

@@ -147,6 +147,9 @@ fn keys_load_in_every_format() {
         fixture!("edge2.key"),
         fixture!("cloud-connector.key"),
         fixture!("cloud-connector.pkcs8.key"),
+        fixture!("edge-p384.key"),
+        fixture!("edge-p521.key"),
+        fixture!("rsa4096.key"),
     ] {
         PrivateKey::from_pem(pem).unwrap();
     }
@@ -375,7 +378,9 @@ fn alg_id(alg: SigAlg) -> Vec<u8> {
             .concat();
             [rsa(10), encode(tag::SEQUENCE, &params)].concat()
         }
-        SigAlg::EcdsaP256Fixed => unreachable!("no AlgorithmIdentifier"),
+        SigAlg::EcdsaP256Fixed | SigAlg::EcdsaP384Fixed | SigAlg::EcdsaP521Fixed => {
+            unreachable!("no AlgorithmIdentifier")
+        }
     };
     encode(tag::SEQUENCE, &body)
 }
@@ -501,4 +506,126 @@ fn every_announced_hash_verifies() {
             &format!("our ECDSA key, peer announces {only}"),
         );
     }
+}
+
+fn ecdsa_peer(name: &[u8]) -> VerifiedPeer {
+    ecdsa_ca().verify_chain(&cert(name), &[], NOW).unwrap()
+}
+
+/// Issue 21: our own ECDSA P-384 (PKCS#8) and P-521 (SEC1) keys and an RSA-4096 key
+/// sign AUTH payloads that verify against their certificates for every hash a peer may
+/// announce alone, and with RFC 4754's methods 10 and 11 for a peer that announces
+/// none; each is refused when tampered with or over other octets.
+#[test]
+fn p384_p521_and_rsa4096_keys_sign_and_verify() {
+    let p384 = PrivateKey::from_pem(fixture!("edge-p384.key")).unwrap();
+    let p521 = PrivateKey::from_pem(fixture!("edge-p521.key")).unwrap();
+    let rsa4096 = PrivateKey::from_pem(fixture!("rsa4096.key")).unwrap();
+    let p384_cert = cert(fixture!("edge-p384.crt"));
+    let p521_cert = cert(fixture!("edge-p521.crt"));
+    let rsa_cert = cert(fixture!("rsa4096.crt"));
+    assert!(p384.matches_certificate(&p384_cert) && !p384.matches_certificate(&p521_cert));
+    assert!(p521.matches_certificate(&p521_cert) && !p521.matches_certificate(&p384_cert));
+    assert!(rsa4096.matches_certificate(&rsa_cert));
+    let p384_peer = ecdsa_peer(fixture!("edge-p384.crt"));
+    let p521_peer = ecdsa_peer(fixture!("edge-p521.crt"));
+    let int = cert(fixture!("rsa-int.crt"));
+    let rsa_peer = rsa_ca().verify_chain(&rsa_cert, &[&int], NOW).unwrap();
+
+    // No hashes announced: RFC 4754 with the curve's own hash, r || s.
+    let a10 = p384.sign_auth(&[], b"octets").unwrap();
+    assert_eq!((a10.method, a10.data.len()), (auth::ECDSA_SHA384_P384, 96));
+    verifies(&p384_peer, &a10, "P-384 method 10");
+    let a11 = p521.sign_auth(&[], b"octets").unwrap();
+    assert_eq!((a11.method, a11.data.len()), (auth::ECDSA_SHA512_P521, 132));
+    verifies(&p521_peer, &a11, "P-521 method 11");
+    // RFC 7427 with the curve's hash when announced.
+    let a = p384.sign_auth(&ANNOUNCED_HASHES, b"octets").unwrap();
+    assert_eq!(a.method, auth::DIGITAL_SIGNATURE);
+    assert_eq!(
+        SigAlg::from_der(&a.data[1..13]).unwrap(),
+        SigAlg::Ecdsa(Hash::Sha384)
+    );
+    verifies(&p384_peer, &a, "P-384 RFC 7427");
+    let a = p521.sign_auth(&ANNOUNCED_HASHES, b"octets").unwrap();
+    assert_eq!(
+        SigAlg::from_der(&a.data[1..13]).unwrap(),
+        SigAlg::Ecdsa(Hash::Sha512)
+    );
+    verifies(&p521_peer, &a, "P-521 RFC 7427");
+    // A peer that announces one hash gets it (RSA), or the curve's (ECDSA).
+    for only in ANNOUNCED_HASHES {
+        let a = rsa4096.sign_auth(&[only], b"octets").unwrap();
+        verifies(&rsa_peer, &a, &format!("RSA-4096, peer announces {only}"));
+        for (key, peer, what) in [(&p384, &p384_peer, "P-384"), (&p521, &p521_peer, "P-521")] {
+            let a = key.sign_auth(&[only], b"octets").unwrap();
+            verifies(peer, &a, &format!("{what}, peer announces {only}"));
+        }
+    }
+    // Signatures of one key do not verify under another.
+    assert!(p521_peer.verify_auth(&a10, b"octets").is_err());
+    assert!(p384_peer.verify_auth(&a11, b"octets").is_err());
+
+    // Peers' P-521 signatures with every announced hash (DER), made by RustCrypto.
+    use p521::ecdsa::signature::hazmat::RandomizedPrehashSigner;
+    use p521::elliptic_curve::sec1::ToEncodedPoint;
+    let mut bytes = [0u8; 66];
+    bytes[1..].fill(5);
+    let key = p521::ecdsa::SigningKey::from_slice(&bytes).unwrap();
+    let point = p521::SecretKey::from_slice(&bytes)
+        .unwrap()
+        .public_key()
+        .to_encoded_point(false);
+    let public = sigalg::PublicKey::P521(point.as_bytes().to_vec());
+    for (h, alg) in [
+        (Hash::Sha256, &ring::digest::SHA256),
+        (Hash::Sha384, &ring::digest::SHA384),
+        (Hash::Sha512, &ring::digest::SHA512),
+    ] {
+        let digest = ring::digest::digest(alg, b"octets");
+        let sig: p521::ecdsa::Signature = key
+            .sign_prehash_with_rng(
+                &mut rand_for_tests(),
+                &sigalg::p521_prehash(digest.as_ref()),
+            )
+            .unwrap();
+        let der = sig.to_der().as_bytes().to_vec();
+        public
+            .verify(SigAlg::Ecdsa(h), b"octets", &der, "AUTH")
+            .unwrap_or_else(|e| panic!("P-521 {h:?}: {e}"));
+        assert!(public
+            .verify(SigAlg::Ecdsa(h), b"other", &der, "AUTH")
+            .is_err());
+    }
+}
+
+/// A deterministic `rand_core` RNG for the test signatures above.
+fn rand_for_tests() -> impl p521::elliptic_curve::rand_core::CryptoRngCore {
+    struct Counter(u64);
+    impl p521::elliptic_curve::rand_core::RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            self.next_u64() as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for b in dest {
+                *b = (self.next_u64() >> 33) as u8;
+            }
+        }
+        fn try_fill_bytes(
+            &mut self,
+            dest: &mut [u8],
+        ) -> Result<(), p521::elliptic_curve::rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+    impl p521::elliptic_curve::rand_core::CryptoRng for Counter {}
+    Counter(42)
 }

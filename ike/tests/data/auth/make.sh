@@ -37,6 +37,20 @@ valid --issue --in cloud-connector.key --type priv --cacert rsa-int.crt --cakey 
     --rsa-padding pss --dn "C=CN, O=Local Cluster, CN=cloud-connector" --san cloud-connector >cloud-connector.crt
 openssl pkcs8 -topk8 -nocrypt -in cloud-connector.key -out cloud-connector.pkcs8.key
 
+# ECDSA P-384 (PKCS#8 key) and P-521 (SEC1 key) end entities under the ECDSA CA, and an
+# RSA-4096 end entity (PKCS#1) under the RSA intermediate.
+pki --gen --type ecdsa --size 384 --outform pem >edge-p384.sec1.key
+openssl pkcs8 -topk8 -nocrypt -in edge-p384.sec1.key -out edge-p384.key
+rm edge-p384.sec1.key
+valid --issue --in edge-p384.key --type priv --cacert ecdsa-ca.crt --cakey ecdsa-ca.key \
+    --dn "C=CN, O=Local Cluster, CN=edge-p384" --san edge-p384 >edge-p384.crt
+pki --gen --type ecdsa --size 521 --outform pem >edge-p521.key
+valid --issue --in edge-p521.key --type priv --cacert ecdsa-ca.crt --cakey ecdsa-ca.key \
+    --dn "C=CN, O=Local Cluster, CN=edge-p521" --san edge-p521 >edge-p521.crt
+pki --gen --type rsa --size 4096 --outform pem >rsa4096.key
+valid --issue --in rsa4096.key --type priv --cacert rsa-int.crt --cakey rsa-int.key \
+    --dn "C=CN, O=Local Cluster, CN=rsa4096" --san rsa4096 >rsa4096.crt
+
 # Expired (2020..2025) under the ECDSA CA.
 pki --gen --type ecdsa --size 256 --outform pem >expired.key
 pki --issue --in expired.key --type priv --cacert ecdsa-ca.crt --cakey ecdsa-ca.key \
