@@ -40,6 +40,12 @@ fn psk_handshake_with_every_ike_suite() {
         "aes256-sha512-x25519",
         "aes128-aesxcbc-ecp256",
         "aes256-sha384-ecp256",
+        "aes128-sha1-modp2048",
+        "aes256-sha256-modp3072",
+        "aes256gcm16-prfsha384-ecp384",
+        "aes256-sha512-ecp521",
+        "aes128-sha1-modp1024",
+        "aes256-sha256-modp2048s256",
     ] {
         for esp in ["aes128gcm16", "aes256gcm16", "aes256gcm16-esn"] {
             let mut p = psk_pair(ike, esp);
@@ -56,6 +62,30 @@ fn psk_handshake_with_every_ike_suite() {
             );
         }
     }
+}
+
+/// Two connections between the same addresses with different IKE proposals (a
+/// policy-based and a route-based one to the same gateway, say): the responder takes
+/// the first connection whose proposals accept the initiator's, not just the first by
+/// address, and prefers one that accepts the KE it was sent.
+#[test]
+fn responder_picks_the_connection_whose_proposals_match() {
+    let mut p = Pair::new(Config::default());
+    p.a.ep
+        .add_connection(psk_a_conn("aes128-sha256-modp2048", ESP));
+    let mut other = psk_b_conn("aes256gcm16-prfsha384-ecp384", ESP);
+    other.name = "other".into();
+    other.remote_id = ike::config::Identity::parse("C=CN, O=Local Cluster, CN=nobody").unwrap();
+    p.b.ep.add_connection(other);
+    p.b.ep
+        .add_connection(psk_b_conn("aes128-sha256-modp2048", ESP));
+    up(&mut p);
+    let sa = &p.b.ep.ike_sas()[0];
+    assert_eq!(sa.conn, "site-a");
+    assert_eq!(
+        sa.suite.map(|s| s.to_string()).as_deref(),
+        Some("aes128-sha256-prfsha256-modp2048")
+    );
 }
 
 #[test]

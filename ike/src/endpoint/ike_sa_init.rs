@@ -413,7 +413,25 @@ impl IkeSa {
                 return Ok(None);
             }
         }
-        let Some(ci) = ctx.connections.iter().position(|c| c.admits(local, remote)) else {
+        // Among the connections that admit these addresses, the first whose proposals
+        // accept the initiator's, preferring one that accepts the KE it sent: two
+        // connections to one gateway may differ only in their proposals (IKE_AUTH picks
+        // again by identity).
+        let mut fallback = None;
+        let mut found = None;
+        for (i, c) in ctx.connections.iter().enumerate() {
+            if !c.admits(local, remote) {
+                continue;
+            }
+            if let Ok(sel) = c.proposals.select_ike(sa, Some(ke.group)) {
+                if sel.suite.dh.id() == ke.group {
+                    found = Some((i, sel));
+                    break;
+                }
+                fallback.get_or_insert((i, sel));
+            }
+        }
+        let Some((ci, selected)) = found.or(fallback) else {
             reply(
                 ctx,
                 vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
@@ -421,13 +439,6 @@ impl IkeSa {
             return Ok(None);
         };
         let conn = &ctx.connections[ci];
-        let Ok(selected) = conn.proposals.select_ike(sa, Some(ke.group)) else {
-            reply(
-                ctx,
-                vec![notify_payload(notify::NO_PROPOSAL_CHOSEN, Vec::new())],
-            );
-            return Ok(None);
-        };
         let suite = selected.suite;
         let chosen = selected.reply(&[]);
         if suite.dh.id() != ke.group {
