@@ -20,6 +20,7 @@ need=(
   nginx libnginx-mod-stream
   strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-standard-plugins strongswan-starter containernetworking-plugins
+  frr
 )
 # libreswan 4.10 as a second IKEv2 peer (tests/libreswan_interop.rs). Debian's `libreswan`
 # conflicts with the strongSwan packages, so it is not installed: its .deb is fetched and

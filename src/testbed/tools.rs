@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("pki", "strongswan-pki"),
     ("certutil", "libnss3-tools"),
     ("pk12util", "libnss3-tools"),
+    ("vtysh", "frr"),
+    ("zebra", "frr"),
+    ("bgpd", "frr"),
+    ("bfdd", "frr"),
 ];
 
 /// The Debian package that has `program`, if it is one the tests use.
