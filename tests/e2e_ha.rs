@@ -589,6 +589,11 @@ fn ha_pair_fails_over_and_back_with_bgp_and_bfd() {
     // The failback happened inside the measured phase, not after it.
     lab.wait_paths("10.10.1.1", "169.254.100.1", Duration::from_secs(1));
     lab.wait_converged(SETUP);
+    // The restarted a1 sent INITIAL_CONTACT: b dropped the dead daemon's IKE SA rather
+    // than keeping two 0/0 children on ss1.
+    let s = lab.esprit_b.status().expect("b status");
+    let to_a1: Vec<_> = s.ike_sas.iter().filter(|sa| sa.conn == "to_a1").collect();
+    assert_eq!(to_a1.len(), 1, "b's IKE SAs with a1: {s}");
     lines.extend(check("a1 restarted (failback)", &back));
     assert_eq!(lab.carried_by(), ("a1", "a1"));
 

@@ -131,6 +131,12 @@ mod tests {
             let e = explain(OsStr::new(nss), io::ErrorKind::NotFound.into());
             assert!(e.to_string().contains("libnss3-tools"), "{e}");
         }
+        // FRR for the route-based tests.
+        let e = explain(
+            OsStr::new("/usr/lib/frr/bgpd"),
+            io::ErrorKind::NotFound.into(),
+        );
+        assert!(e.to_string().contains("package frr"), "{e}");
         let other = explain(OsStr::new("ping"), io::ErrorKind::PermissionDenied.into());
         assert_eq!(other.kind(), io::ErrorKind::PermissionDenied);
         assert!(require("sh").is_ok());
