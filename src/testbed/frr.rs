@@ -10,6 +10,8 @@
 //! `/var/run/frr` are never read or written; the daemons drop to the `frr` user as
 //! packaged (which owns the directory), keeping the capabilities they need.
 //! The directory can live outside the namespace: its sockets are pathname sockets.
+//! (`-N NAME`, FRR's path space, is not used: it only moves the defaults to
+//! `/var/run/frr/NAME/` and `/etc/frr/NAME/`, which are the host's directories.)
 
 use std::ffi::CString;
 use std::fs;
@@ -263,4 +265,70 @@ fn frr_user() -> io::Result<(u32, u32)> {
     // SAFETY: non-null, points at the passwd record getpwnam filled.
     let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testbed::scratch::Scratch;
+
+    fn entries(dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn instances_keep_to_their_own_directories_and_stop_on_drop() {
+        let host_run = entries("/var/run/frr");
+        let scratch = Scratch::new("esprit-frr-t").unwrap();
+        let config = |asn: u32| {
+            FrrConfig {
+            zebra: String::new(),
+            bgpd: format!(
+                "router bgp {asn}\n bgp router-id 192.0.2.{asn}\n neighbor 192.0.2.99 remote-as 65099\n"
+            ),
+            bfdd: Some("bfd\n profile fast\n  transmit-interval 100\n exit\nexit\n".into()),
+        }
+        };
+        // Two instances at once, one per namespace: nothing shared between them.
+        let (ns1, ns2) = (
+            Netns::new("esprit-t").unwrap(),
+            Netns::new("esprit-t").unwrap(),
+        );
+        let one = Frr::start(&ns1, &scratch.join("one"), &config(1)).unwrap();
+        let two = Frr::start(&ns2, &scratch.join("two"), &config(2)).unwrap();
+        let peer: IpAddr = "192.0.2.99".parse().unwrap();
+        for frr in [&one, &two] {
+            let state = frr.peer_state(peer).unwrap();
+            assert!(
+                matches!(state.as_deref(), Some(s) if s != "Established"),
+                "{state:?}"
+            );
+            assert_eq!(frr.bgp_nexthop("10.0.0.0/8").unwrap(), None);
+        }
+        let asn = one.vtysh(&["show bgp ipv4 unicast summary"]).unwrap();
+        assert!(asn.contains("local AS number 1"), "{asn}");
+        let asn = two.vtysh(&["show bgp ipv4 unicast summary"]).unwrap();
+        assert!(asn.contains("local AS number 2"), "{asn}");
+        assert_eq!(
+            entries("/var/run/frr"),
+            host_run,
+            "the host's FRR run dir changed"
+        );
+        let pids = [one.pids(), two.pids()].concat();
+        assert_eq!(pids.len(), 6);
+        drop((one, two));
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "pid {pid} lives"
+            );
+        }
+    }
 }
