@@ -89,6 +89,10 @@ fn phase() -> Duration {
     FAULT_AT + detect + Duration::from_secs(8)
 }
 
+/// The phase around b's restart: the gateways negotiate again (1 s backoff, 1 s first
+/// retransmission) and BGP reconnects (1 s connect retry) before the last [`RECOVERED`].
+const B_RESTART_PHASE: Duration = Duration::from_secs(25);
+
 /// The end of each phase that must arrive whole: the outage was over by then.
 const RECOVERED: Duration = Duration::from_secs(4);
 
@@ -147,7 +151,7 @@ fn connection(
     link: &str,
     my_id: &str,
     peer_id: &str,
-    start: &str,
+    child_extra: &str,
 ) -> String {
     format!(
         r#"
@@ -167,15 +171,19 @@ id = "{peer_id}"
 local_ts = ["0.0.0.0/0"]
 remote_ts = ["0.0.0.0/0"]
 esp_proposals = ["aes128gcm16"]
-start_action = "{start}"
+{child_extra}
 "#
     )
 }
 
+/// The gateways' child: negotiate at start and again when b deletes the SA (b's
+/// restart), which is what keeps a route-based tunnel up across the peer's maintenance.
+const A_CHILD: &str = "start_action = \"start\"\nclose_action = \"start\"";
+
 fn esprit_config(dir: &Path, connections: &[String]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("dir");
     let toml = format!(
-        "[daemon]\ncontrol_socket = \"{}\"\nkeepalive = \"0s\"\n{}\n[secrets.ike-all]\nsecret = \"esprit HA pair test secret, long enough\"\n",
+        "[daemon]\ncontrol_socket = \"{}\"\nkeepalive = \"0s\"\nretransmit_timeout = \"1s\"\n{}\n[secrets.ike-all]\nsecret = \"esprit HA pair test secret, long enough\"\n",
         dir.join("esprit.sock").display(),
         connections.concat()
     );
@@ -267,6 +275,7 @@ fn bytes_out(d: &Daemon, conn: &str) -> u64 {
 struct Outage {
     what: &'static str,
     count: UdpCount,
+    phase: Duration,
 }
 
 impl Outage {
@@ -281,7 +290,7 @@ impl Outage {
             self.what,
             self.lost().as_secs_f64(),
             m.len(),
-            self.count.sent,
+            self.count.sent + self.count.send_errors,
             INTERVAL.as_millis(),
             m.first(),
             m.last()
@@ -290,7 +299,7 @@ impl Outage {
 
     /// The outage ended: the last [`RECOVERED`] of the phase all arrived.
     fn recovered(&self) -> bool {
-        let whole = ((phase() - RECOVERED).as_millis() / INTERVAL.as_millis()) as u64;
+        let whole = ((self.phase - RECOVERED).as_millis() / INTERVAL.as_millis()) as u64;
         self.count.missing_seqs.iter().all(|s| *s < whole)
     }
 }
@@ -298,7 +307,18 @@ impl Outage {
 /// Sends datagrams c -> 10.96.2.1 and b -> 10.96.1.1 for a [`phase`], calls `fault`
 /// [`FAULT_AT`] into it, and returns both directions' losses.
 fn measure(c: &Netns, b: &Netns, port: u16, fault: impl FnOnce() + Send) -> [Outage; 2] {
-    let count = (phase().as_millis() / INTERVAL.as_millis()) as u64;
+    measure_for(c, b, port, phase(), fault)
+}
+
+/// [`measure`] over a phase of `length`.
+fn measure_for(
+    c: &Netns,
+    b: &Netns,
+    port: u16,
+    length: Duration,
+    fault: impl FnOnce() + Send,
+) -> [Outage; 2] {
+    let count = (length.as_millis() / INTERVAL.as_millis()) as u64;
     thread::scope(|s| {
         let fwd = s.spawn(|| udp_counted(c, b, ip("10.96.2.1"), port, count, INTERVAL));
         let back = s.spawn(|| udp_counted(b, c, ip("10.96.1.1"), port + 1, count, INTERVAL));
@@ -307,16 +327,11 @@ fn measure(c: &Netns, b: &Netns, port: u16, fault: impl FnOnce() + Send) -> [Out
         fault();
         let fwd = fwd.join().expect("sender").expect("c -> b datagrams");
         let back = back.join().expect("sender").expect("b -> c datagrams");
-        [
-            Outage {
-                what: "c -> b",
-                count: fwd,
-            },
-            Outage {
-                what: "b -> c",
-                count: back,
-            },
-        ]
+        [("c -> b", fwd), ("b -> c", back)].map(|(what, count)| Outage {
+            what,
+            count,
+            phase: length,
+        })
     })
 }
 
@@ -435,7 +450,7 @@ impl Lab {
                     "169.254.100.2/30",
                     "b",
                     "a1",
-                    "none",
+                    "start_action = \"none\"",
                 ),
                 connection(
                     "to_a2",
@@ -445,7 +460,7 @@ impl Lab {
                     "169.254.100.6/30",
                     "b",
                     "a2",
-                    "none",
+                    "start_action = \"none\"",
                 ),
             ],
         );
@@ -474,7 +489,7 @@ impl Lab {
         let id = format!("a{n}");
         let cfg = esprit_config(
             dir,
-            &[connection("to_b", me, peer, "ss0", link, &id, "b", "start")],
+            &[connection("to_b", me, peer, "ss0", link, &id, "b", A_CHILD)],
         );
         Daemon::start_with(exe(), ns, &cfg, dir).expect("esprit a")
     }
@@ -610,6 +625,19 @@ fn ha_pair_fails_over_and_back_with_bgp_and_bfd() {
     lab.a1.ip(&["link", "set", "wan", "up"]).expect("link up");
     lab.wait_converged(SETUP);
     assert_eq!(lab.carried_by(), ("a1", "a1"));
+
+    // 4. b's esprit restarts (SIGTERM deletes its SAs at a1 and a2, then a new daemon):
+    // no gateway can take over, so this is the time to recover, not a failover. The
+    // gateways negotiate again on their own and BGP follows.
+    let cfg_b = lab.dir.join("esprit-b").join("esprit.toml");
+    let b_dir = lab.dir.join("esprit-b");
+    let restart = measure_for(&lab.c, &lab.b, 7007, B_RESTART_PHASE, || {
+        lab.esprit_b.proc.stop().expect("stop b");
+        lab.esprit_b = Daemon::start_with(exe(), &lab.b, &cfg_b, &b_dir).expect("b again");
+    });
+    lab.wait_converged(SETUP);
+    assert_eq!(lab.carried_by(), ("a1", "a1"));
+    lines.extend(check("b esprit restarted (no alternative)", &restart));
 
     if let Ok(path) = std::env::var("ESPRIT_HA_REPORT") {
         std::fs::write(path, lines.join("\n") + "\n").expect("report");
