@@ -3,7 +3,9 @@
 //! each end peers with the other over those link addresses (eBGP, AS 65001 and 65002)
 //! and advertises its side's inner subnet; zebra installs what it learns into the kernel
 //! via ss0 with the side's inner address as source. esprit itself installs no route: the
-//! traffic between the subnets follows BGP's routes into the tunnel.
+//! traffic between the subnets follows BGP's routes into the tunnel. When b's esprit
+//! stops the route goes; when it starts again a's `close_action = "start"` brings the
+//! tunnel back and BGP the route.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -48,6 +50,7 @@ local_ts = ["0.0.0.0/0"]
 remote_ts = ["0.0.0.0/0"]
 esp_proposals = ["aes128gcm16"]
 start_action = "{start}"
+close_action = "{start}"
 
 [secrets.ike-all]
 secret = "bgp over esprit test secret, long enough"
@@ -232,6 +235,30 @@ fn bgp_over_a_route_based_tunnel_routes_the_subnets_through_it() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n--- bgpd a ---\n{}", frr_a.log("bgpd")));
+
+    // b comes back: a's `close_action = "start"` (b's shutdown deleted the SAs) has a
+    // negotiating again, BGP reconnects over the new child SA and the route returns.
+    let mut dmn_b = start(
+        b,
+        &db,
+        &esprit_config(&db, topo.b_addr(), topo.a_addr(), 2, "none"),
+    );
+    wait_child(&dmn_a);
+    frr_a
+        .wait_established(link_b, BGP_UP)
+        .expect("a's session again");
+    wait_kernel_route(
+        a,
+        "10.96.2.0/24",
+        "via 169.254.100.2 dev ss0 proto bgp",
+        &frr_a,
+    );
+    assert!(
+        ping(a, "10.96.2.1".parse().unwrap(), 3, Duration::from_secs(5)),
+        "ping after b's restart failed\n{}",
+        dmn_a.log()
+    );
+    dmn_b.proc.stop().expect("stop b");
     dmn_a.proc.stop().expect("stop a");
     drop((frr_a, frr_b));
 }
