@@ -22,7 +22,8 @@
 //! fixed interval while a1's esprit is killed (SIGKILL), and later while a1's outer link
 //! is cut; the outage of each direction is the lost datagrams times the interval, printed
 //! and loosely bounded. a1 then comes back, its sessions are Established again and the
-//! traffic returns to it.
+//! traffic returns to it. Last, b's esprit restarts: nothing can take over, and the
+//! gateways' `close_action = "start"` brings both tunnels (and BGP) back.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
