@@ -22,8 +22,9 @@
 //! fixed interval while a1's esprit is killed (SIGKILL), and later while a1's outer link
 //! is cut; the outage of each direction is the lost datagrams times the interval, printed
 //! and loosely bounded. a1 then comes back, its sessions are Established again and the
-//! traffic returns to it. Last, b's esprit restarts: nothing can take over, and the
-//! gateways' `close_action = "start"` brings both tunnels (and BGP) back.
+//! traffic returns to it. Last, b's esprit restarts, gracefully and then after SIGKILL:
+//! nothing can take over, and the gateways' `close_action = "start"` (b deleted the SAs)
+//! or DPD with `dpd_action = "restart"` (b vanished) brings both tunnels and BGP back.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,7 @@ fn connection(
     link: &str,
     my_id: &str,
     peer_id: &str,
-    child_extra: &str,
+    (conn_extra, child_extra): (&str, &str),
 ) -> String {
     format!(
         r#"
@@ -162,6 +163,7 @@ remote_addrs = ["{peer}"]
 proposals = ["aes128gcm16-prfsha256-x25519"]
 tun = "{tun}"
 tun_addrs = ["{link}"]
+{conn_extra}
 [connections.{name}.local]
 auth = "psk"
 id = "{my_id}"
@@ -177,14 +179,19 @@ esp_proposals = ["aes128gcm16"]
     )
 }
 
-/// The gateways' child: negotiate at start and again when b deletes the SA (b's
-/// restart), which is what keeps a route-based tunnel up across the peer's maintenance.
-const A_CHILD: &str = "start_action = \"start\"\nclose_action = \"start\"";
+/// The gateways' connection and child: negotiate at start; again when b deletes the SA
+/// (b's restart); and when b stops answering (b crashed: DPD every 2 s, given up after
+/// the retransmissions of `[daemon]`), which is what keeps a route-based tunnel up
+/// across the peer's restarts with no one initiating by hand.
+const A_EXTRA: (&str, &str) = (
+    "dpd_delay = \"2s\"",
+    "start_action = \"start\"\nclose_action = \"start\"\ndpd_action = \"restart\"",
+);
 
 fn esprit_config(dir: &Path, connections: &[String]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("dir");
     let toml = format!(
-        "[daemon]\ncontrol_socket = \"{}\"\nkeepalive = \"0s\"\nretransmit_timeout = \"1s\"\n{}\n[secrets.ike-all]\nsecret = \"esprit HA pair test secret, long enough\"\n",
+        "[daemon]\ncontrol_socket = \"{}\"\nkeepalive = \"0s\"\nretransmit_timeout = \"1s\"\nretransmit_tries = 2\n{}\n[secrets.ike-all]\nsecret = \"esprit HA pair test secret, long enough\"\n",
         dir.join("esprit.sock").display(),
         connections.concat()
     );
@@ -451,7 +458,7 @@ impl Lab {
                     "169.254.100.2/30",
                     "b",
                     "a1",
-                    "start_action = \"none\"",
+                    ("", "start_action = \"none\""),
                 ),
                 connection(
                     "to_a2",
@@ -461,7 +468,7 @@ impl Lab {
                     "169.254.100.6/30",
                     "b",
                     "a2",
-                    "start_action = \"none\"",
+                    ("", "start_action = \"none\""),
                 ),
             ],
         );
@@ -490,7 +497,7 @@ impl Lab {
         let id = format!("a{n}");
         let cfg = esprit_config(
             dir,
-            &[connection("to_b", me, peer, "ss0", link, &id, "b", A_CHILD)],
+            &[connection("to_b", me, peer, "ss0", link, &id, "b", A_EXTRA)],
         );
         Daemon::start_with(exe(), ns, &cfg, dir).expect("esprit a")
     }
@@ -639,6 +646,20 @@ fn ha_pair_fails_over_and_back_with_bgp_and_bfd() {
     lab.wait_converged(SETUP);
     assert_eq!(lab.carried_by(), ("a1", "a1"));
     lines.extend(check("b esprit restarted (no alternative)", &restart));
+
+    // 5. b's esprit crashes (SIGKILL, no DELETE) and starts again: the gateways' SAs are
+    // stale until DPD finds b gone and dpd_action = "restart" negotiates anew.
+    let crash = measure_for(&lab.c, &lab.b, 7009, B_RESTART_PHASE, || {
+        lab.esprit_b.proc.signal(libc::SIGKILL).expect("SIGKILL b");
+        lab.esprit_b
+            .proc
+            .wait_exit(Duration::from_secs(5))
+            .expect("b gone");
+        lab.esprit_b = Daemon::start_with(exe(), &lab.b, &cfg_b, &b_dir).expect("b again");
+    });
+    lab.wait_converged(SETUP);
+    assert_eq!(lab.carried_by(), ("a1", "a1"));
+    lines.extend(check("b esprit SIGKILL + restart (no alternative)", &crash));
 
     if let Ok(path) = std::env::var("ESPRIT_HA_REPORT") {
         std::fs::write(path, lines.join("\n") + "\n").expect("report");
