@@ -520,10 +520,34 @@ impl Lab {
             (&f[FRR_B], ["169.254.100.1", "169.254.100.5"]),
         ] {
             for p in peers {
-                frr.wait_established(ip(p), timeout).expect("BGP session");
+                if let Err(e) = frr.wait_established(ip(p), timeout) {
+                    panic!("{e}\n{}", self.tails());
+                }
             }
         }
         self.wait_paths("10.10.1.1", "169.254.100.1", timeout);
+    }
+
+    /// The last lines of every bgpd's and esprit's log, for a failed wait.
+    fn tails(&self) -> String {
+        let tail = |text: String| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        let mut out = String::new();
+        for (name, i) in [("c", FRR_C), ("a1", FRR_A1), ("a2", FRR_A2), ("b", FRR_B)] {
+            out += &format!("--- {name} bgpd ---\n{}\n", tail(self.frr[i].log("bgpd")));
+        }
+        let daemons = [
+            ("a1", self.esprit_a1.as_ref()),
+            ("a2", Some(&self.esprit_a2)),
+            ("b", Some(&self.esprit_b)),
+        ];
+        for (name, d) in daemons {
+            let log = d.map(Daemon::log).unwrap_or_default();
+            out += &format!("--- {name} esprit ---\n{}\n", tail(log));
+        }
+        out
     }
 
     /// Waits until c's best path to b's subnet goes via `c_via` and b's to c's via `b_via`.
