@@ -7,6 +7,8 @@
 #
 #   bash bench/ha.sh [BFD_MS|off] [KEEPALIVE HOLD]     (defaults: 100, 3 9)
 #
+# 100 ms BFD wants a quiet machine: under heavy load (other builds on the 2 cores) every
+# BFD session can miss its 300 ms and the sessions flap, which shows as extra losses.
 # Run as root from the workspace; needs FRR (Debian `frr`). Everything happens inside
 # namespaces the test makes and removes.
 set -euo pipefail
