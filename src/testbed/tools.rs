@@ -30,6 +30,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("vtysh", "frr"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
+    ("zebra", "frr"),
+    ("bgpd", "frr"),
+    ("bfdd", "frr"),
 ];
 
 /// The Debian package that has `program`, if it is one the tests use.
@@ -132,6 +135,12 @@ mod tests {
         }
         let e = explain(OsStr::new("promtool"), io::ErrorKind::NotFound.into());
         assert!(e.to_string().contains("package prometheus"), "{e}");
+        // FRR for the route-based tests.
+        let e = explain(
+            OsStr::new("/usr/lib/frr/bgpd"),
+            io::ErrorKind::NotFound.into(),
+        );
+        assert!(e.to_string().contains("package frr"), "{e}");
         let other = explain(OsStr::new("ping"), io::ErrorKind::PermissionDenied.into());
         assert_eq!(other.kind(), io::ErrorKind::PermissionDenied);
         assert!(require("sh").is_ok());

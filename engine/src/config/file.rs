@@ -250,6 +250,9 @@ pub struct ChildSection {
     /// What to do when DPD declares the peer dead.
     #[serde(default)]
     pub dpd_action: DpdAction,
+    /// What to do when the peer deletes the IKE SA (a peer's restart or shutdown).
+    #[serde(default)]
+    pub close_action: CloseAction,
     /// Child SA rekey interval; absent: 1h, "0s": never.
     #[serde(default, deserialize_with = "duration_some")]
     pub rekey_time: Option<Duration>,
@@ -313,6 +316,21 @@ pub enum DpdAction {
     Restart,
     /// Forget the SAs, renegotiate on the next packet.
     Trap,
+}
+
+/// swanctl's `close_action`: what to do when the peer closes the SA. esprit acts on the
+/// peer deleting the IKE SA (which takes its children), not yet on a lone child delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseAction {
+    /// Leave it closed.
+    #[default]
+    None,
+    /// Renegotiate on the next packet for the remote subnets.
+    Trap,
+    /// Negotiate again (after the retry backoff, so a restarting peer has a moment),
+    /// and keep retrying like `start_action = "start"` until it answers.
+    Start,
 }
 
 /// `[secrets]`: `[secrets.ike-NAME]` entries and `[secrets.private.NAME]` keys.

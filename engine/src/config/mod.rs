@@ -8,9 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    parse_duration, AuthKind, AuthSection, ChildSection, ConfigFile, ConnectionSection,
-    DaemonSection, DpdAction, IkeSecret, MetricsSection, PoolSection, PrivateSecret,
-    SecretsSection, StartAction, TunSection,
+    parse_duration, AuthKind, AuthSection, ChildSection, CloseAction, ConfigFile,
+    ConnectionSection, DaemonSection, DpdAction, IkeSecret, MetricsSection, PoolSection,
+    PrivateSecret, SecretsSection, StartAction, TunSection,
 };
 pub use resolve::{
     load, resolve, ChildPlan, ConnectionPlan, Daemon, Metrics, Resolved, RouteDevice, Tun,
@@ -106,6 +106,7 @@ remote_ts = ["10.2.0.0/24"]
 esp_proposals = ["aes128gcm16-x25519"]
 start_action = "start"
 dpd_action = "restart"
+close_action = "start"
 rekey_time = "1h"
 [secrets.ike-site]
 id = ["C=CN, O=Local Cluster, CN=site-a", "C=CN, O=Local Cluster, CN=site-b"]
@@ -127,6 +128,7 @@ file = "site-a-key.pem"
         assert_eq!(conn.dpd_delay, Some(std::time::Duration::from_secs(30)));
         assert_eq!(conn.children["net"].start_action, StartAction::Start);
         assert_eq!(conn.children["net"].dpd_action, DpdAction::Restart);
+        assert_eq!(conn.children["net"].close_action, CloseAction::Start);
         assert_eq!(c.secrets.ike["ike-site"].id.len(), 2);
         assert_eq!(
             c.secrets.private["site-a"].file,

@@ -22,8 +22,8 @@ use ike::wire::TrafficSelector;
 
 use self::credentials::Credentials;
 use super::{
-    AuthKind, ChildSection, ConfigError, ConfigFile, ConnectionSection, DaemonSection, DpdAction,
-    MetricsSection, StartAction, TunSection,
+    AuthKind, ChildSection, CloseAction, ConfigError, ConfigFile, ConnectionSection, DaemonSection,
+    DpdAction, MetricsSection, StartAction, TunSection,
 };
 
 /// strongSwan's default IKE SA rekey_time.
@@ -128,6 +128,8 @@ pub struct ChildPlan {
     pub start_action: StartAction,
     /// What to do when DPD declares the peer dead.
     pub dpd_action: DpdAction,
+    /// What to do when the peer deletes the IKE SA.
+    pub close_action: CloseAction,
     /// The updown command, if any.
     pub updown: Option<String>,
 }
@@ -625,6 +627,7 @@ fn child_sa(
             name: name.to_string(),
             start_action: ch.start_action,
             dpd_action: ch.dpd_action,
+            close_action: ch.close_action,
             updown,
         },
     ))

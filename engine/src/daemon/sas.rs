@@ -13,7 +13,7 @@ use super::mediation_book::MediationBook;
 use super::pools::Vips;
 use super::routes::OsRoutes;
 use super::updown::{ChildEnv, Updown, Verb};
-use crate::config::{ConnectionPlan, DpdAction, StartAction};
+use crate::config::{CloseAction, ConnectionPlan, DpdAction, StartAction};
 use crate::dataplane::{Dataplane, InCmd, OutCmd, OutSa, Policies, RouteId, TrapId, MAIN_DEV};
 use crate::install;
 
@@ -916,13 +916,13 @@ impl Sas {
             // A responder SA that never matched a connection.
             return;
         };
-        let children: Vec<(String, StartAction, DpdAction)> = plan
+        let children: Vec<(String, StartAction, DpdAction, CloseAction)> = plan
             .children
             .iter()
-            .map(|c| (c.name.clone(), c.start_action, c.dpd_action))
+            .map(|c| (c.name.clone(), c.start_action, c.dpd_action, c.close_action))
             .collect();
         let mut restart = false;
-        for (name, start, dpd) in children {
+        for (name, start, dpd, close) in children {
             let key = (conn.to_string(), name);
             let was_pending = self.pending.remove(&key);
             if let Some(t) = self.traps.get(&key) {
@@ -937,11 +937,20 @@ impl Sas {
                     DpdAction::Trap => self.install_trap(&key),
                     DpdAction::Clear => {}
                 },
+                // A peer that deleted the IKE SA is restarting or going away for a
+                // while: close_action "start" asks for it again after the backoff (a
+                // route-based tunnel must come back without anyone initiating by hand).
+                DownReason::DeletedByPeer => match close {
+                    CloseAction::Start => restart = true,
+                    CloseAction::Trap => self.install_trap(&key),
+                    CloseAction::None => {}
+                },
                 // "start" keeps trying until the peer answers; so does a restart after
-                // DPD that has not reached the peer yet.
+                // DPD or the peer's delete that has not reached the peer yet.
                 DownReason::Timeout | DownReason::HalfOpenExpired
                     if start == StartAction::Start
-                        || (was_pending && dpd == DpdAction::Restart) =>
+                        || (was_pending
+                            && (dpd == DpdAction::Restart || close == CloseAction::Start)) =>
                 {
                     restart = true;
                 }
@@ -1027,6 +1036,7 @@ impl Sas {
                         .filter(|c| {
                             c.start_action == StartAction::Start
                                 || c.dpd_action == DpdAction::Restart
+                                || c.close_action == CloseAction::Start
                         })
                         .map(|c| c.name.clone())
                         .collect()

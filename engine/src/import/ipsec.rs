@@ -303,6 +303,7 @@ const HANDLED: &[&str] = &[
     "rekey",
     "dpddelay",
     "dpdaction",
+    "closeaction",
     "forceencaps",
     "fragmentation",
     "mobike",
@@ -480,7 +481,6 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
             "leftca" => "esprit sends its certificate chain from certs",
             "dpdtimeout" => "IKEv2 declares a peer dead after its retransmissions",
             "reauth" => "esprit rekeys the IKE SA (RFC 7296 2.8) instead of reauthenticating",
-            "closeaction" => "esprit does nothing when the peer deletes the SA",
             _ if side_key => "not supported",
             _ => "not supported",
         };
@@ -569,6 +569,15 @@ fn conn(conf: &Path, name: &str, set: &BTreeMap<String, Setting>) -> Result<Conn
         Some("hold") => Some("trap"),
         Some("restart") => Some("restart"),
         _ => None,
+    };
+    ch.close_action = match get("closeaction") {
+        Some("hold") => Some("trap"),
+        Some("restart") => Some("start"),
+        Some("none") | Some("clear") | None => None,
+        Some(a) => {
+            cn.push(nc(format!("closeaction={a}: unknown")));
+            None
+        }
     };
     if get("lifetime").is_some()
         || get("keylife").is_some()

@@ -191,6 +191,7 @@ struct Child {
     esp_proposals: Vec<String>,
     start_action: Option<&'static str>,
     dpd_action: Option<&'static str>,
+    close_action: Option<&'static str>,
     rekey_time: Option<String>,
     updown: Option<String>,
 }
@@ -425,6 +426,9 @@ impl Conn {
             }
             if let Some(a) = ch.dpd_action {
                 let _ = writeln!(t, "dpd_action = {}", q(a));
+            }
+            if let Some(a) = ch.close_action {
+                let _ = writeln!(t, "close_action = {}", q(a));
             }
             if let Some(r) = &ch.rekey_time {
                 let _ = writeln!(t, "rekey_time = {}", q(r));

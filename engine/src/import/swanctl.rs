@@ -170,6 +170,7 @@ const CHILD_KEYS: &[&str] = &[
     "esp_proposals",
     "start_action",
     "dpd_action",
+    "close_action",
     "rekey_time",
     "updown",
     "mode",
@@ -401,6 +402,16 @@ fn child(node: &Node, have_peer: bool) -> Result<Child, String> {
         Some("none") | None => None,
         Some(a) => {
             n.push(nc(format!("dpd_action = {a}: unknown")));
+            None
+        }
+    };
+    // charon 5.9 spells it none|clear|trap|start; older releases hold and restart.
+    ch.close_action = match node.get("close_action") {
+        Some("trap") | Some("hold") => Some("trap"),
+        Some("start") | Some("restart") => Some("start"),
+        Some("none") | Some("clear") | None => None,
+        Some(a) => {
+            n.push(nc(format!("close_action = {a}: unknown")));
             None
         }
     };

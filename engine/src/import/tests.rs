@@ -129,6 +129,10 @@ fn swanctl_conf_carries_its_own_vocabulary() {
         c.children["net"].start_action,
         crate::config::StartAction::Start
     );
+    assert_eq!(
+        c.children["net"].close_action,
+        crate::config::CloseAction::Start
+    );
     assert!(!c.children.contains_key("tr"));
     assert_eq!(f.secrets.ike["ike-1"].id, ["a", "b"]);
     assert_eq!(
@@ -138,7 +142,6 @@ fn swanctl_conf_carries_its_own_vocabulary() {
     assert_eq!(c.vips, ["0.0.0.0"]);
     assert_eq!(f.pools["p"].addrs, "10.3.0.0/24");
     for needle in [
-        "close_action = restart: not supported",
         "start_action = trap|start",
         "child tr: mode = transport",
         "eap-u: esprit has no EAP",

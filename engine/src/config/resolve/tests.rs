@@ -15,7 +15,7 @@ use ike::wire::TrafficSelector;
 
 use super::*;
 use crate::config::tests::SAMPLE;
-use crate::config::{parse, ConfigError, DpdAction, StartAction};
+use crate::config::{parse, CloseAction, ConfigError, DpdAction, StartAction};
 
 fn sample(text: &str) -> Result<Resolved, ConfigError> {
     let path = Path::new("/etc/esprit/esprit.toml");
@@ -118,6 +118,7 @@ fn the_documented_sample_resolves_with_a_psk() {
             name: "net".into(),
             start_action: StartAction::Start,
             dpd_action: DpdAction::Restart,
+            close_action: CloseAction::Start,
             updown: None,
         }]
     );
