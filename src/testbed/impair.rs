@@ -69,6 +69,8 @@ pub struct DirCounters {
     pub received: u64,
     /// Datagrams dropped.
     pub dropped: u64,
+    /// Of those, IKE messages (on 500, or on 4500 behind a zero non-ESP marker).
+    pub ike_dropped: u64,
     /// Datagrams held back and sent after later ones.
     pub reordered: u64,
     /// Datagrams sent twice.
@@ -83,6 +85,7 @@ impl DirCounters {
     fn add(&mut self, o: &DirCounters) {
         self.received += o.received;
         self.dropped += o.dropped;
+        self.ike_dropped += o.ike_dropped;
         self.reordered += o.reordered;
         self.duplicated += o.duplicated;
         self.esp_duplicated += o.esp_duplicated;
@@ -94,9 +97,10 @@ impl fmt::Display for DirCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received {} dropped {} reordered {} duplicated {} (ESP {}) sent {}",
+            "received {} dropped {} (IKE {}) reordered {} duplicated {} (ESP {}) sent {}",
             self.received,
             self.dropped,
+            self.ike_dropped,
             self.reordered,
             self.duplicated,
             self.esp_duplicated,
@@ -133,6 +137,7 @@ impl fmt::Display for RelayCounters {
 struct AtomicCounters {
     received: AtomicU64,
     dropped: AtomicU64,
+    ike_dropped: AtomicU64,
     reordered: AtomicU64,
     duplicated: AtomicU64,
     esp_duplicated: AtomicU64,
@@ -149,6 +154,7 @@ impl AtomicCounters {
         DirCounters {
             received: g(&self.received),
             dropped: g(&self.dropped),
+            ike_dropped: g(&self.ike_dropped),
             reordered: g(&self.reordered),
             duplicated: g(&self.duplicated),
             esp_duplicated: g(&self.esp_duplicated),
@@ -321,6 +327,9 @@ impl<'a> Direction<'a> {
         AtomicCounters::bump(&self.counters.received);
         if self.rng.chance(imp.loss) {
             AtomicCounters::bump(&self.counters.dropped);
+            if !self.nat_t || is_ike(data) {
+                AtomicCounters::bump(&self.counters.ike_dropped);
+            }
         } else if imp.reorder_window > 0 && self.rng.chance(imp.reorder) {
             let left = 1 + self.rng.below(imp.reorder_window as u64) as usize;
             self.held.push_back(Held {
@@ -377,6 +386,11 @@ impl<'a> Direction<'a> {
 /// zero non-ESP marker), RFC 3948 2.2.
 fn is_esp(d: &[u8]) -> bool {
     d.len() > 4 && d[..4] != [0, 0, 0, 0]
+}
+
+/// An IKE message on the NAT-T port: a zero non-ESP marker, then a header.
+fn is_ike(d: &[u8]) -> bool {
+    d.len() > 4 && d[..4] == [0, 0, 0, 0]
 }
 
 /// SplitMix64: small, seedable, good enough to decide a packet's fate.
