@@ -17,14 +17,22 @@ use engine::status::Status;
 use esprit::testbed::{ping, tcp_transfer, Impairment, Topology};
 
 /// The link of the main test: 5% loss, 5% of datagrams overtaken by up to 32 later
-/// ones, 1% duplicated, both ways.
-const LOSSY: Impairment = Impairment {
-    loss: 0.05,
-    reorder: 0.05,
-    reorder_window: 32,
-    duplicate: 0.01,
-    seed: 16,
-};
+/// ones, 1% duplicated, both ways. The relay's seed is 16 unless `ESPRIT_IMPAIR_SEED`
+/// says otherwise (`bench/impaired.sh` runs many).
+fn lossy() -> Impairment {
+    let seed = std::env::var("ESPRIT_IMPAIR_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    eprintln!("relay seed {seed} (ESPRIT_IMPAIR_SEED)");
+    Impairment {
+        loss: 0.05,
+        reorder: 0.05,
+        reorder_window: 32,
+        duplicate: 0.01,
+        seed,
+    }
+}
 
 /// Bound on the 50 MB transfer over the lossy link (TCP at 5% loss is slow).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -83,7 +91,7 @@ fn lossy_bench(imp: Impairment, tune: impl FnOnce(&mut esprit::testbed::esprit::
 #[test]
 fn lossy_reordering_duplicating_link_carries_50_mb_through_rekeys() {
     let setup = Instant::now();
-    let bench = lossy_bench(LOSSY, |a| {
+    let bench = lossy_bench(lossy(), |a| {
         a.rekey_time = Some("7s".into());
         a.children[0].rekey_time = Some("2s".into());
     });
