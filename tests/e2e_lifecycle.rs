@@ -234,3 +234,199 @@ fn sigterm_deletes_the_sas_at_the_peer() {
     let links = bench.topo.a().ip(&["-o", "link"]).expect("ip link");
     assert!(!links.contains("esprit0"), "{links}");
 }
+
+/// How long the background stream may stall before its threads give up.
+const STREAM_STALL: Duration = Duration::from_secs(5);
+
+/// The byte at offset `i` of the background stream: a pattern the receiver checks.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(7) % 251) as u8
+}
+
+/// Opens a TCP connection from a to `to` (b's inner address) inside the namespaces and
+/// streams `bytes` of [`pattern`] over it from a thread of its own, so the test keeps a
+/// free hand on the daemons meanwhile. The join handle gives (bytes received intact,
+/// first error); the stream outlives daemon restarts as long as TCP does.
+fn background_stream(
+    bench: &Bench,
+    to: IpAddr,
+    port: u16,
+    bytes: u64,
+) -> std::thread::JoinHandle<(u64, Option<String>)> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::new(to, port);
+    let listener = bench
+        .topo
+        .b()
+        .enter(|| std::net::TcpListener::bind(addr))
+        .expect("enter b")
+        .expect("listen");
+    let client = bench
+        .topo
+        .a()
+        .enter(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .expect("enter a")
+        .expect("connect through the tunnel");
+    let (server, _) = listener.accept().expect("accept");
+    std::thread::spawn(move || {
+        let mut client = client;
+        let _ = client.set_write_timeout(Some(STREAM_STALL));
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = (bytes - sent).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(sent + k as u64);
+            }
+            if let Err(e) = client.write_all(&buf[..n]) {
+                return (sent, Some(format!("send: {e}")));
+            }
+            sent += n as u64;
+        }
+        (sent, None)
+    });
+    std::thread::spawn(move || {
+        let mut server = server;
+        let _ = server.set_read_timeout(Some(STREAM_STALL));
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        while got < bytes {
+            match server.read(&mut buf) {
+                Ok(0) => return (got, Some("connection closed early".into())),
+                Ok(n) => {
+                    if let Some(k) = (0..n).find(|&k| buf[k] != pattern(got + k as u64)) {
+                        return (got + k as u64, Some("corrupted byte".into()));
+                    }
+                    got += n as u64;
+                }
+                Err(e) => return (got, Some(format!("receive: {e}"))),
+            }
+        }
+        (got, None)
+    })
+}
+
+/// Issue 16 item 6: the initiator a is SIGKILLed in the middle of a TCP stream and
+/// started again 3 s later. Meanwhile b's DPD (2 s) starts probing the silent peer. The
+/// restarted a sends INITIAL_CONTACT, so b drops the SAs of a's previous life at once
+/// (RFC 7296 2.4) instead of waiting for DPD to give up: the tunnel is back within
+/// twice the DPD delay of the restart, with exactly one IKE SA and one child SA on
+/// each side, and the TCP stream, which lives in the namespaces, survives the outage.
+#[test]
+fn initiator_killed_mid_stream_initial_contact_clears_the_stale_sas() {
+    let topo = Topology::direct(false).expect("topology");
+    let (mut a, mut b) = psk_net(&topo, "start");
+    for s in [&mut a, &mut b] {
+        s.dpd_delay = Some("2s".into());
+    }
+    // RFC 7296 2.4 (and charon): INITIAL_CONTACT speaks for the SAs between two
+    // identities, so a sends it only when it names the peer's; with %any the survivor
+    // would wait for DPD to give up (2 s + 1+2+4+8 s of retransmissions here).
+    a.remote_id = Some("b.esprit.test".into());
+    let dpd = Duration::from_secs(2);
+    let mut bench = Bench::up(topo, a, b, "net");
+    let to = IpAddr::V4(bench.topo.b_inner().v4[0]);
+    assert!(ping(bench.topo.a(), to, 1, PING_WAIT));
+    let stale = bench.status(Who::B).ike_sas[0].spi_i.clone();
+
+    const STREAM: u64 = 2_000_000_000;
+    let stream = background_stream(&bench, to, 5201, STREAM);
+    // Mid-stream: bytes have crossed the child SA.
+    bench.wait_status(Who::B, "the stream under way", SETUP, |s| {
+        (common::child_bytes(s, "net").0 > 5_000_000).then_some(())
+    });
+    bench.kill(Who::A);
+    // b notices: its DPD probes the silent peer.
+    bench.wait_status(Who::B, "b's DPD probing", Duration::from_secs(10), |s| {
+        (s.counters.ike["dpd_checks"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
+    let restarted = Instant::now();
+    bench.start(Who::A);
+    let back = bench.wait_status(Who::B, "only a's new SAs at b", SETUP, |s| {
+        let fresh = s.ike_sas.len() == 1
+            && established(s).len() == 1
+            && s.ike_sas[0].spi_i != stale
+            && children(s, "net").len() == 1;
+        fresh.then(|| restarted.elapsed())
+    });
+    assert!(ping(bench.topo.a(), to, 1, PING_WAIT), "ping after restart");
+    let pinged = restarted.elapsed();
+    eprintln!(
+        "a restarted: b holds only the new SAs after {back:?}, ping through after {pinged:?} \
+         (DPD delay {dpd:?})"
+    );
+    assert!(
+        pinged < 2 * dpd,
+        "tunnel back only {pinged:?} after the restart"
+    );
+    let sb = bench.status(Who::B);
+    assert!(
+        sb.counters.ike["replaced_ike_sas"].as_u64().unwrap_or(0) >= 1,
+        "INITIAL_CONTACT replaced nothing: {}",
+        sb.counters.ike
+    );
+    let sa = bench.wait_child(Who::A, "net");
+    assert_eq!(
+        (sa.ike_sas.len(), children(&sa, "net").len()),
+        (1, 1),
+        "{sa}"
+    );
+    assert_eq!(
+        (sb.ike_sas.len(), children(&sb, "net").len()),
+        (1, 1),
+        "{sb}"
+    );
+    let (ca, cb) = (children(&sa, "net")[0], children(&sb, "net")[0]);
+    assert_eq!((&ca.spi_in, &ca.spi_out), (&cb.spi_out, &cb.spi_in));
+    // The stream carries on through the new SAs (a's TCP retransmits what was lost).
+    let received_before = common::child_bytes(&sb, "net").0;
+    bench.wait_status(Who::B, "the stream resumed", SETUP, |s| {
+        (common::child_bytes(s, "net").0 > received_before + 5_000_000).then_some(())
+    });
+    eprintln!("the TCP stream resumed through the new child SA");
+    drop(bench);
+    let (got, error) = stream.join().expect("stream thread");
+    // The stream ends with the namespaces; until then every byte arrived intact.
+    assert!(
+        error.as_deref() != Some("corrupted byte"),
+        "corrupted at byte {got}"
+    );
+    eprintln!("stream: {got} bytes intact, then {error:?}");
+}
+
+/// Issue 16 item 6: the TUN deleted under the daemon (`ip link del esprit0`). The
+/// daemon says so and exits with an error (after deleting its SAs at the peer), rather
+/// than spinning on a device that fails every read.
+#[test]
+fn tun_deleted_under_the_daemon_exits_with_an_error() {
+    let topo = Topology::direct(false).expect("topology");
+    let (a, b) = psk_net(&topo, "start");
+    let mut bench = Bench::up(topo, a, b, "net");
+    bench
+        .topo
+        .a()
+        .ip(&["link", "del", "esprit0"])
+        .expect("ip link del");
+    let status = bench
+        .daemon_mut(Who::A)
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("a exits once its TUN is gone");
+    assert!(!status.success(), "exit status {status:?}");
+    let log = bench.daemon(Who::A).log();
+    assert!(
+        log.contains("TUN esprit0 disappeared under the daemon (deleted?)"),
+        "{log}"
+    );
+    // It told b on its way out.
+    bench.wait_status(
+        Who::B,
+        "b's SAs deleted by a",
+        Duration::from_secs(5),
+        |s| s.ike_sas.is_empty().then_some(()),
+    );
+    eprintln!(
+        "{}",
+        log.lines().rev().take(4).collect::<Vec<_>>().join("\n")
+    );
+}

@@ -1,6 +1,15 @@
 //! The control socket: a Unix stream socket on which `esprit status`, `initiate`,
 //! `terminate`, `rekey` and `reload` send one JSON request line and read one JSON
 //! response line.
+//!
+//! Only root (or the user the daemon runs as) may command the daemon, checked twice:
+//! the socket file is mode 0600, so the kernel refuses anyone else's `connect`; and the
+//! daemon reads the caller's credentials (`SO_PEERCRED`) on every connection and answers
+//! any other user with an error. The second check covers what the file mode cannot: the
+//! moment between `bind` and `chmod`, and a mode loosened by hand afterwards.
+//!
+//! A request that is not one JSON line (not UTF-8, longer than 64 KiB, not a known
+//! command, or not finished within 5 s) gets an error answer; the daemon goes on.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -66,14 +75,21 @@ pub enum Response {
 
 /// Largest request line the daemon reads.
 const MAX_REQUEST: usize = 64 * 1024;
+/// How long a caller has to send its request line.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends `req` to the daemon listening on `path` and waits for its answer.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Response> {
     let mut sock = UnixStream::connect(path).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+            "only root may command esprit"
+        } else {
+            "is `esprit run` going?"
+        };
         io::Error::new(
             e.kind(),
             format!(
-                "cannot reach the esprit daemon at {}: {e} (is `esprit run` going?)",
+                "cannot reach the esprit daemon at {}: {e} ({hint})",
                 path.display()
             ),
         )
@@ -82,9 +98,15 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Resp
     sock.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    sock.write_all(&line)?;
+    // A daemon that refuses the caller answers at once and closes, so the write may
+    // fail (EPIPE) with its answer already waiting: read that before giving up.
+    let wrote = sock.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(sock).read_line(&mut answer)?;
+    let read = BufReader::new(sock).read_line(&mut answer);
+    if answer.is_empty() {
+        wrote?;
+        read?;
+    }
     serde_json::from_str(&answer)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
 }
@@ -136,13 +158,34 @@ impl Drop for ControlSocket {
     }
 }
 
+/// Whether a caller with user ID `uid` may command the daemon: root, or the user the
+/// daemon itself runs as (a daemon started unprivileged with capabilities).
+fn caller_allowed(uid: u32) -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+/// Reads one request line: the request, or the error to answer.
+async fn read_request(rd: impl tokio::io::AsyncRead + Unpin) -> Result<Request, String> {
+    let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64 + 1);
+    let mut line = Vec::new();
+    match tokio::time::timeout(REQUEST_WAIT, rd.read_until(b'\n', &mut line)).await {
+        Err(_) => return Err(format!("no request line within {REQUEST_WAIT:?}")),
+        Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let text = std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?;
+    serde_json::from_str::<Request>(text).map_err(|e| format!("bad request: {e}"))
+}
+
 async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {
+    let cred = stream.peer_cred();
     let (rd, mut wr) = stream.into_split();
-    let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64);
-    let mut line = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await;
-    let response = match read {
-        Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Request>(&line) {
+    let response = match cred {
+        Ok(c) if caller_allowed(c.uid()) => match read_request(rd).await {
             Ok(req) => {
                 let (reply, answer) = oneshot::channel();
                 if tx.send((req, reply)).await.is_err() {
@@ -153,11 +196,20 @@ async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {
                     Err(_) => return,
                 }
             }
-            Err(e) => Response::Error {
-                message: format!("bad request: {e}"),
-            },
+            Err(message) => Response::Error { message },
         },
-        _ => return,
+        Ok(c) => {
+            tracing::warn!("control socket: refused a caller with uid {}", c.uid());
+            Response::Error {
+                message: format!(
+                    "permission denied: uid {} may not command esprit (only root)",
+                    c.uid()
+                ),
+            }
+        }
+        Err(e) => Response::Error {
+            message: format!("permission denied: caller's credentials unreadable: {e}"),
+        },
     };
     if let Ok(mut out) = serde_json::to_vec(&response) {
         out.push(b'\n');

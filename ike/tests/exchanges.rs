@@ -574,6 +574,100 @@ fn ike_rekey_from_responder() {
     rekey_ike(Side::B);
 }
 
+/// Every copy of the DELETE that should retire the rekeyed IKE SA is lost: the
+/// initiator drops its old SA after two retransmissions, and the responder, which waits
+/// eight retransmission timeouts after the last message on it, deletes its own (to a
+/// peer that no longer knows it) instead of keeping it for good.
+#[test]
+fn ike_rekey_with_every_old_sa_delete_lost() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let old = p.a.ep.ike_sas()[0].id;
+    let t = Config::default().retransmit_timeout;
+    let base = p.sent;
+    // After the rekey's request and answer, nothing a sends arrives.
+    p.filter = Some(Box::new(move |i, tx| {
+        if i >= base + 2 && tx.local.ip() == std::net::IpAddr::from(A_IP) {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }));
+    let now = p.now;
+    p.a.ep.rekey_ike(now, old).unwrap();
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.b.ep.ike_sas().len(), 2, "{:?}", p.b.ep.ike_sas());
+    assert!(
+        p.run_until(20 * t, |p| p.a.ep.ike_sas().len() == 1
+            && p.b.ep.ike_sas().len() == 1),
+        "a: {:?}\nb: {:?}",
+        p.a.ep.ike_sas(),
+        p.b.ep.ike_sas()
+    );
+    for n in [&p.a, &p.b] {
+        let sas = n.ep.ike_sas();
+        assert_eq!(sas[0].state, "ESTABLISHED");
+        assert_eq!(sas[0].children.len(), 1);
+        assert!(
+            n.ike_down.is_empty(),
+            "a rekey is not a down: {:?}",
+            n.ike_down
+        );
+    }
+    p.filter = None;
+    p.assert_children_match();
+}
+
+/// The answer to the DELETE that retires the rekeyed IKE SA is lost. The peer forgot
+/// that SA when it answered, so retransmissions go unanswered: the old SA goes silently
+/// after two of them (7 retransmission timeouts: 1 + 2 + 4), not after the whole
+/// schedule (63 of them, capped at 30 s each), which kept it in the status for a minute
+/// at 5% loss (tests/e2e_impaired.rs).
+#[test]
+fn ike_rekey_with_the_old_sa_delete_answer_lost() {
+    let mut p = psk_pair(IKE, ESP);
+    up(&mut p);
+    let old = p.a.ep.ike_sas()[0].id;
+    let t = Config::default().retransmit_timeout;
+    // After the rekey's request and answer, a's DELETE (base + 2) and b's answer.
+    let base = p.sent;
+    p.filter = Some(Box::new(move |i, _| {
+        if i == base + 3 {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }));
+    let now = p.now;
+    p.a.ep.rekey_ike(now, old).unwrap();
+    let start = p.now;
+    // The rekey completes (two IKE SAs for a moment), then the old one waits for the
+    // answer to its DELETE.
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.a.ep.ike_sas().len(), 2, "{:?}", p.a.ep.ike_sas());
+    assert!(
+        p.run_until(8 * t, |p| p.a.ep.ike_sas().len() == 1),
+        "old IKE SA still there: {:?} {:?} sent {}",
+        p.a.ep.ike_sas()[0].state,
+        p.a.ep.stats(),
+        p.sent - base
+    );
+    assert!(p.now - start <= 7 * t + Duration::from_millis(200));
+    assert!(p.a.ep.stats().retransmits >= 2);
+    for n in [&p.a, &p.b] {
+        let sas = n.ep.ike_sas();
+        assert_eq!(sas.len(), 1, "{sas:?}");
+        assert_eq!(sas[0].state, "ESTABLISHED");
+        assert_eq!(sas[0].children.len(), 1);
+        assert!(
+            n.ike_down.is_empty(),
+            "a rekey is not a down: {:?}",
+            n.ike_down
+        );
+    }
+    p.assert_children_match();
+}
+
 #[test]
 fn simultaneous_ike_rekey_leaves_one_ike_sa() {
     let mut p = psk_pair(IKE, ESP);

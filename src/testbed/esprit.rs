@@ -95,6 +95,9 @@ pub struct Side {
     pub children: Vec<Child>,
 }
 
+/// The daemons' log filter unless a test asks for another.
+const DEFAULT_LOG: &str = "info,engine=debug";
+
 /// The name of the connection in every generated configuration.
 pub const CONN: &str = "peer";
 
@@ -233,15 +236,33 @@ impl Daemon {
         config: &Path,
         dir: &Path,
     ) -> io::Result<Daemon> {
+        Self::spawn(wrapper, exe, ns, config, dir, DEFAULT_LOG)
+    }
+
+    /// Starts a daemon on an existing configuration file with `RUST_LOG=rust_log`.
+    pub fn start_logged(
+        exe: &Path,
+        ns: &Netns,
+        config: &Path,
+        dir: &Path,
+        rust_log: &str,
+    ) -> io::Result<Daemon> {
+        Self::spawn(&[], exe, ns, config, dir, rust_log)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        exe: &Path,
+        ns: &Netns,
+        config: &Path,
+        dir: &Path,
+        rust_log: &str,
+    ) -> io::Result<Daemon> {
         let exe = exe.to_string_lossy();
         let cfg = config.to_string_lossy();
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend([&*exe, "run", "-c", &*cfg]);
-        let proc = ns.spawn(
-            &argv,
-            &[("RUST_LOG", "info,engine=debug")],
-            &dir.join("esprit.log"),
-        )?;
+        let proc = ns.spawn(&argv, &[("RUST_LOG", rust_log)], &dir.join("esprit.log"))?;
         Self::adopt(proc, config, dir)
     }
 

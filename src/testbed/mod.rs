@@ -10,6 +10,8 @@
 //! - [`proc`]: the [`Proc`] guard for a process started in a namespace.
 //! - [`topo`]: ready-made [`Topology`]s: direct veth, behind a NAT router, through an
 //!   nginx UDP proxy.
+//! - [`impair`]: an impairing UDP relay ([`Relay`]): seeded loss, reordering and
+//!   duplication, counted.
 //! - [`topo_mediation`]: a mediation server and two peers behind their own NAT routers.
 //! - [`star`]: a hub with N clients, each on its own veth ([`Star`]).
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
@@ -27,6 +29,7 @@
 pub mod certs;
 pub mod esprit;
 pub mod frr;
+pub mod impair;
 mod middlebox;
 pub mod netns;
 pub mod probe;
@@ -40,6 +43,7 @@ pub mod wait;
 
 pub use certs::{subject_dn, KeyKind, Leaf, Pki};
 pub use frr::{Frr, FrrConfig};
+pub use impair::{Impairment, Relay, RelayCounters};
 pub use netns::Netns;
 pub use probe::{
     ping, ping_stats, tcp_transfer, throughput, udp_counted, Pings, Transfer, UdpCount,

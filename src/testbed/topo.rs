@@ -24,6 +24,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use tun_io::netlink::{self, Netlink};
 
+use super::impair::{Impairment, Relay};
 use super::middlebox::{masquerade, nginx, Firewall};
 use super::netns::Netns;
 use super::proc::Proc;
@@ -67,6 +68,9 @@ pub enum Kind {
     Nat,
     /// a and b on two links of a proxy p that relays UDP 500 and 4500 with nginx.
     Proxy,
+    /// Like [`Kind::Proxy`], with an impairing userspace relay ([`Relay`]) instead of
+    /// nginx.
+    Impaired,
 }
 
 /// Two hosts and what joins them; everything is torn down on drop, processes first.
@@ -74,6 +78,7 @@ pub enum Kind {
 pub struct Topology {
     // Drop order is field order: the daemons, then the namespaces, then their files.
     procs: Vec<Proc>,
+    relay: Option<Relay>,
     a: Netns,
     b: Netns,
     middle: Option<Netns>,
@@ -115,6 +120,7 @@ impl Topology {
         let (a4, b4) = (v4(192, 0, 2, 1), v4(192, 0, 2, 2));
         Ok(Topology {
             procs: Vec::new(),
+            relay: None,
             a,
             b,
             middle: None,
@@ -155,6 +161,7 @@ impl Topology {
         inner(&b, &B_INNER)?;
         Ok(Topology {
             procs: Vec::new(),
+            relay: None,
             a,
             b,
             middle: Some(r),
@@ -173,6 +180,17 @@ impl Topology {
     /// 192.0.2.254:500 and :4500 to b's, so a dials 192.0.2.254 and b sees a as
     /// 198.51.100.254, with one ephemeral port for 500 and another for 4500.
     pub fn proxy() -> io::Result<Topology> {
+        Topology::relayed(None)
+    }
+
+    /// The [`proxy`](Topology::proxy) shape with an impairing UDP relay on p instead of
+    /// nginx: loss, reordering and duplication as `impairment` says, both ways, on IKE
+    /// and ESP alike ([`Topology::relay`] reads its counters and changes it).
+    pub fn impaired(impairment: Impairment) -> io::Result<Topology> {
+        Topology::relayed(Some(impairment))
+    }
+
+    fn relayed(impairment: Option<Impairment>) -> io::Result<Topology> {
         let scratch = Scratch::new("esprit-topo")?;
         let a = host("esprit-a")?;
         let p = host("esprit-p")?;
@@ -187,20 +205,42 @@ impl Topology {
         p.sysctl("net.ipv4.ip_forward", "0")?;
         inner(&a, &A_INNER)?;
         inner(&b, &B_INNER)?;
-        let nginx = nginx(&p, &scratch, "192.0.2.254", "198.51.100.2")?;
+        let (listen, out, upstream) = (
+            v4(192, 0, 2, 254),
+            v4(198, 51, 100, 254),
+            v4(198, 51, 100, 2),
+        );
+        let (procs, relay, kind) = match impairment {
+            None => (
+                vec![nginx(&p, &scratch, "192.0.2.254", "198.51.100.2")?],
+                None,
+                Kind::Proxy,
+            ),
+            Some(imp) => (
+                Vec::new(),
+                Some(Relay::start(&p, listen, out, upstream, imp)?),
+                Kind::Impaired,
+            ),
+        };
         Ok(Topology {
-            procs: vec![nginx],
+            procs,
+            relay,
             a,
             b,
             middle: Some(p),
-            kind: Kind::Proxy,
+            kind,
             a_addr: v4(192, 0, 2, 1),
-            a_addr_for_b: v4(198, 51, 100, 254),
-            b_addr: v4(198, 51, 100, 2),
-            b_addr_for_a: v4(192, 0, 2, 254),
+            a_addr_for_b: out,
+            b_addr: upstream,
+            b_addr_for_a: listen,
             v6: None,
             scratch,
         })
+    }
+
+    /// The impairing relay ([`Kind::Impaired`]).
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
     }
 
     /// The shape.
@@ -279,6 +319,7 @@ impl Drop for Topology {
     fn drop(&mut self) {
         // Processes first: a namespace lives on while a process is inside.
         self.procs.clear();
+        self.relay = None;
     }
 }
 

@@ -219,6 +219,19 @@ impl Bench {
         self.daemons[i] = Some(d);
     }
 
+    /// Starts `who`'s daemon on its configuration with `RUST_LOG=rust_log`.
+    pub fn start_logged(&mut self, who: Who, rust_log: &str) {
+        let i = who.index();
+        let ns = match who {
+            Who::A => self.topo.a(),
+            Who::B => self.topo.b(),
+        };
+        let config = self.write_config(who, "");
+        let d = Daemon::start_logged(exe(), ns, &config, &self.dirs[i], rust_log)
+            .unwrap_or_else(|e| panic!("starting esprit on {}: {e}", who.name()));
+        self.daemons[i] = Some(d);
+    }
+
     /// Starts `who`'s daemon on its configuration with `extra` TOML (more
     /// connections) appended.
     pub fn start_extra(&mut self, who: Who, extra: &str) {

@@ -32,7 +32,9 @@ use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
 
 use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
-use crate::dataplane::{Dataplane, DpEvent, InCmd, InStats, NattSockets, OutCmd, OutStats};
+use crate::dataplane::{
+    Dataplane, DpEvent, InCmd, InStats, NattSockets, OutCmd, OutStats, MAIN_DEV,
+};
 use crate::metrics::http::Ask;
 use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
@@ -332,6 +334,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     // of keepalives and a busy control thread).
     let mut next_keepalive = (!keepalive.is_zero()).then(|| Instant::now() + keepalive);
     let mut deadline_shutdown: Option<Instant> = None;
+    let mut device_gone: Option<io::Error> = None;
     st.start(Instant::now());
     loop {
         flush(&mut st, &mut io, Instant::now()).await;
@@ -365,6 +368,23 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                     DpEvent::Ike { local, remote, data } => st.ep.handle(now, local, remote, &data),
                     DpEvent::Acquire { trap } => st.on_acquire(now, trap),
                     DpEvent::SoftExpired { spi, inbound } => st.on_soft_expired(now, spi, inbound),
+                    DpEvent::DeviceGone { dev, error } if dev == MAIN_DEV => {
+                        // The TUN was deleted under us (`ip link del`): without it no
+                        // packet can be tunnelled, and a new device would not carry the
+                        // routes and addresses others put on the old one. Exit with an
+                        // error saying so (a supervisor restarts the daemon), deleting
+                        // the SAs at the peers first.
+                        tracing::error!(
+                            "TUN {tun_name} is gone ({error}): was it deleted? Exiting"
+                        );
+                        if deadline_shutdown.is_none() {
+                            deadline_shutdown = Some(begin_shutdown(&mut st, "TUN gone"));
+                        }
+                        device_gone = Some(error);
+                    }
+                    DpEvent::DeviceGone { dev, error } => {
+                        tracing::error!("route-based device {dev} is gone ({error}): its traffic stops");
+                    }
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
@@ -421,7 +441,12 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     drop(routes);
     updown.finish(SHUTDOWN_GRACE);
     tracing::info!("esprit stopped");
-    Ok(())
+    match device_gone {
+        Some(e) => Err(io_err(format!(
+            "TUN {tun_name} disappeared under the daemon (deleted?)"
+        ))(e)),
+        None => Ok(()),
+    }
 }
 
 /// Passes received IKE datagrams to the endpoint, each with the local address it was

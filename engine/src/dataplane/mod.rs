@@ -146,6 +146,9 @@ pub(crate) enum DpEvent {
     Acquire { trap: TrapId },
     /// An SA crossed its soft lifetime (sequence numbers or bytes): rekey it.
     SoftExpired { spi: u32, inbound: bool },
+    /// A device failed a read with an error that will not pass (the TUN was deleted
+    /// under the daemon: EBADFD); the outbound thread no longer reads it.
+    DeviceGone { dev: DevId, error: io::Error },
 }
 
 /// Counters of the outbound thread.

@@ -119,6 +119,7 @@ pub(super) fn run(
             }
         }
         let mut busy = false;
+        let mut gone = Vec::new();
         for (dev, reader) in &mut devices {
             match reader.recv_into(&mut batch) {
                 Ok(_) => busy = true,
@@ -128,12 +129,22 @@ pub(super) fn run(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!("device {dev}: read failed: {e}");
+                    // A deleted TUN fails every read (EBADFD) and polls ready for ever:
+                    // reading on would spin this thread and flood the log. Stop reading
+                    // it and let the control task decide.
+                    gone.push(*dev);
+                    let _ = st.events.try_send(DpEvent::DeviceGone {
+                        dev: *dev,
+                        error: e,
+                    });
                     continue;
                 }
             }
             st.stats.tun_reads += 1;
             st.read_batch(*dev, &batch);
+        }
+        if !gone.is_empty() {
+            devices.retain(|(d, _)| !gone.contains(d));
         }
         if !busy {
             // Send what the reads gathered before going to sleep.

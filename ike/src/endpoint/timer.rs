@@ -21,10 +21,13 @@ pub(crate) enum Timer {
     RekeyChild,
     /// Check liveness after a quiet spell (RFC 7296 2.4).
     Dpd,
+    /// Delete a rekeyed IKE SA that the peer, which should have deleted it (RFC 7296
+    /// 1.3.2), left behind.
+    Retire,
 }
 
 impl Timer {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 /// The armed deadlines of one IKE SA, one slot per [`Timer`].
