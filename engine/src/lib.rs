@@ -7,6 +7,7 @@ pub mod daemon;
 mod dataplane;
 pub mod import;
 pub mod install;
+pub mod netstack;
 pub mod status;
 
 pub use dataplane::{InStats, OutStats};

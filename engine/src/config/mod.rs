@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 pub use file::{
     parse_duration, AuthKind, AuthSection, ChildSection, ConfigFile, ConnectionSection,
-    DaemonSection, DpdAction, IkeSecret, PoolSection, PrivateSecret, SecretsSection, StartAction,
-    TunSection,
+    DaemonSection, DpdAction, IkeSecret, NetstackSection, PipeSection, PoolSection, PrivateSecret,
+    SecretsSection, StartAction, TunSection,
 };
 pub use resolve::{
-    load, resolve, ChildPlan, ConnectionPlan, Daemon, Resolved, RouteDevice, Tun, MAX_ROUTE_DEVICES,
+    load, resolve, ChildPlan, ConnectionPlan, Daemon, Netstack, Pipe, PipeProto, PipeRemote,
+    Resolved, RouteDevice, Tun, MAX_ROUTE_DEVICES,
 };
 
 /// A configuration error: which file, which key, and why.

@@ -4,6 +4,7 @@
 
 mod credentials;
 mod mediation;
+mod pipes;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use ike::ts;
 use ike::wire::TrafficSelector;
 
 use self::credentials::Credentials;
+pub use self::pipes::{Netstack, Pipe, PipeProto, PipeRemote};
 use super::{
     AuthKind, ChildSection, ConfigError, ConfigFile, ConnectionSection, DaemonSection, DpdAction,
     StartAction, TunSection,
@@ -46,6 +48,10 @@ pub struct Resolved {
     pub connections: Vec<ConnectionPlan>,
     /// The virtual IP pools (`[pools.NAME]`), by name.
     pub pools: Vec<Pool>,
+    /// The userspace TCP/IP stack that replaces the TUN device, if any.
+    pub netstack: Option<Netstack>,
+    /// The pipes through the netstack, by name.
+    pub pipes: Vec<Pipe>,
 }
 
 /// `[daemon]`, resolved.
@@ -164,11 +170,14 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
         .collect::<Result<Vec<_>, _>>()?;
     let connections = mediation::resolve(&cx, &file.connections, connections)?;
     route_devices(&cx, &connections)?;
+    let (netstack, pipes) = pipes::resolve(&cx, file.netstack.as_ref(), &file.pipes)?;
     Ok(Resolved {
         daemon,
         tun,
         connections,
         pools,
+        netstack,
+        pipes,
     })
 }
 
