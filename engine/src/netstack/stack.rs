@@ -46,6 +46,8 @@ const BACKLOG: usize = 16;
 const UDP_QUEUE: usize = 1024;
 /// Buffer of a UDP flow's smoltcp socket, each way.
 const UDP_BUFFER: usize = 256 * 1024;
+/// Poll rounds per wake-up before the other tasks (host sockets) get their turn.
+const STEP_ROUNDS: usize = 256;
 /// How often idle connections are looked for, at most.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The ephemeral ports the stack connects from.
@@ -307,6 +309,12 @@ pub(super) async fn run(
             .map(Duration::from)
             .unwrap_or(IDLE_CHECK)
             .min(IDLE_CHECK);
+        if delay.is_zero() {
+            // More to do at once (a timer granularity of 1 ms would throttle it): let
+            // the host tasks run, then go on.
+            tokio::task::yield_now().await;
+            continue;
+        }
         tokio::select! {
             r = ingress.readable() => {
                 if let Ok(mut g) = r {
@@ -582,21 +590,29 @@ impl Stack {
     /// dataplane.
     fn step(&mut self) {
         self.queues.ingress.take_all(&mut self.dev.rx);
-        for _ in 0..64 {
+        // smoltcp sends at most one segment per socket and poll: keep polling while it
+        // has more to send now, data moved, or packets wait (bounded, so the runtime's
+        // other tasks get their turn).
+        for _ in 0..STEP_ROUNDS {
             self.poll();
             let moved = self.service();
-            if !moved && self.dev.rx.is_empty() {
-                break;
-            }
             if self.dev.rx.is_empty() {
                 self.queues.ingress.take_all(&mut self.dev.rx);
             }
+            if !moved && self.dev.rx.is_empty() && !self.due_now() {
+                break;
+            }
         }
-        self.poll();
         if Instant::now() >= self.next_idle_check {
             self.next_idle_check = Instant::now() + IDLE_CHECK;
             self.expire_idle();
         }
+    }
+
+    /// True when smoltcp wants to be polled again at once.
+    fn due_now(&mut self) -> bool {
+        let now = self.now();
+        self.iface.poll_delay(now, &self.sockets) == Some(smoltcp::time::Duration::ZERO)
     }
 
     fn poll(&mut self) {
@@ -778,7 +794,14 @@ impl Stack {
     /// One connection: (data moved, connection finished).
     fn service_conn(&mut self, i: usize) -> (bool, bool) {
         let c = &mut self.conns[i];
-        let counters = &self.pipes[c.pipe].1;
+        let (cfg, counters) = &self.pipes[c.pipe];
+        // "up" is from the side that connected to `listen`: the host for a forward
+        // pipe, the tunnel for a reverse one.
+        let (to_host, to_tunnel) = if cfg.reverse {
+            (&counters.bytes_up, &counters.bytes_down)
+        } else {
+            (&counters.bytes_down, &counters.bytes_up)
+        };
         let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let mut moved = false;
         // Tunnel to host, while the host task's channel has room.
@@ -796,7 +819,7 @@ impl Stack {
                 if data.is_empty() {
                     break;
                 }
-                add(&counters.bytes_down, data.len() as u64);
+                add(to_host, data.len() as u64);
                 permit.send(data);
                 moved = true;
             }
@@ -828,7 +851,7 @@ impl Stack {
                     }
                     let n = sock.send_slice(&c.pending[c.sent..]).unwrap_or(0);
                     c.sent += n;
-                    add(&counters.bytes_up, n as u64);
+                    add(to_tunnel, n as u64);
                     if n > 0 {
                         moved = true;
                     }
