@@ -82,6 +82,7 @@ port_nat_t = 5501
 control_socket = "$TMP/a/a.sock"
 [netstack]
 addrs = ["10.96.1.5"]
+tcp_buffer = ${TCP_BUFFER:-524288}
 [pipes.iperf]
 listen = "127.0.0.1:5201"
 remote = "10.96.2.1:5201"
@@ -185,6 +186,10 @@ run_path() { # tun|pipe TARGET
     GBPS=$(iperf "$2")
     CPU_A=$(python3 -c "print('%.2f' % (($(cpu $apid) - $c0) / $SECS))")
     RATE=$(conn_rate "$2")
+    if [ -n "${DEBUG:-}" ]; then
+        "$ESPRIT" status --json --socket "$TMP/b.sock" >"/tmp/pipes-b-$1.json" || true
+        "$ESPRIT" status --json --socket "$TMP/a/a.sock" >"/tmp/pipes-a-$1.json" || true
+    fi
     stop_pids
     rm -rf "$TMP/a" "$TMP/b.sock"
 }

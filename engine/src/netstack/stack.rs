@@ -41,11 +41,13 @@ const CHUNK: usize = 16 * 1024;
 const CHANNEL_CHUNKS: usize = 4;
 /// Listening smoltcp sockets kept ready per reverse pipe (smoltcp accepts one
 /// connection per listening socket; a SYN that finds none is reset).
-const BACKLOG: usize = 16;
+const BACKLOG: usize = 8;
 /// Datagrams queued from the host UDP sockets to the stack.
 const UDP_QUEUE: usize = 1024;
 /// Buffer of a UDP flow's smoltcp socket, each way.
 const UDP_BUFFER: usize = 256 * 1024;
+/// Packets the stack gathers before it hands them to the outbound packet thread.
+const TX_BATCH: usize = 32;
 /// Poll rounds per wake-up before the other tasks (host sockets) get their turn.
 const STEP_ROUNDS: usize = 256;
 /// How often idle connections are looked for, at most.
@@ -339,6 +341,7 @@ pub(super) async fn run(
         st.sockets.get_mut::<tcp::Socket>(c.handle).abort();
     }
     st.poll();
+    st.flush_tx();
 }
 
 /// Accepts clients of a forward TCP pipe and resolves the remote for each.
@@ -603,6 +606,7 @@ impl Stack {
                 break;
             }
         }
+        self.flush_tx();
         if Instant::now() >= self.next_idle_check {
             self.next_idle_check = Instant::now() + IDLE_CHECK;
             self.expire_idle();
@@ -618,6 +622,14 @@ impl Stack {
     fn poll(&mut self) {
         let now = self.now();
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        // Hand packets over in batches: one lock and one wake-up of the packet thread
+        // for many segments (smoltcp makes one per socket and poll).
+        if self.dev.tx.len() >= TX_BATCH {
+            self.flush_tx();
+        }
+    }
+
+    fn flush_tx(&mut self) {
         if !self.dev.tx.is_empty() {
             self.queues.egress.push_all(self.dev.tx.drain(..));
         }

@@ -32,7 +32,7 @@ fn the_issue_example_resolves() {
     let r = sample(PIPES).unwrap();
     let ns = r.netstack.unwrap();
     assert_eq!(ns.addrs, ["10.96.1.5".parse::<std::net::IpAddr>().unwrap()]);
-    assert_eq!((ns.mtu, ns.tcp_buffer), (1400, 256 * 1024));
+    assert_eq!((ns.mtu, ns.tcp_buffer), (1400, 512 * 1024));
     let names: Vec<&str> = r.pipes.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["dns", "nginx", "ssh-back", "web"]);
     let dns = &r.pipes[0];
@@ -49,7 +49,7 @@ fn the_issue_example_resolves() {
         (web.max_connections, web.idle_timeout),
         (10, Duration::from_secs(30))
     );
-    assert_eq!(r.pipes[1].max_connections, 1024);
+    assert_eq!(r.pipes[1].max_connections, 256);
 }
 
 #[test]
