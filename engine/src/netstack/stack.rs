@@ -178,6 +178,8 @@ struct Conn {
     moved: bool,
     /// Counted in `active` (not a connection refused at `max_connections`).
     counted: bool,
+    /// Seen closed once (freed the next time, after the poll that sends its RST).
+    closed_seen: bool,
 }
 
 /// A forward UDP pipe's flow: one client address, one smoltcp socket.
@@ -755,6 +757,7 @@ impl Stack {
             last_active: Instant::now(),
             moved: false,
             counted: true,
+            closed_seen: false,
         });
         let c = self.conns.last_mut().expect("just pushed");
         (up_tx, down_rx, c)
@@ -896,6 +899,13 @@ impl Stack {
         }
         let state = sock.state();
         let done = match state {
+            // A socket that was just aborted still has its RST to send: free it only
+            // after one more poll.
+            tcp::State::Closed if !c.closed_seen => {
+                c.closed_seen = true;
+                moved = true;
+                false
+            }
             tcp::State::Closed => true,
             // Both FINs exchanged and ours acknowledged; nothing more to deliver.
             tcp::State::TimeWait => !sock.can_recv() && c.down.is_none(),
