@@ -261,6 +261,39 @@ fn has_no_caps(pid: u32) -> (bool, String) {
     (ok, status)
 }
 
+/// Starts esprit in a's namespace as uid 65534 with no capabilities, on the
+/// configuration `toml` makes for directory `dir`; checks that it is unprivileged.
+fn start_unprivileged(topo: &Topology, dir: &Path, toml: impl Fn(&Path) -> String) -> Daemon {
+    // A directory and a copy of the binary that uid 65534 can use.
+    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(topo.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("esprit");
+    std::fs::copy(exe(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.join("esprit.toml");
+    std::fs::write(&cfg, toml(dir)).unwrap();
+    let d = Daemon::start_wrapped(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+        ],
+        &bin,
+        topo.a(),
+        &cfg,
+        dir,
+    )
+    .expect("esprit a, unprivileged");
+    let (ok, proc_status) = has_no_caps(d.proc.pid());
+    assert!(ok, "a is not unprivileged:\n{proc_status}");
+    d
+}
+
 #[test]
 fn pipes_through_an_unprivileged_netstack() {
     let topo = Topology::direct(false).expect("topology");
@@ -289,34 +322,8 @@ fn pipes_through_an_unprivileged_netstack() {
     std::fs::write(&cfg_b, config_b(&db, topo.b_addr(), topo.a_addr())).unwrap();
     let dmn_b = Daemon::start_with(exe(), b, &cfg_b, &db).expect("esprit b");
 
-    // a: a directory and a copy of the binary that uid 65534 can use.
     let da = topo.dir().join("a");
-    std::fs::create_dir_all(&da).unwrap();
-    std::os::unix::fs::chown(&da, Some(65534), Some(65534)).unwrap();
-    std::fs::set_permissions(topo.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = da.join("esprit");
-    std::fs::copy(exe(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cfg_a = da.join("esprit.toml");
-    std::fs::write(&cfg_a, config_a(&da, topo.a_addr(), topo.b_addr())).unwrap();
-    let dmn_a = Daemon::start_wrapped(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-        ],
-        &bin,
-        a,
-        &cfg_a,
-        &da,
-    )
-    .expect("esprit a, unprivileged");
-    let (ok, proc_status) = has_no_caps(dmn_a.proc.pid());
-    assert!(ok, "a is not unprivileged:\n{proc_status}");
+    let dmn_a = start_unprivileged(&topo, &da, |d| config_a(d, topo.a_addr(), topo.b_addr()));
 
     dmn_a.wait_child("net", SETUP).unwrap_or_else(|e| {
         panic!(
@@ -455,4 +462,120 @@ fn pipes_through_an_unprivileged_netstack() {
         text.contains("pipe back: reverse tcp 10.96.1.5:2222 -> 127.0.0.1:7777"),
         "{text}"
     );
+}
+
+/// b is a hub with a pool; a's netstack has no addresses of its own and takes the
+/// virtual IP b assigns: a forward pipe leaves from it, a reverse pipe listens on it.
+#[test]
+fn a_netstack_on_a_virtual_ip() {
+    let topo = Topology::direct(false).expect("topology");
+    let (a, b) = (topo.a(), topo.b());
+    serve(listen(b, &format!("{B_INNER}:7000")), echo);
+    serve(listen(a, "127.0.0.1:7777"), hash_sink);
+    let db = topo.dir().join("b");
+    std::fs::create_dir_all(&db).unwrap();
+    let cfg_b = db.join("esprit.toml");
+    std::fs::write(
+        &cfg_b,
+        format!(
+            r#"
+[daemon]
+control_socket = "{sock}"
+[tun]
+name = "esprit0"
+[pools.pods]
+addrs = "10.173.0.0/24"
+[connections.a]
+local_addrs = ["{me}"]
+remote_addrs = ["{peer}"]
+remote_port = 5500
+pools = ["pods"]
+[connections.a.local]
+auth = "psk"
+id = "b.example"
+[connections.a.remote]
+auth = "psk"
+id = "a.example"
+[connections.a.children.net]
+local_ts = ["10.96.2.0/24"]
+esp_proposals = ["aes128gcm16"]
+[secrets.ike-all]
+secret = "pipes test secret, long enough"
+"#,
+            sock = db.join("esprit.sock").display(),
+            me = topo.b_addr(),
+            peer = topo.a_addr(),
+        ),
+    )
+    .unwrap();
+    let dmn_b = Daemon::start_with(exe(), b, &cfg_b, &db).expect("esprit b");
+    let da = topo.dir().join("a");
+    let dmn_a = start_unprivileged(&topo, &da, |d| {
+        format!(
+            r#"
+[daemon]
+port = 5500
+port_nat_t = 5501
+control_socket = "{sock}"
+[netstack]
+[pipes.echo]
+listen = "127.0.0.1:8082"
+remote = "{B_INNER}:7000"
+[pipes.back]
+reverse = true
+listen = "0.0.0.0:2222"
+remote = "127.0.0.1:7777"
+[connections.b]
+local_addrs = ["{me}"]
+remote_addrs = ["{peer}"]
+vips = ["0.0.0.0"]
+[connections.b.local]
+auth = "psk"
+id = "a.example"
+[connections.b.remote]
+auth = "psk"
+id = "b.example"
+[connections.b.children.net]
+remote_ts = ["10.96.2.0/24"]
+esp_proposals = ["aes128gcm16"]
+start_action = "start"
+[secrets.ike-all]
+secret = "pipes test secret, long enough"
+"#,
+            sock = d.join("esprit.sock").display(),
+            me = topo.a_addr(),
+            peer = topo.b_addr(),
+        )
+    });
+    let s = dmn_a.wait_child("net", SETUP).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- a ---\n{}\n--- b ---\n{}",
+            dmn_a.log(),
+            dmn_b.log()
+        )
+    });
+    let vip = s.ike_sas[0]
+        .local_vips
+        .first()
+        .cloned()
+        .expect("a virtual IP");
+    assert!(vip.starts_with("10.173.0."), "{vip}");
+
+    let mut c = connect(a, "127.0.0.1:8082");
+    let data = pattern(3, 256 * 1024);
+    c.write_all(&data).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert!(
+        back == data,
+        "echo through the VIP differs ({} bytes)",
+        back.len()
+    );
+
+    send_hashed(connect(b, &format!("{vip}:2222")), &pattern(4, 1 << 20));
+    let s = dmn_a.status().unwrap();
+    assert_eq!(pipe(&s, "back").bytes_up, 1 << 20, "{s}");
+    let log = dmn_a.log();
+    assert!(log.contains(&format!("netstack: address {vip}")), "{log}");
 }
