@@ -183,6 +183,10 @@ run_path() { # tun|pipe TARGET
     wait_child "$TMP/a/a.sock"
     local c0
     c0=$(cpu $apid)
+    if [ -n "${PROFILE:-}" ]; then
+        # PROFILE=1: a perf profile of side a's esprit during the iperf3 run.
+        perf record -q -g -p "$apid" -o "/tmp/pipes-$1.perf" -- sleep "$SECS" 2>/dev/null &
+    fi
     GBPS=$(iperf "$2")
     CPU_A=$(python3 -c "print('%.2f' % (($(cpu $apid) - $c0) / $SECS))")
     RATE=$(conn_rate "$2")

@@ -324,6 +324,8 @@ pub(super) async fn run(
                 if let Ok(mut g) = r {
                     g.clear_ready();
                 }
+                // Packets pushed after this reset wake (and edge) again.
+                st.queues.ingress.waker.reset();
             }
             _ = notify.notified() => {}
             Some(a) = acc_rx.recv() => st.open_forward(a),
@@ -1018,10 +1020,10 @@ impl Stack {
     /// Datagrams back from the tunnel go to each flow's client.
     fn service_flows(&mut self) -> bool {
         let mut moved = false;
-        let mut buf = [0u8; 65536];
         for ((pipe, client), f) in &mut self.flows {
             let sock = self.sockets.get_mut::<udp::Socket>(f.handle);
-            while let Ok((n, meta)) = sock.recv_slice(&mut buf) {
+            // Straight from smoltcp's buffer to the host socket, no copy in between.
+            while let Ok((data, meta)) = sock.recv() {
                 // Only the flow's remote answers it.
                 if SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port) != f.remote {
                     continue;
@@ -1029,8 +1031,8 @@ impl Stack {
                 f.last_active = Instant::now();
                 moved = true;
                 if let Some(h) = self.udp_hosts.get(pipe) {
-                    if h.try_send_to(&buf[..n], *client).is_ok() {
-                        add(&self.pipes[*pipe].1.bytes_down, n as u64);
+                    if h.try_send_to(data, *client).is_ok() {
+                        add(&self.pipes[*pipe].1.bytes_down, data.len() as u64);
                     }
                 }
             }
