@@ -202,6 +202,10 @@ pub struct Counters {
     /// of the namespace, ours included).
     #[serde(default)]
     pub udp_rcvbuf_errors: u64,
+    /// With `[netstack]`: inner packets dropped because a queue between the stack and
+    /// the packet threads was full, towards the stack and from it.
+    #[serde(default)]
+    pub netstack_queue_drops: Option<(u64, u64)>,
 }
 
 /// The namespace's UDP RcvbufErrors from `/proc/net/snmp` (0 when unreadable).

@@ -82,9 +82,12 @@ fn tcp_pipe(name: &str, reverse: bool, listen: SocketAddr, remote: SocketAddr, m
         listen,
         remote: PipeRemote::Addr(remote),
         max_connections: max,
-        idle_timeout: Duration::from_secs(60),
+        idle_timeout: IDLE,
     }
 }
+
+/// The forward pipe's idle timeout in these tests.
+const IDLE: Duration = Duration::from_secs(2);
 
 /// Stack a's forward pipe at `listen` -> 10.0.0.2:80 -> stack b's reverse pipe -> the
 /// test's server.
@@ -317,4 +320,26 @@ fn connections_past_the_limit_are_refused_and_counted() {
     let mut b = [0u8; 1];
     srv.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"x");
+}
+
+#[test]
+fn an_idle_connection_is_reset_after_idle_timeout() {
+    let c = chain(16, 64 * 1024);
+    let mut client = connect(c.listen);
+    client.write_all(b"x").unwrap();
+    let mut srv = accept(&c.server);
+    let mut b = [0u8; 1];
+    srv.read_exact(&mut b).unwrap();
+    let quiet = Instant::now();
+    // No traffic: both ends are reset once the idle timeout (2 s) passed.
+    assert_eq!(read_end(&mut client), Some(ErrorKind::ConnectionReset));
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= IDLE && waited < IDLE + Duration::from_secs(3),
+        "reset after {waited:?}"
+    );
+    assert!(read_end(&mut srv).is_some_and(|k| k == ErrorKind::ConnectionReset));
+    until("both pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
 }

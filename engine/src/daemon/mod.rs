@@ -667,6 +667,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             }),
             keepalives_sent: io.keepalives_sent,
             udp_rcvbuf_errors: crate::status::udp_rcvbuf_errors(),
+            netstack_queue_drops: st.netstack.as_ref().map(|n| n.queue_drops()),
         },
     }
 }
