@@ -3,7 +3,7 @@
 #   tun   esprit with a TUN on both sides; iperf3 and clients talk to 10.96.2.1;
 #   pipe  side a runs esprit with [netstack] and pipes only (no TUN, as uid 65534 with
 #         no capabilities); clients talk to 127.0.0.1 ports that come out at 10.96.2.1.
-# For each: iperf3 TCP throughput (one stream, SECONDS), and the connection setup rate
+# For each: iperf3 TCP throughput both ways (one stream, SECONDS), and the connection setup rate
 # (CONNS sequential connect / 1-byte echo / close against an echo server in b).
 # Prints Gbit/s, connections/s and the pipe/tun ratios. Run as root from the workspace:
 #   bash bench/pipes.sh [SECONDS] [CONNS]
@@ -128,7 +128,8 @@ wait_child() { # SOCKET
     return 1
 }
 
-# iperf3 from a to $1 (port 5201) for $SECS s; prints Gbit/s as the receiver saw it.
+# iperf3 from a to $1 (port 5201) for $SECS s (with -R: from b to a); prints Gbit/s
+# as the receiver saw it.
 iperf() {
     ip netns exec "$B" iperf3 -s -1 -B 10.96.2.1 >/dev/null &
     local server=$!
@@ -136,7 +137,7 @@ iperf() {
         ip netns exec "$B" ss -Htln "sport = :5201" | grep -q . && break
         sleep 0.1
     done
-    ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -J |
+    ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -J ${2:-} |
         python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
     wait "$server" 2>/dev/null || true
 }
@@ -189,6 +190,9 @@ run_path() { # tun|pipe TARGET
     fi
     GBPS=$(iperf "$2")
     CPU_A=$(python3 -c "print('%.2f' % (($(cpu $apid) - $c0) / $SECS))")
+    c0=$(cpu $apid)
+    GBPS_R=$(iperf "$2" -R)
+    CPU_R=$(python3 -c "print('%.2f' % (($(cpu $apid) - $c0) / $SECS))")
     RATE=$(conn_rate "$2")
     if [ -n "${DEBUG:-}" ]; then
         "$ESPRIT" status --json --socket "$TMP/b.sock" >"/tmp/pipes-b-$1.json" || true
@@ -218,15 +222,18 @@ S(("10.96.2.1", 7000), H).serve_forever()' &
 stop_pids
 start_echo
 run_path tun 10.96.2.1
-tun_gbps=$GBPS tun_rate=$RATE tun_cpu=$CPU_A
+tun_gbps=$GBPS tun_rate=$RATE tun_cpu=$CPU_A tun_r=$GBPS_R tun_cpu_r=$CPU_R
 start_echo
 run_path pipe 127.0.0.1
-pipe_gbps=$GBPS pipe_rate=$RATE pipe_cpu=$CPU_A
+pipe_gbps=$GBPS pipe_rate=$RATE pipe_cpu=$CPU_A pipe_r=$GBPS_R pipe_cpu_r=$CPU_R
 
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-echo "throughput (iperf3, 1 stream, ${SECS}s):"
+echo "throughput a -> b (iperf3, 1 stream, ${SECS}s):"
 echo "  tun:  $tun_gbps Gbit/s (side a's esprit: $tun_cpu cores)"
 echo "  pipe: $pipe_gbps Gbit/s (side a's esprit: $pipe_cpu cores)  pipe/tun $(ratio "$pipe_gbps" "$tun_gbps")"
+echo "throughput b -> a (iperf3 -R):"
+echo "  tun:  $tun_r Gbit/s (side a's esprit: $tun_cpu_r cores)"
+echo "  pipe: $pipe_r Gbit/s (side a's esprit: $pipe_cpu_r cores)  pipe/tun $(ratio "$pipe_r" "$tun_r")"
 echo "connection setup ($CONNS sequential connect + 1-byte echo + close):"
 echo "  tun:  $tun_rate conn/s"
 echo "  pipe: $pipe_rate conn/s  pipe/tun $(ratio "$pipe_rate" "$tun_rate")"
