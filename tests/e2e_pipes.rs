@@ -4,7 +4,7 @@
 //! services: an HTTP server, a hashing sink, an echo server (TCP and UDP) on its inner
 //! address 10.96.2.1. Through a's pipes: a page, 100 MB checked by SHA-256, 100
 //! concurrent echo connections, checked UDP datagrams; and b reaches a host TCP server
-//! in a's namespace through a reverse pipe. The per-pipe counters match what was sent.
+//! and a host UDP echo server in a's namespace through reverse pipes. The per-pipe counters match what was sent.
 //!
 //! Needs root (namespaces, b's TUN, dropping to uid 65534 with `setpriv`).
 
@@ -63,6 +63,11 @@ remote = "127.0.0.1:7777"
 proto = "udp"
 listen = "127.0.0.1:5353"
 remote = "{B_INNER}:5300"
+[pipes.dns-back]
+proto = "udp"
+reverse = true
+listen = "{A_STACK}:5354"
+remote = "127.0.0.1:7778"
 
 [connections.b]
 local_addrs = ["{me}"]
@@ -148,6 +153,43 @@ fn connect(ns: &Netns, addr: &str) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
+}
+
+/// A UDP echo server inside `ns`.
+fn udp_echo_in(ns: &Netns, addr: &str) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let sock = ns.enter(|| UdpSocket::bind(addr)).unwrap().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+}
+
+/// Sends `count` datagrams of 1000 bytes from `ns` to `to`, each until its echo came
+/// back (at most 10 tries); returns the bytes sent, retries included.
+fn udp_echoes(ns: &Netns, to: &str, count: u64, seed: u64) -> u64 {
+    let u = ns.enter(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0u64;
+    for i in 0..count {
+        let d = pattern(seed + i, 1000);
+        let mut got = false;
+        for _ in 0..10 {
+            u.send_to(&d, to).unwrap();
+            sent += d.len() as u64;
+            let mut buf = [0u8; 2048];
+            if let Ok((n, _)) = u.recv_from(&mut buf) {
+                assert_eq!(&buf[..n], &d[..], "datagram {i} to {to} differs");
+                got = true;
+                break;
+            }
+        }
+        assert!(got, "datagram {i} to {to} never came back");
+    }
+    sent
 }
 
 /// Serves each connection on its own thread.
@@ -303,18 +345,10 @@ fn pipes_through_an_unprivileged_netstack() {
     serve(listen(b, &format!("{B_INNER}:80")), http);
     serve(listen(b, &format!("{B_INNER}:5201")), hash_sink);
     serve(listen(b, &format!("{B_INNER}:7000")), echo);
-    let udp_echo = b
-        .enter(|| UdpSocket::bind(format!("{B_INNER}:5300")))
-        .unwrap()
-        .unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
-            let _ = udp_echo.send_to(&buf[..n], from);
-        }
-    });
-    // a: the host server the reverse pipe forwards to.
+    udp_echo_in(b, &format!("{B_INNER}:5300"));
+    // a: the host servers the reverse pipes forward to.
     serve(listen(a, "127.0.0.1:7777"), hash_sink);
+    udp_echo_in(a, "127.0.0.1:7778");
 
     let db = topo.dir().join("b");
     std::fs::create_dir_all(&db).unwrap();
@@ -389,28 +423,10 @@ fn pipes_through_an_unprivileged_netstack() {
         c.join().expect("an echo connection failed");
     }
 
-    // UDP: datagrams echoed through the UDP pipe, each checked.
-    let u = a.enter(|| UdpSocket::bind("127.0.0.1:0")).unwrap().unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut udp_bytes = 0u64;
-    let mut udp_sent = 0u64;
-    for i in 0..50u64 {
-        let d = pattern(1000 + i, 1000);
-        let mut got = false;
-        for _ in 0..10 {
-            u.send_to(&d, "127.0.0.1:5353").unwrap();
-            udp_sent += d.len() as u64;
-            let mut buf = [0u8; 2048];
-            if let Ok((n, _)) = u.recv_from(&mut buf) {
-                assert_eq!(&buf[..n], &d[..], "datagram {i} differs");
-                got = true;
-                break;
-            }
-        }
-        assert!(got, "datagram {i} never came back\n{}", dmn_a.log());
-        udp_bytes += d.len() as u64;
-    }
+    // UDP: datagrams echoed through the UDP pipe, each checked; and from b through
+    // the reverse UDP pipe to an echo server on a's host.
+    let udp_sent = udp_echoes(a, "127.0.0.1:5353", 50, 1000);
+    let udp_back_sent = udp_echoes(b, &format!("{A_STACK}:5354"), 50, 2000);
 
     // Reverse: b connects to a's netstack address; a host server in a's namespace
     // hashes what arrives.
@@ -450,13 +466,12 @@ fn pipes_through_an_unprivileged_netstack() {
         (1, 1 << 20, 40),
         "{r:?}"
     );
-    let d = pipe(&s, "dns");
-    assert_eq!(d.opened, 1, "{d:?}");
-    assert_eq!(d.bytes_up, udp_sent, "{d:?}");
-    assert!(
-        d.bytes_down >= udp_bytes && d.bytes_down <= udp_sent,
-        "{d:?}"
-    );
+    for (name, sent) in [("dns", udp_sent), ("dns-back", udp_back_sent)] {
+        let d = pipe(&s, name);
+        assert_eq!(d.opened, 1, "{d:?}");
+        assert_eq!(d.bytes_up, sent, "{d:?}");
+        assert!(d.bytes_down >= 50_000 && d.bytes_down <= sent, "{d:?}");
+    }
     let text = s.to_string();
     assert!(
         text.contains("pipe back: reverse tcp 10.96.1.5:2222 -> 127.0.0.1:7777"),

@@ -222,6 +222,97 @@ struct Stack {
     next_port: u16,
     notify: Arc<Notify>,
     next_idle_check: Instant,
+    /// Per reverse UDP pipe: its smoltcp socket.
+    rev_udp: HashMap<usize, SocketHandle>,
+    /// Reverse UDP flows by (pipe, client in the tunnel).
+    rev_flows: HashMap<(usize, SocketAddr), RevFlow>,
+    /// Where reverse flows' host tasks send replies.
+    rev_tx: mpsc::Sender<RevDatagram>,
+}
+
+/// A reverse UDP pipe's flow: a client inside the tunnel and its host socket's task.
+struct RevFlow {
+    to_host: mpsc::Sender<Vec<u8>>,
+    last_active: Instant,
+}
+
+/// A reply from a reverse flow's host socket, for its client in the tunnel.
+struct RevDatagram {
+    pipe: usize,
+    client: SocketAddr,
+    data: Vec<u8>,
+}
+
+fn udp_buffer() -> udp::PacketBuffer<'static> {
+    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; UDP_BUFFER])
+}
+
+/// A listen address in smoltcp's terms: the unspecified address is any of ours.
+fn listen_endpoint(listen: SocketAddr) -> IpListenEndpoint {
+    if listen.ip().is_unspecified() {
+        IpListenEndpoint {
+            addr: None,
+            port: listen.port(),
+        }
+    } else {
+        IpListenEndpoint::from(listen)
+    }
+}
+
+/// A reverse UDP flow's host side: a socket connected to the pipe's remote; datagrams
+/// from the tunnel go out of it, replies go back to the stack. Ends when the stack
+/// drops the flow.
+async fn rev_udp_flow(
+    pipe: usize,
+    client: SocketAddr,
+    mut from_stack: mpsc::Receiver<Vec<u8>>,
+    to_stack: mpsc::Sender<RevDatagram>,
+    pipes: Arc<Vec<(Pipe, PipeCounters)>>,
+) {
+    let (cfg, counters) = &pipes[pipe];
+    let sock = match resolve(&cfg.remote).await {
+        Some(addr) => {
+            let any: SocketAddr = if addr.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            match UdpSocket::bind(any).await {
+                Ok(s) => s.connect(addr).await.map(|()| s),
+                Err(e) => Err(e),
+            }
+        }
+        None => Err(io::Error::other("cannot resolve")),
+    };
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!("pipe {}: {}: {e}", cfg.name, cfg.remote);
+            add(&counters.failed, 1);
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            d = from_stack.recv() => match d {
+                Some(d) => {
+                    let _ = sock.send(&d).await;
+                }
+                None => break,
+            },
+            r = sock.recv(&mut buf) => {
+                if let Ok(n) = r {
+                    // A full queue drops the reply, as UDP may.
+                    let _ = to_stack.try_send(RevDatagram {
+                        pipe,
+                        client,
+                        data: buf[..n].to_vec(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 pub(super) async fn run(
@@ -260,6 +351,7 @@ pub(super) async fn run(
     let notify = Arc::new(Notify::new());
     let (acc_tx, mut acc_rx) = mpsc::channel::<Accepted>(256);
     let (udp_tx, mut udp_rx) = mpsc::channel::<HostDatagram>(UDP_QUEUE);
+    let (rev_tx, mut rev_rx) = mpsc::channel::<RevDatagram>(UDP_QUEUE);
     let mut st = Stack {
         iface,
         sockets: SocketSet::new(Vec::new()),
@@ -276,6 +368,9 @@ pub(super) async fn run(
         next_port: *EPHEMERAL.start(),
         notify: notify.clone(),
         next_idle_check: epoch + IDLE_CHECK,
+        rev_udp: HashMap::new(),
+        rev_flows: HashMap::new(),
+        rev_tx,
     };
     for ip in &cfg.addrs {
         st.add_addr(*ip);
@@ -297,8 +392,18 @@ pub(super) async fn run(
                 }
                 Err(e) => tracing::error!("pipe {}: {e}", pipe.name),
             },
-            HostSocket::Inner => {
+            HostSocket::Inner if pipe.proto == PipeProto::Tcp => {
                 st.listening.insert(i, Vec::new());
+            }
+            HostSocket::Inner => {
+                // A reverse UDP pipe: one smoltcp socket receives every client's datagrams.
+                let mut s = udp::Socket::new(udp_buffer(), udp_buffer());
+                match s.bind(listen_endpoint(pipe.listen)) {
+                    Ok(()) => {
+                        st.rev_udp.insert(i, st.sockets.add(s));
+                    }
+                    Err(e) => tracing::error!("pipe {}: bind: {e}", pipe.name),
+                }
             }
         }
     }
@@ -330,6 +435,7 @@ pub(super) async fn run(
             _ = notify.notified() => {}
             Some(a) = acc_rx.recv() => st.open_forward(a),
             Some(d) = udp_rx.recv() => st.udp_from_host(d),
+            Some(d) = rev_rx.recv() => st.rev_udp_from_host(d),
             c = cmds.recv() => match c {
                 Some(Cmd::AddAddr(ip)) => st.add_addr(ip),
                 Some(Cmd::RemoveAddr(ip)) => st.remove_addr(ip),
@@ -653,7 +759,7 @@ impl Stack {
                 i += 1;
             }
         }
-        moved | self.service_flows()
+        moved | self.service_flows() | self.service_rev_udp()
     }
 
     /// Turns reverse pipes' listening sockets that got a connection into connections,
@@ -679,16 +785,7 @@ impl Stack {
             }
             while keep.len() < BACKLOG {
                 let mut s = self.tcp_socket();
-                let listen = self.pipes[pipe].0.listen;
-                let ep = if listen.ip().is_unspecified() {
-                    IpListenEndpoint {
-                        addr: None,
-                        port: listen.port(),
-                    }
-                } else {
-                    IpListenEndpoint::from(listen)
-                };
-                if let Err(e) = s.listen(ep) {
+                if let Err(e) = s.listen(listen_endpoint(self.pipes[pipe].0.listen)) {
                     tracing::error!("pipe {}: listen: {e}", self.pipes[pipe].0.name);
                     break;
                 }
@@ -964,6 +1061,75 @@ impl Stack {
             self.sockets.remove(h);
             self.ports.remove(&p);
         }
+        // Dropping a reverse flow's sender ends its host task.
+        self.rev_flows.retain(|(pipe, _), f| {
+            let keep = now.duration_since(f.last_active) <= pipes[*pipe].0.idle_timeout;
+            if !keep {
+                pipes[*pipe].1.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+    }
+
+    /// Datagrams from clients in the tunnel to reverse UDP pipes: each client's go to
+    /// its flow's host socket.
+    fn service_rev_udp(&mut self) -> bool {
+        let mut moved = false;
+        for (&pipe, &h) in &self.rev_udp {
+            let (cfg, counters) = &self.pipes[pipe];
+            let sock = self.sockets.get_mut::<udp::Socket>(h);
+            while let Ok((data, meta)) = sock.recv() {
+                moved = true;
+                let client = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
+                let key = (pipe, client);
+                if !self.rev_flows.contains_key(&key) {
+                    if counters.active.load(Ordering::Relaxed) >= cfg.max_connections as u64 {
+                        add(&counters.refused, 1);
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::channel(256);
+                    tokio::spawn(rev_udp_flow(
+                        pipe,
+                        client,
+                        rx,
+                        self.rev_tx.clone(),
+                        self.pipes.clone(),
+                    ));
+                    add(&counters.opened, 1);
+                    add(&counters.active, 1);
+                    self.rev_flows.insert(
+                        key,
+                        RevFlow {
+                            to_host: tx,
+                            last_active: Instant::now(),
+                        },
+                    );
+                }
+                let Some(f) = self.rev_flows.get_mut(&key) else {
+                    continue;
+                };
+                f.last_active = Instant::now();
+                // The client connected to `listen`: its datagrams count as "up".
+                if f.to_host.try_send(data.to_vec()).is_ok() {
+                    add(&counters.bytes_up, data.len() as u64);
+                }
+            }
+        }
+        moved
+    }
+
+    /// A reply from a reverse flow's host socket: back to its client in the tunnel.
+    fn rev_udp_from_host(&mut self, d: RevDatagram) {
+        let Some(&h) = self.rev_udp.get(&d.pipe) else {
+            return;
+        };
+        if let Some(f) = self.rev_flows.get_mut(&(d.pipe, d.client)) {
+            f.last_active = Instant::now();
+        }
+        let sock = self.sockets.get_mut::<udp::Socket>(h);
+        if sock.send_slice(&d.data, d.client).is_ok() {
+            add(&self.pipes[d.pipe].1.bytes_down, d.data.len() as u64);
+        }
     }
 
     /// A datagram from a forward UDP pipe's client: into its flow's socket.
@@ -984,10 +1150,7 @@ impl Stack {
                 add(&self.pipes[d.pipe].1.failed, 1);
                 return;
             };
-            let buf = || {
-                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; UDP_BUFFER])
-            };
-            let mut s = udp::Socket::new(buf(), buf());
+            let mut s = udp::Socket::new(udp_buffer(), udp_buffer());
             if s.bind(port).is_err() {
                 self.ports.remove(&port);
                 add(&self.pipes[d.pipe].1.failed, 1);

@@ -160,9 +160,6 @@ fn pipe(
         return Err(cx.err(&at("listen"), "port 0 is not a port to listen on"));
     }
     if p.reverse {
-        if proto == PipeProto::Udp {
-            return Err(cx.err(&at("reverse"), "reverse UDP pipes are not supported yet"));
-        }
         let ok = if ns.addrs.is_empty() {
             // The address comes from the peer (a virtual IP): listen on all of them.
             listen.ip().is_unspecified()
