@@ -4,7 +4,9 @@
 //! services: an HTTP server, a hashing sink, an echo server (TCP and UDP) on its inner
 //! address 10.96.2.1. Through a's pipes: a page, 100 MB checked by SHA-256, 100
 //! concurrent echo connections, checked UDP datagrams; and b reaches a host TCP server
-//! and a host UDP echo server in a's namespace through reverse pipes. The per-pipe counters match what was sent.
+//! and a host UDP echo server in a's namespace through reverse pipes. The reverse TCP
+//! pipe's `remote` is a name (`localhost:7777`), resolved by a's host resolver at
+//! each connection. The per-pipe counters match what was sent.
 //!
 //! Needs root (namespaces, b's TUN, dropping to uid 65534 with `setpriv`).
 
@@ -58,7 +60,7 @@ remote = "{B_INNER}:7000"
 [pipes.back]
 reverse = true
 listen = "{A_STACK}:2222"
-remote = "127.0.0.1:7777"
+remote = "localhost:7777"
 [pipes.dns]
 proto = "udp"
 listen = "127.0.0.1:5353"
@@ -474,7 +476,7 @@ fn pipes_through_an_unprivileged_netstack() {
     }
     let text = s.to_string();
     assert!(
-        text.contains("pipe back: reverse tcp 10.96.1.5:2222 -> 127.0.0.1:7777"),
+        text.contains("pipe back: reverse tcp 10.96.1.5:2222 -> localhost:7777"),
         "{text}"
     );
 }

@@ -504,6 +504,27 @@ async fn resolve(r: &PipeRemote) -> Option<SocketAddr> {
     }
 }
 
+/// Connects to a reverse pipe's host remote: a name is resolved now and its addresses
+/// are tried in the resolver's order ("localhost" may give ::1 before 127.0.0.1).
+async fn connect_host(remote: &PipeRemote) -> Result<TcpStream, String> {
+    match remote {
+        PipeRemote::Addr(a) => TcpStream::connect(*a).await.map_err(|e| e.to_string()),
+        PipeRemote::Name(h, p) => {
+            let addrs = tokio::net::lookup_host((h.as_str(), *p))
+                .await
+                .map_err(|e| format!("resolving {h}: {e}"))?;
+            let mut last = format!("{h} has no address");
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = format!("{a}: {e}"),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
 /// Closes a host connection with a reset: `SO_LINGER` 0 (no lingering, so the close
 /// does not block either).
 fn reset(s: TcpStream) {
@@ -816,10 +837,7 @@ impl Stack {
         let notify = self.notify.clone();
         let pipes = self.pipes.clone();
         tokio::spawn(async move {
-            let stream = match resolve(&remote).await {
-                Some(a) => TcpStream::connect(a).await.map_err(|e| e.to_string()),
-                None => Err("cannot resolve".to_string()),
-            };
+            let stream = connect_host(&remote).await;
             match stream {
                 Ok(s) => host_side(s, up_tx, down_rx, flags, notify).await,
                 Err(e) => {
