@@ -312,8 +312,11 @@ fn start_unprivileged(topo: &Topology, dir: &Path, toml: impl Fn(&Path) -> Strin
     std::fs::create_dir_all(dir).unwrap();
     std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(topo.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A hard link where it can be (a debug binary is large), else a copy.
     let bin = dir.join("esprit");
-    std::fs::copy(exe(), &bin).unwrap();
+    if std::fs::hard_link(exe(), &bin).is_err() {
+        std::fs::copy(exe(), &bin).unwrap();
+    }
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = dir.join("esprit.toml");
     std::fs::write(&cfg, toml(dir)).unwrap();
