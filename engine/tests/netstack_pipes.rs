@@ -343,3 +343,56 @@ fn an_idle_connection_is_reset_after_idle_timeout() {
         stats(&c.a).active == 0 && stats(&c.b).active == 0
     });
 }
+
+#[test]
+fn a_hundred_concurrent_connections_each_echoed() {
+    let c = chain(256, 64 * 1024);
+    let server = c.server.try_clone().unwrap();
+    thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            thread::spawn(move || {
+                let mut s = s;
+                let mut b = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&b[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    let clients: Vec<_> = (0..100u8)
+        .map(|i| {
+            let mut s = connect(c.listen);
+            thread::spawn(move || {
+                let data = pattern(i, 64 * 1024);
+                let mut w = s.try_clone().unwrap();
+                let out = data.clone();
+                let writer = thread::spawn(move || {
+                    w.write_all(&out).unwrap();
+                    w.shutdown(Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                s.read_to_end(&mut back)
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                writer.join().unwrap();
+                assert!(back == data, "connection {i}: {} bytes back", back.len());
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("an echo connection failed");
+    }
+    until("the pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+    let a = stats(&c.a);
+    assert_eq!((a.opened, a.failed, a.refused), (100, 0, 0), "{a:?}");
+    assert_eq!((a.bytes_up, a.bytes_down), (100 << 16, 100 << 16), "{a:?}");
+}

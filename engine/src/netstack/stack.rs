@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::udp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
@@ -440,7 +440,27 @@ impl Stack {
 
     fn poll(&mut self) {
         let now = self.now();
-        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        if self.listening.is_empty() {
+            self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        } else {
+            // smoltcp resets a SYN that finds no listening socket: with reverse pipes,
+            // take packets one at a time and put fresh listeners in place after each
+            // one that changed a socket, so a burst of connections finds them.
+            loop {
+                match self
+                    .iface
+                    .poll_ingress_single(now, &mut self.dev, &mut self.sockets)
+                {
+                    PollIngressSingleResult::None => break,
+                    PollIngressSingleResult::PacketProcessed => {}
+                    PollIngressSingleResult::SocketStateChanged => {
+                        self.accept_reverse();
+                    }
+                }
+            }
+            self.iface
+                .poll_egress(now, &mut self.dev, &mut self.sockets);
+        }
         // Hand packets over in batches: one lock and one wake-up of the packet thread
         // for many segments (smoltcp makes one per socket and poll).
         if self.dev.tx.len() >= TX_BATCH {
