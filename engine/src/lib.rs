@@ -8,6 +8,7 @@ mod dataplane;
 pub mod import;
 pub mod install;
 pub mod metrics;
+pub mod netstack;
 pub mod status;
 
 pub use dataplane::{InStats, OutStats};

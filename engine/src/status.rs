@@ -21,6 +21,9 @@ pub struct Status {
     /// Virtual IP pools with their leases (`swanctl --list-pools --leases`).
     #[serde(default)]
     pub pools: Vec<PoolStatus>,
+    /// Pipes through the netstack, with their counters.
+    #[serde(default)]
+    pub pipes: Vec<crate::netstack::PipeStats>,
 }
 
 /// IKE mediation at a glance.
@@ -199,6 +202,10 @@ pub struct Counters {
     /// of the namespace, ours included).
     #[serde(default)]
     pub udp_rcvbuf_errors: u64,
+    /// With `[netstack]`: inner packets dropped because a queue between the stack and
+    /// the packet threads was full, towards the stack and from it.
+    #[serde(default)]
+    pub netstack_queue_drops: Option<(u64, u64)>,
 }
 
 /// The namespace's UDP RcvbufErrors from `/proc/net/snmp` (0 when unreadable).
@@ -314,6 +321,19 @@ impl fmt::Display for Status {
                 let state = if l.online { "online" } else { "offline" };
                 writeln!(f, "  {:<39} {state:<8} '{}'", l.addr, l.identity)?;
             }
+        }
+        for p in &self.pipes {
+            let dir = if p.reverse { "reverse " } else { "" };
+            writeln!(
+                f,
+                "pipe {}: {dir}{} {} -> {}",
+                p.name, p.proto, p.listen, p.remote
+            )?;
+            writeln!(
+                f,
+                "  connections {} open, {} opened, {} refused, {} failed; bytes {} up, {} down",
+                p.active, p.opened, p.refused, p.failed, p.bytes_up, p.bytes_down
+            )?;
         }
         for c in &self.connections {
             if let Some(e) = &c.last_error {
@@ -488,5 +508,37 @@ mod tests {
         // Older clients' JSON without the new fields still reads.
         let back: Status = serde_json::from_str(r#"{"ike_sas":[],"connections":[],"counters":{"outbound":null,"inbound":null,"ike":null,"keepalives_sent":0}}"#).unwrap();
         assert!(back.pools.is_empty());
+        assert!(back.pipes.is_empty());
+    }
+
+    #[test]
+    fn pipes_show_their_counters() {
+        let s = Status {
+            pipes: vec![crate::netstack::PipeStats {
+                name: "nginx".into(),
+                proto: "tcp".into(),
+                reverse: false,
+                listen: "127.0.0.1:8080".into(),
+                remote: "10.96.2.1:80".into(),
+                opened: 3,
+                active: 1,
+                refused: 0,
+                failed: 1,
+                bytes_up: 120,
+                bytes_down: 4096,
+            }],
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(
+            text.contains("pipe nginx: tcp 127.0.0.1:8080 -> 10.96.2.1:80\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  connections 1 open, 3 opened, 0 refused, 1 failed; bytes 120 up, 4096 down\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -30,6 +30,74 @@ pub struct ConfigFile {
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// `[netstack]`: a userspace TCP/IP stack in place of the TUN device.
+    #[serde(default)]
+    pub netstack: Option<NetstackSection>,
+    /// `[pipes.NAME]`: TCP/UDP forwarders through the netstack.
+    #[serde(default)]
+    pub pipes: BTreeMap<String, PipeSection>,
+}
+
+/// `[netstack]`: inner packets go to and come from a TCP/IP stack inside esprit, not a
+/// TUN device, so the daemon needs no privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetstackSection {
+    /// The stack's own inner addresses; empty: the virtual IPs the peer assigns.
+    pub addrs: Vec<String>,
+    /// The largest inner packet the stack sends.
+    pub mtu: u16,
+    /// Receive and send buffer of each TCP connection, in bytes (each way).
+    pub tcp_buffer: usize,
+}
+
+impl Default for NetstackSection {
+    fn default() -> Self {
+        NetstackSection {
+            addrs: Vec::new(),
+            mtu: 1400,
+            // Measured (bench/pipes.sh): 256 KiB held one stream to about 1 Gbit/s
+            // (few ACKs come back through a GRO-coalescing peer), 512 KiB and more
+            // about 1.8-2.0.
+            tcp_buffer: 512 * 1024,
+        }
+    }
+}
+
+/// `[pipes.NAME]`: a forwarder between a host socket and an inner address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipeSection {
+    /// "tcp" (default) or "udp".
+    #[serde(default = "default_pipe_proto")]
+    pub proto: String,
+    /// Forward: a host address:port to listen on. Reverse: a netstack address:port.
+    pub listen: String,
+    /// Forward: the inner address:port (or name:port) connections go to. Reverse: the
+    /// host address:port (or name:port).
+    pub remote: String,
+    /// Listen inside the tunnel and connect on the host.
+    #[serde(default)]
+    pub reverse: bool,
+    /// Most connections (UDP: flows) at once; more are refused.
+    #[serde(default = "default_pipe_max")]
+    pub max_connections: usize,
+    /// A connection (UDP: flow) with no traffic for this long is closed.
+    #[serde(default = "default_pipe_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_pipe_proto() -> String {
+    "tcp".into()
+}
+
+fn default_pipe_max() -> usize {
+    // Each connection holds 2 x tcp_buffer: 256 MiB at the defaults, at most.
+    256
+}
+
+fn default_pipe_idle() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `[metrics]`: an HTTP endpoint serving `/metrics` (Prometheus text format) and

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 pub use file::{
     parse_duration, AuthKind, AuthSection, ChildSection, CloseAction, ConfigFile,
-    ConnectionSection, DaemonSection, DpdAction, IkeSecret, MetricsSection, PoolSection,
-    PrivateSecret, SecretsSection, StartAction, TunSection,
+    ConnectionSection, DaemonSection, DpdAction, IkeSecret, MetricsSection, NetstackSection,
+    PipeSection, PoolSection, PrivateSecret, SecretsSection, StartAction, TunSection,
 };
 pub use resolve::{
-    load, resolve, ChildPlan, ConnectionPlan, Daemon, Metrics, Resolved, RouteDevice, Tun,
-    MAX_ROUTE_DEVICES,
+    load, resolve, ChildPlan, ConnectionPlan, Daemon, Metrics, Netstack, Pipe, PipeProto,
+    PipeRemote, Resolved, RouteDevice, Tun, MAX_ROUTE_DEVICES,
 };
 
 /// A configuration error: which file, which key, and why.

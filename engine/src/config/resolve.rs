@@ -4,6 +4,7 @@
 
 mod credentials;
 mod mediation;
+mod pipes;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use ike::ts;
 use ike::wire::TrafficSelector;
 
 use self::credentials::Credentials;
+pub use self::pipes::{Netstack, Pipe, PipeProto, PipeRemote};
 use super::{
     AuthKind, ChildSection, CloseAction, ConfigError, ConfigFile, ConnectionSection, DaemonSection,
     DpdAction, MetricsSection, StartAction, TunSection,
@@ -48,6 +50,10 @@ pub struct Resolved {
     pub pools: Vec<Pool>,
     /// The Prometheus endpoint, when `[metrics] listen` is set.
     pub metrics: Option<Metrics>,
+    /// The userspace TCP/IP stack that replaces the TUN device, if any.
+    pub netstack: Option<Netstack>,
+    /// The pipes through the netstack, by name.
+    pub pipes: Vec<Pipe>,
 }
 
 /// `[metrics]`, resolved.
@@ -216,12 +222,15 @@ pub fn resolve(path: &Path, file: &ConfigFile) -> Result<Resolved, ConfigError> 
     let connections = mediation::resolve(&cx, &file.connections, connections)?;
     route_devices(&cx, &connections)?;
     let metrics = metrics(&cx, &file.metrics)?;
+    let (netstack, pipes) = pipes::resolve(&cx, file.netstack.as_ref(), &file.pipes)?;
     Ok(Resolved {
         daemon,
         tun,
         connections,
         pools,
         metrics,
+        netstack,
+        pipes,
     })
 }
 

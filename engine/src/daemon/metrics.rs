@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{dataplane_stats, Io, Sas};
-use crate::metrics::{ChildFigures, MediationFigures, PoolFigures, Snapshot};
+use crate::metrics::{ChildFigures, MediationFigures, PipeFigures, PoolFigures, Snapshot};
 
 /// Gathers every figure the metrics endpoint exports.
 pub(super) async fn snapshot(st: &mut Sas, io: &Io) -> Snapshot {
@@ -62,7 +62,19 @@ pub(super) async fn snapshot(st: &mut Sas, io: &Io) -> Snapshot {
             mediated_connections: st.med.paths.len(),
         },
         pools,
-        // No pipes yet: the branch that adds them fills this in.
-        pipes: None,
+        pipes: st.netstack.as_ref().map(|ns| {
+            ns.pipes_snapshot()
+                .into_iter()
+                .map(|p| PipeFigures {
+                    name: p.name,
+                    active: p.active,
+                    opened: p.opened,
+                    refused: p.refused,
+                    failed: p.failed,
+                    bytes_up: p.bytes_up,
+                    bytes_down: p.bytes_down,
+                })
+                .collect()
+        }),
     }
 }

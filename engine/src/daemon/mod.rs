@@ -28,7 +28,7 @@ use ike::crypto::SystemRng;
 use ike::endpoint::Endpoint;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
-use tun_io::{AsyncUdpSocket, Tun, TunConfig, UdpRecvBatch, UdpSocket};
+use tun_io::{AsyncUdpSocket, PacketDevice, Tun, TunConfig, UdpRecvBatch, UdpSocket};
 
 use crate::config::{self, ConfigError, ConfigFile, Resolved};
 use crate::control::{ControlSocket, Pending, Request, Response};
@@ -36,6 +36,7 @@ use crate::dataplane::{
     Dataplane, DpEvent, InCmd, InStats, NattSockets, OutCmd, OutStats, MAIN_DEV,
 };
 use crate::metrics::http::Ask;
+use crate::netstack::Netstack;
 use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
     MediationStatus, PoolStatus, RegisteredPeer, Status,
@@ -123,6 +124,9 @@ async fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<Str
         .collect();
     let mut notes: Vec<String> = Vec::new();
     // Sockets and the TUN device are set up once; they would need a restart.
+    if file.netstack != running.file.netstack || file.pipes != running.file.pipes {
+        notes.push("[netstack]/[pipes] changed: takes effect at the next restart".into());
+    }
     if file.daemon != running.file.daemon {
         notes.push("[daemon] changed: takes effect at the next restart".into());
     }
@@ -139,7 +143,7 @@ async fn reload(st: &mut Sas, running: &mut Running, now: Instant) -> Result<Str
     }
     // Pools first: a connection that names a new pool finds it.
     pools::load(&mut st.ep, &new.pools);
-    if file.pools != running.file.pools && !new.pools.is_empty() {
+    if file.pools != running.file.pools && !new.pools.is_empty() && st.netstack.is_none() {
         pools::enable_forwarding(&st.tun_name, &new.pools);
     }
     let sum = st.reload(now, new.connections, &changed);
@@ -263,15 +267,39 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
-    let (tun, created) = open_tun(&cfg, opts.tun_fd)?;
-    let install_routes = cfg.tun.install_routes.unwrap_or(created);
-    let tun_name = tun.name().to_string();
-    tracing::info!(
-        "TUN {tun_name}: mtu {}, offloads {:?}, routes {}",
-        cfg.tun.mtu,
-        tun.offloads(),
-        if install_routes { "on" } else { "off" }
-    );
+    // With a netstack there is no TUN device: nothing privileged at all.
+    let (main_dev, tun_name, install_routes, netstack) = match &cfg.netstack {
+        Some(plan) => {
+            let (ns, dev) =
+                Netstack::start(plan, &cfg.pipes).map_err(io_err("starting the netstack"))?;
+            let addrs: Vec<String> = plan.addrs.iter().map(|a| a.to_string()).collect();
+            tracing::info!(
+                "netstack (no TUN): mtu {}, addresses {}, {} pipe(s)",
+                plan.mtu,
+                if addrs.is_empty() {
+                    "from the peer (virtual IPs)".to_string()
+                } else {
+                    addrs.join(" ")
+                },
+                cfg.pipes.len()
+            );
+            let dev: Box<dyn PacketDevice> = Box::new(dev);
+            (dev, "netstack".to_string(), false, Some(ns))
+        }
+        None => {
+            let (tun, created) = open_tun(&cfg, opts.tun_fd)?;
+            let install_routes = cfg.tun.install_routes.unwrap_or(created);
+            let tun_name = tun.name().to_string();
+            tracing::info!(
+                "TUN {tun_name}: mtu {}, offloads {:?}, routes {}",
+                cfg.tun.mtu,
+                tun.offloads(),
+                if install_routes { "on" } else { "off" }
+            );
+            let dev: Box<dyn PacketDevice> = Box::new(tun);
+            (dev, tun_name, install_routes, None)
+        }
+    };
     let (ike4, ike6) = bind_pair(cfg.daemon.port, cfg.daemon.socket_buffer)?;
     let (n4, n6) = bind_pair(cfg.daemon.port_nat_t, cfg.daemon.socket_buffer)?;
     let natt = NattSockets {
@@ -292,8 +320,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         keepalives_sent: 0,
     };
     let (dp_tx, mut dp_rx) = mpsc::channel(crate::dataplane::EVENT_QUEUE);
-    let dp =
-        Dataplane::start(Box::new(tun), natt, dp_tx).map_err(io_err("starting the dataplane"))?;
+    let dp = Dataplane::start(main_dev, natt, dp_tx).map_err(io_err("starting the dataplane"))?;
     let routes = OsRoutes::new(&tun_name, install_routes)
         .map_err(io_err(format!("opening netlink for routes via {tun_name}")))?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
@@ -312,10 +339,14 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
         ep.add_connection(p.conn.clone());
     }
     pools::load(&mut ep, &cfg.pools);
-    if !cfg.pools.is_empty() {
+    if !cfg.pools.is_empty() && netstack.is_none() {
         pools::enable_forwarding(&tun_name, &cfg.pools);
     }
     let mut st = Sas::new(ep, cfg.connections.clone(), dp, routes, tun_name.clone());
+    if let Some(ns) = &netstack {
+        st.vips.use_netstack(ns.handle());
+        st.netstack = Some(ns.handle());
+    }
     if let Some((conn, e)) = st.devices.sync(&st.dp, &st.plans).await.into_iter().next() {
         return Err(io_err(format!("connection {conn}: route-based device"))(e));
     }
@@ -438,6 +469,7 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
     } = st;
     vips.clear();
     dp.stop();
+    drop(netstack);
     drop(routes);
     updown.finish(SHUTDOWN_GRACE);
     tracing::info!("esprit stopped");
@@ -682,11 +714,17 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             })
             .collect(),
     };
+    let pipes = st
+        .netstack
+        .as_ref()
+        .map(|n| n.pipes_snapshot())
+        .unwrap_or_default();
     Status {
         ike_sas,
         connections,
         mediation,
         pools,
+        pipes,
         counters: Counters {
             outbound: serde_json::to_value(out.unwrap_or_default()).unwrap_or_default(),
             inbound: serde_json::to_value(inb.unwrap_or_default()).unwrap_or_default(),
@@ -713,6 +751,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             }),
             keepalives_sent: io.keepalives_sent,
             udp_rcvbuf_errors: crate::status::udp_rcvbuf_errors(),
+            netstack_queue_drops: st.netstack.as_ref().map(|n| n.queue_drops()),
         },
     }
 }

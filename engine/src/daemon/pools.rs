@@ -14,6 +14,8 @@ use ike::endpoint::{Endpoint, IkeSaId, IkeSaInfo, Pool};
 use ipnet::IpNet;
 use tun_io::netlink::Netlink;
 
+use crate::netstack::NetstackHandle;
+
 /// Gives the endpoint the configured pools; pools no longer configured are dropped,
 /// those whose range is unchanged keep their leases.
 pub(crate) fn load(ep: &mut Endpoint, pools: &[Pool]) {
@@ -56,6 +58,8 @@ struct Held {
 pub(crate) struct Vips {
     tun: String,
     netlink: Option<Netlink>,
+    /// With `[netstack]`: the addresses become the stack's, no netlink.
+    stack: Option<NetstackHandle>,
     held: HashMap<IkeSaId, Held>,
 }
 
@@ -68,8 +72,14 @@ impl Vips {
         Vips {
             tun: tun.to_string(),
             netlink: None,
+            stack: None,
             held: HashMap::new(),
         }
+    }
+
+    /// Virtual IPs go to the userspace stack instead of the TUN device.
+    pub(crate) fn use_netstack(&mut self, stack: NetstackHandle) {
+        self.stack = Some(stack);
     }
 
     fn netlink(&mut self) -> std::io::Result<&mut Netlink> {
@@ -120,6 +130,11 @@ impl Vips {
                 on_tun.push(*a);
                 continue;
             }
+            if let Some(stack) = &self.stack {
+                stack.add_addr(*a);
+                on_tun.push(*a);
+                continue;
+            }
             let tun = self.tun.clone();
             match self.netlink().and_then(|nl| nl.add_address(&tun, host(*a))) {
                 Ok(()) => on_tun.push(*a),
@@ -161,6 +176,11 @@ impl Vips {
         };
         for a in h.on_tun {
             if self.in_use(a) {
+                continue;
+            }
+            if let Some(stack) = &self.stack {
+                stack.remove_addr(a);
+                tracing::info!("{}: virtual IP {a} released", h.conn);
                 continue;
             }
             let tun = self.tun.clone();

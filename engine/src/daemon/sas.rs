@@ -106,6 +106,8 @@ pub(crate) struct Sas {
     pub(crate) med: MediationBook,
     /// Virtual IPs the peers assigned us, on the TUN device.
     pub(crate) vips: Vips,
+    /// The userspace stack in place of the TUN device, if configured.
+    pub(crate) netstack: Option<crate::netstack::NetstackHandle>,
 }
 
 /// What a reload did, by connection name.
@@ -152,6 +154,7 @@ impl Sas {
             tun_name,
             updown: Updown::start(),
             med: MediationBook::default(),
+            netstack: None,
         }
     }
 

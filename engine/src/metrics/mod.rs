@@ -55,7 +55,7 @@ pub struct Snapshot {
     pub pools: Vec<PoolFigures>,
     /// Pipes (connections carried over a userspace TCP/IP stack); `None` until the
     /// daemon has pipes. See [`encode_pipes`].
-    pub pipes: Option<PipeFigures>,
+    pub pipes: Option<Vec<PipeFigures>>,
 }
 
 /// One child SA's traffic.
@@ -101,15 +101,23 @@ pub struct PoolFigures {
     pub offline: usize,
 }
 
-/// Pipe figures, for the branch that adds pipes to fill in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One pipe's figures (`[pipes.NAME]`), from the netstack's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipeFigures {
-    /// Pipe connections open now.
-    pub connections: u64,
-    /// Bytes received from the pipes' peers.
-    pub bytes_in: u64,
-    /// Bytes sent to the pipes' peers.
-    pub bytes_out: u64,
+    /// The pipe's name.
+    pub name: String,
+    /// Connections (UDP: flows) open now.
+    pub active: u64,
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Connections refused at `max_connections`.
+    pub refused: u64,
+    /// Connections that could not be made.
+    pub failed: u64,
+    /// Bytes from the connecting side towards `remote`.
+    pub bytes_up: u64,
+    /// Bytes from `remote` back to the connecting side.
+    pub bytes_down: u64,
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -497,26 +505,65 @@ fn encode_pools(f: &mut Family<'_, '_>, pools: &[PoolFigures]) -> Result<(), std
     )
 }
 
-/// Pipe figures (`esprit_pipe_connections`, `esprit_pipe_bytes_total{direction}`):
-/// written only when the snapshot carries them.
+/// Pipe figures, per pipe (`pipe` label): `esprit_pipe_connections`,
+/// `esprit_pipe_connections_{opened,refused,failed}_total` and
+/// `esprit_pipe_bytes_total{direction="up"|"down"}` (up: from the side that connects
+/// towards `remote`); written only when the daemon has a netstack.
 pub fn encode_pipes(
     enc: &mut DescriptorEncoder<'_>,
-    p: &PipeFigures,
+    pipes: &[PipeFigures],
 ) -> Result<(), std::fmt::Error> {
     let mut f = Family { enc };
+    let labels: Vec<[(&'static str, &str); 1]> =
+        pipes.iter().map(|p| [("pipe", p.name.as_str())]).collect();
+    let series = |get: fn(&PipeFigures) -> u64| -> Vec<(&Labels<'_>, u64)> {
+        labels
+            .iter()
+            .zip(pipes)
+            .map(|(l, p)| (&l[..], get(p)))
+            .collect()
+    };
     f.gauge(
         "pipe_connections",
-        "Pipe connections open now.",
-        &[(&[], p.connections)],
+        "Pipe connections (UDP: flows) open now.",
+        &series(|p| p.active),
     )?;
     f.counter(
+        "pipe_connections_opened",
+        "Pipe connections (UDP: flows) opened.",
+        None,
+        &series(|p| p.opened),
+    )?;
+    f.counter(
+        "pipe_connections_refused",
+        "Pipe connections refused at max_connections.",
+        None,
+        &series(|p| p.refused),
+    )?;
+    f.counter(
+        "pipe_connections_failed",
+        "Pipe connections that could not be made (name, refused, reset, no address).",
+        None,
+        &series(|p| p.failed),
+    )?;
+    let up: Vec<[(&'static str, &str); 2]> = pipes
+        .iter()
+        .map(|p| [("pipe", p.name.as_str()), ("direction", "up")])
+        .collect();
+    let down: Vec<[(&'static str, &str); 2]> = pipes
+        .iter()
+        .map(|p| [("pipe", p.name.as_str()), ("direction", "down")])
+        .collect();
+    let mut bytes: Vec<(&Labels<'_>, u64)> = Vec::new();
+    for ((u, d), p) in up.iter().zip(&down).zip(pipes) {
+        bytes.push((&u[..], p.bytes_up));
+        bytes.push((&d[..], p.bytes_down));
+    }
+    f.counter(
         "pipe",
-        "Bytes through pipes, by direction.",
+        "Bytes through pipes: up from the side that connects, down back to it.",
         Some(Unit::Bytes),
-        &[
-            (&[("direction", "in")], p.bytes_in),
-            (&[("direction", "out")], p.bytes_out),
-        ],
+        &bytes,
     )
 }
 

@@ -216,19 +216,41 @@ fn missing_dataplane_answers_and_pipes_leave_their_families_out() {
 #[test]
 fn pipes_render_when_present() {
     let snap = Snapshot {
-        pipes: Some(PipeFigures {
-            connections: 4,
-            bytes_in: 100,
-            bytes_out: 200,
-        }),
+        pipes: Some(vec![PipeFigures {
+            name: "nginx".into(),
+            active: 4,
+            opened: 9,
+            refused: 1,
+            failed: 2,
+            bytes_up: 100,
+            bytes_down: 200,
+        }]),
         ..sample()
     };
     let text = render(snap);
     assert_eq!(type_of(&text, "esprit_pipe_connections"), "gauge");
     assert_eq!(type_of(&text, "esprit_pipe_bytes_total"), "counter");
-    has(&text, "esprit_pipe_connections 4");
-    has(&text, "esprit_pipe_bytes_total{direction=\"in\"} 100");
-    has(&text, "esprit_pipe_bytes_total{direction=\"out\"} 200");
+    has(&text, "esprit_pipe_connections{pipe=\"nginx\"} 4");
+    has(
+        &text,
+        "esprit_pipe_connections_opened_total{pipe=\"nginx\"} 9",
+    );
+    has(
+        &text,
+        "esprit_pipe_connections_refused_total{pipe=\"nginx\"} 1",
+    );
+    has(
+        &text,
+        "esprit_pipe_connections_failed_total{pipe=\"nginx\"} 2",
+    );
+    has(
+        &text,
+        "esprit_pipe_bytes_total{pipe=\"nginx\",direction=\"up\"} 100",
+    );
+    has(
+        &text,
+        "esprit_pipe_bytes_total{pipe=\"nginx\",direction=\"down\"} 200",
+    );
 }
 
 #[test]

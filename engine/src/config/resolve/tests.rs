@@ -3,6 +3,7 @@
 
 mod files;
 mod mediation;
+mod pipes;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,0 +1,398 @@
+//! Two netstacks joined back to back in one process (a thread moves packets from each
+//! one's device to the other's, as the ESP path would): a forward pipe on stack a goes
+//! to a reverse pipe on stack b, which connects to a test server on loopback. So every
+//! TCP behaviour of a pipe is checked on real sockets without namespaces: data and
+//! half-close, resets both ways, back-pressure, `max_connections`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use engine::config::{Netstack as Plan, Pipe, PipeProto, PipeRemote};
+use engine::netstack::{Netstack, PipeStats};
+use tun_io::{poll_readable, PacketBatch, PacketDevice};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Moves packets between two devices until dropped.
+struct Wire {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Wire {
+    fn new(a: Box<dyn PacketDevice>, b: Box<dyn PacketDevice>) -> Wire {
+        let (mut ra, mut wa) = a.split().unwrap();
+        let (mut rb, mut wb) = b.split().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut batch = PacketBatch::new(64, 64, 2000);
+            while !s.load(Ordering::Relaxed) {
+                let _ = poll_readable(&[ra.as_fd(), rb.as_fd()], Some(Duration::from_millis(50)));
+                while ra.recv_into(&mut batch).is_ok() {
+                    wb.send_from(&mut batch).unwrap();
+                }
+                while rb.recv_into(&mut batch).is_ok() {
+                    wa.send_from(&mut batch).unwrap();
+                }
+            }
+        });
+        Wire {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn plan(addr: &str, tcp_buffer: usize) -> Plan {
+    Plan {
+        addrs: vec![addr.parse().unwrap()],
+        mtu: 1400,
+        tcp_buffer,
+    }
+}
+
+fn tcp_pipe(name: &str, reverse: bool, listen: SocketAddr, remote: SocketAddr, max: usize) -> Pipe {
+    Pipe {
+        name: name.into(),
+        proto: PipeProto::Tcp,
+        reverse,
+        listen,
+        remote: PipeRemote::Addr(remote),
+        max_connections: max,
+        idle_timeout: IDLE,
+    }
+}
+
+/// The forward pipe's idle timeout in these tests.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// Stack a's forward pipe at `listen` -> 10.0.0.2:80 -> stack b's reverse pipe -> the
+/// test's server.
+struct Chain {
+    listen: SocketAddr,
+    server: TcpListener,
+    a: Netstack,
+    b: Netstack,
+    _wire: Wire,
+}
+
+fn chain(max: usize, tcp_buffer: usize) -> Chain {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let inner: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    let (a, da) = Netstack::start(
+        &plan("10.0.0.1", tcp_buffer),
+        &[tcp_pipe("fwd", false, listen, inner, max)],
+    )
+    .unwrap();
+    let (b, db) = Netstack::start(
+        &plan("10.0.0.2", tcp_buffer),
+        &[tcp_pipe(
+            "rev",
+            true,
+            inner,
+            server.local_addr().unwrap(),
+            1024,
+        )],
+    )
+    .unwrap();
+    let wire = Wire::new(Box::new(da), Box::new(db));
+    Chain {
+        listen,
+        server,
+        a,
+        b,
+        _wire: wire,
+    }
+}
+
+fn connect(a: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&a, T).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.set_write_timeout(Some(T)).unwrap();
+    s
+}
+
+fn accept(l: &TcpListener) -> TcpStream {
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.set_write_timeout(Some(T)).unwrap();
+    s
+}
+
+fn stats(n: &Netstack) -> PipeStats {
+    n.handle().pipes_snapshot().remove(0)
+}
+
+/// Waits (bounded) until `f` holds.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ seed)
+        .collect()
+}
+
+/// Reads until EOF or an error; returns the error kind (None: clean EOF).
+fn read_end(s: &mut TcpStream) -> Option<ErrorKind> {
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return None,
+            Ok(_) => continue,
+            Err(e) => return Some(e.kind()),
+        }
+    }
+}
+
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+#[test]
+fn data_both_ways_with_half_close() {
+    let c = chain(16, 256 * 1024);
+    let mut client = connect(c.listen);
+    let up = pattern(1, 3 << 20);
+    let down = pattern(2, 2 << 20);
+    let w = {
+        let mut w = client.try_clone().unwrap();
+        let up = up.clone();
+        thread::spawn(move || {
+            w.write_all(&up).unwrap();
+            // Half-close: the server sees EOF but can still answer.
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut srv = accept(&c.server);
+    let mut got = Vec::new();
+    srv.read_to_end(&mut got).unwrap();
+    assert!(
+        got == up,
+        "upstream bytes differ ({} of {})",
+        got.len(),
+        up.len()
+    );
+    srv.write_all(&down).unwrap();
+    drop(srv);
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert!(
+        back == down,
+        "downstream bytes differ ({} of {})",
+        back.len(),
+        down.len()
+    );
+    w.join().unwrap();
+    drop(client);
+    until("both pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+    let (a, b) = (stats(&c.a), stats(&c.b));
+    let (u, d) = (up.len() as u64, down.len() as u64);
+    assert_eq!((a.opened, a.bytes_up, a.bytes_down), (1, u, d), "{a:?}");
+    assert_eq!((b.opened, b.bytes_up, b.bytes_down), (1, u, d), "{b:?}");
+    assert_eq!((a.failed, a.refused, b.failed, b.refused), (0, 0, 0, 0));
+}
+
+#[test]
+fn resets_cross_the_pipe_both_ways() {
+    let c = chain(16, 64 * 1024);
+    // The server resets: the client sees a reset, not an EOF.
+    let mut client = connect(c.listen);
+    client.write_all(b"hello").unwrap();
+    let mut srv = accept(&c.server);
+    let mut b = [0u8; 5];
+    srv.read_exact(&mut b).unwrap();
+    reset(srv);
+    assert_eq!(read_end(&mut client), Some(ErrorKind::ConnectionReset));
+    // The client resets: the server sees it.
+    let client = connect(c.listen);
+    let mut srv = accept(&c.server);
+    reset(client);
+    assert_eq!(read_end(&mut srv), Some(ErrorKind::ConnectionReset));
+    until("both pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+}
+
+#[test]
+fn a_reader_that_stops_stops_the_writer() {
+    let c = chain(16, 64 * 1024);
+    let client = connect(c.listen);
+    let mut srv = accept(&c.server);
+    // The server reads nothing: the client can only put a bounded amount in flight.
+    client.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut written = 0usize;
+    let mut stalled_since = Instant::now();
+    while stalled_since.elapsed() < Duration::from_millis(500) {
+        match (&client).write(&chunk) {
+            Ok(n) => {
+                written += n;
+                stalled_since = Instant::now();
+                assert!(
+                    written < 64 << 20,
+                    "{written} bytes taken: no back-pressure"
+                );
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(written > 0);
+    eprintln!("in flight with a stopped reader: {written} bytes");
+    // Once the server reads, everything arrives.
+    client.set_nonblocking(false).unwrap();
+    let mut client = client;
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut n = 0usize;
+    let mut b = vec![0u8; 1 << 16];
+    loop {
+        match srv.read(&mut b).unwrap() {
+            0 => break,
+            k => {
+                assert!(b[..k].iter().all(|x| *x == 7));
+                n += k;
+            }
+        }
+    }
+    assert_eq!(n, written);
+    drop(srv);
+    assert_eq!(read_end(&mut client), None);
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_and_counted() {
+    let c = chain(2, 64 * 1024);
+    let mut held = Vec::new();
+    for i in 0..2u8 {
+        let mut cl = connect(c.listen);
+        let mut srv = accept(&c.server);
+        cl.write_all(&[i]).unwrap();
+        let mut b = [0u8; 1];
+        srv.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], i);
+        held.push((cl, srv));
+    }
+    let mut third = connect(c.listen);
+    assert_eq!(read_end(&mut third), Some(ErrorKind::ConnectionReset));
+    let a = stats(&c.a);
+    assert_eq!((a.opened, a.active, a.refused), (2, 2, 1), "{a:?}");
+    drop(held);
+    until("the pipe idle", || stats(&c.a).active == 0);
+    // Room again.
+    let mut cl = connect(c.listen);
+    let mut srv = accept(&c.server);
+    cl.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    srv.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+}
+
+#[test]
+fn an_idle_connection_is_reset_after_idle_timeout() {
+    let c = chain(16, 64 * 1024);
+    let mut client = connect(c.listen);
+    client.write_all(b"x").unwrap();
+    let mut srv = accept(&c.server);
+    let mut b = [0u8; 1];
+    srv.read_exact(&mut b).unwrap();
+    let quiet = Instant::now();
+    // No traffic: both ends are reset once the idle timeout (2 s) passed.
+    assert_eq!(read_end(&mut client), Some(ErrorKind::ConnectionReset));
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= IDLE && waited < IDLE + Duration::from_secs(3),
+        "reset after {waited:?}"
+    );
+    assert!(read_end(&mut srv).is_some_and(|k| k == ErrorKind::ConnectionReset));
+    until("both pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+}
+
+#[test]
+fn a_hundred_concurrent_connections_each_echoed() {
+    let c = chain(256, 64 * 1024);
+    let server = c.server.try_clone().unwrap();
+    thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            thread::spawn(move || {
+                let mut s = s;
+                let mut b = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&b[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    let clients: Vec<_> = (0..100u8)
+        .map(|i| {
+            let mut s = connect(c.listen);
+            thread::spawn(move || {
+                let data = pattern(i, 64 * 1024);
+                let mut w = s.try_clone().unwrap();
+                let out = data.clone();
+                let writer = thread::spawn(move || {
+                    w.write_all(&out).unwrap();
+                    w.shutdown(Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                s.read_to_end(&mut back)
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                writer.join().unwrap();
+                assert!(back == data, "connection {i}: {} bytes back", back.len());
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("an echo connection failed");
+    }
+    until("the pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+    let a = stats(&c.a);
+    assert_eq!((a.opened, a.failed, a.refused), (100, 0, 0), "{a:?}");
+    assert_eq!((a.bytes_up, a.bytes_down), (100 << 16, 100 << 16), "{a:?}");
+}
