@@ -287,6 +287,9 @@ fn main() -> ExitCode {
         } => run(config, tun_fd, log_format),
         Command::Check { config } => engine::config::load(&config)
             .map(|r| {
+                for w in r.warnings() {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} connection(s))",
                     config.display(),

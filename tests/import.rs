@@ -134,7 +134,7 @@ const CASES: &[Case] = &[
         ca: "",
         expect: &[
             "vips = [\"0.0.0.0\"]",
-            "# not carried: ike = aes256-sha256-modp2048",
+            "proposals = [\"aes256-sha256-modp2048\"]",
             "secret = \"dummy1234\"",
             "id = [\"@pod.minion.local\", \"@master.local\"]",
         ],

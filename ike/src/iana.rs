@@ -145,6 +145,8 @@ pub mod encr {
 
 /// Pseudorandom function transform IDs.
 pub mod prf {
+    /// PRF_HMAC_SHA1 (RFC 2104).
+    pub const HMAC_SHA1: u16 = 2;
     /// PRF_AES128_XCBC (RFC 4434).
     pub const AES128_XCBC: u16 = 4;
     /// PRF_HMAC_SHA2_256 (RFC 4868).
@@ -159,6 +161,8 @@ pub mod prf {
 pub mod integ {
     /// NONE (with AEAD ciphers).
     pub const NONE: u16 = 0;
+    /// AUTH_HMAC_SHA1_96 (RFC 2404).
+    pub const HMAC_SHA1_96: u16 = 2;
     /// AUTH_AES_XCBC_96 (RFC 3566).
     pub const AES_XCBC_96: u16 = 5;
     /// AUTH_HMAC_SHA2_256_128 (RFC 4868).
@@ -173,8 +177,22 @@ pub mod integ {
 pub mod dh {
     /// NONE (no PFS in a CREATE_CHILD_SA proposal).
     pub const NONE: u16 = 0;
+    /// 1024-bit MODP group (RFC 2409 6.2).
+    pub const MODP_1024: u16 = 2;
+    /// 2048-bit MODP group (RFC 3526 3).
+    pub const MODP_2048: u16 = 14;
+    /// 3072-bit MODP group (RFC 3526 4).
+    pub const MODP_3072: u16 = 15;
+    /// 4096-bit MODP group (RFC 3526 5).
+    pub const MODP_4096: u16 = 16;
     /// 256-bit random ECP group (RFC 5903).
     pub const ECP_256: u16 = 19;
+    /// 384-bit random ECP group (RFC 5903).
+    pub const ECP_384: u16 = 20;
+    /// 521-bit random ECP group (RFC 5903).
+    pub const ECP_521: u16 = 21;
+    /// 2048-bit MODP group with a 256-bit prime order subgroup (RFC 5114 2.3).
+    pub const MODP_2048_256: u16 = 24;
     /// Curve25519 (RFC 8031).
     pub const CURVE25519: u16 = 31;
 }

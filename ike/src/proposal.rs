@@ -75,7 +75,7 @@ pub enum ProposalError {
     /// A keyword that names no supported algorithm.
     #[error("unknown or unsupported algorithm '{0}' in proposal")]
     UnknownToken(String),
-    /// A known algorithm that this protocol cannot use (the ESP dataplane is AEAD-only).
+    /// A known algorithm that this protocol cannot use (a PRF in ESP, ESN in IKE).
     #[error("'{token}' cannot be used in {protocol} proposals")]
     NotForProtocol {
         /// The keyword.
@@ -143,16 +143,25 @@ fn token(word: &str) -> Option<Token> {
         "aes256" => Token::Encr(Encr::AesCbc256),
         "aes128gcm16" | "aes128gcm128" => Token::Encr(Encr::AesGcm16_128),
         "aes256gcm16" | "aes256gcm128" => Token::Encr(Encr::AesGcm16_256),
+        "sha1" | "sha" => Token::Integ(Integ::HmacSha1_96),
         "sha256" | "sha2_256" => Token::Integ(Integ::HmacSha256_128),
         "sha384" | "sha2_384" => Token::Integ(Integ::HmacSha384_192),
         "sha512" | "sha2_512" => Token::Integ(Integ::HmacSha512_256),
         "aesxcbc" => Token::Integ(Integ::AesXcbc96),
+        "prfsha1" => Token::Prf(Prf::HmacSha1),
         "prfsha256" => Token::Prf(Prf::HmacSha256),
         "prfsha384" => Token::Prf(Prf::HmacSha384),
         "prfsha512" => Token::Prf(Prf::HmacSha512),
         "prfaesxcbc" => Token::Prf(Prf::Aes128Xcbc),
         "x25519" | "curve25519" => Token::Dh(Dh::Curve25519),
         "ecp256" => Token::Dh(Dh::Ecp256),
+        "ecp384" => Token::Dh(Dh::Ecp384),
+        "ecp521" => Token::Dh(Dh::Ecp521),
+        "modp1024" => Token::Dh(Dh::Modp1024),
+        "modp2048" => Token::Dh(Dh::Modp2048),
+        "modp3072" => Token::Dh(Dh::Modp3072),
+        "modp4096" => Token::Dh(Dh::Modp4096),
+        "modp2048s256" => Token::Dh(Dh::Modp2048s256),
         "esn" => Token::Esn(true),
         "noesn" => Token::Esn(false),
         _ => return None,
@@ -162,6 +171,7 @@ fn token(word: &str) -> Option<Token> {
 /// The PRF strongSwan derives from an integrity algorithm when none is given.
 fn prf_for(integ: Integ) -> Prf {
     match integ {
+        Integ::HmacSha1_96 => Prf::HmacSha1,
         Integ::HmacSha256_128 => Prf::HmacSha256,
         Integ::HmacSha384_192 => Prf::HmacSha384,
         Integ::HmacSha512_256 => Prf::HmacSha512,
@@ -194,9 +204,7 @@ impl CryptoProposal {
                 protocol,
             };
             match (protocol, tok) {
-                // The ESP dataplane only does AES-GCM (RFC 4106).
-                (Protocol::Esp, Token::Encr(e)) if !e.is_aead() => return Err(not_for()),
-                (Protocol::Esp, Token::Integ(_) | Token::Prf(_)) => return Err(not_for()),
+                (Protocol::Esp, Token::Prf(_)) => return Err(not_for()),
                 (Protocol::Ike, Token::Esn(_)) => return Err(not_for()),
                 (_, Token::Encr(e)) => push_unique(&mut p.encr, e),
                 (_, Token::Integ(i)) => push_unique(&mut p.integ, i),
@@ -231,8 +239,16 @@ impl CryptoProposal {
             } else if p.integ.is_empty() {
                 return Err(ProposalError::MissingInteg(name()));
             }
-        } else if p.esn.is_empty() {
-            p.esn.push(false);
+        } else {
+            if aead != 0 {
+                // As for IKE: an AEAD cipher needs no integrity algorithm.
+                p.integ.clear();
+            } else if p.integ.is_empty() {
+                return Err(ProposalError::MissingInteg(name()));
+            }
+            if p.esn.is_empty() {
+                p.esn.push(false);
+            }
         }
         Ok(p)
     }
@@ -303,10 +319,12 @@ pub struct ProposalSet {
     proposals: Vec<CryptoProposal>,
 }
 
-/// `default` for IKE: AEAD first, then CBC with HMAC-SHA2.
+/// `default` for IKE: charon's default lists (AEAD first, then CBC with HMAC-SHA2, the
+/// groups of at least 2048 bits) as far as esprit implements them, X25519 preferred.
+/// SHA-1, MODP-1024 and the RFC 5114 group are used only when a proposal names them.
 const DEFAULT_IKE: [&str; 2] = [
-    "aes128gcm16-aes256gcm16-prfsha256-prfsha384-x25519-ecp256",
-    "aes256-aes128-sha256-sha384-x25519-ecp256",
+    "aes128gcm16-aes256gcm16-prfsha256-prfsha384-prfsha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048",
+    "aes128-aes192-aes256-sha256-sha384-sha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048",
 ];
 
 /// `default` for ESP: AES-GCM without PFS.

@@ -124,6 +124,46 @@ pub struct ChildPlan {
 }
 
 impl Resolved {
+    /// What `esprit check` and the daemon warn about without refusing: weak algorithms
+    /// a proposal names (MODP-1024, the RFC 5114 group, SHA-1), which esprit accepts
+    /// only because the configuration asks for them, as charon does.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut look = |key: String, set: &ProposalSet| {
+            let mut weak: Vec<&str> = Vec::new();
+            for p in set.proposals() {
+                for d in p.dh.iter().filter(|d| d.is_weak()) {
+                    weak.push(d.name());
+                }
+                if p.integ.contains(&ike::crypto::Integ::HmacSha1_96) {
+                    weak.push("sha1");
+                }
+                if p.prf.contains(&ike::crypto::Prf::HmacSha1) {
+                    weak.push("prfsha1");
+                }
+            }
+            weak.sort_unstable();
+            weak.dedup();
+            if !weak.is_empty() {
+                out.push(format!(
+                    "{key}: {} weak (RFC 8247); used only because the proposal names it",
+                    weak.join(", ")
+                ));
+            }
+        };
+        for plan in &self.connections {
+            let c = &plan.conn;
+            look(format!("connections.{}.proposals", c.name), &c.proposals);
+            for ch in &c.children {
+                look(
+                    format!("connections.{}.children.{}.esp_proposals", c.name, ch.name),
+                    &ch.esp_proposals,
+                );
+            }
+        }
+        out
+    }
+
     /// The endpoint-wide IKE settings: ports and retransmission from `[daemon]`, the
     /// rest at `ike`'s defaults.
     pub fn ike_config(&self) -> Config {

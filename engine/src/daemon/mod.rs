@@ -230,6 +230,9 @@ async fn recv_opt(sock: &Option<AsyncUdpSocket>, batch: &mut UdpRecvBatch) -> io
 }
 
 async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<(), RunError> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let (tun, created) = open_tun(&cfg, opts.tun_fd)?;
     let install_routes = cfg.tun.install_routes.unwrap_or(created);
     let tun_name = tun.name().to_string();

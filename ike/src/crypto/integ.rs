@@ -1,4 +1,5 @@
-//! Integrity transforms: HMAC-SHA2 truncated (RFC 4868) and AES-XCBC-MAC-96 (RFC 3566),
+//! Integrity transforms: HMAC-SHA1-96 (RFC 2404), HMAC-SHA2 truncated (RFC 4868) and
+//! AES-XCBC-MAC-96 (RFC 3566),
 //! plus the AES-XCBC-MAC core that the AES128_XCBC PRF (RFC 4434) shares.
 
 use std::fmt;
@@ -16,6 +17,9 @@ use crate::wire::Transform;
 /// An integrity algorithm (transform type 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Integ {
+    /// AUTH_HMAC_SHA1_96 (RFC 2404): 20-byte key, 12-byte ICV; what AWS's and many
+    /// firewalls' sample configurations still start from.
+    HmacSha1_96,
     /// AUTH_HMAC_SHA2_256_128 (RFC 4868): 32-byte key, 16-byte ICV.
     HmacSha256_128,
     /// AUTH_HMAC_SHA2_384_192 (RFC 4868): 48-byte key, 24-byte ICV.
@@ -28,7 +32,8 @@ pub enum Integ {
 
 impl Integ {
     /// All supported integrity algorithms.
-    pub const ALL: [Integ; 4] = [
+    pub const ALL: [Integ; 5] = [
+        Integ::HmacSha1_96,
         Integ::HmacSha256_128,
         Integ::HmacSha384_192,
         Integ::HmacSha512_256,
@@ -51,6 +56,7 @@ impl Integ {
     /// IANA transform ID.
     pub fn id(self) -> u16 {
         match self {
+            Integ::HmacSha1_96 => id::HMAC_SHA1_96,
             Integ::HmacSha256_128 => id::HMAC_SHA2_256_128,
             Integ::HmacSha384_192 => id::HMAC_SHA2_384_192,
             Integ::HmacSha512_256 => id::HMAC_SHA2_512_256,
@@ -71,6 +77,7 @@ impl Integ {
     /// size; RFC 3566: 128 bits).
     pub fn key_len(self) -> usize {
         match self {
+            Integ::HmacSha1_96 => 20,
             Integ::HmacSha256_128 => 32,
             Integ::HmacSha384_192 => 48,
             Integ::HmacSha512_256 => 64,
@@ -81,6 +88,7 @@ impl Integ {
     /// Length of the truncated ICV in bytes.
     pub fn icv_len(self) -> usize {
         match self {
+            Integ::HmacSha1_96 => 12,
             Integ::HmacSha256_128 => 16,
             Integ::HmacSha384_192 => 24,
             Integ::HmacSha512_256 => 32,
@@ -91,6 +99,7 @@ impl Integ {
     /// strongSwan's proposal keyword.
     pub fn name(self) -> &'static str {
         match self {
+            Integ::HmacSha1_96 => "sha1",
             Integ::HmacSha256_128 => "sha256",
             Integ::HmacSha384_192 => "sha384",
             Integ::HmacSha512_256 => "sha512",
@@ -139,6 +148,9 @@ impl IntegKey {
             });
         }
         let key = match alg {
+            Integ::HmacSha1_96 => {
+                IntegKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key))
+            }
             Integ::HmacSha256_128 => IntegKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA256, key)),
             Integ::HmacSha384_192 => IntegKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA384, key)),
             Integ::HmacSha512_256 => IntegKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA512, key)),

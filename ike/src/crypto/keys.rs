@@ -140,14 +140,15 @@ impl IkeKeys {
     }
 }
 
-/// Keys of an ESP Child SA pair (RFC 7296 2.17), each the AES-GCM key followed by its
-/// 4-byte salt (RFC 4106 8.1). "Initiator" is the initiator of the exchange that
-/// created the Child SA, which after a rekey need not be the IKE SA's.
+/// Keys of an ESP Child SA pair (RFC 7296 2.17): per direction, the encryption key (an
+/// AES-GCM key is followed by its 4-byte salt, RFC 4106 8.1), then the integrity key
+/// when the suite has one. "Initiator" is the initiator of the exchange that created
+/// the Child SA, which after a rekey need not be the IKE SA's.
 #[derive(Debug, Clone)]
 pub struct ChildKeys {
-    /// Key for the SA carrying traffic from the initiator to the responder.
+    /// Keys for the SA carrying traffic from the initiator to the responder.
     pub encr_i: SecretBytes,
-    /// Key for the SA carrying traffic from the responder to the initiator.
+    /// Keys for the SA carrying traffic from the responder to the initiator.
     pub encr_r: SecretBytes,
 }
 
@@ -162,7 +163,8 @@ impl ChildKeys {
         ni: &[u8],
         nr: &[u8],
     ) -> Result<Self, CryptoError> {
-        let e = suite.encr.key_len();
+        // All keys of the initiator-to-responder SA first, encryption before integrity.
+        let e = suite.encr.key_len() + suite.integ.map_or(0, super::Integ::key_len);
         let seed = Zeroizing::new([g_ir.unwrap_or_default(), ni, nr].concat());
         let keymat = prf_plus(prf, sk_d, &seed, 2 * e)?;
         let (i, r) = keymat.as_bytes().split_at(e);
@@ -312,6 +314,7 @@ mod tests {
 
             let esp = EspSuite {
                 encr: Encr::AesGcm16_128,
+                integ: None,
                 dh: None,
                 esn: false,
             };
@@ -398,5 +401,30 @@ mod tests {
         let shown = format!("{keys:?}");
         assert!(shown.contains("SecretBytes(32 bytes)"));
         assert!(!shown.contains("223") && !shown.contains("df4a"), "{shown}");
+    }
+
+    #[test]
+    fn child_keys_take_encryption_then_integrity_per_direction() {
+        // RFC 7296 2.17: all of the initiator-to-responder SA's keys come first, its
+        // encryption key before its integrity key.
+        let (ni, nr, _) = inputs();
+        let sk_d = [0x5a; 32];
+        let esp = EspSuite {
+            encr: Encr::AesCbc128,
+            integ: Some(Integ::HmacSha256_128),
+            dh: None,
+            esn: false,
+        };
+        let keys = ChildKeys::derive(Prf::HmacSha256, &sk_d, &esp, None, &ni, &nr).unwrap();
+        let keymat = prf_plus(Prf::HmacSha256, &sk_d, &[&ni[..], &nr[..]].concat(), 96).unwrap();
+        assert_eq!(keys.encr_i.as_bytes(), &keymat.as_bytes()[..48]);
+        assert_eq!(keys.encr_r.as_bytes(), &keymat.as_bytes()[48..]);
+        let sha1 = EspSuite {
+            encr: Encr::AesCbc256,
+            integ: Some(Integ::HmacSha1_96),
+            ..esp
+        };
+        let keys = ChildKeys::derive(Prf::HmacSha1, &sk_d, &sha1, None, &ni, &nr).unwrap();
+        assert_eq!((keys.encr_i.len(), keys.encr_r.len()), (52, 52));
     }
 }

@@ -14,6 +14,7 @@ pub mod encr;
 pub mod integ;
 pub mod keys;
 pub mod mediation;
+mod modp;
 pub mod prf;
 pub mod rng;
 pub mod sk;

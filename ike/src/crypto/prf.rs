@@ -13,6 +13,8 @@ use crate::wire::Transform;
 /// A pseudorandom function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Prf {
+    /// PRF_HMAC_SHA1 (RFC 2104), for peers that still propose it.
+    HmacSha1,
     /// PRF_HMAC_SHA2_256 (RFC 4868).
     HmacSha256,
     /// PRF_HMAC_SHA2_384 (RFC 4868).
@@ -25,7 +27,8 @@ pub enum Prf {
 
 impl Prf {
     /// All supported PRFs.
-    pub const ALL: [Prf; 4] = [
+    pub const ALL: [Prf; 5] = [
+        Prf::HmacSha1,
         Prf::HmacSha256,
         Prf::HmacSha384,
         Prf::HmacSha512,
@@ -48,6 +51,7 @@ impl Prf {
     /// IANA transform ID.
     pub fn id(self) -> u16 {
         match self {
+            Prf::HmacSha1 => id::HMAC_SHA1,
             Prf::HmacSha256 => id::HMAC_SHA2_256,
             Prf::HmacSha384 => id::HMAC_SHA2_384,
             Prf::HmacSha512 => id::HMAC_SHA2_512,
@@ -67,6 +71,7 @@ impl Prf {
     /// Output length in bytes.
     pub fn output_len(self) -> usize {
         match self {
+            Prf::HmacSha1 => 20,
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
             Prf::HmacSha512 => 64,
@@ -83,6 +88,7 @@ impl Prf {
     /// strongSwan's proposal keyword.
     pub fn name(self) -> &'static str {
         match self {
+            Prf::HmacSha1 => "prfsha1",
             Prf::HmacSha256 => "prfsha256",
             Prf::HmacSha384 => "prfsha384",
             Prf::HmacSha512 => "prfsha512",
@@ -119,6 +125,9 @@ enum PrfKeyInner {
 impl PrfKey {
     pub(crate) fn new(prf: Prf, key: &[u8]) -> Self {
         let key = match prf {
+            Prf::HmacSha1 => {
+                PrfKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key))
+            }
             Prf::HmacSha256 => PrfKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA256, key)),
             Prf::HmacSha384 => PrfKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA384, key)),
             Prf::HmacSha512 => PrfKeyInner::Hmac(hmac::Key::new(hmac::HMAC_SHA512, key)),

@@ -32,8 +32,10 @@ impl fmt::Display for IkeSuite {
 /// The negotiated ESP transforms, one per type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EspSuite {
-    /// Encryption (AES-GCM).
+    /// Encryption: AES-GCM, or AES-CBC with `integ`.
     pub encr: Encr,
+    /// Integrity; `None` with an AEAD cipher.
+    pub integ: Option<Integ>,
     /// PFS group of a CREATE_CHILD_SA exchange, if any.
     pub dh: Option<Dh>,
     /// Extended sequence numbers.
@@ -43,6 +45,9 @@ pub struct EspSuite {
 impl fmt::Display for EspSuite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.encr)?;
+        if let Some(i) = self.integ {
+            write!(f, "-{i}")?;
+        }
         if let Some(d) = self.dh {
             write!(f, "-{d}")?;
         }

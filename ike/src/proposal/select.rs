@@ -89,17 +89,20 @@ impl IkeSuite {
 }
 
 impl EspSuite {
-    /// The suite from one transform per type; `None` if incomplete or not AEAD.
+    /// The suite from one transform per type; `None` if incomplete: a CBC cipher
+    /// needs an integrity algorithm, an AEAD cipher takes none.
     pub fn from_transforms(ts: &[Transform]) -> Option<Self> {
         let encr = ts.iter().find_map(Encr::from_transform)?;
-        let has_integ = ts
+        let integ = ts.iter().find_map(Integ::from_transform);
+        let other_integ = ts
             .iter()
-            .any(|t| t.kind == transform::INTEG && t.id != integ::NONE);
-        if !encr.is_aead() || has_integ {
+            .any(|t| t.kind == transform::INTEG && t.id != integ::NONE && integ.is_none());
+        if other_integ || encr.is_aead() == integ.is_some() {
             return None;
         }
         Some(EspSuite {
             encr,
+            integ,
             dh: ts.iter().find_map(Dh::from_transform),
             esn: ts.iter().any(|t| *t == esn_transform(true)),
         })
@@ -108,6 +111,7 @@ impl EspSuite {
     /// The transforms, for an SA payload.
     pub fn transforms(&self) -> Vec<Transform> {
         let mut v = vec![self.encr.transform()];
+        v.extend(self.integ.map(Integ::transform));
         v.extend(self.dh.map(Dh::transform));
         v.push(esn_transform(self.esn));
         v

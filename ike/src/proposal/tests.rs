@@ -129,9 +129,9 @@ fn aliases_are_equivalent() {
 
 #[test]
 fn parse_errors_name_the_token() {
-    let err = ProposalSet::parse_ike("aes128-sha256-modp1024").unwrap_err();
-    assert_eq!(err, ProposalError::UnknownToken("modp1024".into()));
-    assert!(err.to_string().contains("modp1024"));
+    let err = ProposalSet::parse_ike("aes128-sha256-modp768").unwrap_err();
+    assert_eq!(err, ProposalError::UnknownToken("modp768".into()));
+    assert!(err.to_string().contains("modp768"));
     assert_eq!(
         ProposalSet::parse_ike("aes128gcm16-prfsha256-x25519,3des-sha1-modp2048").unwrap_err(),
         ProposalError::UnknownToken("3des".into())
@@ -171,19 +171,74 @@ fn parse_errors_name_the_token() {
             protocol: Protocol::Ike
         }
     );
-    for (s, token) in [
-        ("aes128-sha256", "aes128"),
-        ("aes128gcm16-sha256", "sha256"),
-        ("aes128gcm16-prfsha256", "prfsha256"),
+    assert_eq!(
+        ProposalSet::parse_esp("aes128gcm16-prfsha256").unwrap_err(),
+        ProposalError::NotForProtocol {
+            token: "prfsha256".into(),
+            protocol: Protocol::Esp
+        }
+    );
+    assert!(matches!(
+        ProposalSet::parse_esp("aes128"),
+        Err(ProposalError::MissingInteg(_))
+    ));
+}
+
+#[test]
+fn esp_takes_cbc_with_integrity_and_aead_without() {
+    let p = esp1("aes128-aes256-sha256-sha1-modp2048-esn");
+    assert_eq!(p.encr, [Encr::AesCbc128, Encr::AesCbc256]);
+    assert_eq!(p.integ, [Integ::HmacSha256_128, Integ::HmacSha1_96]);
+    assert_eq!(p.dh, [Dh::Modp2048]);
+    assert_eq!(p.esn, [true]);
+    // As strongSwan: integrity next to an AEAD cipher is dropped.
+    assert!(esp("aes128gcm16-sha256").proposals()[0].integ.is_empty());
+    // A peer's CBC proposal is selected with its integrity algorithm, and the reply
+    // carries exactly one of each.
+    let ours = esp("aes256gcm16, aes128-sha1");
+    let offered = esp("aes128-sha1").to_wire(&[1, 2, 3, 4]);
+    let sel = ours.select_esp(&offered, None).unwrap();
+    assert_eq!(
+        sel.suite,
+        EspSuite {
+            encr: Encr::AesCbc128,
+            integ: Some(Integ::HmacSha1_96),
+            dh: None,
+            esn: false
+        }
+    );
+    assert_eq!(sel.suite.to_string(), "aes128-sha1-noesn");
+    // CBC without integrity is incomplete.
+    let bad = EspSuite::from_transforms(&[t(ENCR, 12, Some(128)), t(ESN, 0, None)]);
+    assert_eq!(bad, None);
+    // GCM with an integrity algorithm is refused too (RFC 7296 3.3.3: NONE or absent).
+    let bad = EspSuite::from_transforms(&[t(ENCR, 20, Some(128)), t(INTEG, 12, None)]);
+    assert_eq!(bad, None);
+}
+
+#[test]
+fn new_groups_and_sha1_parse() {
+    let p = ike1("aes256-sha1-modp2048");
+    assert_eq!(p.prf, [Prf::HmacSha1]);
+    assert_eq!(p.dh, [Dh::Modp2048]);
+    for (word, group) in [
+        ("ecp384", Dh::Ecp384),
+        ("ecp521", Dh::Ecp521),
+        ("modp1024", Dh::Modp1024),
+        ("modp3072", Dh::Modp3072),
+        ("modp4096", Dh::Modp4096),
+        ("modp2048s256", Dh::Modp2048s256),
     ] {
-        assert_eq!(
-            ProposalSet::parse_esp(s).unwrap_err(),
-            ProposalError::NotForProtocol {
-                token: token.into(),
-                protocol: Protocol::Esp
-            }
-        );
+        let p = ike1(&format!("aes128gcm16-prfsha256-{word}"));
+        assert_eq!(p.dh, [group], "{word}");
+        assert_eq!(group.name(), word);
     }
+    // The weak groups are never in the defaults.
+    let defaults = ProposalSet::default_for(Protocol::Ike);
+    assert!(defaults
+        .proposals()
+        .iter()
+        .all(|p| p.dh.iter().all(|d| !d.is_weak()) && !p.integ.contains(&Integ::HmacSha1_96)));
 }
 
 #[test]
@@ -197,7 +252,7 @@ fn aead_drops_integrity_after_deriving_the_prf() {
 fn default_expands() {
     let set = ike("default");
     assert_eq!(set.proposals().len(), 2);
-    assert_eq!(set, ike("aes128gcm16-aes256gcm16-prfsha256-prfsha384-x25519-ecp256, aes256-aes128-sha256-sha384-x25519-ecp256"));
+    assert_eq!(set, ike("aes128gcm16-aes256gcm16-prfsha256-prfsha384-prfsha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048, aes128-aes192-aes256-sha256-sha384-sha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048"));
     assert_eq!(ProposalSet::default_for(Protocol::Ike), set);
     let set = esp("default");
     assert_eq!(set, esp("aes128gcm16-aes256gcm16"));
@@ -503,6 +558,7 @@ fn check_reply_is_a_subset_of_our_offer() {
         suite,
         EspSuite {
             encr: Encr::AesGcm16_128,
+            integ: None,
             dh: None,
             esn: false
         }

@@ -296,9 +296,9 @@ fn errors_name_the_key_and_the_value() {
         ),
         (
             "esp_proposals = [\"aes128gcm16-x25519\"]",
-            "esp_proposals = [\"aes128-sha256\"]",
+            "esp_proposals = [\"aes128\"]",
             "connections.site-b.children.net.esp_proposals",
-            "'aes128-sha256'",
+            "proposal 'aes128' has no integrity algorithm",
         ),
         (
             "local_ts = [\"10.1.0.0/24\", \"10.96.0.0/12\"]",
