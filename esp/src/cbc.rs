@@ -3,9 +3,11 @@
 //! holds both expanded keys.
 //!
 //! The block cipher and the CBC mode are RustCrypto's `aes` (AES-NI picked at run time)
-//! and `cbc`, already in the tree for IKE; ring has no raw AES or CBC. The MAC is
-//! ring's HMAC, whose SHA-1/SHA-2 are the assembly cores ring uses everywhere else.
+//! and `cbc`, already in the tree for IKE; ring has no raw AES or CBC. HMAC-SHA2 is
+//! ring's, on the SHA-NI/AVX cores ring uses everywhere else; HMAC-SHA1 is RustCrypto's
+//! `hmac` + `sha1` (SHA-NI picked at run time), as ring's SHA-1 is portable Rust.
 
+use ::hmac::{Hmac, Mac};
 use aes::cipher::consts::U16;
 use aes::cipher::inout::InOutBuf;
 use aes::cipher::{
@@ -14,6 +16,7 @@ use aes::cipher::{
 };
 use aes::{Aes128, Aes128Enc, Aes192, Aes256};
 use ring::hmac;
+use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
 use crate::error::SaError;
@@ -90,17 +93,6 @@ impl Integ {
             Integ::HmacSha512_256 => 32,
         }
     }
-
-    fn ring_algorithm(self) -> hmac::Algorithm {
-        match self {
-            // RFC 2404's HMAC-SHA1 is not SHA-1 collision-bound; ring keeps it for
-            // exactly such legacy protocol uses.
-            Integ::HmacSha1_96 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            Integ::HmacSha256_128 => hmac::HMAC_SHA256,
-            Integ::HmacSha384_192 => hmac::HMAC_SHA384,
-            Integ::HmacSha512_256 => hmac::HMAC_SHA512,
-        }
-    }
 }
 
 /// The AES key size of ENCR_AES_CBC (RFC 3602; the Key Length attribute, RFC 7296 3.3.5).
@@ -152,6 +144,14 @@ enum AesKey {
     Aes256(Aes256),
 }
 
+/// A keyed HMAC: the inner and outer hash states after the key, computed once.
+enum MacKey {
+    /// HMAC-SHA2 on ring.
+    Ring(Wiped<hmac::Key>),
+    /// HMAC-SHA1 on RustCrypto (RFC 2404's use of SHA-1 is not collision-bound).
+    Sha1(Wiped<Hmac<Sha1>>),
+}
+
 /// One direction's AES-CBC + HMAC keys, split from KEYMAT (RFC 7296 2.17: encryption
 /// key first, then integrity key) and expanded once.
 pub(crate) struct CbcKey {
@@ -159,7 +159,7 @@ pub(crate) struct CbcKey {
     integ: Integ,
     /// Boxed: both schedules of AES-256 are over a kilobyte, and every SA would pay it.
     aes: Box<AesKey>,
-    mac: Wiped<hmac::Key>,
+    mac: MacKey,
 }
 
 impl CbcKey {
@@ -178,11 +178,20 @@ impl CbcKey {
             AesCbc::Aes192 => AesKey::Aes192(Aes192::new_from_slice(ek).map_err(|_| SaError::Key)?),
             AesCbc::Aes256 => AesKey::Aes256(Aes256::new_from_slice(ek).map_err(|_| SaError::Key)?),
         };
+        let ring_mac = |alg| MacKey::Ring(Wiped::new(hmac::Key::new(alg, ik)));
+        let mac = match integ {
+            Integ::HmacSha1_96 => MacKey::Sha1(Wiped::new(
+                <Hmac<Sha1> as Mac>::new_from_slice(ik).map_err(|_| SaError::Key)?,
+            )),
+            Integ::HmacSha256_128 => ring_mac(hmac::HMAC_SHA256),
+            Integ::HmacSha384_192 => ring_mac(hmac::HMAC_SHA384),
+            Integ::HmacSha512_256 => ring_mac(hmac::HMAC_SHA512),
+        };
         Ok(CbcKey {
             cipher,
             integ,
             aes: Box::new(aes),
-            mac: Wiped::new(hmac::Key::new(integ.ring_algorithm(), ik)),
+            mac,
         })
     }
 
@@ -219,30 +228,49 @@ impl CbcKey {
 
     /// The untruncated HMAC over `authenticated` (ESP header, IV, ciphertext), followed
     /// with ESN by the high 32 bits of the sequence number, which are not sent
-    /// (RFC 4303 2.2.1, 3.3.2.1).
+    /// (RFC 4303 2.2.1, 3.3.2.1). Returns the buffer and the HMAC's length in it.
     #[inline]
-    fn mac(&self, authenticated: &[u8], seq_hi: Option<u32>) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.mac);
-        ctx.update(authenticated);
-        if let Some(hi) = seq_hi {
-            ctx.update(&hi.to_be_bytes());
-        }
-        ctx.sign()
+    fn mac(&self, authenticated: &[u8], seq_hi: Option<u32>) -> ([u8; 64], usize) {
+        let mut out = [0u8; 64];
+        let hi = seq_hi.map(u32::to_be_bytes);
+        let len = match &self.mac {
+            MacKey::Ring(key) => {
+                let mut ctx = hmac::Context::with_key(key);
+                ctx.update(authenticated);
+                if let Some(hi) = &hi {
+                    ctx.update(hi);
+                }
+                let tag = ctx.sign();
+                out[..tag.as_ref().len()].copy_from_slice(tag.as_ref());
+                tag.as_ref().len()
+            }
+            MacKey::Sha1(key) => {
+                let mut ctx = Hmac::<Sha1>::clone(key);
+                ctx.update(authenticated);
+                if let Some(hi) = &hi {
+                    ctx.update(hi);
+                }
+                let tag = ctx.finalize().into_bytes();
+                out[..tag.len()].copy_from_slice(&tag);
+                tag.len()
+            }
+        };
+        (out, len)
     }
 
     /// Writes the truncated HMAC into `icv` (exactly `integ.icv_len()` bytes).
     #[inline]
     pub(crate) fn sign(&self, authenticated: &[u8], seq_hi: Option<u32>, icv: &mut [u8]) {
-        let tag = self.mac(authenticated, seq_hi);
-        icv.copy_from_slice(&tag.as_ref()[..icv.len()]);
+        let (tag, _) = self.mac(authenticated, seq_hi);
+        icv.copy_from_slice(&tag[..icv.len()]);
     }
 
     /// Whether `icv` is the truncated HMAC of the packet, compared in constant time
     /// (RFC 4303 3.4.4.1: before any decryption).
     #[inline]
     pub(crate) fn verify(&self, authenticated: &[u8], seq_hi: Option<u32>, icv: &[u8]) -> bool {
-        let tag = self.mac(authenticated, seq_hi);
-        let want = &tag.as_ref()[..self.integ.icv_len()];
+        let (tag, _) = self.mac(authenticated, seq_hi);
+        let want = &tag[..self.integ.icv_len()];
         bool::from(want.ct_eq(icv))
     }
 }

@@ -1,5 +1,6 @@
-//! [`Wiped`]: a holder that zeroes a key type's bytes after dropping it, for the ring
-//! keys (AEAD and HMAC) that offer no zeroization of their own.
+//! [`Wiped`]: a holder that zeroes a key type's bytes after dropping it, for the keys
+//! (ring's AEAD and HMAC keys, RustCrypto's keyed HMAC-SHA1) that offer no zeroization
+//! of their own.
 
 use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ops::Deref;
@@ -8,8 +9,9 @@ use core::ops::Deref;
 ///
 /// Only the bytes `T` holds inline are wiped, so it is used for types that keep their
 /// whole secret inline: ring 0.17's `aead::LessSafeKey` (the AES or ChaCha key schedule
-/// next to a `&'static Algorithm`) and `hmac::Key` (the inner and outer digest states,
-/// each next to a `&'static Algorithm`). Neither owns heap memory.
+/// next to a `&'static Algorithm`), `hmac::Key` (the inner and outer digest states,
+/// each next to a `&'static Algorithm`) and RustCrypto's `Hmac<Sha1>` (two SHA-1
+/// states and a block buffer). None owns heap memory.
 pub(crate) struct Wiped<T>(ManuallyDrop<T>);
 
 impl<T> Wiped<T> {
