@@ -2,10 +2,12 @@
 # TCP throughput through a tunnel between two network namespaces, against references
 # measured in the same run (iperf3, one stream, SECONDS each):
 #   veth      the bare veth pair both tunnels run over;
-#   esprit    two esprit daemons (AES-128-GCM, PSK, UDP-encapsulated ESP);
+#   esprit    two esprit daemons (PSK, UDP-encapsulated ESP), once with AES-128-GCM and
+#             once with AES-128-CBC + HMAC-SHA2-256-128 (esp_proposals "aes128-sha256");
 #   strongswan two charons with kernel-libipsec (userspace ESP, AES-128-GCM), when
 #              strongSwan is installed (skip with NO_STRONGSWAN=1).
-# Prints Gbit/s and each tunnel's ratio to the veth. Run as root from the workspace:
+# Prints Gbit/s, each tunnel's ratio to the veth and CBC's to GCM. Run as root from the
+# workspace:
 #   bash bench/tunnel.sh [SECONDS]
 # Everything happens inside namespaces this script makes and removes.
 set -euo pipefail
@@ -56,7 +58,7 @@ iperf() {
     wait "$server" 2>/dev/null || true
 }
 
-esprit_conf() { # SIDE ME PEER START
+esprit_conf() { # SIDE ME PEER START ESP_PROPOSAL
     cat <<CONF
 [daemon]
 control_socket = "$TMP/$1.sock"
@@ -72,7 +74,7 @@ auth = "psk"
 [connections.bench.children.net]
 local_ts = ["10.96.$2.0/24"]
 remote_ts = ["10.96.$3.0/24"]
-esp_proposals = ["aes128gcm16"]
+esp_proposals = ["$5"]
 start_action = "$4"
 [secrets.ike-bench]
 secret = "a benchmark secret of some length"
@@ -83,18 +85,31 @@ fresh_pair
 veth=$(iperf 192.0.2.2)
 echo "veth:       $veth Gbit/s"
 
-esprit_conf b 2 1 none >"$TMP/b.toml"
-esprit_conf a 1 2 start >"$TMP/a.toml"
-ip netns exec "$B" "$ESPRIT" run -c "$TMP/b.toml" 2>"$TMP/b.log" &
-PIDS+=($!)
-for _ in $(seq 50); do [ -S "$TMP/b.sock" ] && break; sleep 0.1; done
-ip netns exec "$A" "$ESPRIT" run -c "$TMP/a.toml" 2>"$TMP/a.log" &
-PIDS+=($!)
-for _ in $(seq 50); do [ -S "$TMP/a.sock" ] && break; sleep 0.1; done
-"$ESPRIT" initiate bench --socket "$TMP/a.sock" --timeout 20 >/dev/null
-esp=$(iperf 10.96.2.1)
-echo "esprit:     $esp Gbit/s  ($(python3 -c "print('%.2f' % ($esp / $veth))") of veth)"
-stop_pids
+# Two esprit daemons with ESP proposal $1; sets GBITS to iperf3's Gbit/s through them.
+# Not run in a subshell, so that cleanup sees the daemons' PIDs.
+esprit_run() {
+    esprit_conf b 2 1 none "$1" >"$TMP/b.toml"
+    esprit_conf a 1 2 start "$1" >"$TMP/a.toml"
+    rm -f "$TMP/a.sock" "$TMP/b.sock"
+    ip netns exec "$B" "$ESPRIT" run -c "$TMP/b.toml" >/dev/null 2>"$TMP/b.log" &
+    PIDS+=($!)
+    for _ in $(seq 50); do [ -S "$TMP/b.sock" ] && break; sleep 0.1; done
+    ip netns exec "$A" "$ESPRIT" run -c "$TMP/a.toml" >/dev/null 2>"$TMP/a.log" &
+    PIDS+=($!)
+    for _ in $(seq 50); do [ -S "$TMP/a.sock" ] && break; sleep 0.1; done
+    "$ESPRIT" initiate bench --socket "$TMP/a.sock" --timeout 20 >/dev/null
+    GBITS=$(iperf 10.96.2.1)
+    stop_pids
+}
+
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+
+esprit_run aes128gcm16
+esp=$GBITS
+echo "esprit:     $esp Gbit/s  ($(ratio "$esp" "$veth") of veth)  AES-128-GCM"
+esprit_run aes128-sha256
+cbc=$GBITS
+echo "esprit:     $cbc Gbit/s  ($(ratio "$cbc" "$veth") of veth)  AES-128-CBC + HMAC-SHA2-256; $(ratio "$cbc" "$esp") of AES-GCM"
 
 if [ -z "${NO_STRONGSWAN:-}" ] && [ -x "$SW_CHARON" ]; then
     fresh_pair

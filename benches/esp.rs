@@ -1,5 +1,6 @@
 //! ESP dataplane benchmarks: encap/decap next to ring's raw AEAD on the same key and
-//! sizes, in the same run, plus SAD and SPD lookups from 10 to 10,000 SAs.
+//! sizes, in the same run, AES-CBC + HMAC beside AES-GCM at 1400 bytes, plus SAD and SPD
+//! lookups from 10 to 10,000 SAs.
 //!
 //! `cargo bench --bench esp -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -9,10 +10,25 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use esp::{Aead, InboundSa, OutboundSa, SaConfig, SaSelectors, Sad, Spd, TrafficSelector};
+use esp::{
+    Aead, AesCbc, Algorithm, InboundSa, Integ, OutboundSa, SaConfig, SaSelectors, Sad, Spd,
+    TrafficSelector,
+};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 const SIZES: [usize; 4] = [64, 512, 1400, 8192];
+/// AES-CBC suites measured beside AES-GCM, at 1400 bytes.
+const CBC: [(&str, Algorithm); 2] = [
+    (
+        "aes128cbc_sha256",
+        Algorithm::AesCbc(AesCbc::Aes128, Integ::HmacSha256_128),
+    ),
+    (
+        "aes256cbc_sha1",
+        Algorithm::AesCbc(AesCbc::Aes256, Integ::HmacSha1_96),
+    ),
+];
+const CBC_LEN: usize = 1400;
 const SPI: u32 = 0x1234_5678;
 const TAG_LEN: usize = 16;
 
@@ -51,6 +67,17 @@ fn sa_pair() -> (OutboundSa, InboundSa) {
     (tx, rx)
 }
 
+/// A pair for any algorithm, with KEYMAT of its length.
+fn alg_pair(alg: Algorithm) -> (OutboundSa, InboundSa) {
+    let km: Vec<u8> = (0..alg.keymat_len())
+        .map(|i| (i as u8).wrapping_mul(71).wrapping_add(3))
+        .collect();
+    let config = SaConfig::default();
+    let tx = OutboundSa::new(SPI, alg, &km, &config).unwrap();
+    let rx = InboundSa::new(SPI, alg, &km, &config, SaSelectors::any()).unwrap();
+    (tx, rx)
+}
+
 /// A valid IPv4/UDP packet of `len` bytes in total.
 fn inner_packet(len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];
@@ -80,10 +107,11 @@ fn inner_packet(len: usize) -> Vec<u8> {
     p
 }
 
-/// A buffer with the inner packet and exact head- and tailroom.
-fn slot(len: usize) -> (Vec<u8>, std::ops::Range<usize>) {
-    let mut buf = vec![0u8; OutboundSa::encapsulated_len(len)];
-    let at = OutboundSa::HEADROOM..OutboundSa::HEADROOM + len;
+/// A buffer with the inner packet and the SA's exact head- and tailroom, as the
+/// engine lays it out (the ESP packet starts at offset 0).
+fn slot(tx: &OutboundSa, len: usize) -> (Vec<u8>, std::ops::Range<usize>) {
+    let mut buf = vec![0u8; tx.packet_len(len)];
+    let at = tx.head_len()..tx.head_len() + len;
     buf[at.clone()].copy_from_slice(&inner_packet(len));
     (buf, at)
 }
@@ -94,7 +122,7 @@ fn encap(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_with_input(BenchmarkId::new("esp", len), &len, |b, &len| {
             let (mut tx, _) = sa_pair();
-            let (mut buf, at) = slot(len);
+            let (mut buf, at) = slot(&tx, len);
             b.iter(|| {
                 // The previous iteration encrypted the inner packet; put its version
                 // nibble back so that it still reads as IPv4.
@@ -113,6 +141,16 @@ fn encap(c: &mut Criterion) {
             });
         });
     }
+    for (name, alg) in CBC {
+        g.bench_with_input(BenchmarkId::new(name, CBC_LEN), &CBC_LEN, |b, &len| {
+            let (mut tx, _) = alg_pair(alg);
+            let (mut buf, at) = slot(&tx, len);
+            b.iter(|| {
+                buf[at.start] = 0x45;
+                black_box(tx.encapsulate(&mut buf, at.clone()).unwrap());
+            });
+        });
+    }
     g.finish();
 }
 
@@ -123,7 +161,7 @@ fn decap(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("esp", len), &len, |b, &len| {
             // One long-lived pair: every prepared packet carries a fresh sequence number.
             let (mut tx, mut rx) = sa_pair();
-            let (template, at) = slot(len);
+            let (template, at) = slot(&tx, len);
             b.iter_batched_ref(
                 || {
                     let mut buf = template.clone();
@@ -156,6 +194,21 @@ fn decap(c: &mut Criterion) {
             );
         });
     }
+    for (name, alg) in CBC {
+        g.bench_with_input(BenchmarkId::new(name, CBC_LEN), &CBC_LEN, |b, &len| {
+            let (mut tx, mut rx) = alg_pair(alg);
+            let (template, at) = slot(&tx, len);
+            b.iter_batched_ref(
+                || {
+                    let mut buf = template.clone();
+                    let out = tx.encapsulate(&mut buf, at.clone()).unwrap();
+                    (buf, out.packet)
+                },
+                |(buf, packet)| black_box(rx.decapsulate(buf, packet.clone()).unwrap()),
+                BatchSize::SmallInput,
+            );
+        });
+    }
     g.finish();
 }
 
@@ -165,7 +218,7 @@ fn round_trip(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_with_input(BenchmarkId::new("esp_encap_decap", len), &len, |b, &len| {
             let (mut tx, mut rx) = sa_pair();
-            let (mut buf, at) = slot(len);
+            let (mut buf, at) = slot(&tx, len);
             b.iter(|| {
                 // Decapsulation leaves the inner packet where it was: loop in place.
                 let out = tx.encapsulate(&mut buf, at.clone()).unwrap();

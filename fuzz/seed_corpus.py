@@ -65,6 +65,18 @@ def main():
     # esp_decap: mode 0 (AES-GCM-128, no ESN), window top 0, then each captured ESP
     # packet as one raw record (tag 0).
     write("esp_decap", [bytes(9) + bytes([0, min(len(d), 255)]) + d[:255] for d in esp])
+    # esp_decap_cbc: a mode byte per AES key size and HMAC (ESN on the odd ones), window
+    # top 0, then one record the target forges (tag 1: sequence number 1 and a tunnel-mode
+    # IPv4 plaintext, 10.0.0.1 -> 10.0.0.2, with padding 1..10, Pad Length and Next
+    # Header 4: two AES blocks) and the first captured packet as a raw record (tag 0).
+    ipv4 = bytes.fromhex("4500001400000000 40fd0000 0a000001 0a000002".replace(" ", ""))
+    plain = ipv4 + bytes(range(1, 11)) + bytes([10, 4])
+    forged = (1).to_bytes(8, "big") + plain
+    cbc_seeds = []
+    for mode in [0x08, 0x05, 0x12, 0x1b, 0x00, 0x1c]:
+        seed = bytes([mode]) + bytes(8) + bytes([1, len(forged)]) + forged
+        cbc_seeds.append(seed + bytes([0, min(len(esp[0]), 255)]) + esp[0][:255])
+    write("esp_decap_cbc", cbc_seeds)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 //! End-to-end: two esprit peers on a direct veth, with pre-shared keys and with ECDSA and
 //! RSA certificates, carry pings and checked 50 MB TCP transfers between their inner
 //! subnets, IPv4 and IPv6, on several subnets per side; the status counters grow on the
-//! child SA the traffic took.
+//! child SA the traffic took. One child runs ESP AES-CBC with HMAC-SHA2-256.
 
 #[path = "e2e/common.rs"]
 mod common;
@@ -134,6 +134,38 @@ fn rsa_certificates_carry_a_checked_transfer() {
     assert!(ping(bench.topo.b(), ai.v4[0].into(), 2, PING_WAIT));
     let before = flow(&bench, "net");
     bench.transfer(bi.v4[0].into(), 5021);
+    let after = flow(&bench, "net");
+    assert!(after.0 - before.0 >= TRANSFER, "a's out");
+    assert!(after.1 - before.1 >= TRANSFER, "b's in");
+}
+
+/// `esp_proposals = ["aes128-sha256"]` on both sides: the child SA runs ESP AES-128-CBC
+/// with HMAC-SHA2-256-128 and carries pings both ways and a checked 50 MB transfer.
+#[test]
+fn aes_cbc_hmac_sha256_child_carries_a_checked_transfer() {
+    let topo = Topology::direct(false).expect("topology");
+    let (ai, bi) = (topo.a_inner(), topo.b_inner());
+    let (mut a, mut b) = psk_sides(&topo, "cbc shared secret", "cbc shared secret");
+    let mut c = child("net", ai, bi, v4_first);
+    c.start_action = "start".into();
+    c.esp_proposals = "aes128-sha256".into();
+    a.children.push(c);
+    let mut c = child("net", bi, ai, v4_first);
+    c.esp_proposals = "aes128-sha256".into();
+    b.children.push(c);
+    let bench = Bench::up(topo, a, b, "net");
+    for who in [Who::A, Who::B] {
+        let s = bench.status(who);
+        let net = &children(&s, "net")[0];
+        assert!(
+            net.proposal.starts_with("aes128-sha256"),
+            "AES-CBC + HMAC-SHA2-256 negotiated: {s}"
+        );
+    }
+    assert!(ping(bench.topo.a(), bi.v4[0].into(), 2, PING_WAIT));
+    assert!(ping(bench.topo.b(), ai.v4[0].into(), 2, PING_WAIT));
+    let before = flow(&bench, "net");
+    bench.transfer(bi.v4[0].into(), 5031);
     let after = flow(&bench, "net");
     assert!(after.0 - before.0 >= TRANSFER, "a's out");
     assert!(after.1 - before.1 >= TRANSFER, "b's in");

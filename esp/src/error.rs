@@ -14,7 +14,8 @@ pub enum DropReason {
     /// The sequence number was already received or lies left of the window (RFC 4303 3.4.3).
     #[error("replayed packet: {0}")]
     Replay(ReplayKind),
-    /// The AEAD tag did not verify (RFC 4303 3.4.4, RFC 4106 3).
+    /// The AEAD tag or the HMAC did not verify (RFC 4303 3.4.4, RFC 4106 3): for
+    /// AES-CBC nothing was decrypted.
     #[error("ICV mismatch")]
     IcvMismatch,
     /// The packet or its decrypted payload is not well formed.
@@ -47,6 +48,9 @@ pub enum MalformedReason {
     /// Shorter than header + IV + minimal trailer + ICV.
     #[error("too short")]
     TooShort,
+    /// AES-CBC ciphertext that is not a whole number of blocks (RFC 3602 2.4).
+    #[error("ciphertext not a whole number of blocks")]
+    NotBlockAligned,
     /// The given range does not lie inside the buffer (a caller bug, never a panic).
     #[error("range outside the buffer")]
     BadRange,
@@ -69,7 +73,7 @@ pub enum MalformedReason {
 
 impl MalformedReason {
     /// Number of malformed reasons, for counter arrays.
-    const COUNT: usize = 7;
+    const COUNT: usize = 8;
 
     const fn as_index(self) -> usize {
         match self {
@@ -80,6 +84,7 @@ impl MalformedReason {
             MalformedReason::BadNextHeader => 4,
             MalformedReason::InnerHeader => 5,
             MalformedReason::InnerVersion => 6,
+            MalformedReason::NotBlockAligned => 7,
         }
     }
 }
@@ -101,6 +106,7 @@ impl DropReason {
         "malformed_bad_next_header",
         "malformed_inner_header",
         "malformed_inner_version",
+        "malformed_not_block_aligned",
         "selector_mismatch",
         "lifetime_expired",
     ];
@@ -186,8 +192,8 @@ pub enum EncapError {
     /// The inner packet is neither IPv4 nor IPv6 (version nibble), or empty.
     #[error("inner packet is not IPv4 or IPv6")]
     NotIp,
-    /// The AEAD refused the input (only for inputs of many gigabytes).
-    #[error("AEAD seal failed")]
+    /// The cipher refused the input (only for inputs of many gigabytes).
+    #[error("seal failed")]
     Seal,
 }
 
@@ -195,7 +201,8 @@ pub enum EncapError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum SaError {
-    /// KEYMAT has the wrong length for the algorithm (RFC 4106 8.1: key || 4-byte salt).
+    /// KEYMAT has the wrong length for the algorithm (RFC 4106 8.1: key || 4-byte salt;
+    /// RFC 7296 2.17: encryption key || integrity key).
     #[error("KEYMAT must be {expected} bytes, got {actual}")]
     KeymatLength {
         /// Required length.
@@ -203,9 +210,12 @@ pub enum SaError {
         /// Given length.
         actual: usize,
     },
-    /// The AEAD implementation rejected the key.
-    #[error("AEAD key rejected")]
+    /// The cipher or MAC implementation rejected the key.
+    #[error("key rejected")]
     Key,
+    /// The system RNG failed while drawing an AES-CBC SA's IV key.
+    #[error("system random number generator failed")]
+    Random,
     /// The replay window must be a power of two between 64 and 2^20 packets.
     #[error("replay window {0} is not a power of two in 64..=1048576")]
     ReplayWindow(u32),
@@ -229,6 +239,7 @@ mod tests {
             DropReason::Malformed(MalformedReason::BadNextHeader),
             DropReason::Malformed(MalformedReason::InnerHeader),
             DropReason::Malformed(MalformedReason::InnerVersion),
+            DropReason::Malformed(MalformedReason::NotBlockAligned),
             DropReason::SelectorMismatch,
             DropReason::LifetimeExpired,
         ];

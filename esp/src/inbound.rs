@@ -1,19 +1,22 @@
 //! Inbound SA: tunnel-mode decapsulation in place (RFC 4303 3.4, RFC 4301 5.2).
 //!
-//! Order of checks, cheapest and stateless first: length, SPI, hard lifetime, ESN
-//! inference and replay check (RFC 4303 3.4.3: before the ICV), AEAD open, window
-//! update (only now, so a forgery never moves it), trailer, Next Header, inner header,
-//! traffic selectors.
+//! Order of checks, cheapest and stateless first: length (and, for AES-CBC, whole
+//! blocks), SPI, hard lifetime, ESN inference and replay check (RFC 4303 3.4.3: before
+//! the ICV), AEAD open or HMAC verify (RFC 4303 3.4.4.1: before any decryption), window
+//! update (only now, so a forgery never moves it), CBC decryption, trailer, Next Header,
+//! inner header, traffic selectors.
 
 use core::fmt;
 use core::ops::Range;
 
-use crate::aead::{Aead, SaKey, IV_LEN};
+use crate::aead::IV_LEN;
+use crate::algorithm::{Algorithm, SaKey};
+use crate::cbc::AES_BLOCK_LEN;
 use crate::error::{DropReason, MalformedReason, ReplayKind, SaError};
 use crate::flow::{Family, Flow, FlowError};
 use crate::lifetime::{Lifetime, LifetimeState, SaConfig, SaStats, SoftLatch};
 use crate::outbound::{aad, InnerKind};
-use crate::packet::{self, field, read_u32, MIN_VALID_ESP_LEN};
+use crate::packet::{self, field, read_u32, HEADER_LEN};
 use crate::replay::ReplayWindow;
 use crate::selector::SaSelectors;
 
@@ -55,18 +58,19 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
-    /// Builds the SA from KEYMAT (key || salt, RFC 4106 8.1) and the negotiated traffic
-    /// selectors; allocates the replay bitmap once.
+    /// Builds the SA from one direction's KEYMAT (RFC 7296 2.17: encryption key, then
+    /// the 4-byte salt of AES-GCM or the integrity key of AES-CBC) and the negotiated
+    /// traffic selectors; allocates the replay bitmap once.
     pub fn new(
         spi: u32,
-        aead: Aead,
+        algorithm: impl Into<Algorithm>,
         keymat: &[u8],
         config: &SaConfig,
         selectors: SaSelectors,
     ) -> Result<Self, SaError> {
         Ok(InboundSa {
             spi,
-            key: SaKey::new(aead, keymat)?,
+            key: SaKey::new(algorithm.into(), keymat)?,
             esn: config.esn,
             replay: ReplayWindow::new(config.replay_window)?,
             lifetime: Lifetime::new(config.lifetime),
@@ -84,8 +88,8 @@ impl InboundSa {
     }
 
     /// The algorithm.
-    pub fn aead(&self) -> Aead {
-        self.key.aead()
+    pub fn algorithm(&self) -> Algorithm {
+        self.key.algorithm()
     }
 
     /// Whether 64-bit sequence numbers are in use.
@@ -187,8 +191,13 @@ impl InboundSa {
         let pkt = buf
             .get_mut(esp)
             .ok_or(DropReason::Malformed(MalformedReason::BadRange))?;
-        if pkt.len() < MIN_VALID_ESP_LEN {
+        let alg = self.key.algorithm();
+        if pkt.len() < alg.min_len() {
             return Err(DropReason::Malformed(MalformedReason::TooShort));
+        }
+        let icv_at = pkt.len() - alg.icv_len();
+        if alg.align() == AES_BLOCK_LEN && (icv_at - alg.head_len()) % AES_BLOCK_LEN != 0 {
+            return Err(DropReason::Malformed(MalformedReason::NotBlockAligned));
         }
         if read_u32(pkt, field::SPI.start) != self.spi {
             return Err(DropReason::UnknownSpi);
@@ -206,22 +215,39 @@ impl InboundSa {
         };
         self.replay.check(seq).map_err(DropReason::Replay)?;
 
-        let (head, sealed) = pkt.split_at_mut(field::PAYLOAD);
-        let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(&head[field::IV]);
-        let (aad, aad_len) = aad(self.spi, seq, self.esn);
-        let pt_len = self
-            .key
-            .open(&iv, &aad[..aad_len], sealed)
-            .ok_or(DropReason::IcvMismatch)?;
+        let head_len = alg.head_len();
+        let pt_len = match &self.key {
+            SaKey::Aead(key) => {
+                let (head, sealed) = pkt.split_at_mut(head_len);
+                let mut iv = [0u8; IV_LEN];
+                iv.copy_from_slice(&head[field::IV]);
+                let (aad, aad_len) = aad(self.spi, seq, self.esn);
+                key.open(&iv, &aad[..aad_len], sealed)
+                    .ok_or(DropReason::IcvMismatch)?
+            }
+            SaKey::Cbc(key) => {
+                let (covered, icv) = pkt.split_at_mut(icv_at);
+                let seq_hi = self.esn.then_some((seq >> 32) as u32);
+                // RFC 4303 3.4.4.1: the ICV first; nothing is decrypted for a forgery.
+                if !key.verify(covered, seq_hi, icv) {
+                    return Err(DropReason::IcvMismatch);
+                }
+                let (head, ciphertext) = covered.split_at_mut(head_len);
+                let mut iv = [0u8; AES_BLOCK_LEN];
+                iv.copy_from_slice(&head[HEADER_LEN..]);
+                key.decrypt(&iv, ciphertext);
+                ciphertext.len()
+            }
+        };
         // Authentic: only now may the window move (RFC 4303 3.4.3).
         self.replay.update(seq);
 
-        let trailer = packet::parse_trailer(sealed.get(..pt_len).unwrap_or(&[]));
+        let plaintext = pkt.get(head_len..head_len + pt_len).unwrap_or(&[]);
+        let trailer = packet::parse_trailer(plaintext);
         self.lifetime
             .record(trailer.map_or(pt_len, |(data_len, _)| data_len));
         let (data_len, next_header) = trailer.map_err(DropReason::Malformed)?;
-        let data_start = base + field::PAYLOAD;
+        let data_start = base + head_len;
         Ok(Opened {
             data: data_start..data_start + data_len,
             next_header,
@@ -235,7 +261,7 @@ impl fmt::Debug for InboundSa {
         // Hand-written so that no key material can ever slip in.
         f.debug_struct("InboundSa")
             .field("spi", &format_args!("{:#010x}", self.spi))
-            .field("aead", &self.key.aead())
+            .field("algorithm", &self.key.algorithm())
             .field("esn", &self.esn)
             .field("replay", &self.replay)
             .field("selectors", &self.selectors)

@@ -1,18 +1,22 @@
 //! ESP (RFC 4303) dataplane, sans-IO: security associations, in-place encapsulation and
 //! decapsulation, anti-replay, NAT-T framing, SAD and SPD.
 //!
-//! Tunnel mode only, with the combined-mode algorithms AES-GCM-16 (RFC 4106, 128- and
-//! 256-bit keys) and ChaCha20-Poly1305 (RFC 7634). No clock, no socket, no allocation
-//! per packet: the engine owns the buffers and the IO and counts what comes back.
+//! Tunnel mode only, with the combined-mode algorithms AES-GCM-16 (RFC 4106, 128-, 192-
+//! and 256-bit keys) and ChaCha20-Poly1305 (RFC 7634), or AES-CBC (RFC 3602, 128/192/256)
+//! with HMAC-SHA1-96 (RFC 2404) or HMAC-SHA2-256-128/-384-192/-512-256 (RFC 4868),
+//! encrypt-then-MAC ([`Algorithm`]). No clock, no socket, no allocation per packet: the
+//! engine owns the buffers and the IO and counts what comes back.
 //!
 //! Outbound: [`Spd::lookup`] picks the SA for an inner packet, then
 //! [`OutboundSa::encapsulate`] turns `buf[inner]` into an ESP packet in place, using the
-//! [`OutboundSa::HEADROOM`] bytes before and [`OutboundSa::tailroom`] bytes after it;
+//! [`OutboundSa::head_len`] bytes before and [`OutboundSa::tail_len`] bytes after it
+//! ([`OutboundSa::HEADROOM`] and [`OutboundSa::tailroom`] fit every algorithm);
 //! [`natt::prepend_udp_header`] adds UDP when the caller builds raw datagrams.
 //!
 //! Inbound: [`natt::classify_4500`] demultiplexes port 4500, [`Sad::decapsulate`] finds
 //! the SA by SPI and [`InboundSa::decapsulate`] checks replay, opens in place, moves the
-//! window and checks the inner packet against the SA's traffic selectors; every drop is
+//! window (AES-CBC: verifies the HMAC, moves the window, then decrypts) and checks the
+//! inner packet against the SA's traffic selectors; every drop is
 //! a [`DropReason`] to count in [`DropCounters`].
 //!
 //! Keys are zeroized on drop (expanded schedule included) and never printed.
@@ -37,10 +41,12 @@
 //! assert_eq!(&buf[got.inner], &inner);
 //! ```
 
-// Only the key-wiping Drop of `aead::SaKey` may use unsafe code, and says so there.
+// Only the key-wiping Drop of `wipe::Wiped` may use unsafe code, and says so there.
 #![deny(unsafe_code)]
 
 mod aead;
+mod algorithm;
+mod cbc;
 mod error;
 mod flow;
 mod hash;
@@ -53,11 +59,14 @@ mod replay;
 mod sad;
 mod selector;
 mod spd;
+mod wipe;
 
 #[cfg(test)]
 mod kat;
 
 pub use aead::{Aead, ICV_LEN, IV_LEN, SALT_LEN};
+pub use algorithm::Algorithm;
+pub use cbc::{AesCbc, Integ, AES_BLOCK_LEN, MAX_ICV_LEN};
 pub use error::{DropCounters, DropReason, EncapError, MalformedReason, ReplayKind, SaError};
 pub use flow::{proto, Family, Flow, FlowError, MAX_IPV6_EXT_HEADERS};
 pub use inbound::{Decapsulated, InboundSa};

@@ -1,14 +1,15 @@
-//! Outbound SA: tunnel-mode encapsulation in place (RFC 4303 3.3, RFC 4106 3-5).
+//! Outbound SA: tunnel-mode encapsulation in place (RFC 4303 3.3, RFC 4106 3-5,
+//! RFC 3602 2-3).
 
 use core::fmt;
 use core::ops::Range;
 
-use crate::aead::{Aead, SaKey, ICV_LEN, IV_LEN};
+use crate::algorithm::{Algorithm, SaKey};
+use crate::cbc::{IvGenerator, AES_BLOCK_LEN, MAX_ICV_LEN};
 use crate::error::{EncapError, SaError};
 use crate::lifetime::{Lifetime, LifetimeState, SaConfig, SaStats, SoftLatch};
 use crate::packet::{
-    self, field, MAX_PAD, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, OVERHEAD_HEAD,
-    TRAILER_LEN,
+    self, field, HEADER_LEN, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, TRAILER_LEN,
 };
 
 /// What an inner packet is, as carried in Next Header (RFC 4303 2.6).
@@ -58,6 +59,8 @@ pub struct Encapsulated {
 pub struct OutboundSa {
     spi: u32,
     key: SaKey,
+    /// AES-CBC only: where each packet's unpredictable IV comes from.
+    ivgen: Option<IvGenerator>,
     esn: bool,
     /// Last sequence number sent; 0 before the first packet (RFC 4303 3.3.3).
     seq: u64,
@@ -68,16 +71,31 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
-    /// Bytes the caller leaves before the inner packet: SPI, sequence number, IV.
-    pub const HEADROOM: usize = OVERHEAD_HEAD;
-    /// Bytes the caller leaves after the inner packet: padding, Pad Length, Next Header, ICV.
-    pub const TAILROOM: usize = MAX_PAD + TRAILER_LEN + ICV_LEN;
+    /// Bytes the caller leaves before the inner packet for any algorithm: SPI, sequence
+    /// number and the longest IV (AES-CBC's block). [`Self::head_len`] is one SA's need.
+    pub const HEADROOM: usize = HEADER_LEN + AES_BLOCK_LEN;
+    /// Bytes after the inner packet that cover any algorithm: up to a block of padding,
+    /// Pad Length, Next Header, the longest ICV.
+    pub const TAILROOM: usize = AES_BLOCK_LEN - 1 + TRAILER_LEN + MAX_ICV_LEN;
 
-    /// Builds the SA from KEYMAT (key || salt, RFC 4106 8.1); expands the key once.
-    pub fn new(spi: u32, aead: Aead, keymat: &[u8], config: &SaConfig) -> Result<Self, SaError> {
+    /// Builds the SA from one direction's KEYMAT (RFC 7296 2.17: encryption key, then
+    /// the 4-byte salt of AES-GCM or the integrity key of AES-CBC); expands the keys once.
+    /// An AES-CBC SA also draws its IV key from the system RNG (see `IvGenerator`).
+    pub fn new(
+        spi: u32,
+        algorithm: impl Into<Algorithm>,
+        keymat: &[u8],
+        config: &SaConfig,
+    ) -> Result<Self, SaError> {
+        let key = SaKey::new(algorithm.into(), keymat)?;
+        let ivgen = match key {
+            SaKey::Cbc(_) => Some(IvGenerator::random()?),
+            SaKey::Aead(_) => None,
+        };
         Ok(OutboundSa {
             spi,
-            key: SaKey::new(aead, keymat)?,
+            key,
+            ivgen,
             esn: config.esn,
             seq: 0,
             seq_soft: config
@@ -95,8 +113,8 @@ impl OutboundSa {
     }
 
     /// The algorithm.
-    pub fn aead(&self) -> Aead {
-        self.key.aead()
+    pub fn algorithm(&self) -> Algorithm {
+        self.key.algorithm()
     }
 
     /// Whether 64-bit sequence numbers are in use.
@@ -104,14 +122,37 @@ impl OutboundSa {
         self.esn
     }
 
-    /// Bytes needed after the inner packet of `inner_len` bytes (at most [`Self::TAILROOM`]).
+    /// Bytes after an inner packet of `inner_len` bytes that cover any algorithm (at
+    /// most [`Self::TAILROOM`]); [`Self::tail_len`] is one SA's need.
     pub const fn tailroom(inner_len: usize) -> usize {
-        packet::pad_len(inner_len) + TRAILER_LEN + ICV_LEN
+        packet::pad_len(inner_len, AES_BLOCK_LEN) + TRAILER_LEN + MAX_ICV_LEN
     }
 
-    /// Bytes of the ESP packet for an inner packet of `inner_len` bytes.
+    /// Bytes of a buffer that holds the ESP packet for an inner packet of `inner_len`
+    /// bytes at [`Self::HEADROOM`], whatever the algorithm.
     pub const fn encapsulated_len(inner_len: usize) -> usize {
         Self::HEADROOM + inner_len + Self::tailroom(inner_len)
+    }
+
+    /// Bytes this SA puts before the inner packet: 16 for AEAD, 24 for AES-CBC. A
+    /// caller that places the inner packet this far into its buffer gets the ESP
+    /// packet at offset 0.
+    #[inline]
+    pub fn head_len(&self) -> usize {
+        self.key.algorithm().head_len()
+    }
+
+    /// Bytes this SA puts after an inner packet of `inner_len` bytes.
+    #[inline]
+    pub fn tail_len(&self, inner_len: usize) -> usize {
+        let alg = self.key.algorithm();
+        packet::pad_len(inner_len, alg.align()) + TRAILER_LEN + alg.icv_len()
+    }
+
+    /// Bytes of this SA's ESP packet for an inner packet of `inner_len` bytes.
+    #[inline]
+    pub fn packet_len(&self, inner_len: usize) -> usize {
+        self.head_len() + inner_len + self.tail_len(inner_len)
     }
 
     /// Soft/hard state from bytes, packets and the sequence counter; a few compares,
@@ -156,8 +197,9 @@ impl OutboundSa {
     /// Encapsulates the IP packet at `buf[inner]` in place, its kind read from the version
     /// nibble.
     ///
-    /// The caller leaves [`Self::HEADROOM`] bytes before `inner.start` and
-    /// [`Self::tailroom`] bytes after `inner.end`; `buf` may be a slot of a larger batch
+    /// The caller leaves [`Self::head_len`] bytes before `inner.start` and
+    /// [`Self::tail_len`] bytes after `inner.end` ([`Self::HEADROOM`] and
+    /// [`Self::tailroom`] always do); `buf` may be a slot of a larger batch
     /// buffer. Nothing is allocated.
     #[inline]
     pub fn encapsulate(
@@ -188,13 +230,17 @@ impl OutboundSa {
         if self.seq >= self.seq_hard {
             return Err(EncapError::SequenceExhausted);
         }
-        check_room(buf.len(), &inner)?;
+        self.check_room(buf.len(), &inner)?;
         // Consume the number before sealing: a sequence number (and so an IV) is never
         // used twice, whatever happens below (RFC 4106 3.1).
         let seq = self.seq + 1;
         self.seq = seq;
         let inner_len = inner.end - inner.start;
-        let packet = self.seal(buf, inner, kind.next_header(), seq, seq.to_be_bytes())?;
+        let packet = match &self.ivgen {
+            // RFC 4106 3.1: the sequence number is a fine GCM/ChaCha IV (unique per key).
+            None => self.seal(buf, inner, kind.next_header(), seq, &seq.to_be_bytes())?,
+            Some(ivgen) => self.seal(buf, inner, kind.next_header(), seq, &ivgen.iv(seq))?,
+        };
         self.lifetime.record(inner_len);
         Ok(Encapsulated {
             packet,
@@ -203,7 +249,23 @@ impl OutboundSa {
         })
     }
 
-    /// Writes trailer and header around `buf[inner]` and seals it. `check_room` passed.
+    /// Checks that `inner` lies in the buffer with this SA's head- and tailroom around it.
+    #[inline]
+    fn check_room(&self, buf_len: usize, inner: &Range<usize>) -> Result<(), EncapError> {
+        if inner.start > inner.end || inner.end > buf_len {
+            return Err(EncapError::BadRange);
+        }
+        if inner.start < self.head_len() {
+            return Err(EncapError::NoHeadroom);
+        }
+        if buf_len - inner.end < self.tail_len(inner.end - inner.start) {
+            return Err(EncapError::NoTailroom);
+        }
+        Ok(())
+    }
+
+    /// Writes trailer and header around `buf[inner]` and seals it with `iv` (the
+    /// algorithm's IV length). `check_room` passed.
     #[inline]
     pub(crate) fn seal(
         &self,
@@ -211,50 +273,53 @@ impl OutboundSa {
         inner: Range<usize>,
         next_header: u8,
         seq: u64,
-        iv: [u8; IV_LEN],
+        iv: &[u8],
     ) -> Result<Range<usize>, EncapError> {
+        let alg = self.key.algorithm();
+        let head_len = alg.head_len();
         let start = inner
             .start
-            .checked_sub(Self::HEADROOM)
+            .checked_sub(head_len)
             .ok_or(EncapError::NoHeadroom)?;
-        let trailer_end = inner.end + packet::pad_len(inner.end - inner.start) + TRAILER_LEN;
-        let end = trailer_end + ICV_LEN;
-        let pkt = buf.get_mut(start..end).ok_or(EncapError::NoTailroom)?;
-        let (head, rest) = pkt.split_at_mut(Self::HEADROOM);
-        let (plaintext, icv) = rest.split_at_mut(trailer_end - inner.start);
-
         let payload_len = inner.end - inner.start;
+        let trailer_end = inner.end + packet::pad_len(payload_len, alg.align()) + TRAILER_LEN;
+        let end = trailer_end + alg.icv_len();
+        let pkt = buf.get_mut(start..end).ok_or(EncapError::NoTailroom)?;
+        let (covered, icv) = pkt.split_at_mut(trailer_end - start);
+        let (head, plaintext) = covered.split_at_mut(head_len);
         packet::write_trailer(&mut plaintext[payload_len..], next_header);
+        head[field::SPI].copy_from_slice(&self.spi.to_be_bytes());
+        head[field::SEQ].copy_from_slice(&(seq as u32).to_be_bytes());
+        head.get_mut(HEADER_LEN..)
+            .filter(|h| h.len() == iv.len())
+            .ok_or(EncapError::Seal)?
+            .copy_from_slice(iv);
 
-        let spi = self.spi.to_be_bytes();
-        let seq_lo = (seq as u32).to_be_bytes();
-        head[field::SPI].copy_from_slice(&spi);
-        head[field::SEQ].copy_from_slice(&seq_lo);
-        head[field::IV].copy_from_slice(&iv);
-
-        let (aad, aad_len) = aad(self.spi, seq, self.esn);
-        let tag = self
-            .key
-            .seal(&iv, &aad[..aad_len], plaintext)
-            .ok_or(EncapError::Seal)?;
-        icv.copy_from_slice(tag.as_ref());
+        match &self.key {
+            SaKey::Aead(key) => {
+                let iv = iv.try_into().map_err(|_| EncapError::Seal)?;
+                let (aad, aad_len) = aad(self.spi, seq, self.esn);
+                let tag = key
+                    .seal(iv, &aad[..aad_len], plaintext)
+                    .ok_or(EncapError::Seal)?;
+                icv.copy_from_slice(&tag);
+            }
+            SaKey::Cbc(key) => {
+                // Encrypt, then MAC header || IV || ciphertext (RFC 4303 3.3.2.1).
+                let iv = iv.try_into().map_err(|_| EncapError::Seal)?;
+                key.encrypt(iv, plaintext);
+                key.sign(covered, self.seq_hi(seq), icv);
+            }
+        }
         Ok(start..end)
     }
-}
 
-/// Checks that `inner` lies in the buffer with head- and tailroom around it.
-#[inline]
-fn check_room(buf_len: usize, inner: &Range<usize>) -> Result<(), EncapError> {
-    if inner.start > inner.end || inner.end > buf_len {
-        return Err(EncapError::BadRange);
+    /// With ESN, the high half of the sequence number, which the ICV covers but the
+    /// packet does not carry (RFC 4303 2.2.1).
+    #[inline]
+    fn seq_hi(&self, seq: u64) -> Option<u32> {
+        self.esn.then_some((seq >> 32) as u32)
     }
-    if inner.start < OutboundSa::HEADROOM {
-        return Err(EncapError::NoHeadroom);
-    }
-    if buf_len - inner.end < OutboundSa::tailroom(inner.end - inner.start) {
-        return Err(EncapError::NoTailroom);
-    }
-    Ok(())
 }
 
 /// AAD = SPI || Sequence Number, or SPI || seq high || seq low with ESN (RFC 4106 5).
@@ -276,7 +341,7 @@ impl fmt::Debug for OutboundSa {
         // Hand-written so that no key material can ever slip in.
         f.debug_struct("OutboundSa")
             .field("spi", &format_args!("{:#010x}", self.spi))
-            .field("aead", &self.key.aead())
+            .field("algorithm", &self.key.algorithm())
             .field("esn", &self.esn)
             .field("seq", &self.seq)
             .finish_non_exhaustive()

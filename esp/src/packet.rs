@@ -1,16 +1,20 @@
-//! ESP wire format (RFC 4303 2, RFC 4106 3): a smoltcp-style view over the header and
-//! the helpers for the trailer (padding, Pad Length, Next Header).
+//! ESP wire format (RFC 4303 2, RFC 4106 3, RFC 3602 3): a smoltcp-style view over the
+//! header and the helpers for the trailer (padding, Pad Length, Next Header).
 //!
 //! ```text
 //!  0                   1                   2                   3
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! |               Security Parameters Index (SPI)                 |
 //! |                      Sequence Number                          |
-//! |                 Explicit IV (8 bytes, RFC 4106)               |
+//! |  Explicit IV (8 bytes AEAD, RFC 4106; 16 bytes AES-CBC)       |
 //! ~     Payload | Padding (0-255) | Pad Length | Next Header      ~  encrypted
-//! ~                  ICV (16 bytes)                               ~
+//! ~  ICV (16 bytes AEAD; 12-32 bytes truncated HMAC with CBC)     ~
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
+//!
+//! With AES-CBC the ICV is an HMAC over everything before it, computed after
+//! encryption (RFC 4303 3.3.2.1); with AEAD the tag covers SPI and Sequence Number as
+//! AAD (RFC 4106 5).
 
 use crate::aead::{ICV_LEN, IV_LEN};
 
@@ -34,7 +38,8 @@ pub const HEADER_LEN: usize = 8;
 pub const OVERHEAD_HEAD: usize = HEADER_LEN + IV_LEN;
 /// Bytes of Pad Length + Next Header.
 pub const TRAILER_LEN: usize = 2;
-/// Most padding the encapsulation adds: the ciphertext ends on a 4-byte boundary (RFC 4303 2.4).
+/// Most padding the encapsulation adds with AEAD: the ciphertext ends on a 4-byte
+/// boundary (RFC 4303 2.4). With AES-CBC it is up to 15, to the block (RFC 3602 2.4).
 pub const MAX_PAD: usize = 3;
 /// Shortest datagram that can carry ESP with a combined-mode algorithm: header, IV, ICV.
 pub const MIN_ESP_LEN: usize = OVERHEAD_HEAD + ICV_LEN;
@@ -99,11 +104,14 @@ pub fn peek_spi(datagram: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// Padding so that payload + trailer end on a 4-byte boundary (RFC 4303 2.4; the IV is
-/// 8 bytes, so the ciphertext start is aligned too).
+/// Padding so that payload + trailer end on a multiple of `align`: 4 bytes for AEAD
+/// (RFC 4303 2.4; the IV is 8 bytes, so the ciphertext start is aligned too), the
+/// 16-byte block for AES-CBC (RFC 3602 2.4). `align` is a power of two, so a mask
+/// does what `%` would (no division per packet: `align` is not a constant here).
 #[inline]
-pub(crate) const fn pad_len(payload_len: usize) -> usize {
-    (4 - (payload_len + TRAILER_LEN) % 4) % 4
+pub(crate) const fn pad_len(payload_len: usize, align: usize) -> usize {
+    let mask = align - 1;
+    (align - ((payload_len + TRAILER_LEN) & mask)) & mask
 }
 
 /// Writes the RFC 4303 2.4 default padding 1, 2, 3, ... then Pad Length and Next Header.
@@ -177,9 +185,12 @@ mod tests {
     #[test]
     fn padding_aligns_to_four() {
         for len in 0..64 {
-            let p = pad_len(len);
+            let p = pad_len(len, 4);
             assert!(p <= MAX_PAD);
             assert_eq!((len + p + TRAILER_LEN) % 4, 0);
+            let p = pad_len(len, 16);
+            assert!(p < 16);
+            assert_eq!((len + p + TRAILER_LEN) % 16, 0);
         }
     }
 

@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use esp::{OutboundSa, Spd, SpdError};
+use esp::{Spd, SpdError};
 use tun_io::{poll_readable, GsoBatch, PacketBatch, PacketReader, TUN_BATCH};
 
 use super::{
@@ -330,11 +330,14 @@ impl Outbound {
             std::net::SocketAddr::V4(_) => &mut self.gso4,
             std::net::SocketAddr::V6(_) => &mut self.gso6,
         };
-        let max = OutboundSa::HEADROOM + OutboundSa::encapsulated_len(p.len());
+        // This SA's exact room (AEAD: 16 bytes before, AES-CBC: 24), so the ESP packet
+        // starts at offset 0 and is never moved.
+        let head = out.sa.head_len();
+        let max = out.sa.packet_len(p.len());
         let mut soft = false;
         let mut failed = false;
         let mut fill = |buf: &mut [u8]| {
-            let start = OutboundSa::HEADROOM;
+            let start = head;
             buf[start..start + p.len()].copy_from_slice(p);
             match out.sa.encapsulate(buf, start..start + p.len()) {
                 Ok(e) => {

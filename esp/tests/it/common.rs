@@ -2,31 +2,32 @@
 
 use core::ops::Range;
 
-use esp::{Aead, InboundSa, OutboundSa, SaConfig, SaSelectors};
+use esp::{Aead, Algorithm, InboundSa, OutboundSa, SaConfig, SaSelectors};
 
 pub(crate) const SPI: u32 = 0x0c0f_fee0;
 
-/// Deterministic KEYMAT for an algorithm (key || salt).
-pub(crate) fn keymat(aead: Aead) -> Vec<u8> {
-    (0..aead.keymat_len())
+/// Deterministic KEYMAT for an algorithm (key || salt, or encryption || integrity key).
+pub(crate) fn keymat(alg: impl Into<Algorithm>) -> Vec<u8> {
+    (0..alg.into().keymat_len())
         .map(|i| (i as u8).wrapping_mul(29).wrapping_add(0x5a))
         .collect()
 }
 
 /// An outbound/inbound pair sharing one key and SPI, accepting any inner traffic.
-pub(crate) fn pair(aead: Aead, config: &SaConfig) -> (OutboundSa, InboundSa) {
-    pair_with(aead, config, SaSelectors::any())
+pub(crate) fn pair(alg: impl Into<Algorithm>, config: &SaConfig) -> (OutboundSa, InboundSa) {
+    pair_with(alg, config, SaSelectors::any())
 }
 
 /// Like [`pair`] with explicit inbound selectors.
 pub(crate) fn pair_with(
-    aead: Aead,
+    alg: impl Into<Algorithm>,
     config: &SaConfig,
     selectors: SaSelectors,
 ) -> (OutboundSa, InboundSa) {
-    let km = keymat(aead);
-    let tx = OutboundSa::new(SPI, aead, &km, config).unwrap();
-    let rx = InboundSa::new(SPI, aead, &km, config, selectors).unwrap();
+    let alg = alg.into();
+    let km = keymat(alg);
+    let tx = OutboundSa::new(SPI, alg, &km, config).unwrap();
+    let rx = InboundSa::new(SPI, alg, &km, config, selectors).unwrap();
     (tx, rx)
 }
 
@@ -121,6 +122,14 @@ pub(crate) fn ipv6(payload: usize) -> Vec<u8> {
 pub(crate) fn slot(inner: &[u8]) -> (Vec<u8>, Range<usize>) {
     let mut buf = vec![0xeeu8; OutboundSa::encapsulated_len(inner.len())];
     let at = OutboundSa::HEADROOM..OutboundSa::HEADROOM + inner.len();
+    buf[at.clone()].copy_from_slice(inner);
+    (buf, at)
+}
+
+/// A buffer holding `inner` with exactly the room `tx` needs: the ESP packet fills it.
+pub(crate) fn exact_slot(tx: &OutboundSa, inner: &[u8]) -> (Vec<u8>, Range<usize>) {
+    let mut buf = vec![0xeeu8; tx.packet_len(inner.len())];
+    let at = tx.head_len()..tx.head_len() + inner.len();
     buf[at.clone()].copy_from_slice(inner);
     (buf, at)
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the public `esp` API: two SAs talking through a buffer.
 
+mod cbc;
 mod common;
 mod esn;
 mod keys;

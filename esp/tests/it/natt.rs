@@ -4,7 +4,7 @@ use esp::natt::{
     self, prepend_non_esp_marker, prepend_udp_header, MalformedDatagram, UdpHeader, NAT_KEEPALIVE,
     NAT_T_PORT, UDP_HEADER_LEN,
 };
-use esp::{classify_4500, Aead, Datagram4500, DropReason, OutboundSa, SaConfig, Sad};
+use esp::{classify_4500, Aead, Datagram4500, DropReason, SaConfig, Sad};
 
 use crate::common::*;
 
@@ -15,8 +15,8 @@ fn esp_in_udp_end_to_end() {
     sad.insert(rx);
     let inner = ipv4_udp([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, 100);
     // Room for UDP + ESP header in front.
-    let head = UDP_HEADER_LEN + OutboundSa::HEADROOM;
-    let mut buf = vec![0u8; UDP_HEADER_LEN + OutboundSa::encapsulated_len(inner.len())];
+    let head = UDP_HEADER_LEN + tx.head_len();
+    let mut buf = vec![0u8; UDP_HEADER_LEN + tx.packet_len(inner.len())];
     buf[head..head + inner.len()].copy_from_slice(&inner);
     let esp = tx
         .encapsulate(&mut buf, head..head + inner.len())

@@ -7,7 +7,12 @@ use esp::{
 
 use crate::common::*;
 
-const ALL: [Aead; 3] = [Aead::AesGcm128, Aead::AesGcm256, Aead::ChaCha20Poly1305];
+const ALL: [Aead; 4] = [
+    Aead::AesGcm128,
+    Aead::AesGcm192,
+    Aead::AesGcm256,
+    Aead::ChaCha20Poly1305,
+];
 
 fn round_trip_all_sizes(aead: Aead, config: &SaConfig) {
     let (mut tx, mut rx) = pair(aead, config);
@@ -17,11 +22,14 @@ fn round_trip_all_sizes(aead: Aead, config: &SaConfig) {
             (ipv4(payload), InnerKind::Ipv4),
             (ipv6(payload), InnerKind::Ipv6),
         ] {
-            let (mut buf, at) = slot(&inner);
+            // Exactly this SA's head- and tailroom.
+            let mut buf = vec![0xee; tx.packet_len(inner.len())];
+            let at = tx.head_len()..tx.head_len() + inner.len();
+            buf[at.clone()].copy_from_slice(&inner);
             let out = tx.encapsulate(&mut buf, at.clone()).unwrap();
             seq += 1;
             assert_eq!(out.seq, seq);
-            assert_eq!(out.packet, 0..buf.len(), "exact tailroom is enough");
+            assert_eq!(out.packet, 0..buf.len(), "exact room is enough");
             let esp = &buf[out.packet.clone()];
             assert_eq!(&esp[..4], &SPI.to_be_bytes());
             assert_eq!(&esp[4..8], &(seq as u32).to_be_bytes());
@@ -53,6 +61,11 @@ fn every_size_aes_gcm_256_esn() {
 }
 
 #[test]
+fn every_size_aes_gcm_192() {
+    round_trip_all_sizes(Aead::AesGcm192, &SaConfig::default());
+}
+
+#[test]
 fn every_size_chacha20_poly1305() {
     round_trip_all_sizes(Aead::ChaCha20Poly1305, &SaConfig::default());
 }
@@ -62,12 +75,12 @@ fn batch_buffer_at_fixed_stride() {
     // GSO-style: one buffer, equal-size slots; each packet is encapsulated in its slot.
     let (mut tx, mut rx) = pair(Aead::AesGcm128, &SaConfig::default());
     let inner = ipv4_udp([10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000, 1372);
-    let stride = OutboundSa::encapsulated_len(inner.len());
+    let stride = tx.packet_len(inner.len());
     let n = 16;
     let mut batch = vec![0u8; stride * n];
     let mut packets = Vec::new();
     for i in 0..n {
-        let at = i * stride + OutboundSa::HEADROOM..i * stride + OutboundSa::HEADROOM + inner.len();
+        let at = i * stride + tx.head_len()..i * stride + tx.head_len() + inner.len();
         batch[at.clone()].copy_from_slice(&inner);
         let out = tx.encapsulate(&mut batch, at).unwrap();
         assert_eq!(
@@ -133,7 +146,7 @@ fn dummy_packets_are_returned_as_such() {
 fn encap_checks_room_and_ip_version() {
     let (mut tx, _) = pair(Aead::AesGcm128, &SaConfig::default());
     let inner = ipv4(10);
-    let (mut buf, at) = slot(&inner);
+    let (mut buf, at) = exact_slot(&tx, &inner);
     let short = buf.len() - 1;
     assert_eq!(
         tx.encapsulate(&mut buf[..short], at.clone()),
