@@ -327,8 +327,12 @@ const DEFAULT_IKE: [&str; 2] = [
     "aes128-aes192-aes256-sha256-sha384-sha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048",
 ];
 
-/// `default` for ESP: AES-GCM without PFS.
-const DEFAULT_ESP: [&str; 1] = ["aes128gcm16-aes256gcm16"];
+/// `default` for ESP: AES-GCM, then AES-CBC with HMAC-SHA2 (charon's default lists as far
+/// as esprit implements them), no PFS.
+const DEFAULT_ESP: [&str; 2] = [
+    "aes128gcm16-aes256gcm16",
+    "aes128-aes192-aes256-sha256-sha384-sha512",
+];
 
 impl ProposalSet {
     /// Parses a comma-separated list of proposals; `default` expands to the defaults.

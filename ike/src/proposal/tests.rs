@@ -255,7 +255,10 @@ fn default_expands() {
     assert_eq!(set, ike("aes128gcm16-aes256gcm16-prfsha256-prfsha384-prfsha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048, aes128-aes192-aes256-sha256-sha384-sha512-x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048"));
     assert_eq!(ProposalSet::default_for(Protocol::Ike), set);
     let set = esp("default");
-    assert_eq!(set, esp("aes128gcm16-aes256gcm16"));
+    assert_eq!(
+        set,
+        esp("aes128gcm16-aes256gcm16, aes128-aes192-aes256-sha256-sha384-sha512")
+    );
     assert!(set.proposals()[0].dh.is_empty());
     assert_eq!(ike("aes256-sha512-x25519, default").proposals().len(), 3);
 }

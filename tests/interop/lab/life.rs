@@ -108,7 +108,12 @@ impl Lab<'_> {
             ));
         }
         let c_prop = &sas[0].children[0].proposal;
-        if c_prop.contains('/') != pfs {
+        // charon lists the PFS group last: MODP_*, ECP_*, CURVE_* (not the integrity
+        // algorithm a CBC suite has after its '/').
+        let has_group = ["MODP_", "ECP_", "CURVE_"]
+            .iter()
+            .any(|g| c_prop.contains(g));
+        if has_group != pfs {
             return Err(format!(
                 "rekeyed child negotiated {c_prop}, PFS expected: {pfs}"
             ));
