@@ -266,6 +266,15 @@ const CASES: &[Case] = &[
         what: "issue 21, an Azure VPN gateway custom policy: IKE aes256-sha384-ecp384, ESP AES-256-CBC + HMAC-SHA2-256, P-384 certificates, child rekeyed by esprit",
     },
     Case {
+        name: "psk-gcm192-ecp384",
+        auth: AuthKind::Psk,
+        ike: "aes192gcm16-prfsha384-ecp384",
+        esp: "aes192gcm16",
+        path: PathKind::Direct,
+        life: Life::Plain,
+        what: "issue 21: AES-GCM-16 with a 192-bit key for IKE and ESP (Azure's GCMAES192), ECP-384",
+    },
+    Case {
         name: "fragmentation-rsa4096-chain",
         auth: AuthKind::RsaChain,
         ike: GCM256_ECP256,

@@ -129,8 +129,8 @@ mod tests {
                 }
             }
         }
-        // 2 GCM without integrity, 3 CBC key sizes x 4 HMACs.
-        assert_eq!(mapped, 2 + 3 * 4);
+        // 3 GCM key sizes without integrity, 3 CBC key sizes x 4 HMACs.
+        assert_eq!(mapped, 3 + 3 * 4);
     }
 
     #[test]
@@ -144,6 +144,10 @@ mod tests {
             (
                 suite(Encr::AesGcm16_256, None),
                 Some(Algorithm::Aead(Aead::AesGcm256)),
+            ),
+            (
+                suite(Encr::AesGcm16_192, None),
+                Some(Algorithm::Aead(Aead::AesGcm192)),
             ),
             (
                 suite(Encr::AesCbc128, Some(I::HmacSha256_128)),

@@ -142,6 +142,7 @@ fn token(word: &str) -> Option<Token> {
         "aes192" => Token::Encr(Encr::AesCbc192),
         "aes256" => Token::Encr(Encr::AesCbc256),
         "aes128gcm16" | "aes128gcm128" => Token::Encr(Encr::AesGcm16_128),
+        "aes192gcm16" | "aes192gcm128" => Token::Encr(Encr::AesGcm16_192),
         "aes256gcm16" | "aes256gcm128" => Token::Encr(Encr::AesGcm16_256),
         "sha1" | "sha" => Token::Integ(Integ::HmacSha1_96),
         "sha256" | "sha2_256" => Token::Integ(Integ::HmacSha256_128),

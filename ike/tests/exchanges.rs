@@ -46,12 +46,22 @@ fn psk_handshake_with_every_ike_suite() {
         "aes256-sha512-ecp521",
         "aes128-sha1-modp1024",
         "aes256-sha256-modp2048s256",
+        "aes192gcm16-prfsha256-x25519",
     ] {
-        for esp in ["aes128gcm16", "aes256gcm16", "aes256gcm16-esn"] {
+        for esp in [
+            "aes128gcm16",
+            "aes256gcm16",
+            "aes256gcm16-esn",
+            "aes192gcm16",
+        ] {
             let mut p = psk_pair(ike, esp);
             up(&mut p);
             let c = p.a.children.values().next().unwrap();
-            let expect_len = if esp.starts_with("aes128") { 20 } else { 36 };
+            let expect_len = match &esp[..6] {
+                "aes128" => 20,
+                "aes192" => 28,
+                _ => 36,
+            };
             assert_eq!(c.key_in.len(), expect_len, "{ike} {esp}");
             assert!(
                 p.a.children

@@ -24,6 +24,8 @@ pub enum Encr {
     AesCbc256,
     /// ENCR_AES_GCM_16 with a 128-bit key.
     AesGcm16_128,
+    /// ENCR_AES_GCM_16 with a 192-bit key.
+    AesGcm16_192,
     /// ENCR_AES_GCM_16 with a 256-bit key.
     AesGcm16_256,
 }
@@ -36,11 +38,12 @@ pub const AES_BLOCK_LEN: usize = 16;
 
 impl Encr {
     /// All supported encryption algorithms.
-    pub const ALL: [Encr; 5] = [
+    pub const ALL: [Encr; 6] = [
         Encr::AesCbc128,
         Encr::AesCbc192,
         Encr::AesCbc256,
         Encr::AesGcm16_128,
+        Encr::AesGcm16_192,
         Encr::AesGcm16_256,
     ];
 
@@ -68,7 +71,7 @@ impl Encr {
     pub fn key_bits(self) -> u16 {
         match self {
             Encr::AesCbc128 | Encr::AesGcm16_128 => 128,
-            Encr::AesCbc192 => 192,
+            Encr::AesCbc192 | Encr::AesGcm16_192 => 192,
             Encr::AesCbc256 | Encr::AesGcm16_256 => 256,
         }
     }
@@ -84,7 +87,10 @@ impl Encr {
 
     /// True for AES-GCM, which needs no integrity transform.
     pub fn is_aead(self) -> bool {
-        matches!(self, Encr::AesGcm16_128 | Encr::AesGcm16_256)
+        matches!(
+            self,
+            Encr::AesGcm16_128 | Encr::AesGcm16_192 | Encr::AesGcm16_256
+        )
     }
 
     /// Length of the AES key alone in bytes.
@@ -129,6 +135,7 @@ impl Encr {
             Encr::AesCbc192 => "aes192",
             Encr::AesCbc256 => "aes256",
             Encr::AesGcm16_128 => "aes128gcm16",
+            Encr::AesGcm16_192 => "aes192gcm16",
             Encr::AesGcm16_256 => "aes256gcm16",
         }
     }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::KeyInit;
 use ring::aead;
 
 use super::encr::{cbc_decrypt, cbc_encrypt, GCM_SALT_LEN};
@@ -24,6 +26,11 @@ pub struct IkeCipher {
 enum Mode {
     Gcm {
         key: Box<aead::LessSafeKey>,
+        salt: [u8; GCM_SALT_LEN],
+    },
+    /// AES-GCM with a 192-bit key, which ring lacks: RustCrypto's `aes-gcm`.
+    Gcm192 {
+        key: Box<aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>>,
         salt: [u8; GCM_SALT_LEN],
     },
     Cbc {
@@ -48,6 +55,20 @@ impl IkeCipher {
             });
         }
         let mode = match (encr.is_aead(), integ) {
+            (true, None) if encr == Encr::AesGcm16_192 => {
+                let (key, salt_bytes) = sk_e.split_at(encr.aes_key_len());
+                let key =
+                    aes_gcm::AesGcm::new_from_slice(key).map_err(|_| CryptoError::KeyLength {
+                        len: key.len(),
+                        expected: 24,
+                    })?;
+                let mut salt = [0u8; GCM_SALT_LEN];
+                salt.copy_from_slice(salt_bytes);
+                Mode::Gcm192 {
+                    key: Box::new(key),
+                    salt,
+                }
+            }
             (true, None) => {
                 let (key, salt_bytes) = sk_e.split_at(encr.aes_key_len());
                 let alg = match encr {
@@ -109,7 +130,7 @@ impl SkCipher for IkeCipher {
 
     fn icv_len(&self) -> usize {
         match &self.mode {
-            Mode::Gcm { .. } => aead::AES_128_GCM.tag_len(),
+            Mode::Gcm { .. } | Mode::Gcm192 { .. } => aead::AES_128_GCM.tag_len(),
             Mode::Cbc { integ, .. } => integ.alg().icv_len(),
         }
     }
@@ -120,7 +141,7 @@ impl SkCipher for IkeCipher {
 
     fn next_iv(&mut self, iv: &mut [u8]) {
         match &self.mode {
-            Mode::Gcm { .. } => {
+            Mode::Gcm { .. } | Mode::Gcm192 { .. } => {
                 // Message IDs are 32 bits, so a 64-bit counter cannot wrap within one SA.
                 let c = self.counter.to_be_bytes();
                 let n = iv.len().min(c.len());
@@ -143,6 +164,13 @@ impl SkCipher for IkeCipher {
                             .ok()
                     })
                     .map(|tag| icv.copy_from_slice(tag.as_ref()))
+                    .is_some(),
+                Mode::Gcm192 { key, salt } => Self::gcm_nonce(salt, iv)
+                    .and_then(|nonce| {
+                        key.encrypt_in_place_detached(nonce.as_ref().into(), aad, body)
+                            .ok()
+                    })
+                    .map(|tag| icv.copy_from_slice(tag.as_slice()))
                     .is_some(),
                 Mode::Cbc { key, integ } => {
                     // RFC 7296 3.14: the checksum covers the message from the IKE
@@ -173,6 +201,16 @@ impl SkCipher for IkeCipher {
                 key.open_in_place_separate_tag(nonce, aead::Aad::from(aad), tag, body, 0..)
                     .is_ok()
             }
+            Mode::Gcm192 { key, salt } => {
+                let Some(nonce) = Self::gcm_nonce(salt, iv) else {
+                    return false;
+                };
+                if icv.len() != 16 {
+                    return false;
+                }
+                key.decrypt_in_place_detached(nonce.as_ref().into(), aad, body, icv.into())
+                    .is_ok()
+            }
             Mode::Cbc { key, integ } => {
                 // Integrity first: nothing is decrypted unless the ICV is right.
                 integ.verify(&[aad, iv, body], icv) && cbc_decrypt(key.as_bytes(), iv, body)
@@ -184,7 +222,7 @@ impl SkCipher for IkeCipher {
 impl fmt::Debug for IkeCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let integ = match &self.mode {
-            Mode::Gcm { .. } => None,
+            Mode::Gcm { .. } | Mode::Gcm192 { .. } => None,
             Mode::Cbc { integ, .. } => Some(integ.alg()),
         };
         f.debug_struct("IkeCipher")
