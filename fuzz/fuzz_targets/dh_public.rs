@@ -1,0 +1,49 @@
+//! A peer's key exchange data against every group: the KE payload's public value is
+//! attacker-chosen, so whatever its length or value, computing the shared secret must
+//! return a value or a refusal (RFC 6989: 0, 1, p-1 and off-subgroup MODP values; points
+//! off the curve), never panic. Two thirds of the inputs are bent toward the edges: a
+//! real public value of the group with a few bytes changed, or small numbers padded to
+//! the group's length.
+//!
+//! Input: one byte choosing the group and the shape, then the bytes.
+#![no_main]
+
+use ike::crypto::{Dh, DhKeyPair, SeededRng};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let group = Dh::ALL[usize::from(sel) % Dh::ALL.len()];
+    let mut rng = SeededRng::new(u64::from(sel));
+    let Ok(ours) = DhKeyPair::generate(group, &mut rng) else {
+        return;
+    };
+    let len = group.public_len();
+    let peer: Vec<u8> = match (sel / 16) % 3 {
+        // As given, any length.
+        0 => rest.to_vec(),
+        // A genuine public value with the input XORed over its start.
+        1 => {
+            let Ok(other) = DhKeyPair::generate(group, &mut rng) else {
+                return;
+            };
+            let mut v = other.public_value().to_vec();
+            for (b, x) in v.iter_mut().zip(rest) {
+                *b ^= x;
+            }
+            v
+        }
+        // The input right-aligned in a value of the group's length (small numbers).
+        _ => {
+            let mut v = vec![0u8; len];
+            let n = rest.len().min(len);
+            v[len - n..].copy_from_slice(&rest[..n]);
+            v
+        }
+    };
+    if let Ok(secret) = ours.shared_secret(&peer) {
+        assert!(!secret.as_bytes().is_empty());
+    }
+});
