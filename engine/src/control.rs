@@ -67,6 +67,11 @@ pub enum Response {
 /// Largest request line the daemon reads.
 const MAX_REQUEST: usize = 64 * 1024;
 
+/// Reads one request line as the daemon does: any text gives a request or an error.
+pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
 /// Sends `req` to the daemon listening on `path` and waits for its answer.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Response> {
     let mut sock = UnixStream::connect(path).map_err(|e| {
@@ -142,7 +147,7 @@ async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {
     let mut line = String::new();
     let read = tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await;
     let response = match read {
-        Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Request>(&line) {
+        Ok(Ok(n)) if n > 0 => match parse_request(&line) {
             Ok(req) => {
                 let (reply, answer) = oneshot::channel();
                 if tx.send((req, reply)).await.is_err() {
