@@ -13,6 +13,7 @@
 //! - [`topo_mediation`]: a mediation server and two peers behind their own NAT routers.
 //! - [`star`]: a hub with N clients, each on its own veth ([`Star`]).
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
+//! - [`flood`]: a paced UDP flood from spoofed sources ([`Flood`]).
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
 //! - [`tools`]: the outside programs the tests use and the package of each.
@@ -24,6 +25,7 @@
 
 pub mod certs;
 pub mod esprit;
+pub mod flood;
 mod middlebox;
 pub mod netns;
 pub mod probe;
@@ -36,6 +38,7 @@ pub mod topo_mediation;
 pub mod wait;
 
 pub use certs::{subject_dn, KeyKind, Leaf, Pki};
+pub use flood::{Flood, FloodReport};
 pub use netns::Netns;
 pub use probe::{
     ping, ping_stats, tcp_transfer, throughput, udp_counted, Pings, Transfer, UdpCount,
