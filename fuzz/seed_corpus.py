@@ -4,7 +4,8 @@ strongSwan charon captures in ike/tests/data/charon/ (real IKE messages and ESP 
 
 Each seed is named by the SHA-1 of its bytes, as libFuzzer names corpus files; running
 this again gives the same files. With cargo-fuzz installed, `cargo fuzz cmin <target>`
-minimizes a corpus grown from these seeds.
+minimizes a corpus grown from these seeds; the checked-in corpora of the six IKE/ESP
+targets are this script's seeds after `cargo +nightly fuzz cmin -O` (2026-12-07).
 """
 
 import glob
@@ -39,6 +40,42 @@ def write(target, seeds):
     for seed in seeds:
         with open(os.path.join(out, hashlib.sha1(seed).hexdigest()), "wb") as f:
             f.write(seed)
+
+
+def chain(first, buf):
+    """(type, body) of each payload of a chain starting with a payload of type `first`."""
+    kind, pos = first, 0
+    while kind != 0 and pos + 4 <= len(buf):
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if length < 4:
+            return
+        yield kind, buf[pos + 4:pos + length]
+        kind, pos = buf[pos], pos + length
+
+
+def inner_chains():
+    """(scenario, first payload type, chain) of every message: the plain one, and the
+    decrypted inner chain of each `.plain.hex` (its first type read from the SK header)."""
+    for path in sorted(glob.glob(os.path.join(CAPTURES, "*", "[0-9][0-9]-*.hex"))):
+        name = os.path.basename(path)
+        if re.match(r"\d\d-esp-", name) or name.endswith(".plain.hex"):
+            continue
+        scenario = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            msg = bytes.fromhex(f.read().strip())
+        yield scenario, msg[16], msg[28:]
+        plain = path[:-len(".hex")] + ".plain.hex"
+        if os.path.exists(plain):
+            sk = [b for k, b in chain(msg[16], msg[28:]) if k == 46]
+            # The SK payload's own header (before its body) names the first inner type.
+            pos = msg.index(sk[0]) - 4 if sk else None
+            if pos is not None:
+                with open(plain) as f:
+                    yield scenario, msg[pos], bytes.fromhex(f.read().strip())
+
+
+def text_seeds(target, texts):
+    write(target, [t.encode() for t in texts])
 
 
 def main():
@@ -77,6 +114,35 @@ def main():
         seed = bytes([mode]) + bytes(8) + bytes([1, len(forged)]) + forged
         cbc_seeds.append(seed + bytes([0, min(len(esp[0]), 255)]) + esp[0][:255])
     write("esp_decap_cbc", cbc_seeds)
+    chains = list(inner_chains())
+    # cp_decode: every CP payload body charon sent (CFG_REQUEST, CFG_REPLY), and each
+    # as a chain of one CP payload (generic header, next payload NONE).
+    cps = [b for _, first, c in chains for k, b in chain(first, c) if k == 47]
+    write("cp_decode", cps + [bytes([0, 0]) + (len(b) + 4).to_bytes(2, "big") + b for b in cps])
+    # mediation_decode: the mediation scenario's chains behind their first type, and
+    # every ME_ENDPOINT notify's data (notify type 40962).
+    med = [bytes([first]) + c for s, first, c in chains if s == "mediation"]
+    endpoints = [
+        b[4 + b[1]:]
+        for _, first, c in chains
+        for k, b in chain(first, c)
+        if k == 41 and len(b) >= 4 and int.from_bytes(b[2:4], "big") == 40962
+    ]
+    write("mediation_decode", med + endpoints)
+    # control_request: one request line of each command, as `esprit` sends them.
+    text_seeds("control_request", [
+        '{"cmd":"status"}\n',
+        '{"cmd":"initiate","conn":"site-b","child":null}\n',
+        '{"cmd":"initiate","conn":"site-b","child":"net"}\n',
+        '{"cmd":"terminate","conn":"site-b"}\n',
+        '{"cmd":"reload"}\n',
+        '{"cmd":"rekey","conn":"site-b","child":"net","ike":false}\n',
+        '{"cmd":"rekey","conn":"site-b","ike":true}\n',
+    ])
+    # config_parse: the README's configuration files (the ```toml blocks).
+    with open(os.path.join(HERE, "..", "README.md")) as f:
+        readme = f.read()
+    text_seeds("config_parse", re.findall(r"```toml\n(.*?)```", readme, re.S))
 
 
 if __name__ == "__main__":

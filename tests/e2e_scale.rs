@@ -46,9 +46,11 @@ fn responder(dir: &Path, total: usize) -> String {
     let mut t = daemon_section(dir, (500, 4500), "esprit-hub");
     // Every site may be half-open at once: the documented limit, raised past the
     // default 4,096 for the larger bench runs, so nothing is refused as overloaded.
+    // All sites share the initiators' one address, so the per-source share too.
+    let half_open = total.max(4096);
     t = t.replacen(
         "[daemon]\n",
-        &format!("[daemon]\nmax_half_open = {}\n", total.max(4096)),
+        &format!("[daemon]\nmax_half_open = {half_open}\nmax_half_open_per_source = {half_open}\n"),
         1,
     );
     t.push_str(

@@ -78,6 +78,11 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// How long a caller has to send its request line.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
+/// Reads one request line as the daemon does: any text gives a request or an error.
+pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
 /// Sends `req` to the daemon listening on `path` and waits for its answer.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Response> {
     let mut sock = UnixStream::connect(path).map_err(|e| {
@@ -178,7 +183,7 @@ async fn read_request(rd: impl tokio::io::AsyncRead + Unpin) -> Result<Request, 
         return Err(format!("request longer than {MAX_REQUEST} bytes"));
     }
     let text = std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?;
-    serde_json::from_str::<Request>(text).map_err(|e| format!("bad request: {e}"))
+    parse_request(text).map_err(|e| format!("bad request: {e}"))
 }
 
 async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {

@@ -1,7 +1,9 @@
 //! IKE message decode: any bytes parse or fail cleanly; what parses re-encodes to a
-//! message that parses back to the same representation. The mediation records read
-//! from a parsed message (a connectivity check, an ME_CONNECT's contents) and an
-//! ME_ENDPOINT read from the raw bytes round-trip the same way.
+//! message that parses back to the same representation when it has the input's length
+//! (the codec drops transform attributes other than Key Length, see
+//! ike/tests/fuzz_regressions.rs), and that encoding is a fixed point. The mediation
+//! records read from a parsed message (a connectivity check, an ME_CONNECT's contents)
+//! and an ME_ENDPOINT read from the raw bytes round-trip the same way.
 #![no_main]
 
 use ike::wire::mediation::{ConnectivityCheck, Endpoint, MeConnect};
@@ -12,7 +14,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Message::parse(data) {
         let bytes = m.to_bytes();
         let again = Message::parse(&bytes).expect("our own encoding must parse");
-        assert_eq!(again, m);
+        if bytes.len() == data.len() {
+            assert_eq!(again, m);
+        } else {
+            // Skipped attributes shorten the message, and with it the header's length
+            // and an SK payload's offset: only the payload kinds must stay.
+            let kinds = |m: &Message| m.payloads.iter().map(|p| p.kind()).collect::<Vec<_>>();
+            assert_eq!(kinds(&again), kinds(&m));
+        }
+        let third = Message::parse(&again.to_bytes()).expect("our own encoding must parse");
+        assert_eq!(third, again, "re-encoding is a fixed point");
         if let Ok(check) = ConnectivityCheck::from_message(&m) {
             let back = ConnectivityCheck::from_message(&check.to_message());
             assert_eq!(back.as_ref(), Ok(&check));

@@ -26,6 +26,10 @@ pub struct Config {
     pub cookie_threshold: usize,
     /// Half-open IKE SAs above which new IKE_SA_INIT requests are dropped.
     pub max_half_open: usize,
+    /// Half-open IKE SAs one source address may hold; its further IKE_SA_INIT requests
+    /// are dropped. Keep it above `cookie_threshold`: below the threshold no cookie
+    /// proves the source, so a spoofer using a victim's address could fill its share.
+    pub max_half_open_per_source: usize,
     /// Half-open responder SAs are forgotten after this long without IKE_AUTH.
     pub half_open_timeout: Duration,
     /// Largest IKE datagram we send before fragmenting (RFC 7383), IKE header included.
@@ -44,6 +48,7 @@ impl Default for Config {
             retransmit_max_interval: Duration::from_secs(30),
             cookie_threshold: 64,
             max_half_open: 4096,
+            max_half_open_per_source: 128,
             half_open_timeout: Duration::from_secs(30),
             fragment_size: 1280,
             max_ike_sas: 100_000,

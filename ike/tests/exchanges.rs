@@ -183,6 +183,109 @@ fn cookie_on_demand() {
     up(&mut p);
     // The first IKE_SA_INIT was answered with a COOKIE only; the retry echoed it.
     assert_eq!(inits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(p.b.ep.stats().cookies_sent, 1);
+}
+
+/// Issue 16 item 3: one source address holds at most `max_half_open_per_source`
+/// half-open SAs; its further IKE_SA_INIT requests go unanswered and are counted, other
+/// sources are still answered, and the source gets its share back once its SAs finish
+/// IKE_AUTH.
+#[test]
+fn half_open_limit_per_source() {
+    let config = Config {
+        max_half_open_per_source: 3,
+        ..Config::default()
+    };
+    let now = std::time::Instant::now();
+    let mut b = ike::endpoint::Endpoint::new(
+        config,
+        Box::new(ike::crypto::SeededRng::new(0xb0b)),
+        (now, wall_clock()),
+    );
+    b.add_connection(ike::config::Connection {
+        unique: ike::config::UniquePolicy::Never,
+        ..psk_b_conn(IKE, ESP)
+    });
+    // Five initiators behind one address (192.0.2.1, a NAT say) start at once.
+    let mut inits: Vec<ike::endpoint::Endpoint> = (0..5u64)
+        .map(|i| {
+            let mut a = ike::endpoint::Endpoint::new(
+                Config::default(),
+                Box::new(ike::crypto::SeededRng::new(i)),
+                (now, wall_clock()),
+            );
+            a.add_connection(psk_a_conn(IKE, ESP));
+            a.initiate(now, "site-b", None).unwrap();
+            a
+        })
+        .collect();
+    // b's answers go to every initiator; the ones that do not know the SPI drop them.
+    let exchange = |t: std::time::Instant,
+                    b: &mut ike::endpoint::Endpoint,
+                    inits: &mut [ike::endpoint::Endpoint]| {
+        for _ in 0..10 {
+            for a in inits.iter_mut() {
+                deliver_all(t, a, b);
+            }
+            while let Some(r) = b.poll_transmit() {
+                for a in inits.iter_mut() {
+                    a.handle(t, r.remote, r.local, &r.data);
+                }
+            }
+        }
+    };
+    for a in inits.iter_mut() {
+        deliver_all(now, a, &mut b);
+    }
+    let mut answered = 0;
+    while let Some(t) = b.poll_transmit() {
+        assert_eq!(exchange_of(&t), (iana::exchange::IKE_SA_INIT, true));
+        answered += 1;
+    }
+    assert_eq!(answered, 3, "three half-open SAs, two requests refused");
+    assert_eq!(b.stats().source_limited, 2);
+    assert_eq!(b.stats().overloaded, 0);
+    assert_eq!(b.ike_sas().len(), 3);
+    // Another source is not held back by 192.0.2.1's share.
+    let mut c = ike::endpoint::Endpoint::new(
+        Config::default(),
+        Box::new(ike::crypto::SeededRng::new(0xc)),
+        (now, wall_clock()),
+    );
+    c.add_connection(psk_conn(
+        "site-b",
+        [192, 0, 2, 3],
+        Some(B_IP),
+        "site-c",
+        "site-b",
+        "a long random secret",
+        IKE,
+        vec![],
+    ));
+    c.initiate(now, "site-b", None).unwrap();
+    deliver_all(now, &mut c, &mut b);
+    assert!(b.poll_transmit().is_some(), "c is answered");
+    while b.poll_transmit().is_some() {}
+    assert_eq!(b.stats().source_limited, 2);
+    // Lost answers are redone: the initiators retransmit. b's three half-open SAs
+    // need one retransmission of their IKE_SA_INIT answered, then finish IKE_AUTH and
+    // give the share back, so the two refused initiators get in on the next round.
+    let established = |ep: &ike::endpoint::Endpoint| {
+        ep.ike_sas()
+            .iter()
+            .filter(|s| s.state == "ESTABLISHED")
+            .count()
+    };
+    let mut t = now;
+    for _ in 0..4 {
+        t += Duration::from_secs(5);
+        for a in inits.iter_mut() {
+            a.handle_timeout(t);
+        }
+        exchange(t, &mut b, &mut inits);
+    }
+    assert_eq!(established(&b), 5, "{:?}", b.ike_sas());
+    assert_eq!(inits.iter().map(established).sum::<usize>(), 5);
 }
 
 #[test]

@@ -17,6 +17,7 @@
 //! - [`probe`]: TCP, UDP and ping probes between namespaces.
 //! - [`frr`]: FRR's zebra, bgpd and bfdd in a namespace ([`Frr`]), for route-based
 //!   tunnels.
+//! - [`flood`]: a paced UDP flood from spoofed sources ([`Flood`]).
 //! - [`certs`]: a throw-away CA and end-entity certificates ([`Pki`]).
 //! - [`scratch`]: a temporary directory guard ([`Scratch`]) for configurations and logs.
 //! - [`tools`]: the outside programs the tests use and the package of each.
@@ -28,6 +29,7 @@
 
 pub mod certs;
 pub mod esprit;
+pub mod flood;
 pub mod frr;
 pub mod impair;
 mod middlebox;
@@ -42,6 +44,7 @@ pub mod topo_mediation;
 pub mod wait;
 
 pub use certs::{subject_dn, KeyKind, Leaf, Pki};
+pub use flood::{Flood, FloodReport};
 pub use frr::{Frr, FrrConfig};
 pub use impair::{Impairment, Relay, RelayCounters};
 pub use netns::Netns;

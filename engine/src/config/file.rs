@@ -147,6 +147,10 @@ pub struct DaemonSection {
     /// Half-open IKE SAs above which new IKE_SA_INIT requests go unanswered (counted
     /// as `overloaded` in status).
     pub max_half_open: usize,
+    /// Half-open IKE SAs one source address may hold (further requests counted as
+    /// `source_limited`); above `cookie_threshold` so a spoofer cannot fill a victim's
+    /// share before cookies are asked for.
+    pub max_half_open_per_source: usize,
     /// Most IKE SAs the daemon holds.
     pub max_ike_sas: usize,
 }
@@ -164,6 +168,7 @@ impl Default for DaemonSection {
             socket_buffer: 8 << 20,
             cookie_threshold: 64,
             max_half_open: 4096,
+            max_half_open_per_source: 128,
             max_ike_sas: 100_000,
         }
     }

@@ -84,6 +84,8 @@ pub struct Daemon {
     pub cookie_threshold: usize,
     /// Half-open SAs past which IKE_SA_INIT requests are dropped.
     pub max_half_open: usize,
+    /// Half-open SAs one source address may hold.
+    pub max_half_open_per_source: usize,
     /// Most IKE SAs.
     pub max_ike_sas: usize,
 }
@@ -191,6 +193,7 @@ impl Resolved {
             retransmit_tries: self.daemon.retransmit_tries,
             cookie_threshold: self.daemon.cookie_threshold,
             max_half_open: self.daemon.max_half_open,
+            max_half_open_per_source: self.daemon.max_half_open_per_source,
             max_ike_sas: self.daemon.max_ike_sas,
             ..Config::default()
         }
@@ -271,13 +274,17 @@ fn daemon(cx: &Cx<'_>, d: &DaemonSection) -> Result<Daemon, ConfigError> {
     if d.retransmit_timeout.is_zero() {
         return Err(cx.err("daemon.retransmit_timeout", "must be longer than 0s"));
     }
-    if d.max_half_open == 0 || d.max_ike_sas == 0 {
-        let key = if d.max_half_open == 0 {
-            "daemon.max_half_open"
-        } else {
-            "daemon.max_ike_sas"
-        };
-        return Err(cx.err(key, "must be at least 1"));
+    for (key, n) in [
+        ("daemon.max_half_open", d.max_half_open),
+        (
+            "daemon.max_half_open_per_source",
+            d.max_half_open_per_source,
+        ),
+        ("daemon.max_ike_sas", d.max_ike_sas),
+    ] {
+        if n == 0 {
+            return Err(cx.err(key, "must be at least 1"));
+        }
     }
     if d.socket_buffer < 64 * 1024 {
         return Err(cx.err(
@@ -297,6 +304,7 @@ fn daemon(cx: &Cx<'_>, d: &DaemonSection) -> Result<Daemon, ConfigError> {
         socket_buffer: d.socket_buffer,
         cookie_threshold: d.cookie_threshold,
         max_half_open: d.max_half_open,
+        max_half_open_per_source: d.max_half_open_per_source,
         max_ike_sas: d.max_ike_sas,
     })
 }

@@ -734,6 +734,8 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "integrity": ike.integrity,
                 "unexpected": ike.unexpected,
                 "overloaded": ike.overloaded,
+                "source_limited": ike.source_limited,
+                "cookies_sent": ike.cookies_sent,
                 "retransmits": ike.retransmits,
                 "replaced_ike_sas": ike.replaced,
                 "refused_closing": ike.refused_closing,

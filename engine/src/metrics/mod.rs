@@ -283,6 +283,12 @@ fn encode_ike(f: &mut Family<'_, '_>, s: &ike::endpoint::Stats) -> Result<(), st
         &[(&[], s.retransmits)],
     )?;
     f.counter(
+        "ike_cookies_sent",
+        "IKE_SA_INIT requests answered with a COOKIE (RFC 7296 2.6).",
+        None,
+        &[(&[], s.cookies_sent)],
+    )?;
+    f.counter(
         "ike_replaced",
         "IKE SAs removed for a newer one with the same identities (INITIAL_CONTACT or the unique policy).",
         None,
@@ -298,6 +304,7 @@ fn encode_ike(f: &mut Family<'_, '_>, s: &ike::endpoint::Stats) -> Result<(), st
             (&[("reason", "integrity")], s.integrity),
             (&[("reason", "unexpected")], s.unexpected),
             (&[("reason", "overloaded")], s.overloaded),
+            (&[("reason", "source_limited")], s.source_limited),
             (&[("reason", "shutting_down")], s.refused_closing),
         ],
     )

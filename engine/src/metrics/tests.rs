@@ -96,6 +96,7 @@ fn families_have_their_names_and_types() {
         ("esprit_dpd_timeouts_total", "counter"),
         ("esprit_ike_retransmits_total", "counter"),
         ("esprit_ike_replaced_total", "counter"),
+        ("esprit_ike_cookies_sent_total", "counter"),
         ("esprit_ike_drops_total", "counter"),
         ("esprit_child_sa_bytes_total", "counter"),
         ("esprit_child_sa_packets_total", "counter"),

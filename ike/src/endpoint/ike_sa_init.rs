@@ -409,6 +409,7 @@ impl IkeSa {
                 _ => None,
             };
             if got != Some(want.as_slice()) {
+                ctx.stats.cookies_sent += 1;
                 reply(ctx, vec![notify_payload(notify::COOKIE, want)]);
                 return Ok(None);
             }

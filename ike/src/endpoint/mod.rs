@@ -24,8 +24,9 @@ mod pool;
 mod rekey_ike;
 mod timer;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{AuthFailure, PeerMisbehaved};
@@ -74,6 +75,8 @@ pub enum Dropped {
     Unexpected,
     /// Too many half-open SAs.
     Overloaded,
+    /// Too many half-open SAs from this source address.
+    SourceLimit,
     /// A new IKE SA asked for while the endpoint shuts down ([`Endpoint::shutdown`]).
     ShuttingDown,
 }
@@ -91,6 +94,11 @@ pub struct Stats {
     pub unexpected: u64,
     /// IKE_SA_INIT requests refused for load.
     pub overloaded: u64,
+    /// IKE_SA_INIT requests refused because their source address holds
+    /// `max_half_open_per_source` half-open SAs.
+    pub source_limited: u64,
+    /// IKE_SA_INIT requests answered with a COOKIE (RFC 7296 2.6).
+    pub cookies_sent: u64,
     /// Retransmissions we sent.
     pub retransmits: u64,
     /// IKE SAs removed for a newer one with the same identities (INITIAL_CONTACT or the
@@ -122,6 +130,7 @@ impl Stats {
             Dropped::Integrity => self.integrity += 1,
             Dropped::Unexpected => self.unexpected += 1,
             Dropped::Overloaded => self.overloaded += 1,
+            Dropped::SourceLimit => self.source_limited += 1,
             Dropped::ShuttingDown => self.refused_closing += 1,
         }
     }
@@ -360,6 +369,8 @@ pub struct Endpoint {
     /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
     /// IKE_SA_INIT requests (RFC 7296 2.1).
     half_open: HashMap<(SocketAddr, u64), IkeSaId>,
+    /// Half-open responder SAs per source address (the `half_open` entries by IP).
+    half_open_by_ip: HashMap<IpAddr, usize>,
     /// Responder side: (peer address, peer's SPIi) -> every SA we built from an
     /// IKE_SA_INIT, half-open or not, so a late retransmission of a request we already
     /// completed makes no new half-open SA.
@@ -418,6 +429,7 @@ impl Endpoint {
             sas: HashMap::new(),
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
+            half_open_by_ip: HashMap::new(),
             by_init: HashMap::new(),
             by_child: HashMap::new(),
             by_peer: HashMap::new(),
@@ -624,6 +636,12 @@ impl Endpoint {
             if sa.is_dead() || sa.is_established() {
                 if let Some(from) = sa.half_open_from.take() {
                     self.half_open.remove(&(from, sa.spi_i));
+                    if let Entry::Occupied(mut n) = self.half_open_by_ip.entry(from.ip()) {
+                        *n.get_mut() -= 1;
+                        if *n.get() == 0 {
+                            n.remove();
+                        }
+                    }
                 }
             }
             if sa.is_dead() {
@@ -788,6 +806,10 @@ impl Endpoint {
         {
             return Err(Dropped::Overloaded);
         }
+        let from_ip = self.half_open_by_ip.get(&remote.ip()).copied();
+        if from_ip.unwrap_or(0) >= self.shared.config.max_half_open_per_source {
+            return Err(Dropped::SourceLimit);
+        }
         let required = self.half_open.len() >= self.shared.config.cookie_threshold;
         let mut ctx = self.shared.ctx(now);
         let cookie = ike_sa_init::CookieJar {
@@ -801,6 +823,7 @@ impl Endpoint {
         sa.half_open_from = Some(remote);
         sa.init_from = Some(remote);
         self.half_open.insert((remote, h.spi_i), id);
+        *self.half_open_by_ip.entry(remote.ip()).or_default() += 1;
         self.by_init.insert((remote, h.spi_i), id);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);

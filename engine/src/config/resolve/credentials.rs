@@ -188,8 +188,21 @@ fn read_certs(cx: &Cx<'_>, key: &str, p: &Path) -> Result<Vec<Vec<u8>>, ConfigEr
         .map_err(|e| cx.err(key, format!("{}: {e}", path.display())))
 }
 
+/// Largest certificate or key file read: a key or a chain is a few KiB, and a path
+/// such as `/dev/zero` must fail instead of filling memory.
+const MAX_CREDENTIAL_FILE: u64 = 1 << 20;
+
 fn read(cx: &Cx<'_>, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| cx.err(key, format!("{}: cannot read: {e}", path.display())))
+    use std::io::Read;
+    let fail = |e: String| cx.err(key, format!("{}: cannot read: {e}", path.display()));
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CREDENTIAL_FILE + 1).read_to_end(&mut data))
+        .map_err(|e| fail(e.to_string()))?;
+    if data.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(fail(format!("larger than {MAX_CREDENTIAL_FILE} bytes")));
+    }
+    Ok(data)
 }
 
 /// A certificate's subject as a DER_ASN1_DN identity.

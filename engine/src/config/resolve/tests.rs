@@ -65,6 +65,7 @@ fn the_documented_sample_resolves_with_a_psk() {
             socket_buffer: 8 << 20,
             cookie_threshold: 64,
             max_half_open: 4096,
+            max_half_open_per_source: 128,
             max_ike_sas: 100_000,
         }
     );
@@ -439,15 +440,26 @@ fn daemon_limits_are_settings_and_bad_ones_are_named() {
         let text = SAMPLE.replacen("[daemon]\n", &format!("[daemon]\n{extra}\n"), 1);
         sample(&text)
     };
-    let r =
-        with("max_half_open = 10000\ncookie_threshold = 500\nsocket_buffer = 33554432").unwrap();
+    let r = with(
+        "max_half_open = 10000\ncookie_threshold = 500\nsocket_buffer = 33554432\n\
+         max_half_open_per_source = 700",
+    )
+    .unwrap();
     assert_eq!(r.daemon.max_half_open, 10_000);
+    assert_eq!(r.ike_config().max_half_open_per_source, 700);
     assert_eq!(r.ike_config().max_half_open, 10_000);
     assert_eq!(r.ike_config().cookie_threshold, 500);
     assert_eq!(r.daemon.socket_buffer, 32 << 20);
     let e = with("max_half_open = 0").unwrap_err().to_string();
     assert!(
         e.contains("daemon.max_half_open: must be at least 1"),
+        "{e}"
+    );
+    let e = with("max_half_open_per_source = 0")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("daemon.max_half_open_per_source: must be at least 1"),
         "{e}"
     );
     let e = with("socket_buffer = 1000").unwrap_err().to_string();
@@ -567,4 +579,18 @@ fn metrics_listen_is_an_address_and_port() {
     let typo = format!("{SAMPLE}\n[metrics]\nlisten_addr = \"127.0.0.1:9000\"\n");
     let e = parse(path, &typo).unwrap_err();
     assert_eq!(e.key, "metrics.listen_addr", "{e}");
+}
+
+/// Fuzzing the config (issue 16 item 4): a certificate path naming an endless file
+/// (`/dev/zero`) fails at its key instead of reading until memory runs out.
+#[test]
+fn an_endless_certificate_file_is_refused() {
+    let text = SAMPLE.replace(
+        "auth = \"psk\"\nid = \"C=CN, O=Local Cluster, CN=site-b\"\ncacerts = [\"ca.pem\"]",
+        "auth = \"pubkey\"\nid = \"C=CN, O=Local Cluster, CN=site-b\"\ncacerts = [\"/dev/zero\"]",
+    );
+    assert_ne!(text, SAMPLE);
+    let e = sample(&text).expect_err("/dev/zero is no CA file");
+    assert!(e.key.contains("cacerts"), "{e}");
+    assert!(e.reason.contains("larger than 1048576 bytes"), "{e}");
 }
