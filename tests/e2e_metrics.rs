@@ -9,13 +9,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{psk_net, Bench, Who, POLL, SETUP};
-use esprit::testbed::{ping_stats, tools, wait_ok, Netns, Scratch};
+use esprit::testbed::{http_get, ping_stats, tools, wait_ok, Netns, Scratch};
 
 /// Where each daemon serves its metrics, on its own namespace's loopback.
 const LISTEN: &str = "127.0.0.1:9108";
@@ -25,29 +25,6 @@ const PROMETHEUS: &str = "127.0.0.1:9190";
 const PINGS: u32 = 10;
 /// An echo request as the tunnel carries it: IPv4 header, ICMP header, 48 bytes of data.
 const PING_BYTES: u64 = 20 + 8 + 48;
-
-/// `GET path` over HTTP/1.1 from inside `ns`: (status code, body).
-fn http_get(ns: &Netns, addr: &str, path: &str) -> io::Result<(u16, String)> {
-    let addr: SocketAddr = addr.parse().map_err(io::Error::other)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let answer = ns.enter(move || -> io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(request.as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("no header end in {answer:?}")))?;
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok((code, body.to_string()))
-}
 
 /// Scrapes `/metrics` in `ns`, which must answer 200.
 fn scrape(ns: &Netns) -> String {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use engine::netstack::PipeStats;
 use engine::status::Status;
 use esprit::testbed::esprit::Daemon;
-use esprit::testbed::{wait_ok, Netns, Topology};
+use esprit::testbed::{http_get, wait_ok, Netns, Topology};
 use ring::digest::{digest, Context, SHA256};
 
 const SETUP: Duration = Duration::from_secs(20);
@@ -44,6 +44,9 @@ port = 5500
 port_nat_t = 5501
 control_socket = "{sock}"
 keepalive = "0s"
+
+[metrics]
+listen = "127.0.0.1:9100"
 
 [netstack]
 addrs = ["{A_STACK}"]
@@ -482,6 +485,24 @@ fn pipes_through_an_unprivileged_netstack() {
         text.contains("pipe back: reverse tcp 10.96.1.5:2222 -> localhost:7777"),
         "{text}"
     );
+
+    // The same figures in /metrics, served by the unprivileged daemon.
+    let (code, metrics) = http_get(a, "127.0.0.1:9100", "/metrics").expect("scrape");
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        format!("esprit_pipe_bytes_total{{pipe=\"bulk\",direction=\"up\"}} {BULK}"),
+        "esprit_pipe_connections_opened_total{pipe=\"echo\"} 100".to_string(),
+        "esprit_pipe_connections{pipe=\"web\"} 0".to_string(),
+        format!(
+            "esprit_pipe_bytes_total{{pipe=\"back\",direction=\"up\"}} {}",
+            1 << 20
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
 }
 
 /// b is a hub with a pool; a's netstack has no addresses of its own and takes the

@@ -486,6 +486,29 @@ impl XorShift {
     }
 }
 
+/// `GET path` over HTTP/1.1 from inside `ns`: (status code, body).
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> io::Result<(u16, String)> {
+    let addr: SocketAddr = addr.parse().map_err(io::Error::other)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let answer = ns.enter(move || -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no header end in {answer:?}")))?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((code, body.to_string()))
+}
+
 /// Gives a probe's receiving socket 8 MiB of buffer, past `rmem_max` (the tests run as
 /// root): on two busy cores the receiving thread may fall behind a burst that a tunnel
 /// delivered in one GRO write, and a datagram the probe itself failed to read is not
