@@ -8,9 +8,8 @@
 //!
 //! Side A has two gateways, a1 and a2, each in its own namespace with its own esprit and
 //! its own route-based tunnel to the one remote gateway b. b is one esprit daemon with two
-//! route-based connections (ss1 to a1, ss2 to a2), one per outer address: a responder
-//! picks the connection by address at IKE_SA_INIT, and one remote box mirrors the usual
-//! cloud VPN gateway. c is the client router behind side A with the client address
+//! route-based connections (ss1 to a1, ss2 to a2), one per outer address (each gateway
+//! dials its own), as one remote box mirrors the usual cloud VPN gateway. c is the client router behind side A with the client address
 //! 10.96.1.1; the host behind b is 10.96.2.1 on b.
 //!
 //! FRR runs on all four: eBGP c (AS 65100) <-> a1, a2 (AS 65001) <-> b (AS 65002) over the
