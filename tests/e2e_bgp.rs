@@ -59,36 +59,8 @@ secret = "bgp over esprit test secret, long enough"
     )
 }
 
-/// One side's FRR: bgpd in AS 6500{side} peering with the other end of ss0 and
-/// announcing 10.96.{side}.0/24; zebra gives the routes BGP installs the source
-/// 10.96.{side}.1, so the traffic between the subnets carries subnet addresses.
-fn frr_config(side: u8) -> FrrConfig {
-    let other = 3 - side;
-    FrrConfig {
-        zebra: format!(
-            "route-map SRC permit 10\n set src 10.96.{side}.1\nip protocol bgp route-map SRC\n"
-        ),
-        bgpd: format!(
-            "router bgp 6500{side}
- bgp router-id 169.254.100.{side}
- no bgp ebgp-requires-policy
- neighbor 169.254.100.{other} remote-as 6500{other}
- neighbor 169.254.100.{other} timers 3 9
- neighbor 169.254.100.{other} timers connect 1
- address-family ipv4 unicast
-  network 10.96.{side}.0/24
- exit-address-family
-"
-        ),
-        bfdd: None,
-    }
-}
-
 fn start(ns: &Netns, dir: &Path, toml: &str) -> Daemon {
-    std::fs::create_dir_all(dir).expect("dir");
-    let cfg = dir.join("esprit.toml");
-    std::fs::write(&cfg, toml).expect("config");
-    Daemon::start_with(exe(), ns, &cfg, dir).expect("esprit")
+    Daemon::start_toml(exe(), ns, dir, toml).expect("esprit")
 }
 
 fn child(s: &Status) -> Option<&ChildSaStatus> {
@@ -143,8 +115,8 @@ fn bgp_over_a_route_based_tunnel_routes_the_subnets_through_it() {
         ns.ip(&["route", "add", "blackhole", &format!("10.96.{side}.0/24")])
             .expect("anchor route");
     }
-    let frr_a = Frr::start(a, &topo.dir().join("frr-a"), &frr_config(1)).expect("frr a");
-    let frr_b = Frr::start(b, &topo.dir().join("frr-b"), &frr_config(2)).expect("frr b");
+    let frr_a = Frr::start(a, &topo.dir().join("frr-a"), &FrrConfig::two_sites(1)).expect("frr a");
+    let frr_b = Frr::start(b, &topo.dir().join("frr-b"), &FrrConfig::two_sites(2)).expect("frr b");
     let (da, db) = (topo.dir().join("a"), topo.dir().join("b"));
     let mut dmn_b = start(
         b,

@@ -74,10 +74,7 @@ secret = "route-based test secret, long enough"
 }
 
 fn start(ns: &Netns, dir: &Path, toml: &str) -> Daemon {
-    std::fs::create_dir_all(dir).expect("dir");
-    let cfg = dir.join("esprit.toml");
-    std::fs::write(&cfg, toml).expect("config");
-    Daemon::start_with(exe(), ns, &cfg, dir).expect("esprit")
+    Daemon::start_toml(exe(), ns, dir, toml).expect("esprit")
 }
 
 fn child<'a>(s: &'a Status, conn: &str) -> Option<&'a engine::status::ChildSaStatus> {

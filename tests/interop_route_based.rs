@@ -77,30 +77,6 @@ secret = "{SECRET}"
     )
 }
 
-/// bgpd in AS 6500{side}, peering with the other link address, announcing
-/// 10.96.{side}.0/24; zebra sources BGP's routes from 10.96.{side}.1.
-fn frr_config(side: u8) -> FrrConfig {
-    let other = 3 - side;
-    FrrConfig {
-        zebra: format!(
-            "route-map SRC permit 10\n set src 10.96.{side}.1\nexit\nip protocol bgp route-map SRC\n"
-        ),
-        bgpd: format!(
-            "router bgp 6500{side}
- bgp router-id 169.254.100.{side}
- no bgp ebgp-requires-policy
- neighbor 169.254.100.{other} remote-as 6500{other}
- neighbor 169.254.100.{other} timers 3 9
- neighbor 169.254.100.{other} timers connect 1
- address-family ipv4 unicast
-  network 10.96.{side}.0/24
- exit-address-family
-"
-        ),
-        bfdd: None,
-    }
-}
-
 fn child(s: &Status) -> Option<&ChildSaStatus> {
     s.ike_sas
         .iter()
@@ -162,8 +138,8 @@ fn esprit_and_charon_route_based_with_bgp() {
     // kernel-libipsec made ipsec0 when it loaded; it becomes the link of the tunnel.
     b.ip(&["addr", "add", "169.254.100.2/30", "dev", "ipsec0"])
         .expect("link address on ipsec0");
-    let frr_a = Frr::start(a, &topo.dir().join("frr-a"), &frr_config(1)).expect("frr a");
-    let frr_b = Frr::start(b, &topo.dir().join("frr-b"), &frr_config(2)).expect("frr b");
+    let frr_a = Frr::start(a, &topo.dir().join("frr-a"), &FrrConfig::two_sites(1)).expect("frr a");
+    let frr_b = Frr::start(b, &topo.dir().join("frr-b"), &FrrConfig::two_sites(2)).expect("frr b");
 
     let da = topo.dir().join("esprit");
     std::fs::create_dir_all(&da).expect("dir");

@@ -222,6 +222,14 @@ impl Daemon {
         Self::start_with(exe, ns, &config, dir)
     }
 
+    /// Writes `toml` to `dir/esprit.toml` (creating `dir`) and starts a daemon on it.
+    pub fn start_toml(exe: &Path, ns: &Netns, dir: &Path, toml: &str) -> io::Result<Daemon> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("esprit.toml");
+        std::fs::write(&config, toml)?;
+        Self::start_with(exe, ns, &config, dir)
+    }
+
     /// Starts a daemon on an existing configuration file.
     pub fn start_with(exe: &Path, ns: &Netns, config: &Path, dir: &Path) -> io::Result<Daemon> {
         Self::start_wrapped(&[], exe, ns, config, dir)

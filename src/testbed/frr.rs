@@ -47,6 +47,35 @@ pub struct FrrConfig {
     pub bfdd: Option<String>,
 }
 
+impl FrrConfig {
+    /// One of two sites (`side` 1 or 2) joined by a route-based tunnel with link
+    /// addresses 169.254.100.1/30 and .2: bgpd in AS 6500{side} peers with the other
+    /// link address (keepalive 3 s, hold 9 s, connect retry 1 s) and announces
+    /// 10.96.{side}.0/24; zebra gives the routes BGP installs the source 10.96.{side}.1,
+    /// so traffic between the subnets carries subnet addresses.
+    pub fn two_sites(side: u8) -> FrrConfig {
+        let other = 3 - side;
+        FrrConfig {
+            zebra: format!(
+                "route-map SRC permit 10\n set src 10.96.{side}.1\nexit\nip protocol bgp route-map SRC\n"
+            ),
+            bgpd: format!(
+                "router bgp 6500{side}
+ bgp router-id 169.254.100.{side}
+ no bgp ebgp-requires-policy
+ neighbor 169.254.100.{other} remote-as 6500{other}
+ neighbor 169.254.100.{other} timers 3 9
+ neighbor 169.254.100.{other} timers connect 1
+ address-family ipv4 unicast
+  network 10.96.{side}.0/24
+ exit-address-family
+"
+            ),
+            bfdd: None,
+        }
+    }
+}
+
 /// FRR daemons running in a namespace; stopped by PID on drop (bfdd and bgpd first,
 /// then zebra).
 #[derive(Debug)]
