@@ -138,11 +138,26 @@ impl Lab<'_> {
         // a slow (debug, loaded) run can reach while the traffic is still flowing: then
         // the new SA's successor carries the rest. What must hold is that the old SA
         // carried none of it, so any SA since the rekey counts.
-        let carried = after
+        let find = |st: &engine::status::Status| {
+            st.ike_sas
+                .iter()
+                .flat_map(|s| &s.children)
+                .find(|c| c.spi_in != old.spi_in && c.packets_in > 0 && c.packets_out > 0)
+                .cloned()
+        };
+        let mut carried = find(&after);
+        let rekeyed_again = !after
             .ike_sas
             .iter()
             .flat_map(|s| &s.children)
-            .find(|c| c.spi_in != old.spi_in && c.packets_in > 0 && c.packets_out > 0);
+            .any(|c| c.spi_in == new.spi_in);
+        if carried.is_none() && rekeyed_again {
+            // esprit rekeyed again between the end of the traffic and this look, and the
+            // new SA (with its counters) is gone already: send again over its successor.
+            self.traffic("after the second child rekey: ")?;
+            let again = self.esprit().status().map_err(|e| e.to_string())?;
+            carried = find(&again);
+        }
         let Some(carried) = carried else {
             return Err(format!(
                 "the new child SA {} (and any successor) carried nothing",
