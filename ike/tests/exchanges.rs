@@ -579,6 +579,7 @@ fn rekey_child(side: Side, esp: &str) {
         .expect("ChildUp for the rekey");
     let down_at = ev.iter().position(|e| matches!(e, Event::ChildDown { spi_in, reason: DownReason::Rekeyed, .. } if *spi_in == old.0)).expect("old child down as rekeyed");
     assert!(up_at < down_at);
+    p.assert_no_loss();
     for n in [&p.a, &p.b] {
         let s = n.ep.stats();
         assert_eq!((s.handshakes, s.child_rekeys, s.ike_rekeys), (1, 1, 0));
@@ -641,6 +642,7 @@ fn simultaneous_child_rekey_leaves_exactly_one_pair() {
             p.b.child_spis()
         );
         assert!(!p.a.children.contains_key(&a_in));
+        p.assert_no_loss();
     }
 }
 

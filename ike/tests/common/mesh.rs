@@ -113,18 +113,14 @@ impl Mesh {
 
     /// Adds a host at `ip` (private when `router` is given); returns its index.
     pub fn add(&mut self, config: Config, seed: u64, ip: [u8; 4], router: Option<Router>) -> usize {
-        let node = Node {
-            ep: Endpoint::new(
+        let node = Node::new(
+            Endpoint::new(
                 config,
                 Box::new(SeededRng::new(seed)),
                 (self.now, wall_clock()),
             ),
-            ip: IpAddr::from(ip),
-            events: Vec::new(),
-            children: HashMap::new(),
-            ike_up: 0,
-            ike_down: Vec::new(),
-        };
+            IpAddr::from(ip),
+        );
         self.hosts.push(Host { node, router });
         self.hosts.len() - 1
     }
@@ -159,7 +155,7 @@ impl Mesh {
                 let at = self.now + self.latency;
                 self.net.push((at, self.seq, i, t));
             }
-            self.hosts[i].node.absorb();
+            self.hosts[i].node.absorb(self.now);
         }
     }
 

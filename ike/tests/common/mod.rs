@@ -15,7 +15,9 @@ use ike::crypto::SeededRng;
 use ike::endpoint::{ChildSaInfo, DownReason, Endpoint, Event, Transmit};
 use ike::proposal::ProposalSet;
 
+pub mod dataplane;
 pub mod mesh;
+pub mod msg;
 use ike::ts;
 
 /// 2026-11-01, inside the test certificates' validity.
@@ -42,11 +44,27 @@ pub struct Node {
     pub children: HashMap<u32, ChildSaInfo>,
     pub ike_up: usize,
     pub ike_down: Vec<DownReason>,
+    /// What the engine's SA tables would hold (see [`dataplane`]).
+    pub dp: dataplane::DpModel,
 }
 
 impl Node {
-    fn absorb(&mut self) {
+    /// A node for `ep` at `ip`.
+    pub fn new(ep: Endpoint, ip: IpAddr) -> Node {
+        Node {
+            ep,
+            ip,
+            events: Vec::new(),
+            children: HashMap::new(),
+            ike_up: 0,
+            ike_down: Vec::new(),
+            dp: dataplane::DpModel::default(),
+        }
+    }
+
+    pub(crate) fn absorb(&mut self, now: Instant) {
         while let Some(ev) = self.ep.poll_event() {
+            self.dp.apply(now, &ev);
             match &ev {
                 Event::ChildUp(c) => {
                     let info = ChildSaInfo {
@@ -111,6 +129,17 @@ pub enum Fate {
     Duplicate,
     /// Deliver after this extra delay (reordering).
     Delay(Duration),
+    /// Keep it in [`Pair::held`] until the test releases it ([`Pair::release`]).
+    Hold,
+}
+
+/// A datagram that would have been lost by the engine: at `at` (since the pair was
+/// made), `from`'s outbound SA `spi` had no inbound SA at the other side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loss {
+    pub at: Duration,
+    pub from: Side,
+    pub spi: u32,
 }
 
 /// Two endpoints and the network between them.
@@ -125,6 +154,11 @@ pub struct Pair {
     pub sent: usize,
     pub filter: Option<Filter>,
     pub nat: Option<Nat>,
+    /// Datagrams a filter held back ([`Fate::Hold`]), in the order sent.
+    pub held: Vec<Transmit>,
+    /// Every instant at which the engines' SA tables would have lost traffic.
+    pub losses: Vec<Loss>,
+    start: Instant,
 }
 
 pub const A_IP: [u8; 4] = [192, 0, 2, 1];
@@ -133,17 +167,15 @@ pub const B_IP: [u8; 4] = [192, 0, 2, 2];
 impl Pair {
     pub fn new(config: Config) -> Pair {
         let now = Instant::now();
-        let mk = |seed: u64, ip: [u8; 4]| Node {
-            ep: Endpoint::new(
-                config.clone(),
-                Box::new(SeededRng::new(seed)),
-                (now, wall_clock()),
-            ),
-            ip: IpAddr::from(ip),
-            events: Vec::new(),
-            children: HashMap::new(),
-            ike_up: 0,
-            ike_down: Vec::new(),
+        let mk = |seed: u64, ip: [u8; 4]| {
+            Node::new(
+                Endpoint::new(
+                    config.clone(),
+                    Box::new(SeededRng::new(seed)),
+                    (now, wall_clock()),
+                ),
+                IpAddr::from(ip),
+            )
         };
         Pair {
             now,
@@ -155,6 +187,52 @@ impl Pair {
             sent: 0,
             filter: None,
             nat: None,
+            held: Vec::new(),
+            losses: Vec::new(),
+            start: now,
+        }
+    }
+
+    /// Sends the held datagrams that match `pick` now (after the usual latency), in the
+    /// order they were held; returns how many.
+    pub fn release(&mut self, mut pick: impl FnMut(&Transmit) -> bool) -> usize {
+        let held = std::mem::take(&mut self.held);
+        let mut n = 0;
+        for t in held {
+            if pick(&t) {
+                let at = self.now + self.latency;
+                self.push(at, t);
+                n += 1;
+            } else {
+                self.held.push(t);
+            }
+        }
+        n
+    }
+
+    /// Fails when the engines would have lost traffic at some instant (see
+    /// [`dataplane`]): the make-before-break check of every scenario.
+    pub fn assert_no_loss(&self) {
+        assert!(
+            self.losses.is_empty(),
+            "traffic would be lost: {:?}",
+            &self.losses[..self.losses.len().min(8)]
+        );
+    }
+
+    fn check_dataplane(&mut self) {
+        let now = self.now;
+        for (from, to, side) in [(&self.a, &self.b, Side::A), (&self.b, &self.a, Side::B)] {
+            for spi in dataplane::check(&from.dp, &to.dp, now) {
+                let loss = Loss {
+                    at: now - self.start,
+                    from: side,
+                    spi,
+                };
+                if !self.losses.iter().any(|l| l.from == side && l.spi == spi) {
+                    self.losses.push(loss);
+                }
+            }
         }
     }
 
@@ -199,10 +277,13 @@ impl Pair {
                         self.push(at + Duration::from_millis(1), t);
                     }
                     Fate::Delay(d) => self.push(at + d, t),
+                    Fate::Hold => self.held.push(t),
                 }
             }
-            self.node(side).absorb();
+            let now = self.now;
+            self.node(side).absorb(now);
         }
+        self.check_dataplane();
     }
 
     fn push(&mut self, at: Instant, t: Transmit) {
