@@ -107,7 +107,7 @@ impl DpModel {
 pub fn check(from: &DpModel, to: &DpModel, now: Instant) -> Vec<u32> {
     from.sending()
         .into_iter()
-        .filter(|&(spi, fresh)| !to.accepts(spi, now) && !(fresh && !to.ever_had(spi)))
+        .filter(|&(spi, fresh)| !to.accepts(spi, now) && (!fresh || to.ever_had(spi)))
         .map(|(spi, _)| spi)
         .collect()
 }
