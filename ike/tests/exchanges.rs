@@ -922,6 +922,106 @@ fn dpd_detects_a_dead_peer() {
     assert_eq!(after.handshake_failures.iter().sum::<u64>(), 0);
 }
 
+/// b restarts (a fresh endpoint, same address, no memory of the SA) while a's liveness
+/// checks run every `dpd`: returns when a declared the SA dead, and a's stats.
+fn restarted_peer(p: &mut Pair) -> Duration {
+    let config = p.b.ep.connections()[0].clone();
+    let now = p.now;
+    let mut ep = ike::endpoint::Endpoint::new(
+        Config::default(),
+        Box::new(ike::crypto::SeededRng::new(99)),
+        (now, wall_clock()),
+    );
+    ep.add_connection(config);
+    p.b = Node::new(ep, p.b.ip);
+    let start = p.now;
+    assert!(p.run_until(Duration::from_secs(600), |p| !p.a.ike_down.is_empty()));
+    assert_eq!(p.a.ike_down, vec![DownReason::DpdTimeout]);
+    p.now - start
+}
+
+#[test]
+fn restarted_peer_answers_invalid_ike_spi_and_the_liveness_check_ends_early() {
+    // RFC 7296 2.21.4. Without the hint a's check would run the whole schedule (2 s
+    // timeout, 5 tries: 2+4+8+16+32+30 s after the DPD delay).
+    let dpd = Duration::from_secs(10);
+    let mut p = psk_pair(IKE, ESP);
+    let mut c = p.a.ep.connections()[0].clone();
+    c.dpd_delay = Some(dpd);
+    p.a.ep.add_connection(c);
+    up(&mut p);
+    let took = restarted_peer(&mut p);
+    assert!(
+        took <= dpd + Duration::from_millis(1100),
+        "dead after {took:?}"
+    );
+    assert_eq!(
+        p.b.ep.stats().invalid_spi_sent,
+        2,
+        "the check and its last try"
+    );
+    let s = p.a.ep.stats();
+    assert_eq!((s.invalid_spi_hints, s.dpd_timeouts), (1, 1), "{s:?}");
+}
+
+#[test]
+fn forged_invalid_ike_spi_does_not_end_a_live_sa() {
+    // Anyone who saw the SPIs can forge the unprotected answer; the real peer answers the
+    // last try, so the SA lives on.
+    let dpd = Duration::from_secs(10);
+    let mut p = psk_pair(IKE, ESP);
+    let mut c = p.a.ep.connections()[0].clone();
+    c.dpd_delay = Some(dpd);
+    p.a.ep.add_connection(c);
+    up(&mut p);
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(None));
+    let seen = dropped.clone();
+    // b's first answer to a's liveness check is lost and a forged INVALID_IKE_SPI
+    // arrives in its place.
+    p.filter = Some(Box::new(move |_, t| {
+        let m = msg::info(t).unwrap();
+        if m.exchange == msg::INFORMATIONAL && m.response && seen.get().is_none() {
+            seen.set(Some(m));
+            return Fate::Drop;
+        }
+        Fate::Deliver
+    }));
+    p.run_until(Duration::from_secs(60), |_| dropped.get().is_some());
+    let m = dropped.get().unwrap();
+    let mut data = Vec::new();
+    ike::wire::Message {
+        header: ike::wire::Header {
+            spi_i: m.spi_i,
+            spi_r: m.spi_r,
+            next_payload: Default::default(),
+            version: 0x20,
+            exchange: iana::exchange::INFORMATIONAL,
+            flags: ike::wire::Flags {
+                initiator: false,
+                response: true,
+                version: false,
+            },
+            message_id: m.msg_id,
+            length: 0,
+        },
+        payloads: vec![ike::wire::Payload::Notify(ike::wire::Notify {
+            protocol: 0,
+            spi: Vec::new(),
+            kind: iana::notify::INVALID_IKE_SPI,
+            data: Vec::new(),
+        })],
+    }
+    .emit(&mut data);
+    let now = p.now;
+    p.a.ep
+        .handle(now, (p.a.ip, 500).into(), (p.b.ip, 500).into(), &data);
+    p.run_for(Duration::from_secs(120));
+    assert!(p.a.ike_down.is_empty(), "{:?}", p.a.ike_down);
+    let s = p.a.ep.stats();
+    assert_eq!((s.invalid_spi_hints, s.dpd_timeouts), (1, 0), "{s:?}");
+    assert_eq!(p.a.established(), 1);
+}
+
 #[test]
 fn nat_is_detected_and_ike_floats_to_4500() {
     let mut p = psk_pair(IKE, ESP);

@@ -750,6 +750,8 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
                 "child_rekeys": ike.child_rekeys,
                 "dpd_checks": ike.dpd_checks,
                 "dpd_timeouts": ike.dpd_timeouts,
+                "invalid_spi_sent": ike.invalid_spi_sent,
+                "invalid_spi_hints": ike.invalid_spi_hints,
             }),
             keepalives_sent: io.keepalives_sent,
             udp_rcvbuf_errors: crate::status::udp_rcvbuf_errors(),

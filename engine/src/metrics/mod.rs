@@ -277,6 +277,18 @@ fn encode_ike(f: &mut Family<'_, '_>, s: &ike::endpoint::Stats) -> Result<(), st
         &[(&[], s.dpd_timeouts)],
     )?;
     f.counter(
+        "ike_invalid_spi_sent",
+        "Requests for unknown IKE SAs answered with INVALID_IKE_SPI (RFC 7296 2.21.4).",
+        None,
+        &[(&[], s.invalid_spi_sent)],
+    )?;
+    f.counter(
+        "ike_invalid_spi_hints",
+        "INVALID_IKE_SPI answers to our requests: liveness checks ended after one more try.",
+        None,
+        &[(&[], s.invalid_spi_hints)],
+    )?;
+    f.counter(
         "ike_retransmits",
         "IKE requests sent again for want of an answer.",
         None,

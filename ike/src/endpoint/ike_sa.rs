@@ -674,6 +674,9 @@ impl IkeSa {
             if out.message_id != h.message_id {
                 return Err(Dropped::Unexpected);
             }
+            if is_invalid_spi_hint(&msg) {
+                return self.invalid_spi_hint(ctx, remote);
+            }
             let Some(payloads) = self.open(raw, &msg)? else {
                 return Ok(()); // more fragments to come
             };
@@ -710,6 +713,35 @@ impl IkeSa {
         self.expected_request_id = self.expected_request_id.wrapping_add(1);
         self.dispatch_request(ctx, h, remote, payloads);
         self.run_tasks(ctx);
+        Ok(())
+    }
+
+    /// An unprotected INVALID_IKE_SPI answered our outstanding request: the peer says it
+    /// does not know this SA (it restarted, most likely). RFC 7296 2.21.4: such a
+    /// message may be forged, so it changes no SA; it is a hint to check liveness, and
+    /// the request outstanding *is* a liveness check. So: send the request once more
+    /// now and let it be the last try, waiting [`HINT_WAIT`] (or the retransmission
+    /// timeout, if shorter) for its answer. A live peer
+    /// answers that within a round trip and nothing changes; one that restarted gets
+    /// the SA declared dead (DPD action) seconds earlier than the full schedule. Only
+    /// the first hint per request counts, and only from the peer's current address.
+    fn invalid_spi_hint(&mut self, ctx: &mut Ctx<'_>, remote: SocketAddr) -> Result<(), Dropped> {
+        if remote != self.remote || !self.is_established() {
+            return Err(Dropped::Unexpected);
+        }
+        let last = ctx.config.retransmit_tries;
+        let Some(o) = self.outstanding.as_mut() else {
+            return Err(Dropped::Unexpected);
+        };
+        if o.tries >= last {
+            return Ok(());
+        }
+        o.tries = last;
+        o.deadline = ctx.now + ctx.config.retransmit_timeout.min(HINT_WAIT);
+        ctx.stats.invalid_spi_hints += 1;
+        ctx.stats.retransmits += 1;
+        let datagrams = o.datagrams.clone();
+        self.send(ctx, &datagrams, self.remote);
         Ok(())
     }
 
@@ -1034,4 +1066,18 @@ fn is_first_fragment_or_whole(msg: &Message) -> bool {
         Some(Payload::Skf(f)) => f.number == 1,
         _ => true,
     }
+}
+
+/// How long the last try after an INVALID_IKE_SPI hint waits: many round trips, so a
+/// live peer answers in time, and short enough that a restarted peer's tunnel comes
+/// back within two DPD delays of a second or more.
+const HINT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An unprotected message whose only payload is an INVALID_IKE_SPI notify (RFC 7296
+/// 1.5): what a peer that lost its state answers a request with.
+fn is_invalid_spi_hint(msg: &Message) -> bool {
+    matches!(
+        msg.payloads.as_slice(),
+        [Payload::Notify(n)] if n.kind == crate::iana::notify::INVALID_IKE_SPI
+    )
 }

@@ -37,7 +37,7 @@ use crate::auth::Identity;
 use crate::config::{Config, Connection, Mediation, UniquePolicy};
 use crate::crypto::Rng;
 use crate::wire::mediation::{ConnectId, ConnectivityCheck, MeConnect};
-use crate::wire::{Header, Message, WireError};
+use crate::wire::{Header, Message, Payload, WireError};
 use checks::Outcome;
 use ike_sa::IkeSa;
 use mediation::MediationState;
@@ -120,6 +120,12 @@ pub struct Stats {
     pub dpd_checks: u64,
     /// IKE SAs closed because a liveness check went unanswered.
     pub dpd_timeouts: u64,
+    /// Requests for an IKE SA we do not know answered with an unprotected
+    /// INVALID_IKE_SPI (RFC 7296 1.5, 2.21.4): what a restarted peer tells its old peers.
+    pub invalid_spi_sent: u64,
+    /// Unprotected INVALID_IKE_SPI answers to one of our outstanding requests: the peer
+    /// may have restarted, so that request's liveness check ends after one more try.
+    pub invalid_spi_hints: u64,
 }
 
 impl Stats {
@@ -391,7 +397,13 @@ pub struct Endpoint {
     /// Every IKE SA's earliest timer.
     deadlines: Deadlines,
     cookie_secret: [u8; 32],
+    /// INVALID_IKE_SPI answers sent in the current second (start, count): bounded, so
+    /// that spoofed requests cannot make us a reflector.
+    invalid_spi_budget: (Option<Instant>, u32),
 }
+
+/// At most this many INVALID_IKE_SPI answers a second.
+const INVALID_SPI_PER_SECOND: u32 = 64;
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -438,6 +450,7 @@ impl Endpoint {
             closing: false,
             deadlines: Deadlines::default(),
             cookie_secret,
+            invalid_spi_budget: (None, 0),
         }
     }
 
@@ -760,9 +773,64 @@ impl Endpoint {
         }
         // The original initiator sets the I flag; our SPI is the other one.
         let our_spi = if h.flags.initiator { h.spi_r } else { h.spi_i };
-        let id = *self.by_spi.get(&our_spi).ok_or(Dropped::UnknownSpi)?;
+        let Some(&id) = self.by_spi.get(&our_spi) else {
+            self.answer_unknown_spi(now, local, remote, &h);
+            return Err(Dropped::UnknownSpi);
+        };
         self.with_sa(now, id, |sa, ctx| sa.handle(ctx, local, remote, data, msg))
             .unwrap_or(Err(Dropped::UnknownSpi))
+    }
+
+    /// RFC 7296 1.5 / 2.21.4: a request for an IKE SA we do not know (we restarted, say)
+    /// may be answered with an unprotected INVALID_IKE_SPI, sent back with the request's
+    /// SPIs, exchange and message ID and the response flag. Never for a response (so
+    /// two nodes cannot answer each other forever) nor an IKE_SA_INIT, and at most
+    /// [`INVALID_SPI_PER_SECOND`] a second.
+    fn answer_unknown_spi(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        h: &Header,
+    ) {
+        if h.flags.response || h.exchange == crate::iana::exchange::IKE_SA_INIT {
+            return;
+        }
+        let (start, count) = &mut self.invalid_spi_budget;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *count = 0;
+        }
+        if *count >= INVALID_SPI_PER_SECOND {
+            return;
+        }
+        *count += 1;
+        let header = Header {
+            flags: crate::wire::Flags {
+                initiator: !h.flags.initiator,
+                response: true,
+                version: false,
+            },
+            ..*h
+        };
+        let notify = Payload::Notify(crate::wire::Notify {
+            protocol: 0,
+            spi: Vec::new(),
+            kind: crate::iana::notify::INVALID_IKE_SPI,
+            data: Vec::new(),
+        });
+        let mut data = Vec::new();
+        Message {
+            header,
+            payloads: vec![notify],
+        }
+        .emit(&mut data);
+        self.shared.stats.invalid_spi_sent += 1;
+        self.shared.transmits.push_back(Transmit {
+            local,
+            remote,
+            data,
+        });
     }
 
     fn handle_init_request(
