@@ -1,0 +1,362 @@
+//! Child SA rekeys (RFC 7296 1.3.3, 2.8, 2.25) in every order strongSwan's
+//! `test_child_rekey.c` walks through, and a few more: each scenario holds every datagram
+//! and moves them one by one, then checks both ends (see `rekey_cases_child.md`).
+
+mod common;
+#[path = "common/scenario.rs"]
+mod scenario;
+
+use std::time::Duration;
+
+use common::{Fate, Filter, Pair, Side};
+use ike::endpoint::{DownReason, Transmit};
+use scenario::*;
+
+const IKE: &str = "aes128gcm16-prfsha256-x25519";
+const NO_PFS: &str = "aes128gcm16";
+const PFS: &str = "aes128gcm16-x25519";
+const PFS_ECP: &str = "aes256gcm16-ecp256";
+/// Offers X25519 first, P-256 second.
+const PFS_X_OR_ECP: &str = "aes128gcm16-x25519-ecp256";
+/// Accepts P-256 only.
+const PFS_ECP_ONLY: &str = "aes128gcm16-ecp256";
+
+/// A pair up with one child SA, every datagram held from now on.
+struct S {
+    p: Pair,
+    old_a: u32,
+    old_b: u32,
+}
+
+impl S {
+    fn new(esp_a: &str, esp_b: &str) -> S {
+        let (mut p, _nonces) = nonce_pair(IKE, esp_a, esp_b);
+        up(&mut p);
+        let old_a = only_child(&p, Side::A);
+        let old_b = only_child(&p, Side::B);
+        hold_all(&mut p);
+        S { p, old_a, old_b }
+    }
+
+    fn old(&self, side: Side) -> u32 {
+        match side {
+            Side::A => self.old_a,
+            Side::B => self.old_b,
+        }
+    }
+
+    /// `side` starts rekeying the first child SA (its request is held).
+    fn rekey(&mut self, side: Side) {
+        let (now, spi) = (self.p.now, self.old(side));
+        self.p.node(side).ep.rekey_child(now, spi).unwrap();
+        self.p.run_for(Duration::ZERO);
+    }
+
+    /// `side` deletes its child SA `spi_in` (its request is held).
+    fn delete(&mut self, side: Side, spi_in: u32) {
+        let now = self.p.now;
+        self.p.node(side).ep.delete_child(now, spi_in).unwrap();
+        self.p.run_for(Duration::ZERO);
+    }
+
+    /// Lets retransmission timers fire once (their datagrams are held).
+    fn wait_retransmit(&mut self) {
+        self.p.run_for(Duration::from_millis(2100));
+    }
+
+    fn deliver(&mut self, m: Msg) {
+        deliver(&mut self.p, m);
+    }
+
+    /// The child SAs `side` reported up since the tunnel came up, in order.
+    fn new_ups(&self, side: Side) -> Vec<(u32, u32, Option<u32>)> {
+        ups(&self.p, side).into_iter().skip(1).collect()
+    }
+
+    fn stats(&self, side: Side) -> ike::endpoint::Stats {
+        node(&self.p, side).ep.stats()
+    }
+
+    /// Every CREATE_CHILD_SA and INFORMATIONAL exchange is over.
+    fn assert_nothing_held(&self) {
+        assert!(self.p.held.is_empty(), "left: {:?}", summary(&self.p));
+    }
+}
+
+/// A filter that drops the first datagram that is `m` and delivers the rest.
+fn drop_first(m: Msg) -> Filter {
+    let mut done = false;
+    Box::new(move |_, t: &Transmit| {
+        if !done && m.matches(t) {
+            done = true;
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    })
+}
+
+/// Asserts that a regular rekey by `i` replaced both old SAs with the one new pair.
+fn assert_regular_outcome(s: &S, i: Side) {
+    let r = peer(i);
+    let new_a = only_child(&s.p, Side::A);
+    for side in [i, r] {
+        let new = only_child(&s.p, side);
+        assert_eq!(
+            s.new_ups(side),
+            vec![(
+                new,
+                node(&s.p, side).children[&new].spi_out,
+                Some(s.old(side))
+            )],
+            "{side:?}: one new SA, reported as the rekey of the old one"
+        );
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+        assert!(failures(&s.p, side).is_empty());
+        assert_eq!(s.stats(side).child_rekeys, 1, "{side:?}");
+    }
+    assert_settled(&s.p, &[new_a]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Regular rekeys.
+
+/// A regular rekey by `i`: its request, the answer, its DELETE of the old SA and the
+/// answer carrying the peer's DELETE (RFC 7296 1.4.1), nothing else.
+fn regular(i: Side, esp: &str) {
+    let mut s = S::new(esp, esp);
+    let r = peer(i);
+    s.rekey(i);
+    assert_eq!(summary(&s.p).len(), 1, "one request: {:?}", summary(&s.p));
+    s.deliver(ccsa_req(i));
+    // The responder has the new SA inbound and outbound, and keeps the old one until
+    // the initiator deletes it.
+    assert_eq!(node(&s.p, r).children.len(), 2);
+    s.deliver(ccsa_resp(r));
+    assert_eq!(node(&s.p, i).children.len(), 2);
+    // The initiator of the rekey deletes the old SA.
+    s.deliver(info_req(i));
+    assert_eq!(node(&s.p, r).children.len(), 1);
+    s.deliver(info_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+    if esp == NO_PFS {
+        assert!(only_suite(&s.p, i).dh.is_none());
+    } else {
+        assert!(only_suite(&s.p, i).dh.is_some());
+    }
+}
+
+fn only_suite(p: &Pair, side: Side) -> ike::proposal::EspSuite {
+    let spi = only_child(p, side);
+    node(p, side).children[&spi].suite
+}
+
+/// Which message of a regular rekey the network loses (once).
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    Request,
+    Response,
+    Delete,
+    DeleteAnswer,
+}
+
+/// A regular rekey by `i` where the network loses one message: the retransmission
+/// (or, for a lost answer, the cached answer to it) completes the rekey with no second
+/// SA negotiated.
+fn regular_lost(i: Side, lost: Lost) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    let m = match lost {
+        Lost::Request => ccsa_req(i),
+        Lost::Response => ccsa_resp(r),
+        Lost::Delete => info_req(i),
+        Lost::DeleteAnswer => info_resp(r),
+    };
+    s.p.filter = Some(drop_first(m));
+    s.rekey(i);
+    s.p.settle();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+    assert_eq!(s.stats(i).retransmits, 1, "{lost:?}: one retransmission");
+    assert_eq!(s.stats(r).retransmits, 0);
+}
+
+/// The responder prefers another DH group than the initiator's KE: INVALID_KE_PAYLOAD
+/// with its group, and the initiator retries with that group and a fresh nonce
+/// (RFC 7296 1.3). `lose` drops the retry's answer once.
+fn ke_invalid(i: Side, lose: bool) {
+    let (esp_a, esp_b) = match i {
+        Side::A => (PFS_X_OR_ECP, PFS_ECP_ONLY),
+        Side::B => (PFS_ECP_ONLY, PFS_X_OR_ECP),
+    };
+    let mut s = S::new(esp_a, esp_b);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    // Nothing created on the responder for a refused KE.
+    assert_eq!(node(&s.p, r).children.len(), 1);
+    assert_eq!(node(&s.p, r).ep.stats().child_rekeys, 0);
+    s.deliver(ccsa_resp(r));
+    assert!(failures(&s.p, i).is_empty(), "not a failure: retried");
+    assert_eq!(held(&s.p, ccsa_req(i)), 1, "the retry");
+    s.deliver(ccsa_req(i));
+    if lose {
+        drop_msg(&mut s.p, ccsa_resp(r));
+        s.wait_retransmit();
+        s.deliver(ccsa_req(i));
+    }
+    s.deliver(ccsa_resp(r));
+    s.deliver(info_req(i));
+    s.deliver(info_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+    assert_eq!(
+        only_suite(&s.p, i).dh.map(|d| d.id()),
+        Some(19),
+        "the group the responder asked for"
+    );
+}
+
+/// Rekeys where the initiator of the rekey is `i`.
+macro_rules! per_side {
+    ($name:ident, $f:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn from_initiator() {
+                ($f)(Side::A)
+            }
+            #[test]
+            fn from_responder() {
+                ($f)(Side::B)
+            }
+        }
+    };
+}
+
+mod rekey {
+    use super::*;
+
+    per_side!(regular_no_pfs, |i| regular(i, NO_PFS));
+    per_side!(regular_pfs_x25519, |i| regular(i, PFS));
+    per_side!(regular_pfs_ecp256, |i| regular(i, PFS_ECP));
+    per_side!(regular_lost_request, |i| regular_lost(i, Lost::Request));
+    per_side!(regular_lost_response, |i| regular_lost(i, Lost::Response));
+    per_side!(regular_lost_delete, |i| regular_lost(i, Lost::Delete));
+    per_side!(regular_lost_delete_answer, |i| regular_lost(
+        i,
+        Lost::DeleteAnswer
+    ));
+    per_side!(regular_ke_invalid, |i| ke_invalid(i, false));
+    per_side!(regular_ke_invalid_lost_retry_answer, |i| ke_invalid(
+        i, true
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// What the responder of a rekey does while it waits for the initiator's DELETE.
+
+/// After answering, the responder's soft lifetime asks it to rekey the old SA: it is
+/// already replaced, so it sends nothing.
+fn responder_soft_expire(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_resp(r));
+    let (now, old_r) = (s.p.now, s.old(r));
+    s.p.node(r).ep.rekey_child(now, old_r).unwrap();
+    s.p.run_for(Duration::ZERO);
+    assert_eq!(held(&s.p, ccsa_req(r)), 0, "nothing to rekey");
+    s.deliver(info_req(i));
+    s.deliver(info_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+}
+
+/// After answering, the responder deletes the old SA itself (its hard lifetime, or a
+/// user) while the initiator's DELETE of it is on the way: the two DELETEs cross, each
+/// side answers the other's without a Delete payload (RFC 7296 1.4.1).
+fn responder_hard_expire(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_resp(r));
+    let old_r = s.old(r);
+    s.delete(r, old_r);
+    s.deliver(info_req(r));
+    s.deliver(info_req(i));
+    s.deliver(info_resp(i));
+    s.deliver(info_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+}
+
+/// After answering, the responder deletes the new SA (a user or a script) before the
+/// initiator's DELETE of the old one arrives: both deletes complete and no child is left.
+fn responder_deletes_new(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_resp(r));
+    let new_r = s.new_ups(r)[0].0;
+    s.delete(r, new_r);
+    s.deliver(info_req(i));
+    s.deliver(info_resp(r));
+    s.deliver(info_req(r));
+    s.deliver(info_resp(i));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_settled(&s.p, &[]);
+    let new_i = s.new_ups(i)[0].0;
+    for side in [i, r] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+    }
+    assert_eq!(downs(&s.p, r, new_r), vec![DownReason::Terminated]);
+    assert_eq!(downs(&s.p, i, new_i), vec![DownReason::DeletedByPeer]);
+}
+
+/// The initiator's DELETE of the old SA is never answered: the IKE SA dies after its
+/// retransmissions, and each of the initiator's child SAs is reported down once.
+fn delete_timeout(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_resp(r));
+    let new_i = s.new_ups(i)[0].0;
+    s.p.held.clear();
+    s.p.filter = Some(Box::new(move |_, t: &Transmit| {
+        if sender(t) == i {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }));
+    assert!(s.p.run_until(Duration::from_secs(600), |p| !node(p, i)
+        .ike_down
+        .is_empty()));
+    assert_eq!(node(&s.p, i).ike_down, vec![DownReason::Timeout]);
+    assert_eq!(downs(&s.p, i, s.old(i)).len(), 1, "old SA down once");
+    assert_eq!(downs(&s.p, i, new_i), vec![DownReason::Timeout]);
+    assert!(node(&s.p, i).children.is_empty());
+    assert!(node(&s.p, i).ep.ike_sas().is_empty());
+    // Only what the peer sends to the dead end is lost, from the moment it died.
+    assert!(s.p.losses.iter().all(|l| l.from == r), "{:?}", s.p.losses);
+}
+
+mod rekey_responder {
+    use super::*;
+
+    per_side!(ignores_soft_expire, responder_soft_expire);
+    per_side!(handles_hard_expire, responder_hard_expire);
+    per_side!(deletes_the_new_sa, responder_deletes_new);
+    per_side!(delete_timeout, delete_timeout);
+}
