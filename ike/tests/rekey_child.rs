@@ -323,6 +323,27 @@ fn responder_deletes_new(i: Side) {
     assert_eq!(downs(&s.p, i, new_i), vec![DownReason::DeletedByPeer]);
 }
 
+/// The responder deletes the old SA while its answer to the rekey is still on the way,
+/// so the DELETE arrives first (charon calls this an incorrect responder): the
+/// initiator answers the DELETE but keeps the old SA sending until the rekey's answer,
+/// which then replaces it as a plain rekey.
+fn responder_delete_before_answer(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    let answer = take(&mut s.p, ccsa_resp(r));
+    let old_r = s.old(r);
+    s.delete(r, old_r);
+    s.deliver(info_req(r));
+    inject(&mut s.p, answer);
+    s.deliver(info_resp(i));
+    // Nothing left to delete: the peer did it.
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+}
+
 /// The initiator's DELETE of the old SA is never answered: the IKE SA dies after its
 /// retransmissions, and each of the initiator's child SAs is reported down once.
 fn delete_timeout(i: Side) {
@@ -358,5 +379,151 @@ mod rekey_responder {
     per_side!(ignores_soft_expire, responder_soft_expire);
     per_side!(handles_hard_expire, responder_hard_expire);
     per_side!(deletes_the_new_sa, responder_deletes_new);
+    per_side!(delete_before_the_answer, responder_delete_before_answer);
     per_side!(delete_timeout, delete_timeout);
+}
+
+// ---------------------------------------------------------------------------------------
+// A rekey crossing a delete (RFC 7296 2.25.1).
+
+/// Asserts that neither side holds a child SA any more, that `i` never retries its
+/// rekey, and that the child ended as deleted, not rekeyed.
+fn assert_deleted_outcome(s: &mut S, i: Side) {
+    let r = peer(i);
+    // No retry of the rekey later on.
+    s.p.run_for(Duration::from_secs(30));
+    s.p.settle();
+    assert_settled(&s.p, &[]);
+    assert!(s.new_ups(i).is_empty() && s.new_ups(r).is_empty());
+    assert_eq!(downs(&s.p, i, s.old(i)), vec![DownReason::DeletedByPeer]);
+    assert_eq!(downs(&s.p, r, s.old(r)), vec![DownReason::Terminated]);
+    assert_eq!(s.stats(i).child_rekeys + s.stats(r).child_rekeys, 0);
+}
+
+/// `i` rekeys the child while `r` deletes it; both requests cross. `r` answers the
+/// rekey with TEMPORARY_FAILURE, `i` answers the delete with its own Delete and keeps
+/// the SA until the TEMPORARY_FAILURE ends its rekey without a retry.
+fn delete_crossing(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    let old_r = s.old(r);
+    s.delete(r, old_r);
+    s.deliver(ccsa_req(i));
+    s.deliver(info_req(r));
+    // The SA still carries i's traffic: the rekey is not answered yet.
+    assert!(node(&s.p, i).children.contains_key(&s.old(i)));
+    s.deliver(ccsa_resp(r));
+    s.deliver(info_resp(i));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_deleted_outcome(&mut s, i);
+}
+
+/// As [`delete_crossing`], but the DELETE arrives only after the TEMPORARY_FAILURE:
+/// `i` plans a retry that then finds no SA to rekey.
+fn delete_late(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    let old_r = s.old(r);
+    s.delete(r, old_r);
+    let delete = take(&mut s.p, info_req(r));
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_resp(r));
+    inject(&mut s.p, delete);
+    s.deliver(info_resp(i));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_deleted_outcome(&mut s, i);
+}
+
+/// As [`delete_crossing`], but the rekey request arrives only after the delete is
+/// complete: `r` answers CHILD_SA_NOT_FOUND, and `i` ends its rekey.
+fn rekey_late(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    let rekey = take(&mut s.p, ccsa_req(i));
+    let old_r = s.old(r);
+    s.delete(r, old_r);
+    s.deliver(info_req(r));
+    s.deliver(info_resp(i));
+    assert!(node(&s.p, r).children.is_empty());
+    inject(&mut s.p, rekey);
+    s.deliver(ccsa_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_deleted_outcome(&mut s, i);
+}
+
+/// Two children; `i` rekeys the first while `r` deletes the second: the exchanges
+/// cross and each completes as if alone.
+fn delete_other_child(i: Side) {
+    let (mut p, _nonces) = two_child_pair();
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 2
+            && p.b.children.len() == 2)
+    );
+    p.settle();
+    hold_all(&mut p);
+    let r = peer(i);
+    let spi_of = |p: &Pair, side: Side, name: &str| {
+        node(p, side)
+            .children
+            .values()
+            .find(|c| c.child == name)
+            .unwrap()
+            .spi_in
+    };
+    let (keep_i, keep_r) = (spi_of(&p, i, "net"), spi_of(&p, r, "net"));
+    let gone_r = spi_of(&p, r, "net2");
+    let gone_i = spi_of(&p, i, "net2");
+    let now = p.now;
+    p.node(i).ep.rekey_child(now, keep_i).unwrap();
+    p.node(r).ep.delete_child(now, gone_r).unwrap();
+    p.run_for(Duration::ZERO);
+    deliver(&mut p, ccsa_req(i));
+    deliver(&mut p, info_req(r));
+    deliver(&mut p, ccsa_resp(r));
+    deliver(&mut p, info_resp(i));
+    deliver(&mut p, info_req(i));
+    deliver(&mut p, info_resp(r));
+    assert!(p.held.is_empty(), "{:?}", summary(&p));
+    resume(&mut p);
+    let new_a = only_child(&p, Side::A);
+    assert_settled(&p, &[new_a]);
+    assert_eq!(downs(&p, i, keep_i), vec![DownReason::Rekeyed]);
+    assert_eq!(downs(&p, r, keep_r), vec![DownReason::Rekeyed]);
+    assert_eq!(downs(&p, i, gone_i), vec![DownReason::DeletedByPeer]);
+    assert_eq!(downs(&p, r, gone_r), vec![DownReason::Terminated]);
+    for side in [i, r] {
+        let c = &node(&p, side).children[&only_child(&p, side)];
+        assert_eq!(c.child, "net");
+    }
+}
+
+/// The standard pair with a second child SA "net2" on other subnets.
+fn two_child_pair() -> (Pair, Nonces) {
+    let (mut p, n) = nonce_pair(IKE, PFS, PFS);
+    for (node, local, remote) in [
+        (&mut p.a, "10.97.1.0/24", "10.97.2.0/24"),
+        (&mut p.b, "10.97.2.0/24", "10.97.1.0/24"),
+    ] {
+        let mut c = node.ep.connections()[0].clone();
+        c.children
+            .push(common::child("net2", &[local], &[remote], PFS));
+        node.ep.add_connection(c);
+    }
+    (p, n)
+}
+
+mod rekey_crossing_delete {
+    use super::*;
+
+    per_side!(same_child, delete_crossing);
+    per_side!(same_child_delete_late, delete_late);
+    per_side!(same_child_rekey_late, rekey_late);
+    per_side!(other_child, delete_other_child);
 }

@@ -19,6 +19,10 @@ pub(crate) enum ChildState {
     Installed,
     /// Our rekey of it is in flight.
     Rekeying,
+    /// Our rekey of it is in flight and the peer deleted it meanwhile (RFC 7296 2.25.1):
+    /// it keeps carrying our traffic until the rekey's answer replaces it (a rekey) or
+    /// ends it (deleted by the peer), as charon does.
+    RekeyingDeleted,
     /// Replaced by a newer child SA; deleted soon by whoever initiated the rekey.
     Rekeyed,
     /// Our delete is in flight.

@@ -197,13 +197,8 @@ impl IkeSa {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, reason: DownReason| {
-            if let Some(old) = req
-                .rekeys
-                .and_then(|s| sa.children.iter_mut().find(|c| c.spi_in == s))
-            {
-                if old.state == ChildState::Rekeying {
-                    old.state = ChildState::Installed;
-                }
+            if let Some(old) = req.rekeys {
+                sa.abort_child_rekey(ctx, old);
             }
             ctx.events.push_back(Event::ChildFailed {
                 ike: sa.id,
@@ -342,27 +337,63 @@ impl IkeSa {
         let new_spi = c.spi_in;
         self.children.push(c);
         if let Some(old_spi) = req.rekeys {
-            self.resolve_child_rekey(old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
+            self.resolve_child_rekey(ctx, old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
         }
     }
 
     /// After our rekey of `old_spi` completed: delete the old SA, unless a collision
     /// (RFC 7296 2.8.1) makes our new SA the redundant one.
-    fn resolve_child_rekey(&mut self, old_spi: u32, new_spi: u32, our_min: Vec<u8>) {
+    fn resolve_child_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old_spi: u32,
+        new_spi: u32,
+        our_min: Vec<u8>,
+    ) {
         let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
             return;
         };
-        match old.collision.take() {
-            Some((their_min, _)) if our_min < their_min => {
-                // Our exchange holds the lowest nonce: the SA we created is redundant
-                // and ours to delete; the peer deletes the old one.
-                old.state = ChildState::Rekeyed;
-                self.tasks.push_back(Task::DeleteChild(new_spi));
+        let peer_deleted = old.state == ChildState::RekeyingDeleted;
+        let redundant = matches!(&old.collision, Some((their_min, _)) if our_min < *their_min);
+        old.collision = None;
+        old.state = ChildState::Rekeyed;
+        if redundant {
+            // Our exchange holds the lowest nonce: the SA we created is redundant and
+            // ours to delete; the peer deletes the old one.
+            self.tasks.push_back(Task::DeleteChild(new_spi));
+        } else if !peer_deleted {
+            self.tasks.push_back(Task::DeleteChild(old_spi));
+        }
+        if peer_deleted {
+            // The peer deleted the old SA before our rekey's answer came in: replaced
+            // now, and nothing is left to delete.
+            self.remove_child(ctx, old_spi, DownReason::Rekeyed);
+        }
+    }
+
+    /// Our rekey of `old_spi` ended without a new SA. The old SA carries on, unless the
+    /// peer deleted it meanwhile (RFC 7296 2.25.1) or replaced it by its own rekey that
+    /// crossed ours (2.8.1). Returns whether it carries on as before.
+    pub(crate) fn abort_child_rekey(&mut self, ctx: &mut Ctx<'_>, old_spi: u32) -> bool {
+        let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
+            return false;
+        };
+        match old.state {
+            ChildState::RekeyingDeleted => {
+                self.remove_child(ctx, old_spi, DownReason::DeletedByPeer);
+                false
             }
-            _ => {
+            ChildState::Rekeying if old.collision.take().is_some() => {
+                // The peer's rekey of it, which we answered, replaced it: the peer
+                // deletes it.
                 old.state = ChildState::Rekeyed;
-                self.tasks.push_back(Task::DeleteChild(old_spi));
+                false
             }
+            ChildState::Rekeying => {
+                old.state = ChildState::Installed;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -393,10 +424,12 @@ impl IkeSa {
         }
         if let Some(n) = error_notify(&payloads) {
             if let (notify::TEMPORARY_FAILURE, Some(old)) = (n.kind, req.rekeys) {
-                // RFC 7296 2.25: try again a little later.
-                if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old) {
-                    c.state = ChildState::Installed;
-                    c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout);
+                // RFC 7296 2.25: try again a little later, unless the SA was deleted
+                // or replaced meanwhile.
+                if self.abort_child_rekey(ctx, old) {
+                    if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout);
+                    }
                 }
                 return;
             }

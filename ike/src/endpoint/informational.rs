@@ -101,6 +101,16 @@ impl IkeSa {
                         if c.state != ChildState::Deleting {
                             ours.push(spi_in.to_be_bytes().to_vec());
                         }
+                        // RFC 7296 2.25.1: the peer deleted an SA our rekey is about to
+                        // replace. Answer as usual, but keep sending on it until the
+                        // rekey's answer: a rekey then, or its end (a DELETE that beat a
+                        // late CREATE_CHILD_SA answer, or a collision's loser).
+                        if matches!(c.state, ChildState::Rekeying | ChildState::RekeyingDeleted) {
+                            if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi_in) {
+                                c.state = ChildState::RekeyingDeleted;
+                            }
+                            continue;
+                        }
                         let reason = if c.superseded(&self.children) {
                             DownReason::Rekeyed
                         } else {
