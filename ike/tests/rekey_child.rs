@@ -21,21 +21,37 @@ const PFS_X_OR_ECP: &str = "aes128gcm16-x25519-ecp256";
 /// Accepts P-256 only.
 const PFS_ECP_ONLY: &str = "aes128gcm16-ecp256";
 
+/// Which of the four nonces of two colliding rekeys is the lowest, as charon's tables
+/// put it: a's Ni, b's Ni, b's Nr (answering a), a's Nr (answering b).
+const ORDERS: [[u8; 4]; 4] = [
+    [0x00, 0xff, 0xff, 0xff],
+    [0xff, 0x00, 0xff, 0xff],
+    [0xff, 0xff, 0x00, 0xff],
+    [0xff, 0xff, 0xff, 0x00],
+];
+
+/// Whether a's exchange survives a collision with nonces `o`: the exchange holding the
+/// lowest nonce made the redundant SA (RFC 7296 2.8.1), so a wins when that is b's.
+fn a_wins(o: [u8; 4]) -> bool {
+    o[1] == 0 || o[3] == 0
+}
+
 /// A pair up with one child SA, every datagram held from now on.
 struct S {
     p: Pair,
+    n: Nonces,
     old_a: u32,
     old_b: u32,
 }
 
 impl S {
     fn new(esp_a: &str, esp_b: &str) -> S {
-        let (mut p, _nonces) = nonce_pair(IKE, esp_a, esp_b);
+        let (mut p, n) = nonce_pair(IKE, esp_a, esp_b);
         up(&mut p);
         let old_a = only_child(&p, Side::A);
         let old_b = only_child(&p, Side::B);
         hold_all(&mut p);
-        S { p, old_a, old_b }
+        S { p, n, old_a, old_b }
     }
 
     fn old(&self, side: Side) -> u32 {
@@ -526,4 +542,202 @@ mod rekey_crossing_delete {
     per_side!(same_child_delete_late, delete_late);
     per_side!(same_child_rekey_late, rekey_late);
     per_side!(other_child, delete_other_child);
+}
+
+// ---------------------------------------------------------------------------------------
+// Both ends rekey the same child SA at once (RFC 7296 2.8.1).
+
+/// The SAs a collision created: at a and at b, the one of a's exchange and of b's.
+struct Collision {
+    a_of_a: u32,
+    a_of_b: u32,
+    b_of_a: u32,
+    b_of_b: u32,
+}
+
+impl Collision {
+    /// The inbound SPIs at a and b of the SA the winner's exchange made.
+    fn winner(&self, a_won: bool) -> (u32, u32) {
+        if a_won {
+            (self.a_of_a, self.b_of_a)
+        } else {
+            (self.a_of_b, self.b_of_b)
+        }
+    }
+
+    fn loser(&self, a_won: bool) -> (u32, u32) {
+        self.winner(!a_won)
+    }
+}
+
+/// Starts a collision: a then b ask to rekey, each with the nonce `o` gives it.
+fn both_rekey(s: &mut S, o_a: u8, o_b: u8) {
+    s.n.set(Side::A, o_a);
+    s.rekey(Side::A);
+    s.n.set(Side::B, o_b);
+    s.rekey(Side::B);
+}
+
+/// Checks the end of a collision that `a_won` by nonces: both sides hold the winner's
+/// SA only; the old SA and the redundant one are gone, each reported once as rekeyed.
+fn assert_collision_outcome(s: &S, c: &Collision, a_won: bool) {
+    let (wa, wb) = c.winner(a_won);
+    let (la, lb) = c.loser(a_won);
+    assert_eq!(only_child(&s.p, Side::A), wa, "a keeps the winner's SA");
+    assert_eq!(only_child(&s.p, Side::B), wb, "b keeps the winner's SA");
+    for (side, lost) in [(Side::A, la), (Side::B, lb)] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+        assert_eq!(
+            downs(&s.p, side, lost),
+            vec![DownReason::Rekeyed],
+            "{side:?}: the redundant SA ends as part of the rekey"
+        );
+        assert!(failures(&s.p, side).is_empty());
+        assert_eq!(s.stats(side).child_rekeys, 2, "{side:?}: both negotiated");
+    }
+    assert_settled(&s.p, &[wa]);
+}
+
+/// The four SAs by exchange, from the order each side reported them: `a_first` when a
+/// answered b's request before its own exchange completed (and likewise `b_first`).
+fn collision_sas(s: &S, a_first: bool, b_first: bool) -> Collision {
+    let (ua, ub) = (s.new_ups(Side::A), s.new_ups(Side::B));
+    assert_eq!(ua.len(), 2, "a: {ua:?}");
+    assert_eq!(ub.len(), 2, "b: {ub:?}");
+    let (a_of_b, a_of_a) = if a_first {
+        (ua[0].0, ua[1].0)
+    } else {
+        (ua[1].0, ua[0].0)
+    };
+    let (b_of_a, b_of_b) = if b_first {
+        (ub[0].0, ub[1].0)
+    } else {
+        (ub[1].0, ub[0].0)
+    };
+    // The SA of a's exchange at a is the one of a's exchange at b, mirrored.
+    assert_eq!(ua.iter().find(|u| u.0 == a_of_a).unwrap().1, b_of_a);
+    assert_eq!(ub.iter().find(|u| u.0 == b_of_b).unwrap().1, a_of_b);
+    Collision {
+        a_of_a,
+        a_of_b,
+        b_of_a,
+        b_of_b,
+    }
+}
+
+/// Both requests cross, both are answered, both answers arrive: the side whose exchange
+/// did not hold the lowest nonce deletes the old SA, the other its own redundant SA.
+fn collision(o: [u8; 4], esp_a: &str, esp_b: &str) {
+    let mut s = S::new(esp_a, esp_b);
+    both_rekey(&mut s, o[0], o[1]);
+    s.n.set(Side::B, o[2]);
+    s.deliver(ccsa_req(Side::A));
+    s.n.set(Side::A, o[3]);
+    s.deliver(ccsa_req(Side::B));
+    s.deliver(ccsa_resp(Side::B));
+    s.deliver(ccsa_resp(Side::A));
+    assert_eq!(held(&s.p, info_req(Side::A)), 1, "{:?}", summary(&s.p));
+    assert_eq!(held(&s.p, info_req(Side::B)), 1, "{:?}", summary(&s.p));
+    s.deliver(info_req(Side::A));
+    s.deliver(info_req(Side::B));
+    s.deliver(info_resp(Side::B));
+    s.deliver(info_resp(Side::A));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    let c = collision_sas(&s, true, true);
+    assert_collision_outcome(&s, &c, a_wins(o));
+}
+
+/// Like [`collision`], but b's answer to a's request is late: b completes first and
+/// sends its DELETE, which a handles while its own rekey is still open. With `lose`,
+/// the answer is lost instead and a's retransmission fetches b's cached answer.
+/// With `delete_winner`, b then deletes the surviving SA before the late answer arrives.
+fn collision_late_answer(o: [u8; 4], lose: bool, delete_winner: bool) {
+    let mut s = S::new(PFS, PFS);
+    let a_won = a_wins(o);
+    both_rekey(&mut s, o[0], o[1]);
+    s.n.set(Side::B, o[2]);
+    s.deliver(ccsa_req(Side::A));
+    let late = take(&mut s.p, ccsa_resp(Side::B));
+    s.n.set(Side::A, o[3]);
+    s.deliver(ccsa_req(Side::B));
+    s.deliver(ccsa_resp(Side::A));
+    // b knows both exchanges: it deletes the old SA when it won, else its redundant one.
+    s.deliver(info_req(Side::B));
+    s.deliver(info_resp(Side::A));
+    if delete_winner {
+        let (_, wb) = collision_winner_at_b(&s, a_won);
+        s.delete(Side::B, wb);
+        s.deliver(info_req(Side::B));
+        s.deliver(info_resp(Side::A));
+    }
+    if lose {
+        drop(late);
+        s.wait_retransmit();
+        s.deliver(ccsa_req(Side::A));
+        s.deliver(ccsa_resp(Side::B));
+    } else {
+        inject(&mut s.p, late);
+    }
+    while held(&s.p, info_req(Side::A)) > 0 {
+        s.deliver(info_req(Side::A));
+        s.deliver(info_resp(Side::B));
+    }
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    if delete_winner {
+        assert_settled(&s.p, &[]);
+        for side in [Side::A, Side::B] {
+            assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+        }
+    } else {
+        let c = collision_sas(&s, true, true);
+        assert_collision_outcome(&s, &c, a_won);
+    }
+}
+
+/// The winner's SA at b, from the order b reported its SAs (it answered a first).
+fn collision_winner_at_b(s: &S, a_won: bool) -> (usize, u32) {
+    let ub = s.new_ups(Side::B);
+    let i = if a_won { 0 } else { 1 };
+    (i, ub[i].0)
+}
+
+/// charon's four nonce orders for one scenario.
+macro_rules! per_order {
+    ($name:ident, $f:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn lowest_is_a_ni() {
+                ($f)(ORDERS[0])
+            }
+            #[test]
+            fn lowest_is_b_ni() {
+                ($f)(ORDERS[1])
+            }
+            #[test]
+            fn lowest_is_b_nr() {
+                ($f)(ORDERS[2])
+            }
+            #[test]
+            fn lowest_is_a_nr() {
+                ($f)(ORDERS[3])
+            }
+        }
+    };
+}
+
+mod rekey_collision {
+    use super::*;
+
+    per_order!(no_pfs, |o| collision(o, NO_PFS, NO_PFS));
+    per_order!(pfs, |o| collision(o, PFS, PFS));
+    per_order!(different_suites, |o| collision(
+        o,
+        "aes256gcm16-x25519,aes128gcm16-x25519",
+        "aes128gcm16-x25519,aes256gcm16-x25519"
+    ));
+    per_order!(late_answer, |o| collision_late_answer(o, false, false));
+    per_order!(lost_answer, |o| collision_late_answer(o, true, false));
 }

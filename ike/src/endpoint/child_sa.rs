@@ -46,6 +46,9 @@ pub(crate) struct ChildSa {
     /// A peer rekey of this SA we answered while ours was in flight: the smaller nonce
     /// of that exchange and the inbound SPI of the SA it created (RFC 7296 2.8.1).
     pub(crate) collision: Option<(Vec<u8>, u32)>,
+    /// The redundant SA of a rekey collision (RFC 7296 2.8.1), deleted by the peer
+    /// that created it: its end is part of a rekey, not the end of the child.
+    pub(crate) redundant: bool,
 }
 
 /// A CREATE_CHILD_SA (or IKE_AUTH) child request in flight.
@@ -62,6 +65,9 @@ pub(crate) struct ChildRequest {
     pub(crate) rekeys: Option<u32>,
     /// INVALID_KE_PAYLOAD retries left.
     pub(crate) ke_retry: bool,
+    /// The old SA's collision record (see [`ChildSa::collision`]), kept here when the
+    /// peer's crossing rekey replaced and deleted the old SA before our answer came.
+    pub(crate) collision: Option<(Vec<u8>, u32)>,
 }
 
 /// An IKE SA rekey in flight.
@@ -108,6 +114,7 @@ impl ChildRequest {
             remote_ts,
             rekeys: rekeys.map(|c| c.spi_in),
             ke_retry: true,
+            collision: None,
         })
     }
 
@@ -145,6 +152,12 @@ impl ChildSa {
     /// the end of a rekey, not of the tunnel).
     pub(crate) fn superseded(&self, all: &[ChildSa]) -> bool {
         self.state == ChildState::Rekeyed
+            || self.redundant
+            // The SA we created answering the peer's rekey that crossed ours, deleted
+            // before our own rekey's answer told us it lost.
+            || all
+                .iter()
+                .any(|c| c.collision.as_ref().is_some_and(|(_, s)| *s == self.spi_in))
             || all.iter().any(|c| {
                 c.cfg == self.cfg
                     && c.spi_in != self.spi_in

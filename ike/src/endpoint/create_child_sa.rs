@@ -108,6 +108,7 @@ impl IkeSa {
             established: ctx.now,
             rekey_at: (!child.rekey_time.is_zero()).then(|| ctx.now + child.rekey_time),
             collision: None,
+            redundant: false,
         };
         let info = Box::new(ChildSaInfo {
             ike: self.id,
@@ -313,6 +314,7 @@ impl IkeSa {
                 .filter(|c| !c.rekey_time.is_zero())
                 .map(|c| ctx.now + c.rekey_time),
             collision: None,
+            redundant: false,
         };
         if req.rekeys.is_some() {
             ctx.stats.child_rekeys += 1;
@@ -337,7 +339,8 @@ impl IkeSa {
         let new_spi = c.spi_in;
         self.children.push(c);
         if let Some(old_spi) = req.rekeys {
-            self.resolve_child_rekey(ctx, old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
+            let our_min = min_nonce(&ni, &nr).to_vec();
+            self.resolve_child_rekey(ctx, old_spi, new_spi, our_min, req.collision);
         }
     }
 
@@ -349,19 +352,35 @@ impl IkeSa {
         old_spi: u32,
         new_spi: u32,
         our_min: Vec<u8>,
+        stashed: Option<(Vec<u8>, u32)>,
     ) {
-        let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
-            return;
+        let (peer_deleted, collision) = match self.children.iter_mut().find(|c| c.spi_in == old_spi)
+        {
+            Some(old) => {
+                let peer_deleted = old.state == ChildState::RekeyingDeleted;
+                old.state = ChildState::Rekeyed;
+                (peer_deleted, old.collision.take())
+            }
+            // The peer's crossing rekey replaced the old SA already.
+            None if stashed.is_some() => (true, stashed),
+            None => return,
         };
-        let peer_deleted = old.state == ChildState::RekeyingDeleted;
-        let redundant = matches!(&old.collision, Some((their_min, _)) if our_min < *their_min);
-        old.collision = None;
-        old.state = ChildState::Rekeyed;
-        if redundant {
+        let redundant = match collision {
             // Our exchange holds the lowest nonce: the SA we created is redundant and
             // ours to delete; the peer deletes the old one.
-            self.tasks.push_back(Task::DeleteChild(new_spi));
-        } else if !peer_deleted {
+            Some((their_min, _)) if our_min < their_min => {
+                self.tasks.push_back(Task::DeleteChild(new_spi));
+                Some(new_spi)
+            }
+            // The peer's exchange holds it: the SA we created answering it is the
+            // redundant one, the peer's to delete; the old one is ours.
+            Some((_, theirs)) => Some(theirs),
+            None => None,
+        };
+        if let Some(c) = redundant.and_then(|s| self.children.iter_mut().find(|c| c.spi_in == s)) {
+            c.redundant = true;
+        }
+        if !peer_deleted && redundant != Some(new_spi) {
             self.tasks.push_back(Task::DeleteChild(old_spi));
         }
         if peer_deleted {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use super::child_sa::ChildState;
 use super::error::AuthFailure;
 use super::event::DownReason;
-use super::ike_sa::{IkeSa, Pending, State};
+use super::ike_sa::{IkeSa, Outstanding, Pending, State};
 use super::payloads::find_notify;
 use super::Ctx;
 use crate::iana::{exchange, notify, protocol};
@@ -38,6 +38,24 @@ impl IkeSa {
             vec![del],
             Pending::DeleteChildren(live),
         );
+    }
+
+    /// Moves the collision record of child `spi_in` into our outstanding rekey of it.
+    fn stash_collision(&mut self, spi_in: u32) {
+        let collision = self
+            .children
+            .iter_mut()
+            .find(|c| c.spi_in == spi_in)
+            .and_then(|c| c.collision.take());
+        if let Some(Outstanding {
+            pending: Pending::CreateChild(req),
+            ..
+        }) = self.outstanding.as_mut()
+        {
+            if req.rekeys == Some(spi_in) {
+                req.collision = collision;
+            }
+        }
     }
 
     /// The peer confirmed our child deletes.
@@ -101,10 +119,19 @@ impl IkeSa {
                         if c.state != ChildState::Deleting {
                             ours.push(spi_in.to_be_bytes().to_vec());
                         }
+                        // RFC 7296 2.8.1: the peer deletes the old SA of a collision
+                        // once its own rekey, which we answered, replaced it: that SA
+                        // takes over now, and our rekey's answer is settled against the
+                        // collision's nonces when it comes.
+                        if c.state == ChildState::Rekeying && c.collision.is_some() {
+                            self.stash_collision(spi_in);
+                            self.remove_child(ctx, spi_in, DownReason::Rekeyed);
+                            continue;
+                        }
                         // RFC 7296 2.25.1: the peer deleted an SA our rekey is about to
                         // replace. Answer as usual, but keep sending on it until the
                         // rekey's answer: a rekey then, or its end (a DELETE that beat a
-                        // late CREATE_CHILD_SA answer, or a collision's loser).
+                        // late CREATE_CHILD_SA answer).
                         if matches!(c.state, ChildState::Rekeying | ChildState::RekeyingDeleted) {
                             if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi_in) {
                                 c.state = ChildState::RekeyingDeleted;
