@@ -739,5 +739,41 @@ mod rekey_collision {
         "aes128gcm16-x25519,aes256gcm16-x25519"
     ));
     per_order!(late_answer, |o| collision_late_answer(o, false, false));
+    per_order!(late_answer_winner_deleted, |o| collision_late_answer(
+        o, false, true
+    ));
     per_order!(lost_answer, |o| collision_late_answer(o, true, false));
+}
+
+/// `i` rekeys; `r` answers, then deletes the new SA before its answer reaches `i`: `i`
+/// answers the DELETE of an SA it does not know yet, and when the answer comes, brings
+/// the new SA up and down at once and deletes the old one. No child is left.
+fn delete_new_before_answer(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    let answer = take(&mut s.p, ccsa_resp(r));
+    let new_r = s.new_ups(r)[0].0;
+    s.delete(r, new_r);
+    s.deliver(info_req(r));
+    s.deliver(info_resp(i));
+    inject(&mut s.p, answer);
+    s.deliver(info_req(i));
+    s.deliver(info_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    assert_settled(&s.p, &[]);
+    let new_i = s.new_ups(i)[0].0;
+    assert_eq!(downs(&s.p, i, new_i), vec![DownReason::DeletedByPeer]);
+    assert_eq!(downs(&s.p, r, new_r), vec![DownReason::Terminated]);
+    for side in [i, r] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+    }
+}
+
+mod rekey_delete_before_answer {
+    use super::*;
+
+    per_side!(new_sa, delete_new_before_answer);
 }

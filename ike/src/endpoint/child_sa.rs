@@ -46,9 +46,10 @@ pub(crate) struct ChildSa {
     /// A peer rekey of this SA we answered while ours was in flight: the smaller nonce
     /// of that exchange and the inbound SPI of the SA it created (RFC 7296 2.8.1).
     pub(crate) collision: Option<(Vec<u8>, u32)>,
-    /// The redundant SA of a rekey collision (RFC 7296 2.8.1), deleted by the peer
-    /// that created it: its end is part of a rekey, not the end of the child.
-    pub(crate) redundant: bool,
+    /// Replaced by a rekey, or the redundant SA of a rekey collision (RFC 7296 2.8.1):
+    /// its end is part of a rekey, not the end of the child. Unlike the `Rekeyed`
+    /// state, it outlives our own delete of the SA.
+    pub(crate) replaced: bool,
 }
 
 /// A CREATE_CHILD_SA (or IKE_AUTH) child request in flight.
@@ -68,7 +69,14 @@ pub(crate) struct ChildRequest {
     /// The old SA's collision record (see [`ChildSa::collision`]), kept here when the
     /// peer's crossing rekey replaced and deleted the old SA before our answer came.
     pub(crate) collision: Option<(Vec<u8>, u32)>,
+    /// Outbound SPIs the peer deleted before we knew them: the SA its answer to this
+    /// request creates may be one of them (RFC 7296 2.25.1), at most
+    /// [`DELETED_EARLY_MAX`].
+    pub(crate) deleted_early: Vec<u32>,
 }
+
+/// How many unknown SPIs a peer's deletes may leave with one request in flight.
+pub(crate) const DELETED_EARLY_MAX: usize = 4;
 
 /// An IKE SA rekey in flight.
 pub(crate) struct IkeRekeyRequest {
@@ -115,6 +123,7 @@ impl ChildRequest {
             rekeys: rekeys.map(|c| c.spi_in),
             ke_retry: true,
             collision: None,
+            deleted_early: Vec::new(),
         })
     }
 
@@ -152,7 +161,7 @@ impl ChildSa {
     /// the end of a rekey, not of the tunnel).
     pub(crate) fn superseded(&self, all: &[ChildSa]) -> bool {
         self.state == ChildState::Rekeyed
-            || self.redundant
+            || self.replaced
             // The SA we created answering the peer's rekey that crossed ours, deleted
             // before our own rekey's answer told us it lost.
             || all

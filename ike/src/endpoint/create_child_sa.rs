@@ -108,7 +108,7 @@ impl IkeSa {
             established: ctx.now,
             rekey_at: (!child.rekey_time.is_zero()).then(|| ctx.now + child.rekey_time),
             collision: None,
-            redundant: false,
+            replaced: false,
         };
         let info = Box::new(ChildSaInfo {
             ike: self.id,
@@ -314,7 +314,7 @@ impl IkeSa {
                 .filter(|c| !c.rekey_time.is_zero())
                 .map(|c| ctx.now + c.rekey_time),
             collision: None,
-            redundant: false,
+            replaced: false,
         };
         if req.rekeys.is_some() {
             ctx.stats.child_rekeys += 1;
@@ -342,6 +342,12 @@ impl IkeSa {
             let our_min = min_nonce(&ni, &nr).to_vec();
             self.resolve_child_rekey(ctx, old_spi, new_spi, our_min, req.collision);
         }
+        if req.deleted_early.contains(&spi_out) {
+            // RFC 7296 2.25.1: the peer deleted this SA before its answer reached us.
+            // Reported up and down, as charon does, so a rekey still retires the old
+            // SA (which we delete).
+            self.remove_child(ctx, new_spi, DownReason::DeletedByPeer);
+        }
     }
 
     /// After our rekey of `old_spi` completed: delete the old SA, unless a collision
@@ -359,6 +365,7 @@ impl IkeSa {
             Some(old) => {
                 let peer_deleted = old.state == ChildState::RekeyingDeleted;
                 old.state = ChildState::Rekeyed;
+                old.replaced = true;
                 (peer_deleted, old.collision.take())
             }
             // The peer's crossing rekey replaced the old SA already.
@@ -378,7 +385,7 @@ impl IkeSa {
             None => None,
         };
         if let Some(c) = redundant.and_then(|s| self.children.iter_mut().find(|c| c.spi_in == s)) {
-            c.redundant = true;
+            c.replaced = true;
         }
         if !peer_deleted && redundant != Some(new_spi) {
             self.tasks.push_back(Task::DeleteChild(old_spi));
@@ -406,6 +413,7 @@ impl IkeSa {
                 // The peer's rekey of it, which we answered, replaced it: the peer
                 // deletes it.
                 old.state = ChildState::Rekeyed;
+                old.replaced = true;
                 false
             }
             ChildState::Rekeying => {
@@ -540,6 +548,7 @@ impl IkeSa {
                         old.collision = Some((min_nonce(&peer_ni, &our_nr).to_vec(), new_spi));
                     } else {
                         old.state = ChildState::Rekeyed;
+                        old.replaced = true;
                     }
                 }
                 if info.rekeys.is_some() {

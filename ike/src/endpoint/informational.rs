@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::child_sa::ChildState;
+use super::child_sa::{ChildState, DELETED_EARLY_MAX};
 use super::error::AuthFailure;
 use super::event::DownReason;
 use super::ike_sa::{IkeSa, Outstanding, Pending, State};
@@ -13,7 +13,22 @@ use crate::wire::{Delete, Header, Payload};
 
 impl IkeSa {
     /// Sends a Delete for these child SAs (our inbound SPIs, RFC 7296 1.4.1).
-    pub(crate) fn start_delete_children(&mut self, ctx: &mut Ctx<'_>, spis: Vec<u32>) {
+    pub(crate) fn start_delete_children(&mut self, ctx: &mut Ctx<'_>, mut spis: Vec<u32>) {
+        // Deleting the SA that won a rekey collision (RFC 7296 2.8.1) deletes the child:
+        // its redundant twin, left for the peer to delete, goes in the same request, or
+        // traffic would move onto it before the peer may have it.
+        let twins: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| spis.contains(&c.spi_in) && c.state == ChildState::Installed && !c.replaced)
+            .flat_map(|w| {
+                self.children.iter().filter(move |t| {
+                    t.cfg == w.cfg && t.replaced && t.state == ChildState::Installed
+                })
+            })
+            .map(|t| t.spi_in)
+            .collect();
+        spis.extend(twins);
         let mut live = Vec::new();
         for c in self
             .children
@@ -54,6 +69,20 @@ impl IkeSa {
         {
             if req.rekeys == Some(spi_in) {
                 req.collision = collision;
+            }
+        }
+    }
+
+    /// The peer deleted an SA we do not know: maybe the one its answer to our
+    /// outstanding CREATE_CHILD_SA request creates, the answer being late.
+    fn note_deleted_early(&mut self, spi_out: u32) {
+        if let Some(Outstanding {
+            pending: Pending::CreateChild(req),
+            ..
+        }) = self.outstanding.as_mut()
+        {
+            if req.deleted_early.len() < DELETED_EARLY_MAX {
+                req.deleted_early.push(spi_out);
             }
         }
     }
@@ -111,6 +140,7 @@ impl IkeSa {
                         // The peer names its inbound SPI: our outbound one.
                         let spi_out = u32::from_be_bytes(b);
                         let Some(c) = self.children.iter().find(|c| c.spi_out == spi_out) else {
+                            self.note_deleted_early(spi_out);
                             continue;
                         };
                         let spi_in = c.spi_in;
