@@ -16,10 +16,10 @@ const IKE: &str = "aes128gcm16-prfsha256-x25519";
 const NO_PFS: &str = "aes128gcm16";
 const PFS: &str = "aes128gcm16-x25519";
 const PFS_ECP: &str = "aes256gcm16-ecp256";
-/// Offers X25519 first, P-256 second.
-const PFS_X_OR_ECP: &str = "aes128gcm16-x25519-ecp256";
-/// Accepts P-256 only.
-const PFS_ECP_ONLY: &str = "aes128gcm16-ecp256";
+/// Offers P-256 first, X25519 second.
+const PFS_ECP_OR_X: &str = "aes128gcm16-ecp256-x25519";
+/// Accepts X25519 only (cheaper than P-256 in debug builds).
+const PFS_X_ONLY: &str = PFS;
 
 /// Which of the four nonces of two colliding rekeys is the lowest, as charon's tables
 /// put it: a's Ni, b's Ni, b's Nr (answering a), a's Nr (answering b).
@@ -75,9 +75,11 @@ impl S {
         self.p.run_for(Duration::ZERO);
     }
 
-    /// Lets retransmission timers fire once (their datagrams are held).
+    /// Lets retransmission timers fire once (their datagrams are held; those of
+    /// requests still held are dropped as duplicates).
     fn wait_retransmit(&mut self) {
         self.p.run_for(Duration::from_millis(2100));
+        drop_duplicates(&mut self.p);
     }
 
     fn deliver(&mut self, m: Msg) {
@@ -204,8 +206,8 @@ fn regular_lost(i: Side, lost: Lost) {
 /// (RFC 7296 1.3). `lose` drops the retry's answer once.
 fn ke_invalid(i: Side, lose: bool) {
     let (esp_a, esp_b) = match i {
-        Side::A => (PFS_X_OR_ECP, PFS_ECP_ONLY),
-        Side::B => (PFS_ECP_ONLY, PFS_X_OR_ECP),
+        Side::A => (PFS_ECP_OR_X, PFS_X_ONLY),
+        Side::B => (PFS_X_ONLY, PFS_ECP_OR_X),
     };
     let mut s = S::new(esp_a, esp_b);
     let r = peer(i);
@@ -231,7 +233,7 @@ fn ke_invalid(i: Side, lose: bool) {
     assert_regular_outcome(&s, i);
     assert_eq!(
         only_suite(&s.p, i).dh.map(|d| d.id()),
-        Some(19),
+        Some(31),
         "the group the responder asked for"
     );
 }
@@ -776,4 +778,327 @@ mod rekey_delete_before_answer {
     use super::*;
 
     per_side!(new_sa, delete_new_before_answer);
+}
+
+// ---------------------------------------------------------------------------------------
+// Collisions that one side does not see: its rekey request arrives late (RFC 7296 2.25).
+
+/// How a's late rekey request meets b's completed rekey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// It reaches b while b's DELETE of the old SA is out: TEMPORARY_FAILURE, which a
+    /// gets before b's DELETE.
+    BeforeDelete,
+    /// The same, but b's DELETE reaches a before the TEMPORARY_FAILURE.
+    AfterDelete,
+    /// It reaches b after the DELETE completed: CHILD_SA_NOT_FOUND.
+    AfterDeleteDone,
+    /// As `AfterDeleteDone`, and b deleted the new SA too meanwhile.
+    AfterNewDeleted,
+}
+
+/// Both rekey; a's request is held (`lost`: dropped, then retransmitted) while b's
+/// exchange completes without b seeing a collision. b's SA survives whatever the
+/// nonces (a's rekey is refused), and a never retries.
+/// `o`: the first bytes of a's Ni, b's Ni and a's Nr (answering b).
+fn late_request(o: [u8; 3], late: Late, lost: bool) {
+    let mut s = S::new(PFS, PFS);
+    both_rekey(&mut s, o[0], o[1]);
+    let req_a = take(&mut s.p, ccsa_req(Side::A));
+    s.n.set(Side::A, o[2]);
+    s.deliver(ccsa_req(Side::B));
+    s.deliver(ccsa_resp(Side::A));
+    // b saw no collision: it deletes the old SA.
+    assert_eq!(held(&s.p, info_req(Side::B)), 1);
+    let send_a = |s: &mut S| {
+        if lost {
+            s.wait_retransmit();
+            s.deliver(ccsa_req(Side::A));
+        } else {
+            inject(&mut s.p, req_a.clone());
+        }
+    };
+    match late {
+        Late::BeforeDelete | Late::AfterDelete => {
+            send_a(&mut s);
+            if late == Late::BeforeDelete {
+                s.deliver(ccsa_resp(Side::B));
+                s.deliver(info_req(Side::B));
+            } else {
+                s.deliver(info_req(Side::B));
+                s.deliver(ccsa_resp(Side::B));
+            }
+            s.deliver(info_resp(Side::A));
+        }
+        Late::AfterDeleteDone | Late::AfterNewDeleted => {
+            s.deliver(info_req(Side::B));
+            s.deliver(info_resp(Side::A));
+            if late == Late::AfterNewDeleted {
+                let new_b = only_child(&s.p, Side::B);
+                s.delete(Side::B, new_b);
+                s.deliver(info_req(Side::B));
+                s.deliver(info_resp(Side::A));
+            }
+            send_a(&mut s);
+            s.deliver(ccsa_resp(Side::B));
+        }
+    }
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    s.p.run_for(Duration::from_secs(30));
+    s.p.settle();
+    // a answered b's rekey only: one SA each, b's.
+    let (ua, ub) = (s.new_ups(Side::A), s.new_ups(Side::B));
+    assert_eq!(ua.len(), 1, "{ua:?}");
+    assert_eq!(ub.len(), 1, "{ub:?}");
+    assert_eq!(ua[0].1, ub[0].0, "mirrored");
+    if late == Late::AfterNewDeleted {
+        assert_settled(&s.p, &[]);
+        assert_eq!(downs(&s.p, Side::B, ub[0].0), vec![DownReason::Terminated]);
+        assert_eq!(
+            downs(&s.p, Side::A, ua[0].0),
+            vec![DownReason::DeletedByPeer]
+        );
+    } else {
+        assert_settled(&s.p, &[ua[0].0]);
+    }
+    for side in [Side::A, Side::B] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+        assert!(failures(&s.p, side).is_empty(), "{side:?}");
+        assert_eq!(s.stats(side).child_rekeys, 1, "{side:?}");
+    }
+}
+
+/// charon's three nonce orders for a late request: a's Ni, b's Ni or a's Nr lowest.
+macro_rules! per_order3 {
+    ($name:ident, $f:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn lowest_is_a_ni() {
+                ($f)([0x00, 0xff, 0xff])
+            }
+            #[test]
+            fn lowest_is_b_ni() {
+                ($f)([0xff, 0x00, 0xff])
+            }
+            #[test]
+            fn lowest_is_a_nr() {
+                ($f)([0xff, 0xff, 0x00])
+            }
+        }
+    };
+}
+
+mod rekey_collision_late_request {
+    use super::*;
+
+    per_order3!(temp_fail_before_delete, |o| late_request(
+        o,
+        Late::BeforeDelete,
+        false
+    ));
+    per_order3!(temp_fail_after_delete, |o| late_request(
+        o,
+        Late::AfterDelete,
+        false
+    ));
+    per_order3!(not_found, |o| late_request(o, Late::AfterDeleteDone, false));
+    per_order3!(not_found_new_deleted, |o| late_request(
+        o,
+        Late::AfterNewDeleted,
+        false
+    ));
+    per_order3!(lost_temp_fail_before_delete, |o| late_request(
+        o,
+        Late::BeforeDelete,
+        true
+    ));
+    per_order3!(lost_temp_fail_after_delete, |o| late_request(
+        o,
+        Late::AfterDelete,
+        true
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Collisions after INVALID_KE_PAYLOAD, and a loser that deletes the old SA anyway.
+
+/// a offers P-256 first, b takes X25519 only. Both rekey: b refuses a's KE, a answers
+/// b's request, then retries with X25519 and a fresh nonce, which b, still rekeying,
+/// answers: a collision of a's retry with b's rekey, settled by the four nonces
+/// `o` (a's retried Ni, b's Ni, b's Nr, a's Nr).
+fn ke_invalid_collision(o: [u8; 4]) {
+    let mut s = S::new(PFS_ECP_OR_X, PFS_X_ONLY);
+    both_rekey(&mut s, 0x80, o[1]);
+    s.deliver(ccsa_req(Side::A));
+    s.n.set(Side::A, o[3]);
+    s.deliver(ccsa_req(Side::B));
+    s.n.set(Side::A, o[0]);
+    s.deliver(ccsa_resp(Side::B));
+    assert_eq!(held(&s.p, ccsa_req(Side::A)), 1, "a's retry");
+    s.n.set(Side::B, o[2]);
+    s.deliver(ccsa_req(Side::A));
+    s.deliver(ccsa_resp(Side::A));
+    s.deliver(ccsa_resp(Side::B));
+    deliver_in_order(&mut s.p);
+    resume(&mut s.p);
+    let c = collision_sas(&s, true, true);
+    assert_collision_outcome(&s, &c, a_wins(o));
+    for side in [Side::A, Side::B] {
+        assert_eq!(only_suite(&s.p, side).dh.map(|d| d.id()), Some(31));
+    }
+}
+
+/// As [`ke_invalid_collision`], but a's retry arrives after b completed its rekey
+/// (b saw no collision, its first request having been refused): TEMPORARY_FAILURE,
+/// after b's DELETE of the old SA. b's SA survives.
+/// `o`: a's retried Ni, b's Ni, a's Nr.
+fn ke_invalid_late_retry(o: [u8; 3]) {
+    let mut s = S::new(PFS_ECP_OR_X, PFS_X_ONLY);
+    both_rekey(&mut s, 0x80, o[1]);
+    s.deliver(ccsa_req(Side::A));
+    s.n.set(Side::A, o[2]);
+    s.deliver(ccsa_req(Side::B));
+    s.n.set(Side::A, o[0]);
+    s.deliver(ccsa_resp(Side::B));
+    let retry = take(&mut s.p, ccsa_req(Side::A));
+    s.deliver(ccsa_resp(Side::A));
+    assert_eq!(held(&s.p, info_req(Side::B)), 1, "b deletes the old SA");
+    inject(&mut s.p, retry);
+    s.deliver(info_req(Side::B));
+    s.deliver(ccsa_resp(Side::B));
+    s.deliver(info_resp(Side::A));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    let (ua, ub) = (s.new_ups(Side::A), s.new_ups(Side::B));
+    assert_eq!((ua.len(), ub.len()), (1, 1), "{ua:?} {ub:?}");
+    assert_settled(&s.p, &[ua[0].0]);
+    for side in [Side::A, Side::B] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+        assert!(failures(&s.p, side).is_empty());
+    }
+}
+
+/// A collision that a wins (`o` puts the lowest nonce in b's exchange), where b's
+/// answer to a is late and b, besides deleting its redundant SA, also deletes the old
+/// SA (which is a's to delete; charon's hypothetical incorrect responder). a takes the
+/// DELETE of the old SA as the end of the collision and its late answer completes it.
+fn collision_loser_deletes_old(o: [u8; 4]) {
+    assert!(a_wins(o));
+    let mut s = S::new(PFS, PFS);
+    both_rekey(&mut s, o[0], o[1]);
+    s.n.set(Side::B, o[2]);
+    s.deliver(ccsa_req(Side::A));
+    let late = take(&mut s.p, ccsa_resp(Side::B));
+    s.n.set(Side::A, o[3]);
+    s.deliver(ccsa_req(Side::B));
+    s.deliver(ccsa_resp(Side::A));
+    let old_b = s.old(Side::B);
+    s.delete(Side::B, old_b);
+    // b's DELETE of its redundant SA, then of the old one.
+    s.deliver(info_req(Side::B));
+    s.deliver(info_resp(Side::A));
+    s.deliver(info_req(Side::B));
+    inject(&mut s.p, late);
+    s.deliver(info_resp(Side::A));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    let c = collision_sas(&s, true, true);
+    let (wa, wb) = c.winner(true);
+    assert_eq!(only_child(&s.p, Side::B), wb);
+    assert_settled(&s.p, &[wa]);
+    for side in [Side::A, Side::B] {
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+    }
+}
+
+mod rekey_collision_ke_invalid {
+    use super::*;
+
+    per_order!(retry_collides, ke_invalid_collision);
+    per_order3!(late_retry, ke_invalid_late_retry);
+}
+
+mod rekey_collision_loser_deletes_old {
+    use super::*;
+
+    #[test]
+    fn lowest_is_b_ni() {
+        collision_loser_deletes_old(ORDERS[1])
+    }
+
+    #[test]
+    fn lowest_is_a_nr() {
+        collision_loser_deletes_old(ORDERS[3])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A child rekey crossing an IKE SA rekey or delete (RFC 7296 2.25.2).
+
+/// `i` rekeys the child while `r` rekeys the IKE SA: each answers the other with
+/// TEMPORARY_FAILURE; the child rekey is retried first, then the IKE rekey, and both
+/// complete.
+fn ike_rekey_crossing(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    let (now, id) = (s.p.now, node(&s.p, r).ep.ike_sas()[0].id);
+    s.p.node(r).ep.rekey_ike(now, id).unwrap();
+    s.p.run_for(Duration::ZERO);
+    s.deliver(ccsa_req(i));
+    s.deliver(ccsa_req(r));
+    s.deliver(ccsa_resp(r));
+    s.deliver(ccsa_resp(i));
+    s.assert_nothing_held();
+    assert_eq!(node(&s.p, i).children.len(), 1, "nothing negotiated yet");
+    s.p.filter = None;
+    s.p.run_for(Duration::from_secs(30));
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+    for side in [i, r] {
+        assert_eq!(s.stats(side).ike_rekeys, 1, "{side:?}");
+    }
+    assert_ne!(
+        node(&s.p, r).ep.ike_sas()[0].id,
+        id,
+        "the IKE SA was rekeyed"
+    );
+}
+
+/// `i` rekeys the child while `r` deletes the IKE SA: `r` answers TEMPORARY_FAILURE,
+/// `i` answers the delete and is gone before that answer comes; every SA ends once.
+fn ike_delete_crossing(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    s.rekey(i);
+    let now = s.p.now;
+    let conn = node(&s.p, r).ep.connections()[0].name.clone();
+    s.p.node(r).ep.terminate(now, &conn).unwrap();
+    s.p.run_for(Duration::ZERO);
+    s.deliver(ccsa_req(i));
+    s.deliver(info_req(r));
+    s.deliver(ccsa_resp(r));
+    s.deliver(info_resp(i));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    for side in [i, r] {
+        assert!(node(&s.p, side).ep.ike_sas().is_empty(), "{side:?}");
+        assert!(node(&s.p, side).children.is_empty(), "{side:?}");
+        assert!(s.new_ups(side).is_empty());
+        assert_eq!(s.stats(side).child_rekeys, 0);
+    }
+    assert_eq!(node(&s.p, i).ike_down, vec![DownReason::DeletedByPeer]);
+    assert_eq!(node(&s.p, r).ike_down, vec![DownReason::Terminated]);
+    assert_eq!(downs(&s.p, i, s.old(i)), vec![DownReason::DeletedByPeer]);
+    assert_eq!(downs(&s.p, r, s.old(r)), vec![DownReason::Terminated]);
+    s.p.assert_no_loss();
+}
+
+mod rekey_crossing_ike {
+    use super::*;
+
+    per_side!(ike_rekey, ike_rekey_crossing);
+    per_side!(ike_delete, ike_delete_crossing);
 }

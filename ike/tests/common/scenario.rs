@@ -328,3 +328,29 @@ pub fn assert_settled(p: &Pair, want_a: &[u32]) {
     p.assert_children_match();
     p.assert_no_loss();
 }
+
+/// Drops held datagrams identical to one held earlier (retransmissions of a request
+/// that is still held), so that a script sees each message once.
+pub fn drop_duplicates(p: &mut Pair) {
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    p.held.retain(|t| {
+        if seen.contains(&t.data) {
+            false
+        } else {
+            seen.push(t.data.clone());
+            true
+        }
+    });
+}
+
+/// Delivers every held datagram in the order held, and whatever they cause, until
+/// nothing is held.
+pub fn deliver_in_order(p: &mut Pair) {
+    let mut n = 0;
+    while !p.held.is_empty() {
+        let t = p.held.remove(0);
+        inject(p, t);
+        n += 1;
+        assert!(n < 1000, "runaway: {:?}", summary(p));
+    }
+}
