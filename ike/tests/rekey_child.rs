@@ -1102,3 +1102,93 @@ mod rekey_crossing_ike {
     per_side!(ike_rekey, ike_rekey_crossing);
     per_side!(ike_delete, ike_delete_crossing);
 }
+
+// ---------------------------------------------------------------------------------------
+// A rekey the responder refuses.
+
+/// What the responder's new configuration refuses.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Its ESP proposals no longer hold the SA's suite: NO_PROPOSAL_CHOSEN.
+    Proposal,
+    /// Its selectors no longer cover the SA's: TS_UNACCEPTABLE.
+    Selectors,
+}
+
+/// `r` is reconfigured after the SA came up, and refuses `i`'s rekey: `i` reports the
+/// failure and both keep the old SA, which carries on as if nothing happened.
+fn refused(i: Side, why: Refusal) {
+    let mut s = S::new(PFS, PFS);
+    let r = peer(i);
+    let original = node(&s.p, r).ep.connections()[0].clone();
+    let mut c = original.clone();
+    let ch = &mut c.children[0];
+    match why {
+        Refusal::Proposal => {
+            ch.esp_proposals = ike::proposal::ProposalSet::parse_esp("aes256gcm16-x25519").unwrap()
+        }
+        Refusal::Selectors => {
+            for ts in [&mut ch.local_ts, &mut ch.remote_ts] {
+                *ts = vec![ike::ts::parse_cidr("10.99.0.0/24").unwrap()];
+            }
+        }
+    }
+    s.p.node(r).ep.add_connection(c);
+    s.rekey(i);
+    s.deliver(ccsa_req(i));
+    assert_eq!(node(&s.p, r).children.len(), 1, "nothing made");
+    s.deliver(ccsa_resp(r));
+    s.assert_nothing_held();
+    resume(&mut s.p);
+    let want = match why {
+        Refusal::Proposal => DownReason::NoProposalChosen,
+        Refusal::Selectors => DownReason::TsUnacceptable,
+    };
+    assert_eq!(failures(&s.p, i), vec![want]);
+    assert!(failures(&s.p, r).is_empty());
+    assert_settled(&s.p, &[s.old_a]);
+    for side in [i, r] {
+        assert!(s.new_ups(side).is_empty());
+        assert_eq!(s.stats(side).child_rekeys, 0);
+    }
+    // The old SA can still be rekeyed once the configurations agree again.
+    s.p.node(r).ep.add_connection(original);
+    let (now, old_i) = (s.p.now, s.old(i));
+    s.p.node(i).ep.rekey_child(now, old_i).unwrap();
+    resume(&mut s.p);
+    let new_a = only_child(&s.p, Side::A);
+    assert_settled(&s.p, &[new_a]);
+    for side in [i, r] {
+        let new = only_child(&s.p, side);
+        assert_eq!(s.new_ups(side).len(), 1);
+        assert_eq!(
+            s.new_ups(side)[0].2,
+            Some(s.old(side)),
+            "{side:?} {new:08x}"
+        );
+        assert_eq!(downs(&s.p, side, s.old(side)), vec![DownReason::Rekeyed]);
+    }
+}
+
+/// A regular rekey by `i` where the network delivers every message twice: the
+/// duplicate requests get the cached answers, the duplicate answers are dropped.
+fn regular_duplicated(i: Side) {
+    let mut s = S::new(PFS, PFS);
+    s.p.filter = Some(Box::new(|_, _| Fate::Duplicate));
+    s.rekey(i);
+    resume(&mut s.p);
+    assert_regular_outcome(&s, i);
+}
+
+mod rekey_refused {
+    use super::*;
+
+    per_side!(no_proposal_chosen, |i| refused(i, Refusal::Proposal));
+    per_side!(ts_unacceptable, |i| refused(i, Refusal::Selectors));
+}
+
+mod rekey_duplicated {
+    use super::*;
+
+    per_side!(every_message, regular_duplicated);
+}
