@@ -1116,7 +1116,8 @@ enum Refusal {
 }
 
 /// `r` is reconfigured after the SA came up, and refuses `i`'s rekey: `i` reports the
-/// failure and both keep the old SA, which carries on as if nothing happened.
+/// failure and both keep the old SA, which carries on as if nothing happened; `i`
+/// tries again 8 s later.
 fn refused(i: Side, why: Refusal) {
     let mut s = S::new(PFS, PFS);
     let r = peer(i);
@@ -1144,8 +1145,13 @@ fn refused(i: Side, why: Refusal) {
         Refusal::Proposal => DownReason::NoProposalChosen,
         Refusal::Selectors => DownReason::TsUnacceptable,
     };
-    assert_eq!(failures(&s.p, i), vec![want]);
+    assert_eq!(failures(&s.p, i), vec![want.clone()]);
     assert!(failures(&s.p, r).is_empty());
+    assert_settled(&s.p, &[s.old_a]);
+    // Retried a little later, and refused again.
+    s.p.run_for(Duration::from_secs(6));
+    s.p.settle();
+    assert_eq!(failures(&s.p, i), vec![want.clone(), want]);
     assert_settled(&s.p, &[s.old_a]);
     for side in [i, r] {
         assert!(s.new_ups(side).is_empty());

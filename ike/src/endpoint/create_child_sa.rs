@@ -199,7 +199,13 @@ impl IkeSa {
             .unwrap_or_default();
         let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, reason: DownReason| {
             if let Some(old) = req.rekeys {
-                sa.abort_child_rekey(ctx, old);
+                if sa.abort_child_rekey(ctx, old) {
+                    // Try again later, as charon does: the SA still expires, and the
+                    // peer's refusal may pass (a reload, a pool).
+                    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
+                    }
+                }
             }
             ctx.events.push_back(Event::ChildFailed {
                 ike: sa.id,
