@@ -9,7 +9,7 @@ mod scenario;
 use std::time::Duration;
 
 use common::{Fate, Filter, Pair, Side};
-use ike::endpoint::{DownReason, Transmit};
+use ike::endpoint::{DownReason, Event, Transmit};
 use scenario::*;
 
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
@@ -648,6 +648,25 @@ fn collision(o: [u8; 4], esp_a: &str, esp_b: &str) {
     resume(&mut s.p);
     let c = collision_sas(&s, true, true);
     assert_collision_outcome(&s, &c, a_wins(o));
+    if esp_a != esp_b {
+        // Each responder picked its own preference: the two SAs differ, and the
+        // survivor is the winner's.
+        let (of_a, of_b) = (suite_of(&s.p, c.a_of_a), suite_of(&s.p, c.a_of_b));
+        assert_ne!(of_a.encr, of_b.encr);
+        let won = if a_wins(o) { of_a } else { of_b };
+        assert_eq!(only_suite(&s.p, Side::A), won);
+    }
+}
+
+/// The suite a reported for its child SA `spi_in` when it came up.
+fn suite_of(p: &Pair, spi_in: u32) -> ike::proposal::EspSuite {
+    p.a.events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildUp(c) if c.spi_in == spi_in => Some(c.suite),
+            _ => None,
+        })
+        .unwrap()
 }
 
 /// Like [`collision`], but b's answer to a's request is late: b completes first and
