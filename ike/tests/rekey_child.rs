@@ -717,6 +717,32 @@ fn collision_late_answer(o: [u8; 4], lose: bool, delete_winner: bool) {
     }
 }
 
+/// A plain collision on a network that loses the first DELETE of the winner (of the
+/// old SA) or of the loser (of its redundant SA): the retransmission completes it, and
+/// the end is the same.
+fn collision_lost_delete(o: [u8; 4], winners: bool) {
+    let mut s = S::new(PFS, PFS);
+    let a_won = a_wins(o);
+    let from = if a_won == winners { Side::A } else { Side::B };
+    both_rekey(&mut s, o[0], o[1]);
+    s.n.set(Side::B, o[2]);
+    s.deliver(ccsa_req(Side::A));
+    s.n.set(Side::A, o[3]);
+    s.deliver(ccsa_req(Side::B));
+    s.p.filter = Some(drop_first(info_req(from)));
+    s.p.release(|_| true);
+    s.p.settle();
+    resume(&mut s.p);
+    let c = collision_sas(&s, true, true);
+    assert_collision_outcome(&s, &c, a_won);
+    assert_eq!(
+        s.stats(from).retransmits,
+        1,
+        "{from:?} retransmitted its DELETE"
+    );
+    assert_eq!(s.stats(peer(from)).retransmits, 0);
+}
+
 /// The winner's SA at b, from the order b reported its SAs (it answered a first).
 fn collision_winner_at_b(s: &S, a_won: bool) -> (usize, u32) {
     let ub = s.new_ups(Side::B);
@@ -764,6 +790,8 @@ mod rekey_collision {
         o, false, true
     ));
     per_order!(lost_answer, |o| collision_late_answer(o, true, false));
+    per_order!(lost_winner_delete, |o| collision_lost_delete(o, true));
+    per_order!(lost_loser_delete, |o| collision_lost_delete(o, false));
 }
 
 /// `i` rekeys; `r` answers, then deletes the new SA before its answer reaches `i`: `i`
