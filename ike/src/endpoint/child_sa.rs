@@ -19,6 +19,10 @@ pub(crate) enum ChildState {
     Installed,
     /// Our rekey of it is in flight.
     Rekeying,
+    /// Our rekey of it is in flight and the peer deleted it meanwhile (RFC 7296 2.25.1):
+    /// it keeps carrying our traffic until the rekey's answer replaces it (a rekey) or
+    /// ends it (deleted by the peer), as charon does.
+    RekeyingDeleted,
     /// Replaced by a newer child SA; deleted soon by whoever initiated the rekey.
     Rekeyed,
     /// Our delete is in flight.
@@ -42,6 +46,10 @@ pub(crate) struct ChildSa {
     /// A peer rekey of this SA we answered while ours was in flight: the smaller nonce
     /// of that exchange and the inbound SPI of the SA it created (RFC 7296 2.8.1).
     pub(crate) collision: Option<(Vec<u8>, u32)>,
+    /// Replaced by a rekey, or the redundant SA of a rekey collision (RFC 7296 2.8.1):
+    /// its end is part of a rekey, not the end of the child. Unlike the `Rekeyed`
+    /// state, it outlives our own delete of the SA.
+    pub(crate) replaced: bool,
 }
 
 /// A CREATE_CHILD_SA (or IKE_AUTH) child request in flight.
@@ -58,7 +66,17 @@ pub(crate) struct ChildRequest {
     pub(crate) rekeys: Option<u32>,
     /// INVALID_KE_PAYLOAD retries left.
     pub(crate) ke_retry: bool,
+    /// The old SA's collision record (see [`ChildSa::collision`]), kept here when the
+    /// peer's crossing rekey replaced and deleted the old SA before our answer came.
+    pub(crate) collision: Option<(Vec<u8>, u32)>,
+    /// Outbound SPIs the peer deleted before we knew them: the SA its answer to this
+    /// request creates may be one of them (RFC 7296 2.25.1), at most
+    /// [`DELETED_EARLY_MAX`].
+    pub(crate) deleted_early: Vec<u32>,
 }
+
+/// How many unknown SPIs a peer's deletes may leave with one request in flight.
+pub(crate) const DELETED_EARLY_MAX: usize = 4;
 
 /// An IKE SA rekey in flight.
 pub(crate) struct IkeRekeyRequest {
@@ -104,6 +122,8 @@ impl ChildRequest {
             remote_ts,
             rekeys: rekeys.map(|c| c.spi_in),
             ke_retry: true,
+            collision: None,
+            deleted_early: Vec::new(),
         })
     }
 
@@ -141,6 +161,12 @@ impl ChildSa {
     /// the end of a rekey, not of the tunnel).
     pub(crate) fn superseded(&self, all: &[ChildSa]) -> bool {
         self.state == ChildState::Rekeyed
+            || self.replaced
+            // The SA we created answering the peer's rekey that crossed ours, deleted
+            // before our own rekey's answer told us it lost.
+            || all
+                .iter()
+                .any(|c| c.collision.as_ref().is_some_and(|(_, s)| *s == self.spi_in))
             || all.iter().any(|c| {
                 c.cfg == self.cfg
                     && c.spi_in != self.spi_in

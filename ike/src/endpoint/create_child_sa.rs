@@ -108,6 +108,7 @@ impl IkeSa {
             established: ctx.now,
             rekey_at: (!child.rekey_time.is_zero()).then(|| ctx.now + child.rekey_time),
             collision: None,
+            replaced: false,
         };
         let info = Box::new(ChildSaInfo {
             ike: self.id,
@@ -197,12 +198,13 @@ impl IkeSa {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         let fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, reason: DownReason| {
-            if let Some(old) = req
-                .rekeys
-                .and_then(|s| sa.children.iter_mut().find(|c| c.spi_in == s))
-            {
-                if old.state == ChildState::Rekeying {
-                    old.state = ChildState::Installed;
+            if let Some(old) = req.rekeys {
+                if sa.abort_child_rekey(ctx, old) {
+                    // Try again later, as charon does: the SA still expires, and the
+                    // peer's refusal may pass (a reload, a pool).
+                    if let Some(c) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
+                    }
                 }
             }
             ctx.events.push_back(Event::ChildFailed {
@@ -318,6 +320,7 @@ impl IkeSa {
                 .filter(|c| !c.rekey_time.is_zero())
                 .map(|c| ctx.now + c.rekey_time),
             collision: None,
+            replaced: false,
         };
         if req.rekeys.is_some() {
             ctx.stats.child_rekeys += 1;
@@ -342,27 +345,88 @@ impl IkeSa {
         let new_spi = c.spi_in;
         self.children.push(c);
         if let Some(old_spi) = req.rekeys {
-            self.resolve_child_rekey(old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
+            let our_min = min_nonce(&ni, &nr).to_vec();
+            self.resolve_child_rekey(ctx, old_spi, new_spi, our_min, req.collision);
+        }
+        if req.deleted_early.contains(&spi_out) {
+            // RFC 7296 2.25.1: the peer deleted this SA before its answer reached us.
+            // Reported up and down, as charon does, so a rekey still retires the old
+            // SA (which we delete).
+            self.remove_child(ctx, new_spi, DownReason::DeletedByPeer);
         }
     }
 
     /// After our rekey of `old_spi` completed: delete the old SA, unless a collision
     /// (RFC 7296 2.8.1) makes our new SA the redundant one.
-    fn resolve_child_rekey(&mut self, old_spi: u32, new_spi: u32, our_min: Vec<u8>) {
-        let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
-            return;
+    fn resolve_child_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old_spi: u32,
+        new_spi: u32,
+        our_min: Vec<u8>,
+        stashed: Option<(Vec<u8>, u32)>,
+    ) {
+        let (peer_deleted, collision) = match self.children.iter_mut().find(|c| c.spi_in == old_spi)
+        {
+            Some(old) => {
+                let peer_deleted = old.state == ChildState::RekeyingDeleted;
+                old.state = ChildState::Rekeyed;
+                old.replaced = true;
+                (peer_deleted, old.collision.take())
+            }
+            // The peer's crossing rekey replaced the old SA already.
+            None if stashed.is_some() => (true, stashed),
+            None => return,
         };
-        match old.collision.take() {
+        let redundant = match collision {
+            // Our exchange holds the lowest nonce: the SA we created is redundant and
+            // ours to delete; the peer deletes the old one.
             Some((their_min, _)) if our_min < their_min => {
-                // Our exchange holds the lowest nonce: the SA we created is redundant
-                // and ours to delete; the peer deletes the old one.
-                old.state = ChildState::Rekeyed;
                 self.tasks.push_back(Task::DeleteChild(new_spi));
+                Some(new_spi)
             }
-            _ => {
+            // The peer's exchange holds it: the SA we created answering it is the
+            // redundant one, the peer's to delete; the old one is ours.
+            Some((_, theirs)) => Some(theirs),
+            None => None,
+        };
+        if let Some(c) = redundant.and_then(|s| self.children.iter_mut().find(|c| c.spi_in == s)) {
+            c.replaced = true;
+        }
+        if !peer_deleted && redundant != Some(new_spi) {
+            self.tasks.push_back(Task::DeleteChild(old_spi));
+        }
+        if peer_deleted {
+            // The peer deleted the old SA before our rekey's answer came in: replaced
+            // now, and nothing is left to delete.
+            self.remove_child(ctx, old_spi, DownReason::Rekeyed);
+        }
+    }
+
+    /// Our rekey of `old_spi` ended without a new SA. The old SA carries on, unless the
+    /// peer deleted it meanwhile (RFC 7296 2.25.1) or replaced it by its own rekey that
+    /// crossed ours (2.8.1). Returns whether it carries on as before.
+    pub(crate) fn abort_child_rekey(&mut self, ctx: &mut Ctx<'_>, old_spi: u32) -> bool {
+        let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
+            return false;
+        };
+        match old.state {
+            ChildState::RekeyingDeleted => {
+                self.remove_child(ctx, old_spi, DownReason::DeletedByPeer);
+                false
+            }
+            ChildState::Rekeying if old.collision.take().is_some() => {
+                // The peer's rekey of it, which we answered, replaced it: the peer
+                // deletes it.
                 old.state = ChildState::Rekeyed;
-                self.tasks.push_back(Task::DeleteChild(old_spi));
+                old.replaced = true;
+                false
             }
+            ChildState::Rekeying => {
+                old.state = ChildState::Installed;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -393,10 +457,12 @@ impl IkeSa {
         }
         if let Some(n) = error_notify(&payloads) {
             if let (notify::TEMPORARY_FAILURE, Some(old)) = (n.kind, req.rekeys) {
-                // RFC 7296 2.25: try again a little later.
-                if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old) {
-                    c.state = ChildState::Installed;
-                    c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout);
+                // RFC 7296 2.25: try again a little later, unless the SA was deleted
+                // or replaced meanwhile.
+                if self.abort_child_rekey(ctx, old) {
+                    if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout);
+                    }
                 }
                 return;
             }
@@ -488,6 +554,7 @@ impl IkeSa {
                         old.collision = Some((min_nonce(&peer_ni, &our_nr).to_vec(), new_spi));
                     } else {
                         old.state = ChildState::Rekeyed;
+                        old.replaced = true;
                     }
                 }
                 if info.rekeys.is_some() {

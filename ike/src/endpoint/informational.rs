@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
-use super::child_sa::ChildState;
+use super::child_sa::{ChildState, DELETED_EARLY_MAX};
 use super::error::AuthFailure;
 use super::event::DownReason;
-use super::ike_sa::{IkeSa, Pending, State};
+use super::ike_sa::{IkeSa, Outstanding, Pending, State};
 use super::payloads::find_notify;
 use super::Ctx;
 use crate::iana::{exchange, notify, protocol};
@@ -13,7 +13,22 @@ use crate::wire::{Delete, Header, Payload};
 
 impl IkeSa {
     /// Sends a Delete for these child SAs (our inbound SPIs, RFC 7296 1.4.1).
-    pub(crate) fn start_delete_children(&mut self, ctx: &mut Ctx<'_>, spis: Vec<u32>) {
+    pub(crate) fn start_delete_children(&mut self, ctx: &mut Ctx<'_>, mut spis: Vec<u32>) {
+        // Deleting the SA that won a rekey collision (RFC 7296 2.8.1) deletes the child:
+        // its redundant twin, left for the peer to delete, goes in the same request, or
+        // traffic would move onto it before the peer may have it.
+        let twins: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| spis.contains(&c.spi_in) && c.state == ChildState::Installed && !c.replaced)
+            .flat_map(|w| {
+                self.children.iter().filter(move |t| {
+                    t.cfg == w.cfg && t.replaced && t.state == ChildState::Installed
+                })
+            })
+            .map(|t| t.spi_in)
+            .collect();
+        spis.extend(twins);
         let mut live = Vec::new();
         for c in self
             .children
@@ -38,6 +53,38 @@ impl IkeSa {
             vec![del],
             Pending::DeleteChildren(live),
         );
+    }
+
+    /// Moves the collision record of child `spi_in` into our outstanding rekey of it.
+    fn stash_collision(&mut self, spi_in: u32) {
+        let collision = self
+            .children
+            .iter_mut()
+            .find(|c| c.spi_in == spi_in)
+            .and_then(|c| c.collision.take());
+        if let Some(Outstanding {
+            pending: Pending::CreateChild(req),
+            ..
+        }) = self.outstanding.as_mut()
+        {
+            if req.rekeys == Some(spi_in) {
+                req.collision = collision;
+            }
+        }
+    }
+
+    /// The peer deleted an SA we do not know: maybe the one its answer to our
+    /// outstanding CREATE_CHILD_SA request creates, the answer being late.
+    fn note_deleted_early(&mut self, spi_out: u32) {
+        if let Some(Outstanding {
+            pending: Pending::CreateChild(req),
+            ..
+        }) = self.outstanding.as_mut()
+        {
+            if req.deleted_early.len() < DELETED_EARLY_MAX {
+                req.deleted_early.push(spi_out);
+            }
+        }
     }
 
     /// The peer confirmed our child deletes.
@@ -93,6 +140,7 @@ impl IkeSa {
                         // The peer names its inbound SPI: our outbound one.
                         let spi_out = u32::from_be_bytes(b);
                         let Some(c) = self.children.iter().find(|c| c.spi_out == spi_out) else {
+                            self.note_deleted_early(spi_out);
                             continue;
                         };
                         let spi_in = c.spi_in;
@@ -100,6 +148,25 @@ impl IkeSa {
                         // response carries no Delete for it.
                         if c.state != ChildState::Deleting {
                             ours.push(spi_in.to_be_bytes().to_vec());
+                        }
+                        // RFC 7296 2.8.1: the peer deletes the old SA of a collision
+                        // once its own rekey, which we answered, replaced it: that SA
+                        // takes over now, and our rekey's answer is settled against the
+                        // collision's nonces when it comes.
+                        if c.state == ChildState::Rekeying && c.collision.is_some() {
+                            self.stash_collision(spi_in);
+                            self.remove_child(ctx, spi_in, DownReason::Rekeyed);
+                            continue;
+                        }
+                        // RFC 7296 2.25.1: the peer deleted an SA our rekey is about to
+                        // replace. Answer as usual, but keep sending on it until the
+                        // rekey's answer: a rekey then, or its end (a DELETE that beat a
+                        // late CREATE_CHILD_SA answer).
+                        if matches!(c.state, ChildState::Rekeying | ChildState::RekeyingDeleted) {
+                            if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi_in) {
+                                c.state = ChildState::RekeyingDeleted;
+                            }
+                            continue;
                         }
                         let reason = if c.superseded(&self.children) {
                             DownReason::Rekeyed

@@ -13,10 +13,11 @@ use ike::endpoint::Event;
 /// How long the engine keeps a deleted inbound SA (`engine`'s linger time).
 pub const INBOUND_GRACE: Duration = Duration::from_secs(2);
 
-/// One route: a child's chain of SAs, oldest (the one sending) first.
+/// One route: a child's chain of SAs, the one sending first, then its successors from
+/// the oldest to the newest.
 #[derive(Debug, Clone, Default)]
 struct Route {
-    /// (spi_in, spi_out) of each SA of the chain, oldest first.
+    /// (spi_in, spi_out) of each SA of the chain: the sending one, then its successors.
     chain: Vec<(u32, u32)>,
     /// The route began with a new child SA, not a rekey: its first SA may be used before
     /// the peer has it (the peer's first packets can race its IKE_AUTH or
@@ -66,6 +67,12 @@ impl DpModel {
                 }
                 for r in &mut self.routes {
                     let before = r.chain.len();
+                    if before > 1 && r.chain[0].0 == *spi_in {
+                        // The newest successor takes over (`remove_sa` in
+                        // engine/src/dataplane/outbound.rs), not the oldest.
+                        let newest = r.chain.pop().unwrap_or_default();
+                        r.chain[0] = newest;
+                    }
                     r.chain.retain(|&(i, _)| i != *spi_in);
                     if r.chain.len() != before && before > 1 {
                         r.fresh = false;
@@ -77,7 +84,7 @@ impl DpModel {
         }
     }
 
-    /// The outbound SPIs this side sends on now: the oldest SA of each route, and
+    /// The outbound SPIs this side sends on now: the first SA of each route, and
     /// whether it is the first SA of a new route.
     pub fn sending(&self) -> Vec<(u32, bool)> {
         self.routes
