@@ -65,6 +65,8 @@ pub(crate) struct IkeRekeyRequest {
     pub(crate) spi: u64,
     pub(crate) ni: Vec<u8>,
     pub(crate) dh: Dh,
+    /// An INVALID_KE_PAYLOAD answer may still be followed (once, RFC 7296 1.3.2).
+    pub(crate) ke_retry: bool,
 }
 
 impl ChildRequest {

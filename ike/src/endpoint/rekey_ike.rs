@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use super::child_sa::IkeRekeyRequest;
 use super::ike_sa::{IkeSa, Pending, Phase, State, Task};
 use super::keys::{Dh, IkeKeys};
-use super::payloads::{error_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64};
+use super::payloads::{
+    error_notify, find_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64,
+};
 use super::{Ctx, SaEffect};
 use crate::config::Connection;
 use crate::iana::{exchange, notify};
@@ -19,9 +21,22 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        let Some(group) = self.suite.as_ref().map(|s| s.dh.id()) else {
+        // The KE payload's group must be one we propose (RFC 7296 1.3.2): the IKE SA's
+        // group while the proposals still name it, else the first configured one
+        // (charon's `prefer_previous_dh_group`).
+        let current = self.suite.as_ref().map(|s| s.dh);
+        let Some(group) = current
+            .filter(|g| conn.proposals.accepts_dh(*g))
+            .or_else(|| conn.proposals.preferred_dh())
+        else {
             return;
         };
+        self.send_rekey_ike(ctx, &conn, group.id(), true);
+    }
+
+    /// Sends the CREATE_CHILD_SA request rekeying this IKE SA with a KE of `group`;
+    /// `ke_retry` while an INVALID_KE_PAYLOAD answer may still be followed.
+    fn send_rekey_ike(&mut self, ctx: &mut Ctx<'_>, conn: &Connection, group: u16, ke_retry: bool) {
         let Ok(dh) = Dh::generate(group, ctx.rng) else {
             return;
         };
@@ -39,7 +54,12 @@ impl IkeSa {
             ctx,
             exchange::CREATE_CHILD_SA,
             payloads,
-            Pending::RekeyIke(IkeRekeyRequest { spi, ni, dh }),
+            Pending::RekeyIke(IkeRekeyRequest {
+                spi,
+                ni,
+                dh,
+                ke_retry,
+            }),
         );
     }
 
@@ -97,6 +117,19 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
+        if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
+            // RFC 7296 1.3.2, 2.7: retry once with the group the responder names, when
+            // we propose it.
+            let group = n.data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let proposed = group
+                .and_then(crate::crypto::Dh::from_id)
+                .is_some_and(|g| conn.proposals.accepts_dh(g));
+            if let (true, true, Some(g)) = (req.ke_retry, proposed, group) {
+                // A collision answered meanwhile stays recorded for the retry's answer.
+                self.send_rekey_ike(ctx, &conn, g, false);
+                return;
+            }
+        }
         if error_notify(&payloads).is_some() {
             // TEMPORARY_FAILURE, NO_PROPOSAL_CHOSEN, ...: keep the old SA, retry later.
             self.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
