@@ -120,6 +120,13 @@ impl IkeSa {
         }
         if delete_ike {
             self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
+            if self.answered_ike_rekey.take().is_some() {
+                // We answered the peer's rekey of this SA while ours was in flight, and
+                // the peer deletes it: it won, or never saw our request (RFC 7296 2.8.2).
+                // Its SA, which took the children, is the one that stays; ours, if the
+                // peer made it, is its to retire. A rekey, not a down.
+                self.state = State::Rekeyed;
+            }
             let reason = if self.state == State::Rekeyed {
                 DownReason::Rekeyed
             } else {
