@@ -236,6 +236,12 @@ pub(crate) struct IkeSa {
     pub(crate) last_heard: Instant,
     /// Nonces of an IKE rekey we answered, for collision resolution (RFC 7296 2.8.2).
     pub(crate) answered_ike_rekey: Option<(Vec<u8>, Vec<u8>, IkeSaId)>,
+    /// Made by answering a peer's IKE rekey that crossed ours, before our own rekey's
+    /// answer tells which of the two SAs survives (RFC 7296 2.8.2). A DELETE of it by
+    /// the peer then means the peer lost and drops its redundant SA before we learned
+    /// so: it is ignored (strongSwan has not even registered such an SA yet), because
+    /// this SA holds the children until our answer moves them to the winner.
+    pub(crate) collision_pending: bool,
     /// Why the SA died, reported once.
     pub(crate) down_reason: Option<DownReason>,
     /// The IKE SA this one replaced by a rekey.
@@ -304,6 +310,7 @@ impl IkeSa {
             rekey_at: None,
             last_heard: now,
             answered_ike_rekey: None,
+            collision_pending: false,
             down_reason: None,
             rekeyed_from: None,
             armed: None,

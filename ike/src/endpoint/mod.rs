@@ -231,6 +231,9 @@ pub(crate) enum SaEffect {
         /// The surviving IKE SA.
         to: IkeSaId,
     },
+    /// The IKE rekey collision that made `id` is resolved, either way: a DELETE of it
+    /// is a real one again (see `IkeSa::collision_pending`).
+    SettleCollision(IkeSaId),
     /// A mediation server relays an ME_CONNECT to the SA of the peer it names
     /// (draft-brunner-ikev2-mediation 4.3): queued on `to` within the same `handle`.
     RelayMeConnect {
@@ -713,6 +716,11 @@ impl Endpoint {
                     self.index_children(to);
                     self.rearm(from);
                     self.rearm(to);
+                }
+                SaEffect::SettleCollision(id) => {
+                    if let Some(sa) = self.sas.get_mut(&id) {
+                        sa.collision_pending = false;
+                    }
                 }
                 SaEffect::Unique {
                     id,

@@ -168,6 +168,9 @@ impl IkeSa {
         };
         let our_min = min_nonce(&req.ni, nr).to_vec();
         let collided = self.answered_ike_rekey.take();
+        if let Some((_, _, answered)) = &collided {
+            ctx.effects.push(SaEffect::SettleCollision(*answered));
+        }
         if let Some((their_min, _, _)) = &collided {
             if our_min.as_slice() < their_min.as_slice() {
                 // RFC 7296 2.8.2: our new SA is the redundant one; the peer's (which we
@@ -307,7 +310,8 @@ impl IkeSa {
             .outstanding
             .as_ref()
             .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_)));
-        let new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
+        let mut new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
+        new.collision_pending = colliding;
         if colliding {
             self.answered_ike_rekey = Some((min_nonce(ni, &nr).to_vec(), Vec::new(), new.id));
         } else {
