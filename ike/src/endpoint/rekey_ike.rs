@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::child_sa::IkeRekeyRequest;
+use super::child_sa::{ChildState, IkeRekeyRequest};
 use super::ike_sa::{IkeSa, Pending, Phase, State, Task};
 use super::keys::{Dh, IkeKeys};
 use super::payloads::{
@@ -215,9 +215,16 @@ impl IkeSa {
         let reply = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, out: Vec<Payload>| {
             sa.send_response(ctx, exchange::CREATE_CHILD_SA, h.message_id, out, from)
         };
-        // RFC 7296 2.25: while our CREATE_CHILD_SA for a child is outstanding, its
-        // answer must find this IKE SA; the peer retries its IKE rekey later.
-        if self.outstanding_is(|p| matches!(p, Pending::CreateChild(_))) {
+        // RFC 7296 2.25: while our CREATE_CHILD_SA or our Delete for a child is
+        // outstanding, its answer must find this IKE SA and the child it concerns; the
+        // peer retries its IKE rekey later (charon: "a child is half-open").
+        let half_open = self
+            .outstanding_is(|p| matches!(p, Pending::CreateChild(_) | Pending::DeleteChildren(_)))
+            || self
+                .children
+                .iter()
+                .any(|c| matches!(c.state, ChildState::Rekeying | ChildState::Deleting));
+        if half_open {
             reply(
                 self,
                 ctx,
