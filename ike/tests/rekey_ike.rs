@@ -12,6 +12,8 @@ mod ike_scenario;
 mod rekey_ike {
     use std::time::Duration;
 
+    use ike::endpoint::DownReason;
+
     use crate::common::{psk_a_conn, psk_b_conn, Fate, Pair, Side};
     use crate::ike_scenario::*;
 
@@ -322,5 +324,339 @@ mod rekey_ike {
         collision_rekey_answer_to_a_lost_b_request_nonce_lowest => collision(Low::BReq, Net::AnswerToALost);
         collision_rekey_answer_to_b_lost_b_answer_nonce_lowest => collision(Low::BResp, Net::AnswerToBLost);
         collision_rekey_answer_to_b_lost_a_answer_nonce_lowest => collision(Low::AResp, Net::AnswerToBLost);
+    }
+
+    /// Both sides' KE groups are refused by the other (a: X25519 and ECP-384, b:
+    /// ECP-521 and ECP-384): both answer INVALID_KE_PAYLOAD naming ECP-384, both retry
+    /// with it, and those retries collide; the nonces of the retries decide.
+    fn collision_ke_invalid(low: Low) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp384");
+        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp521-ecp384");
+        // The first requests' nonces do not matter (refused).
+        na.push(&[X]);
+        nb.push(&[X]);
+        low.queue(&na, &nb);
+        let log = script(&mut p, vec![]);
+        start_rekey(&mut p, Side::A);
+        start_rekey(&mut p, Side::B);
+        run(&mut p, LONG);
+        assert_eq!((na.left(), nb.left()), (0, 0));
+        assert_one_ike_sa(&p, 1);
+        made_by(&mut p, low.winner());
+        assert_eq!(dh(&mut p, Side::A), 20, "ECP-384");
+        assert_eq!(log.count(Side::A, ccsa_req), 2);
+        assert_eq!(log.count(Side::B, ccsa_req), 2);
+        assert_usable(&mut p);
+    }
+
+    cases! {
+        collision_rekey_ke_invalid_a_request_nonce_lowest => collision_ke_invalid(Low::AReq);
+        collision_rekey_ke_invalid_b_request_nonce_lowest => collision_ke_invalid(Low::BReq);
+        collision_rekey_ke_invalid_b_answer_nonce_lowest => collision_ke_invalid(Low::BResp);
+        collision_rekey_ke_invalid_a_answer_nonce_lowest => collision_ke_invalid(Low::AResp);
+    }
+
+    /// As above, but a's retry is delayed by `delay`: 5 ms still crosses b's retry (a
+    /// collision, the nonces decide); 15 ms reaches b after b finished its rekey, so b's
+    /// old SA answers TEMPORARY_FAILURE and b's SA is the one left, whatever the nonces.
+    fn collision_ke_invalid_delayed_retry(low: Low, delay_ms: u64) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp384");
+        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp521-ecp384");
+        na.push(&[X]);
+        nb.push(&[X]);
+        low.queue(&na, &nb);
+        let delay = Duration::from_millis(delay_ms);
+        script(
+            &mut p,
+            vec![Rule::nth(Side::A, ccsa_req, 1, Fate::Delay(delay))],
+        );
+        start_rekey(&mut p, Side::A);
+        start_rekey(&mut p, Side::B);
+        run(&mut p, LONG);
+        assert_one_ike_sa(&p, 1);
+        let winner = if delay_ms < 10 { low.winner() } else { Side::B };
+        made_by(&mut p, winner);
+        assert_usable(&mut p);
+    }
+
+    cases! {
+        collision_rekey_ke_invalid_delayed_retry_crossing_a_lowest => collision_ke_invalid_delayed_retry(Low::AReq, 5);
+        collision_rekey_ke_invalid_delayed_retry_crossing_b_lowest => collision_ke_invalid_delayed_retry(Low::BReq, 5);
+        collision_rekey_ke_invalid_delayed_retry_after_peer_done => collision_ke_invalid_delayed_retry(Low::BReq, 15);
+    }
+
+    /// When the held answer to a's request is released: right after b's DELETE reached
+    /// a, or only after b retired the SA a never completed.
+    #[derive(Clone, Copy, Debug)]
+    enum Release {
+        AfterDelete,
+        Late,
+    }
+
+    /// A collision where b's answer to a's request is held back until b, which learned
+    /// the outcome first, has sent its DELETE (strongSwan's
+    /// test_collision_delayed_response). If b won, its DELETE of the old SA tells a
+    /// that b's SA stays: a ends the old SA as rekeyed and drops the late answer; b
+    /// retires the SA it made for a's request on its own. If b lost, its DELETE of its
+    /// redundant SA reaches a while a still needs that SA (it holds the children until
+    /// a's answer arrives): a ignores it, and once the answer is in, a wins as usual.
+    fn collision_delayed_response(low: Low, release: Release) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        low.queue(&na, &nb);
+        let log = script(&mut p, vec![Rule::nth(Side::B, ccsa_resp, 0, Fate::Hold)]);
+        start_rekey(&mut p, Side::A);
+        start_rekey(&mut p, Side::B);
+        p.run_for(Duration::from_millis(100));
+        assert_eq!(log.count(Side::B, info_req), 1, "b's DELETE sent");
+        if matches!(release, Release::Late) {
+            p.run_for(Duration::from_secs(40));
+        }
+        assert_eq!(release_held(&mut p), 1);
+        run(&mut p, LONG);
+        assert_one_ike_sa(&p, 1);
+        made_by(&mut p, low.winner());
+        assert_usable(&mut p);
+    }
+
+    fn release_held(p: &mut Pair) -> usize {
+        p.release(|_| true)
+    }
+
+    cases! {
+        collision_rekey_delayed_response_b_wins_a_request_lowest => collision_delayed_response(Low::AReq, Release::AfterDelete);
+        collision_rekey_delayed_response_b_wins_b_answer_lowest => collision_delayed_response(Low::BResp, Release::AfterDelete);
+        collision_rekey_delayed_response_b_wins_released_late => collision_delayed_response(Low::AReq, Release::Late);
+        collision_rekey_delayed_response_b_wins_b_answer_lowest_released_late => collision_delayed_response(Low::BResp, Release::Late);
+        collision_rekey_delayed_response_b_loses_b_request_lowest => collision_delayed_response(Low::BReq, Release::AfterDelete);
+        collision_rekey_delayed_response_b_loses_a_answer_lowest => collision_delayed_response(Low::AResp, Release::AfterDelete);
+    }
+
+    /// b's rekey request never reaches a (every copy lost, or only the first): a sees
+    /// no collision, completes its rekey and deletes the old SA; b, which answered a's
+    /// request while its own was in flight, takes that DELETE as the end of the
+    /// collision (strongSwan's test_collision_dropped_request).
+    fn collision_dropped_request(low: Low, every_copy: bool) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        low.queue(&na, &nb);
+        let rule = if every_copy {
+            Rule::all(Side::B, ccsa_req, Fate::Drop)
+        } else {
+            Rule::nth(Side::B, ccsa_req, 0, Fate::Drop)
+        };
+        script(&mut p, vec![rule]);
+        start_rekey(&mut p, Side::A);
+        start_rekey(&mut p, Side::B);
+        run(&mut p, LONG);
+        assert_one_ike_sa(&p, 1);
+        made_by(&mut p, Side::A);
+        assert_eq!(rekeyed(&p, Side::B).len(), 1);
+        assert_usable(&mut p);
+    }
+
+    cases! {
+        collision_rekey_dropped_request_b_would_win => collision_dropped_request(Low::AReq, true);
+        collision_rekey_dropped_request_b_would_lose => collision_dropped_request(Low::BReq, true);
+        collision_rekey_dropped_request_first_copy_only => collision_dropped_request(Low::AReq, false);
+    }
+
+    /// b's rekey request is delayed until a has finished its own (strongSwan's
+    /// test_collision_delayed_request): a's old SA answers it TEMPORARY_FAILURE (RFC 7296
+    /// 2.25). `delete_last` holds a's DELETE of the old SA until after that answer
+    /// (test_collision_delayed_request_and_delete): b must not retry on an SA the peer
+    /// deletes, and ends with a's SA either way.
+    fn collision_delayed_request(low: Low, delete_last: bool) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        low.queue(&na, &nb);
+        let mut rules = vec![Rule::nth(
+            Side::B,
+            ccsa_req,
+            0,
+            Fate::Delay(Duration::from_millis(15)),
+        )];
+        if delete_last {
+            rules.push(Rule::nth(
+                Side::A,
+                info_req,
+                0,
+                Fate::Delay(Duration::from_millis(40)),
+            ));
+        }
+        let log = script(&mut p, rules);
+        start_rekey(&mut p, Side::A);
+        start_rekey(&mut p, Side::B);
+        run(&mut p, LONG);
+        assert_one_ike_sa(&p, 1);
+        made_by(&mut p, Side::A);
+        assert_eq!(log.count(Side::A, ccsa_resp), 1, "TEMPORARY_FAILURE");
+        assert_eq!(log.count(Side::B, ccsa_req), 1, "b did not retry");
+        assert_usable(&mut p);
+    }
+
+    cases! {
+        collision_rekey_delayed_request_a_request_lowest => collision_delayed_request(Low::AReq, false);
+        collision_rekey_delayed_request_b_request_lowest => collision_delayed_request(Low::BReq, false);
+        collision_rekey_delayed_request_b_answer_lowest => collision_delayed_request(Low::BResp, false);
+        collision_rekey_delayed_request_and_delete_a_request_lowest => collision_delayed_request(Low::AReq, true);
+        collision_rekey_delayed_request_and_delete_b_request_lowest => collision_delayed_request(Low::BReq, true);
+        collision_rekey_delayed_request_and_delete_b_answer_lowest => collision_delayed_request(Low::BResp, true);
+    }
+
+    // ---- an IKE rekey crossing an IKE delete -----------------------------------------
+
+    /// How the DELETE of the other side meets the rekey.
+    #[derive(Clone, Copy, Debug)]
+    enum Del {
+        /// Sent at the same instant: the requests cross.
+        Crossing,
+        /// Its first copy lost: the rekey is answered TEMPORARY_FAILURE first, then
+        /// the retransmitted DELETE ends the SA.
+        FirstCopyLost,
+        /// Sent just after answering the rekey (the delete follows the completed
+        /// rekey, on the old SA, as a `terminate` would).
+        AfterRekey,
+    }
+
+    /// `side` rekeys the IKE SA while the other side deletes it (strongSwan's
+    /// test_collision_delete and test_collision_delete_drop_delete): the deleting side
+    /// answers the rekey TEMPORARY_FAILURE (RFC 7296 2.25), the rekeying side obeys the
+    /// DELETE; both end without IKE SA, the rekeying side told DeletedByPeer.
+    fn rekey_vs_delete(side: Side, del: Del) {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let deleter = other(side);
+        let rules = match del {
+            Del::FirstCopyLost => vec![Rule::nth(deleter, info_req, 0, Fate::Drop)],
+            _ => vec![],
+        };
+        let log = script(&mut p, rules);
+        start_rekey(&mut p, side);
+        let conn = p.node(deleter).ep.connections()[0].name.clone();
+        if matches!(del, Del::AfterRekey) {
+            p.run_until(Duration::from_secs(1), |p| !rekeyed(p, deleter).is_empty());
+        }
+        let now = p.now;
+        p.node(deleter).ep.terminate(now, &conn).unwrap();
+        run(&mut p, LONG);
+        for s in [Side::A, Side::B] {
+            assert!(
+                p.node(s).ep.ike_sas().is_empty(),
+                "{s:?}: {:?}",
+                p.node(s).ep.ike_sas()
+            );
+            assert!(p.node(s).children.is_empty());
+            assert_eq!(
+                p.node(s).ike_down.len(),
+                1,
+                "{s:?}: {:?}",
+                p.node(s).ike_down
+            );
+        }
+        assert_eq!(p.node(side).ike_down, vec![DownReason::DeletedByPeer]);
+        assert_eq!(p.node(deleter).ike_down, vec![DownReason::Terminated]);
+        if !matches!(del, Del::AfterRekey) {
+            assert!(rekeyed(&p, side).is_empty(), "no rekey completed");
+            assert_eq!(log.count(deleter, ccsa_resp), 1, "TEMPORARY_FAILURE");
+        }
+        p.assert_no_loss();
+    }
+
+    cases! {
+        collision_delete_rekey_from_initiator => rekey_vs_delete(Side::A, Del::Crossing);
+        collision_delete_rekey_from_responder => rekey_vs_delete(Side::B, Del::Crossing);
+        collision_delete_first_copy_lost_rekey_from_initiator => rekey_vs_delete(Side::A, Del::FirstCopyLost);
+        collision_delete_first_copy_lost_rekey_from_responder => rekey_vs_delete(Side::B, Del::FirstCopyLost);
+        collision_delete_after_rekey_from_initiator => rekey_vs_delete(Side::A, Del::AfterRekey);
+        collision_delete_after_rekey_from_responder => rekey_vs_delete(Side::B, Del::AfterRekey);
+    }
+
+    // ---- an IKE rekey crossing child SA work -----------------------------------------
+
+    /// What the other side does to the child SA while `side` rekeys the IKE SA.
+    #[derive(Clone, Copy, Debug)]
+    enum ChildOp {
+        Rekey,
+        Delete,
+        Create,
+    }
+
+    /// `side` rekeys the IKE SA while the other side rekeys, deletes or creates a child
+    /// SA, both requests sent at once (`ike_first`: the IKE rekey a moment earlier).
+    /// RFC 7296 2.25 and charon: a side with child work in flight answers an IKE rekey
+    /// TEMPORARY_FAILURE, and a side rekeying the IKE SA answers a child rekey (or
+    /// creation) TEMPORARY_FAILURE; a child delete is served. Both end with one IKE SA
+    /// holding the mirrored child SAs the child operation asked for.
+    fn ike_rekey_vs_child(side: Side, op: ChildOp, ike_first: bool) {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let peer = other(side);
+        if matches!(op, ChildOp::Create) {
+            let spi = p.node(peer).child_spis()[0].0;
+            let now = p.now;
+            p.node(peer).ep.delete_child(now, spi).unwrap();
+            p.settle();
+        }
+        let old_ike = ike_spis(&p, Side::A);
+        let child_op = |p: &mut Pair| {
+            let now = p.now;
+            match op {
+                ChildOp::Rekey => {
+                    let spi = p.node(peer).child_spis()[0].0;
+                    p.node(peer).ep.rekey_child(now, spi).unwrap();
+                }
+                ChildOp::Delete => {
+                    let spi = p.node(peer).child_spis()[0].0;
+                    p.node(peer).ep.delete_child(now, spi).unwrap();
+                }
+                ChildOp::Create => {
+                    let conn = p.node(peer).ep.connections()[0].name.clone();
+                    p.node(peer).ep.initiate(now, &conn, Some("net")).unwrap();
+                }
+            }
+        };
+        let before = p.a.child_spis();
+        if ike_first {
+            start_rekey(&mut p, side);
+            p.run_for(Duration::from_millis(1));
+            child_op(&mut p);
+        } else {
+            child_op(&mut p);
+            p.run_for(Duration::from_millis(1));
+            start_rekey(&mut p, side);
+        }
+        run(&mut p, LONG);
+        let children = usize::from(!matches!(op, ChildOp::Delete));
+        let new_ike = assert_one_ike_sa(&p, children);
+        assert_ne!(vec![new_ike], old_ike, "the IKE SA was rekeyed in the end");
+        made_by(&mut p, side);
+        match op {
+            ChildOp::Rekey => assert_ne!(p.a.child_spis(), before, "child rekeyed"),
+            ChildOp::Delete => assert!(p.a.children.is_empty() && p.b.children.is_empty()),
+            ChildOp::Create => assert_eq!(p.a.children.len(), 1),
+        }
+        if children > 0 {
+            assert_usable(&mut p);
+        }
+    }
+
+    cases! {
+        ike_rekey_crossing_child_rekey_from_initiator_ike_first => ike_rekey_vs_child(Side::A, ChildOp::Rekey, true);
+        ike_rekey_crossing_child_rekey_from_initiator_child_first => ike_rekey_vs_child(Side::A, ChildOp::Rekey, false);
+        ike_rekey_crossing_child_rekey_from_responder_ike_first => ike_rekey_vs_child(Side::B, ChildOp::Rekey, true);
+        ike_rekey_crossing_child_rekey_from_responder_child_first => ike_rekey_vs_child(Side::B, ChildOp::Rekey, false);
+        ike_rekey_crossing_child_delete_from_initiator_ike_first => ike_rekey_vs_child(Side::A, ChildOp::Delete, true);
+        ike_rekey_crossing_child_delete_from_initiator_child_first => ike_rekey_vs_child(Side::A, ChildOp::Delete, false);
+        ike_rekey_crossing_child_delete_from_responder_ike_first => ike_rekey_vs_child(Side::B, ChildOp::Delete, true);
+        ike_rekey_crossing_child_delete_from_responder_child_first => ike_rekey_vs_child(Side::B, ChildOp::Delete, false);
+        ike_rekey_crossing_child_create_from_initiator_ike_first => ike_rekey_vs_child(Side::A, ChildOp::Create, true);
+        ike_rekey_crossing_child_create_from_initiator_child_first => ike_rekey_vs_child(Side::A, ChildOp::Create, false);
+        ike_rekey_crossing_child_create_from_responder_ike_first => ike_rekey_vs_child(Side::B, ChildOp::Create, true);
+        ike_rekey_crossing_child_create_from_responder_child_first => ike_rekey_vs_child(Side::B, ChildOp::Create, false);
     }
 }
