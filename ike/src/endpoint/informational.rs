@@ -137,7 +137,10 @@ impl IkeSa {
                 // Its SA, which took the children, is the one that stays; ours, if the
                 // peer made it, is its to retire.
                 self.state = State::Rekeyed;
-                ctx.effects.push(SaEffect::SettleCollision(answered));
+                ctx.effects.push(SaEffect::SettleCollision {
+                    id: answered,
+                    survives: true,
+                });
             }
             let reason = if self.state == State::Rekeyed {
                 DownReason::Rekeyed

@@ -168,11 +168,13 @@ impl IkeSa {
         };
         let our_min = min_nonce(&req.ni, nr).to_vec();
         let collided = self.answered_ike_rekey.take();
-        if let Some((_, _, answered)) = &collided {
-            ctx.effects.push(SaEffect::SettleCollision(*answered));
-        }
-        if let Some((their_min, _, _)) = &collided {
-            if our_min.as_slice() < their_min.as_slice() {
+        if let Some((their_min, _, answered)) = &collided {
+            let lost = our_min.as_slice() < their_min.as_slice();
+            ctx.effects.push(SaEffect::SettleCollision {
+                id: *answered,
+                survives: lost,
+            });
+            if lost {
                 // RFC 7296 2.8.2: our new SA is the redundant one; the peer's (which we
                 // answered, and which took the children) survives and the peer deletes
                 // this old SA. Bring ours up only to delete it.
@@ -318,6 +320,7 @@ impl IkeSa {
             .as_ref()
             .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_)));
         let mut new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
+        // Announced (and counted) once the collision is settled, if it survives.
         new.collision_pending = colliding;
         if colliding {
             self.answered_ike_rekey = Some((min_nonce(ni, &nr).to_vec(), Vec::new(), new.id));
