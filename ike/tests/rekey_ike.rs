@@ -12,7 +12,7 @@ mod ike_scenario;
 mod rekey_ike {
     use std::time::Duration;
 
-    use ike::endpoint::DownReason;
+    use ike::endpoint::{DownReason, Event};
 
     use crate::common::{psk_a_conn, psk_b_conn, Fate, Pair, Side};
     use crate::ike_scenario::*;
@@ -104,13 +104,13 @@ mod rekey_ike {
         let (mut p, _, _) = pair_with_nonces(IKE, ESP);
         up(&mut p);
         for s in [Side::A, Side::B] {
-            reconf(&mut p, s, "aes128gcm16-prfsha256-ecp384");
+            reconf(&mut p, s, "aes128gcm16-prfsha256-ecp256");
         }
         let log = script(&mut p, vec![]);
         start_rekey(&mut p, side);
         p.settle();
         assert_one_ike_sa(&p, 1);
-        assert_eq!(dh(&mut p, Side::A), 20, "ECP-384");
+        assert_eq!(dh(&mut p, Side::A), 19, "ECP-256");
         assert_eq!(log.count(side, ccsa_req), 1, "no INVALID_KE_PAYLOAD round");
         made_by(&mut p, side);
         assert_usable(&mut p);
@@ -128,8 +128,8 @@ mod rekey_ike {
     fn ke_invalid(side: Side, lost: bool) {
         let (mut p, _, _) = pair_with_nonces(IKE, ESP);
         up(&mut p);
-        reconf(&mut p, side, "aes128gcm16-prfsha256-x25519-ecp384");
-        reconf(&mut p, other(side), "aes128gcm16-prfsha256-ecp384");
+        reconf(&mut p, side, "aes128gcm16-prfsha256-x25519-ecp256");
+        reconf(&mut p, other(side), "aes128gcm16-prfsha256-ecp256");
         let rules = if lost {
             vec![Rule::nth(side, ccsa_req, 1, Fate::Drop)]
         } else {
@@ -139,7 +139,7 @@ mod rekey_ike {
         start_rekey(&mut p, side);
         run(&mut p, LONG);
         assert_one_ike_sa(&p, 1);
-        assert_eq!(dh(&mut p, Side::A), 20, "ECP-384");
+        assert_eq!(dh(&mut p, Side::A), 19, "ECP-256");
         assert_eq!(log.count(side, ccsa_req), 2 + usize::from(lost));
         assert_eq!(log.count(other(side), ccsa_resp), 2);
         for s in [Side::A, Side::B] {
@@ -299,15 +299,14 @@ mod rekey_ike {
         );
         assert_one_ike_sa(&p, 1);
         made_by(&mut p, low.winner());
+        assert_rekeyed_once(&p);
         // The loser deletes its redundant SA, the winner the old one: one DELETE each
         // (plus copies when the network duplicates).
         if matches!(net, Net::Clean) {
             assert_eq!(log.count(Side::A, info_req), 1, "{low:?}\n{}", log.dump());
             assert_eq!(log.count(Side::B, info_req), 1, "{low:?}");
         }
-        for s in [Side::A, Side::B] {
-            assert!(!rekeyed(&p, s).is_empty(), "{s:?} reported the rekey");
-        }
+        assert_rekeyed_once(&p);
         assert_usable(&mut p);
     }
 
@@ -326,14 +325,14 @@ mod rekey_ike {
         collision_rekey_answer_to_b_lost_a_answer_nonce_lowest => collision(Low::AResp, Net::AnswerToBLost);
     }
 
-    /// Both sides' KE groups are refused by the other (a: X25519 and ECP-384, b:
-    /// ECP-521 and ECP-384): both answer INVALID_KE_PAYLOAD naming ECP-384, both retry
+    /// Both sides' KE groups are refused by the other (a: X25519 and ECP-256, b:
+    /// ECP-384 and ECP-256): both answer INVALID_KE_PAYLOAD naming ECP-256, both retry
     /// with it, and those retries collide; the nonces of the retries decide.
     fn collision_ke_invalid(low: Low) {
         let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
         up(&mut p);
-        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp384");
-        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp521-ecp384");
+        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp256");
+        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp384-ecp256");
         // The first requests' nonces do not matter (refused).
         na.push(&[X]);
         nb.push(&[X]);
@@ -345,7 +344,8 @@ mod rekey_ike {
         assert_eq!((na.left(), nb.left()), (0, 0));
         assert_one_ike_sa(&p, 1);
         made_by(&mut p, low.winner());
-        assert_eq!(dh(&mut p, Side::A), 20, "ECP-384");
+        assert_rekeyed_once(&p);
+        assert_eq!(dh(&mut p, Side::A), 19, "ECP-256");
         assert_eq!(log.count(Side::A, ccsa_req), 2);
         assert_eq!(log.count(Side::B, ccsa_req), 2);
         assert_usable(&mut p);
@@ -364,8 +364,8 @@ mod rekey_ike {
     fn collision_ke_invalid_delayed_retry(low: Low, delay_ms: u64) {
         let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
         up(&mut p);
-        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp384");
-        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp521-ecp384");
+        reconf(&mut p, Side::A, "aes128gcm16-prfsha256-x25519-ecp256");
+        reconf(&mut p, Side::B, "aes128gcm16-prfsha256-ecp384-ecp256");
         na.push(&[X]);
         nb.push(&[X]);
         low.queue(&na, &nb);
@@ -380,6 +380,7 @@ mod rekey_ike {
         assert_one_ike_sa(&p, 1);
         let winner = if delay_ms < 10 { low.winner() } else { Side::B };
         made_by(&mut p, winner);
+        assert_rekeyed_once(&p);
         assert_usable(&mut p);
     }
 
@@ -420,6 +421,14 @@ mod rekey_ike {
         run(&mut p, LONG);
         assert_one_ike_sa(&p, 1);
         made_by(&mut p, low.winner());
+        assert_rekeyed_once(&p);
+        if low.winner() == Side::A {
+            assert!(
+                p.a.ep.stats().unexpected >= 1,
+                "b's early DELETE was ignored"
+            );
+        }
+
         assert_usable(&mut p);
     }
 
@@ -455,7 +464,7 @@ mod rekey_ike {
         run(&mut p, LONG);
         assert_one_ike_sa(&p, 1);
         made_by(&mut p, Side::A);
-        assert_eq!(rekeyed(&p, Side::B).len(), 1);
+        assert_rekeyed_once(&p);
         assert_usable(&mut p);
     }
 
@@ -494,6 +503,7 @@ mod rekey_ike {
         run(&mut p, LONG);
         assert_one_ike_sa(&p, 1);
         made_by(&mut p, Side::A);
+        assert_rekeyed_once(&p);
         assert_eq!(log.count(Side::A, ccsa_resp), 1, "TEMPORARY_FAILURE");
         assert_eq!(log.count(Side::B, ccsa_req), 1, "b did not retry");
         assert_usable(&mut p);
@@ -658,5 +668,230 @@ mod rekey_ike {
         ike_rekey_crossing_child_create_from_initiator_child_first => ike_rekey_vs_child(Side::A, ChildOp::Create, false);
         ike_rekey_crossing_child_create_from_responder_ike_first => ike_rekey_vs_child(Side::B, ChildOp::Create, true);
         ike_rekey_crossing_child_create_from_responder_child_first => ike_rekey_vs_child(Side::B, ChildOp::Create, false);
+    }
+
+    // ---- IKE deletes (strongSwan's test_ike_delete.c) ---------------------------------
+
+    /// What goes wrong with a lone IKE SA delete.
+    #[derive(Clone, Copy, Debug)]
+    enum DelNet {
+        Clean,
+        /// The first copy of the DELETE is lost: retransmitted and answered.
+        RequestLost,
+        /// Every answer is lost: the peer forgot the SA when it answered, so the
+        /// deleting side's retransmissions go unanswered until it gives up.
+        AnswerLost,
+    }
+
+    /// `side` deletes the IKE SA (`terminate`): both end without IKE or child SA, the
+    /// peer told DeletedByPeer, the deleting side Terminated (Timeout when it never
+    /// heard the answer).
+    fn ike_delete(side: Side, net: DelNet) {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let peer = other(side);
+        let rules = match net {
+            DelNet::Clean => vec![],
+            DelNet::RequestLost => vec![Rule::nth(side, info_req, 0, Fate::Drop)],
+            DelNet::AnswerLost => vec![Rule::all(peer, info_resp, Fate::Drop)],
+        };
+        let log = script(&mut p, rules);
+        let child = p.node(side).child_spis()[0];
+        let conn = p.node(side).ep.connections()[0].name.clone();
+        let now = p.now;
+        p.node(side).ep.terminate(now, &conn).unwrap();
+        p.run_for(Duration::from_millis(1500));
+        p.assert_no_loss();
+        run(&mut p, LONG);
+        for s in [Side::A, Side::B] {
+            assert!(p.node(s).ep.ike_sas().is_empty(), "{s:?}");
+            assert!(p.node(s).children.is_empty(), "{s:?}");
+        }
+        assert_eq!(p.node(peer).ike_down, vec![DownReason::DeletedByPeer]);
+        let why = match net {
+            DelNet::AnswerLost => DownReason::Timeout,
+            _ => DownReason::Terminated,
+        };
+        assert_eq!(p.node(side).ike_down, vec![why]);
+        assert_eq!(log.count(peer, info_resp), 1);
+        if matches!(net, DelNet::AnswerLost) {
+            // Like charon, the deleting side keeps its child SAs until the answer or the
+            // end of its retransmissions; once the peer's 2 s grace for the inbound SA it
+            // deleted is over, what the deleting side still sends on the tunnel being
+            // torn down is lost (see rekey_cases_ike.md). Nothing else is.
+            assert!(p.losses.iter().all(|l| l.from == side && l.spi == child.1));
+        } else {
+            p.assert_no_loss();
+        }
+    }
+
+    cases! {
+        ike_delete_regular_from_initiator => ike_delete(Side::A, DelNet::Clean);
+        ike_delete_regular_from_responder => ike_delete(Side::B, DelNet::Clean);
+        ike_delete_request_lost_from_initiator => ike_delete(Side::A, DelNet::RequestLost);
+        ike_delete_request_lost_from_responder => ike_delete(Side::B, DelNet::RequestLost);
+        ike_delete_answer_lost_from_initiator => ike_delete(Side::A, DelNet::AnswerLost);
+        ike_delete_answer_lost_from_responder => ike_delete(Side::B, DelNet::AnswerLost);
+    }
+
+    /// Both sides delete the IKE SA at once (strongSwan's test_ike_delete
+    /// test_collision): each answers the other's DELETE and is gone; the late answer to
+    /// its own finds nothing. One IKE SA down on each side, nothing left.
+    #[test]
+    fn ike_delete_collision() {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let now = p.now;
+        p.a.ep.terminate(now, "site-b").unwrap();
+        p.b.ep.terminate(now, "site-a").unwrap();
+        run(&mut p, LONG);
+        for s in [Side::A, Side::B] {
+            let n = p.node(s);
+            assert!(n.ep.ike_sas().is_empty() && n.children.is_empty(), "{s:?}");
+            assert_eq!(n.ike_down.len(), 1, "{s:?}: {:?}", n.ike_down);
+            assert!(matches!(
+                n.ike_down[0],
+                DownReason::DeletedByPeer | DownReason::Terminated
+            ));
+        }
+        p.assert_no_loss();
+    }
+
+    // ---- message ID sync (RFC 6311, strongSwan's test_ike_mid_sync.c) ------------------
+
+    /// esprit does not implement RFC 6311 (it never announces
+    /// IKEV2_MESSAGE_ID_SYNC_SUPPORTED, so a charon peer never sends a sync). What it
+    /// does where charon would sync: a stale copy of an old request (a replay, or a
+    /// peer restored from an older state) is neither answered nor acted upon, only
+    /// counted, and the IKE SA keeps working.
+    #[test]
+    fn mid_sync_unsupported_stale_request_is_dropped() {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        // Hold a copy of a's first liveness check; its retransmission gets through.
+        let log = script(&mut p, vec![Rule::nth(Side::A, info_req, 0, Fate::Hold)]);
+        let id = ike_id(&p, Side::A);
+        let now = p.now;
+        p.a.ep.dpd(now, id).unwrap();
+        run(&mut p, LONG);
+        // A later exchange moves the window on.
+        let now = p.now;
+        p.a.ep.dpd(now, id).unwrap();
+        p.settle();
+        let before = p.b.ep.stats().unexpected;
+        let answered = log.count(Side::B, info_resp);
+        assert_eq!(release(&mut p, Side::A, info_req), 1);
+        p.settle();
+        assert_eq!(p.b.ep.stats().unexpected, before + 1, "counted");
+        assert_eq!(log.count(Side::B, info_resp), answered, "not answered");
+        assert_one_ike_sa(&p, 1);
+        assert_usable(&mut p);
+    }
+
+    /// The first copy of an IKE rekey request is held back until the rekey, completed
+    /// through its retransmission, has deleted the old SA: the stale copy makes no SA
+    /// and no answer, only a count of an unknown SPI.
+    #[test]
+    fn mid_sync_unsupported_stale_ike_rekey_request_makes_nothing() {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let log = script(&mut p, vec![Rule::nth(Side::A, ccsa_req, 0, Fate::Hold)]);
+        start_rekey(&mut p, Side::A);
+        run(&mut p, LONG);
+        let spis = assert_one_ike_sa(&p, 1);
+        let unknown = p.b.ep.stats().unknown_spi;
+        assert_eq!(release(&mut p, Side::A, ccsa_req), 1);
+        p.settle();
+        assert_eq!(p.b.ep.stats().unknown_spi, unknown + 1);
+        assert_eq!(log.count(Side::B, ccsa_resp), 1, "answered once");
+        assert_eq!(assert_one_ike_sa(&p, 1), spis);
+        assert_eq!(p.b.ep.stats().ike_rekeys, 1);
+    }
+
+    // ---- childless IKE SAs (RFC 6023, strongSwan's test_childless.c) -------------------
+
+    /// a's connection has no child: IKE_AUTH carries no SA or TS payloads and b, whose
+    /// connection has one, establishes the IKE SA without a child (RFC 6023 2: the
+    /// responder of a childless IKE_AUTH). The child comes later in its own
+    /// CREATE_CHILD_SA with a KE (PFS), as strongSwan's childless initiation does.
+    #[test]
+    fn childless_ike_sa_then_child_then_rekey() {
+        let esp = "aes128gcm16-x25519";
+        let (mut p, _, _) = pair_with_nonces(IKE, esp);
+        let mut a = psk_a_conn(IKE, esp);
+        let with_child = a.clone();
+        a.children.clear();
+        p.a.ep.add_connection(a);
+        p.a.ep.initiate(p.now, "site-b", None).unwrap();
+        p.settle();
+        assert_eq!((p.a.ike_up, p.b.ike_up), (1, 1));
+        assert!(p.a.children.is_empty() && p.b.children.is_empty());
+        assert_one_ike_sa(&p, 0);
+        p.a.ep.add_connection(with_child);
+        let now = p.now;
+        p.a.ep.initiate(now, "site-b", Some("net")).unwrap();
+        p.settle();
+        assert_one_ike_sa(&p, 1);
+        start_rekey(&mut p, Side::B);
+        p.settle();
+        assert_one_ike_sa(&p, 1);
+        assert_usable(&mut p);
+    }
+
+    /// A childless IKE SA is rekeyed from either side, alone or in a collision: one
+    /// IKE SA, no child, nothing down.
+    fn childless_rekey(side: Option<Side>) {
+        let (mut p, na, nb) = pair_with_nonces(IKE, ESP);
+        let mut a = psk_a_conn(IKE, ESP);
+        a.children.clear();
+        p.a.ep.add_connection(a);
+        p.a.ep.initiate(p.now, "site-b", None).unwrap();
+        p.settle();
+        let old = assert_one_ike_sa(&p, 0);
+        match side {
+            Some(s) => start_rekey(&mut p, s),
+            None => {
+                Low::BReq.queue(&na, &nb);
+                start_rekey(&mut p, Side::A);
+                start_rekey(&mut p, Side::B);
+            }
+        }
+        run(&mut p, LONG);
+        let new = assert_one_ike_sa(&p, 0);
+        assert_ne!(new, old);
+        made_by(&mut p, side.unwrap_or(Side::A));
+        assert_rekeyed_once(&p);
+    }
+
+    cases! {
+        childless_rekey_from_initiator => childless_rekey(Some(Side::A));
+        childless_rekey_from_responder => childless_rekey(Some(Side::B));
+        childless_rekey_collision => childless_rekey(None);
+    }
+
+    /// b's connection has no child but a asks for one in IKE_AUTH: b establishes the IKE
+    /// SA and refuses the child with TS_UNACCEPTABLE (RFC 7296 1.2 keeps the IKE SA);
+    /// a reports the child failed and keeps a working, childless IKE SA, which rekeys.
+    #[test]
+    fn childless_responder_refuses_the_child_keeps_the_ike_sa_and_rekeys() {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        let mut b = psk_b_conn(IKE, ESP);
+        b.children.clear();
+        p.b.ep.add_connection(b);
+        p.a.ep.initiate(p.now, "site-b", None).unwrap();
+        p.settle();
+        assert_eq!((p.a.ike_up, p.b.ike_up), (1, 1));
+        assert!(p.a.events.iter().any(|e| matches!(
+            e,
+            Event::ChildFailed {
+                reason: DownReason::TsUnacceptable,
+                ..
+            }
+        )));
+        assert_one_ike_sa(&p, 0);
+        start_rekey(&mut p, Side::A);
+        p.settle();
+        assert_one_ike_sa(&p, 0);
+        assert_eq!(rekeyed(&p, Side::B).len(), 1);
     }
 }

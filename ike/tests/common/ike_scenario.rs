@@ -269,6 +269,18 @@ pub fn assert_one_ike_sa(p: &Pair, children: usize) -> (u64, u64) {
     ike_spis(p, Side::A)[0]
 }
 
+/// Each side reported exactly one rekey, from its first IKE SA to the one it holds now,
+/// and counted one (the redundant SA of a collision is neither reported nor counted).
+pub fn assert_rekeyed_once(p: &Pair) {
+    for (side, n) in [(Side::A, &p.a), (Side::B, &p.b)] {
+        let now = n.ep.ike_sas()[0].id;
+        let r = rekeyed(p, side);
+        assert_eq!(r.len(), 1, "{side:?}: one IkeRekeyed: {r:?}");
+        assert_eq!(r[0].1, now, "{side:?}: to the SA that stays");
+        assert_eq!(n.ep.stats().ike_rekeys, 1, "{side:?}");
+    }
+}
+
 /// The surviving IKE SA works: a child rekey through it completes on both sides.
 pub fn assert_usable(p: &mut Pair) {
     let old = p.a.child_spis()[0];
