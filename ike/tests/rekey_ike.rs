@@ -273,6 +273,11 @@ mod rekey_ike {
         Duplicated,
         AnswerToALost,
         AnswerToBLost,
+        /// Every copy of a's DELETE (of its redundant SA, or of the old one) is lost:
+        /// the SA it names at b deletes itself after its retire time.
+        DeletesFromALost,
+        /// Every copy of b's DELETE is lost.
+        DeletesFromBLost,
     }
 
     fn collision(low: Low, net: Net) {
@@ -287,11 +292,14 @@ mod rekey_ike {
             ],
             Net::AnswerToALost => vec![Rule::nth(Side::B, ccsa_resp, 0, Fate::Drop)],
             Net::AnswerToBLost => vec![Rule::nth(Side::A, ccsa_resp, 0, Fate::Drop)],
+            Net::DeletesFromALost => vec![Rule::all(Side::A, info_req, Fate::Drop)],
+            Net::DeletesFromBLost => vec![Rule::all(Side::B, info_req, Fate::Drop)],
         };
         let log = script(&mut p, rules);
         start_rekey(&mut p, Side::A);
         start_rekey(&mut p, Side::B);
         run(&mut p, LONG);
+        p.filter = None;
         assert_eq!(
             (na.left(), nb.left()),
             (0, 0),
@@ -323,6 +331,10 @@ mod rekey_ike {
         collision_rekey_answer_to_a_lost_b_request_nonce_lowest => collision(Low::BReq, Net::AnswerToALost);
         collision_rekey_answer_to_b_lost_b_answer_nonce_lowest => collision(Low::BResp, Net::AnswerToBLost);
         collision_rekey_answer_to_b_lost_a_answer_nonce_lowest => collision(Low::AResp, Net::AnswerToBLost);
+        collision_rekey_deletes_from_a_lost_a_wins => collision(Low::BReq, Net::DeletesFromALost);
+        collision_rekey_deletes_from_a_lost_b_wins => collision(Low::AReq, Net::DeletesFromALost);
+        collision_rekey_deletes_from_b_lost_a_wins => collision(Low::AResp, Net::DeletesFromBLost);
+        collision_rekey_deletes_from_b_lost_b_wins => collision(Low::BResp, Net::DeletesFromBLost);
     }
 
     /// Both sides' KE groups are refused by the other (a: X25519 and ECP-256, b:
@@ -603,6 +615,13 @@ mod rekey_ike {
     /// creation) TEMPORARY_FAILURE; a child delete is served. Both end with one IKE SA
     /// holding the mirrored child SAs the child operation asked for.
     fn ike_rekey_vs_child(side: Side, op: ChildOp, ike_first: bool) {
+        ike_rekey_vs_child_net(side, op, ike_first, false)
+    }
+
+    /// As [`ike_rekey_vs_child`]; `lossy` drops the first CREATE_CHILD_SA and the
+    /// first INFORMATIONAL answer of each side (the TEMPORARY_FAILURE among them),
+    /// which the retransmitted requests get from the responders' caches.
+    fn ike_rekey_vs_child_net(side: Side, op: ChildOp, ike_first: bool, lossy: bool) {
         let (mut p, _, _) = pair_with_nonces(IKE, ESP);
         up(&mut p);
         let peer = other(side);
@@ -631,6 +650,17 @@ mod rekey_ike {
             }
         };
         let before = p.a.child_spis();
+        if lossy {
+            script(
+                &mut p,
+                vec![
+                    Rule::nth(Side::A, ccsa_resp, 0, Fate::Drop),
+                    Rule::nth(Side::B, ccsa_resp, 0, Fate::Drop),
+                    Rule::nth(Side::A, info_resp, 0, Fate::Drop),
+                    Rule::nth(Side::B, info_resp, 0, Fate::Drop),
+                ],
+            );
+        }
         if ike_first {
             start_rekey(&mut p, side);
             p.run_for(Duration::from_millis(1));
@@ -640,7 +670,23 @@ mod rekey_ike {
             p.run_for(Duration::from_millis(1));
             start_rekey(&mut p, side);
         }
+        let deleted_out = before
+            .first()
+            .map(|&(i, o)| if peer == Side::A { o } else { i });
         run(&mut p, LONG);
+        if lossy && matches!(op, ChildOp::Delete) {
+            // The deleting side keeps the child until its Delete is answered (as charon
+            // does): with the answer lost, what it sends on that child after the
+            // other side's 2 s grace is lost. Only that; see rekey_cases_ike.md.
+            assert!(
+                p.losses
+                    .iter()
+                    .all(|l| l.from == peer && Some(l.spi) == deleted_out),
+                "{:?}",
+                p.losses
+            );
+            p.losses.clear();
+        }
         let children = usize::from(!matches!(op, ChildOp::Delete));
         let new_ike = assert_one_ike_sa(&p, children);
         assert_ne!(vec![new_ike], old_ike, "the IKE SA was rekeyed in the end");
@@ -668,6 +714,10 @@ mod rekey_ike {
         ike_rekey_crossing_child_create_from_initiator_child_first => ike_rekey_vs_child(Side::A, ChildOp::Create, false);
         ike_rekey_crossing_child_create_from_responder_ike_first => ike_rekey_vs_child(Side::B, ChildOp::Create, true);
         ike_rekey_crossing_child_create_from_responder_child_first => ike_rekey_vs_child(Side::B, ChildOp::Create, false);
+        ike_rekey_crossing_child_rekey_answers_lost_from_initiator => ike_rekey_vs_child_net(Side::A, ChildOp::Rekey, true, true);
+        ike_rekey_crossing_child_rekey_answers_lost_from_responder => ike_rekey_vs_child_net(Side::B, ChildOp::Rekey, false, true);
+        ike_rekey_crossing_child_delete_answers_lost_from_initiator => ike_rekey_vs_child_net(Side::A, ChildOp::Delete, true, true);
+        ike_rekey_crossing_child_delete_answers_lost_from_responder => ike_rekey_vs_child_net(Side::B, ChildOp::Delete, false, true);
     }
 
     // ---- IKE deletes (strongSwan's test_ike_delete.c) ---------------------------------
