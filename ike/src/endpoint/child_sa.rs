@@ -58,6 +58,8 @@ pub(crate) struct ChildRequest {
     pub(crate) rekeys: Option<u32>,
     /// INVALID_KE_PAYLOAD retries left.
     pub(crate) ke_retry: bool,
+    /// TEMPORARY_FAILURE answers to this new child SA so far (RFC 7296 2.25).
+    pub(crate) temp_failures: u32,
 }
 
 /// An IKE SA rekey in flight.
@@ -106,6 +108,7 @@ impl ChildRequest {
             remote_ts,
             rekeys: rekeys.map(|c| c.spi_in),
             ke_retry: true,
+            temp_failures: 0,
         })
     }
 

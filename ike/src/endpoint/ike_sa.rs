@@ -179,6 +179,14 @@ pub(crate) enum Task {
     RekeyChild(u32),
     /// Rekey the IKE SA.
     RekeyIke,
+    /// Ask again for a new child SA with this config, refused `temp_failures` times
+    /// with TEMPORARY_FAILURE so far (RFC 7296 2.25).
+    RetryChild {
+        /// The child config index.
+        cfg: usize,
+        /// TEMPORARY_FAILURE answers so far.
+        temp_failures: u32,
+    },
     /// Delete the child with this inbound SPI.
     DeleteChild(u32),
     /// Delete the IKE SA.
@@ -228,6 +236,9 @@ pub(crate) struct IkeSa {
     pub(crate) outstanding: Option<Outstanding>,
     pub(crate) tasks: VecDeque<Task>,
     pub(crate) children: Vec<ChildSa>,
+    /// New child SAs the peer answered TEMPORARY_FAILURE: when to ask again, the child
+    /// config and the answers so far (RFC 7296 2.25).
+    pub(crate) child_retries: Vec<(Instant, usize, u32)>,
     /// Children queued at initiation, created in IKE_AUTH (first) and CREATE_CHILD_SA.
     pub(crate) fragments: wire::Reassembler,
     pub(crate) created: Instant,
@@ -304,6 +315,7 @@ impl IkeSa {
             outstanding: None,
             tasks: VecDeque::new(),
             children: Vec::new(),
+            child_retries: Vec::new(),
             fragments: wire::Reassembler::new(),
             created: now,
             established: None,
@@ -826,6 +838,16 @@ impl IkeSa {
             }
             match task {
                 Task::CreateChild(cfg) => self.start_create_child(ctx, cfg, None),
+                Task::RetryChild { cfg, temp_failures } => {
+                    self.start_create_child(ctx, cfg, None);
+                    if let Some(Outstanding {
+                        pending: Pending::CreateChild(req),
+                        ..
+                    }) = self.outstanding.as_mut()
+                    {
+                        req.temp_failures = temp_failures;
+                    }
+                }
                 Task::RekeyChild(spi) => {
                     if let Some(i) = self
                         .children
@@ -934,6 +956,9 @@ impl IkeSa {
             {
                 t.set(Timer::RekeyChild, r);
             }
+            if let Some(r) = self.child_retries.iter().map(|r| r.0).min() {
+                t.set(Timer::RetryChild, r);
+            }
             if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
                 if self.outstanding.is_none() {
                     t.set(Timer::Dpd, self.last_heard + d);
@@ -1017,6 +1042,11 @@ impl IkeSa {
                 c.rekey_at = None;
             }
             self.queue_rekey_child(ctx, spi);
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.child_retries.drain(..).partition(|r| now >= r.0);
+        self.child_retries = later;
+        for (_, cfg, temp_failures) in due {
+            self.queue(ctx, Task::RetryChild { cfg, temp_failures });
         }
         if let Some(d) = self.connection(ctx.connections).and_then(|c| c.dpd_delay) {
             if self.outstanding.is_none() && now >= self.last_heard + d {

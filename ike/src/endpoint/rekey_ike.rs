@@ -93,6 +93,7 @@ impl IkeSa {
             .filter(|c| !c.rekey_time.is_zero())
             .map(|c| ctx.now + c.rekey_time);
         new.children = std::mem::take(&mut self.children);
+        new.child_retries = std::mem::take(&mut self.child_retries);
         // Work queued on the old SA carries over (except what concerns the old SA).
         new.tasks = self
             .tasks
