@@ -650,17 +650,17 @@ mod rekey_ike {
             }
         };
         let before = p.a.child_spis();
-        if lossy {
-            script(
-                &mut p,
-                vec![
-                    Rule::nth(Side::A, ccsa_resp, 0, Fate::Drop),
-                    Rule::nth(Side::B, ccsa_resp, 0, Fate::Drop),
-                    Rule::nth(Side::A, info_resp, 0, Fate::Drop),
-                    Rule::nth(Side::B, info_resp, 0, Fate::Drop),
-                ],
-            );
-        }
+        let rules = if lossy {
+            vec![
+                Rule::nth(Side::A, ccsa_resp, 0, Fate::Drop),
+                Rule::nth(Side::B, ccsa_resp, 0, Fate::Drop),
+                Rule::nth(Side::A, info_resp, 0, Fate::Drop),
+                Rule::nth(Side::B, info_resp, 0, Fate::Drop),
+            ]
+        } else {
+            vec![]
+        };
+        let log = script(&mut p, rules);
         if ike_first {
             start_rekey(&mut p, side);
             p.run_for(Duration::from_millis(1));
@@ -695,6 +695,11 @@ mod rekey_ike {
             ChildOp::Rekey => assert_ne!(p.a.child_spis(), before, "child rekeyed"),
             ChildOp::Delete => assert!(p.a.children.is_empty() && p.b.children.is_empty()),
             ChildOp::Create => assert_eq!(p.a.children.len(), 1),
+        }
+        if !lossy && !matches!(op, ChildOp::Delete) {
+            // Each side answered the other TEMPORARY_FAILURE and asked again later.
+            assert_eq!(log.count(side, ccsa_req), 2, "IKE rekey retried");
+            assert_eq!(log.count(peer, ccsa_req), 2, "child work retried");
         }
         if children > 0 {
             assert_usable(&mut p);
