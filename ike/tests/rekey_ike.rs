@@ -812,6 +812,46 @@ mod rekey_ike {
         p.assert_no_loss();
     }
 
+    /// b deletes the IKE SA, but its DELETE is held for 70 s; meanwhile a asks for a new
+    /// child. b, deleting, answers TEMPORARY_FAILURE each time (RFC 7296 2.25); a asks
+    /// again after 2, 4, 8, 16 and 32 s, then gives up with `ChildFailed`. Once the DELETE
+    /// arrives both are empty: a reports DeletedByPeer, b Terminated.
+    #[test]
+    fn ike_delete_pending_refuses_new_child_until_given_up() {
+        let (mut p, _, _) = pair_with_nonces(IKE, ESP);
+        up(&mut p);
+        let spi = p.a.child_spis()[0].0;
+        let now = p.now;
+        p.a.ep.delete_child(now, spi).unwrap();
+        p.settle();
+        let log = script(&mut p, vec![Rule::all(Side::B, info_req, Fate::Hold)]);
+        let now = p.now;
+        p.b.ep.terminate(now, "site-a").unwrap();
+        p.run_for(Duration::from_millis(5));
+        let now = p.now;
+        p.a.ep.initiate(now, "site-b", Some("net")).unwrap();
+        p.run_for(Duration::from_secs(70));
+        assert_eq!(log.count(Side::A, ccsa_req), 6, "asked six times");
+        assert_eq!(log.count(Side::B, ccsa_resp), 6);
+        assert!(p.a.events.iter().any(|e| matches!(
+            e,
+            Event::ChildFailed {
+                reason: DownReason::PeerError(_),
+                ..
+            }
+        )));
+        p.filter = None;
+        release_held(&mut p);
+        run(&mut p, LONG);
+        for s in [Side::A, Side::B] {
+            assert!(p.node(s).ep.ike_sas().is_empty(), "{s:?}");
+            assert!(p.node(s).children.is_empty(), "{s:?}");
+        }
+        assert_eq!(p.a.ike_down, vec![DownReason::DeletedByPeer]);
+        assert_eq!(p.b.ike_down, vec![DownReason::Terminated]);
+        p.assert_no_loss();
+    }
+
     // ---- message ID sync (RFC 6311, strongSwan's test_ike_mid_sync.c) ------------------
 
     /// esprit does not implement RFC 6311 (it never announces
