@@ -43,6 +43,7 @@ mod rekey_ike {
     /// Long enough for every retransmission and for a rekeyed SA nobody deletes to
     /// delete itself (8 retransmission timeouts of 2 s after the last message).
     const LONG: Duration = Duration::from_secs(120);
+    /// The first byte of a nonce that is not the lowest (the lowest gets 0x00).
     const X: u8 = 0xff;
 
     /// Replaces one side's connection with one of these IKE proposals.
