@@ -73,6 +73,8 @@ pub(crate) struct ChildRequest {
     /// request creates may be one of them (RFC 7296 2.25.1), at most
     /// [`DELETED_EARLY_MAX`].
     pub(crate) deleted_early: Vec<u32>,
+    /// TEMPORARY_FAILURE answers to this new child SA so far (RFC 7296 2.25).
+    pub(crate) temp_failures: u32,
 }
 
 /// How many unknown SPIs a peer's deletes may leave with one request in flight.
@@ -83,6 +85,8 @@ pub(crate) struct IkeRekeyRequest {
     pub(crate) spi: u64,
     pub(crate) ni: Vec<u8>,
     pub(crate) dh: Dh,
+    /// An INVALID_KE_PAYLOAD answer may still be followed (once, RFC 7296 1.3.2).
+    pub(crate) ke_retry: bool,
 }
 
 impl ChildRequest {
@@ -124,6 +128,7 @@ impl ChildRequest {
             ke_retry: true,
             collision: None,
             deleted_early: Vec::new(),
+            temp_failures: 0,
         })
     }
 

@@ -19,6 +19,11 @@ use crate::iana::{exchange, notify, payload, protocol, NotifyType};
 use crate::ts;
 use crate::wire::{KeyExchange, Payload};
 
+/// TEMPORARY_FAILURE answers after which a new child SA is given up (RFC 7296 2.25: the
+/// requester "MAY retry the request one or more times over a period of several
+/// minutes").
+const CHILD_TEMP_FAILURE_TRIES: u32 = 5;
+
 impl IkeSa {
     /// Responder side of a child negotiation (IKE_AUTH or CREATE_CHILD_SA): selects a
     /// child config by narrowing the selectors, a proposal, and derives the keys.
@@ -466,6 +471,16 @@ impl IkeSa {
                 }
                 return;
             }
+            if n.kind == notify::TEMPORARY_FAILURE
+                && req.rekeys.is_none()
+                && req.temp_failures < CHILD_TEMP_FAILURE_TRIES
+            {
+                // RFC 7296 2.25: not at once; 2, 4, 8, 16, 32 s with the defaults.
+                let wait = ctx.config.retransmit_timeout * (1 << req.temp_failures);
+                self.child_retries
+                    .push((ctx.now + wait, req.cfg, req.temp_failures + 1));
+                return;
+            }
             if let (notify::CHILD_SA_NOT_FOUND, Some(old)) = (n.kind, req.rekeys) {
                 self.remove_child(ctx, old, DownReason::DeletedByPeer);
                 return;
@@ -507,10 +522,10 @@ impl IkeSa {
             return;
         }
         let rekey = find_notify(&payloads, notify::REKEY_SA).map(|n| spi_u32(&n.spi));
-        // RFC 7296 2.25: a child rekey that crosses our IKE SA rekey would land on an SA
-        // about to be replaced; the peer retries after the IKE rekey (strongSwan does
-        // the same).
-        if rekey.is_some() && self.outstanding_is(|p| matches!(p, Pending::RekeyIke(_))) {
+        // RFC 7296 2.25: a child rekey or creation that crosses our IKE SA rekey would
+        // land on an SA about to be replaced; the peer retries after the IKE rekey
+        // (strongSwan does the same).
+        if self.outstanding_is(|p| matches!(p, Pending::RekeyIke(_))) {
             reply_err(self, ctx, notify::TEMPORARY_FAILURE, Vec::new());
             return;
         }

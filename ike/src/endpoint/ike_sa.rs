@@ -179,6 +179,14 @@ pub(crate) enum Task {
     RekeyChild(u32),
     /// Rekey the IKE SA.
     RekeyIke,
+    /// Ask again for a new child SA with this config, refused `temp_failures` times
+    /// with TEMPORARY_FAILURE so far (RFC 7296 2.25).
+    RetryChild {
+        /// The child config index.
+        cfg: usize,
+        /// TEMPORARY_FAILURE answers so far.
+        temp_failures: u32,
+    },
     /// Delete the child with this inbound SPI.
     DeleteChild(u32),
     /// Delete the IKE SA.
@@ -228,6 +236,9 @@ pub(crate) struct IkeSa {
     pub(crate) outstanding: Option<Outstanding>,
     pub(crate) tasks: VecDeque<Task>,
     pub(crate) children: Vec<ChildSa>,
+    /// New child SAs the peer answered TEMPORARY_FAILURE: when to ask again, the child
+    /// config and the answers so far (RFC 7296 2.25).
+    pub(crate) child_retries: Vec<(Instant, usize, u32)>,
     /// Children queued at initiation, created in IKE_AUTH (first) and CREATE_CHILD_SA.
     pub(crate) fragments: wire::Reassembler,
     pub(crate) created: Instant,
@@ -236,6 +247,12 @@ pub(crate) struct IkeSa {
     pub(crate) last_heard: Instant,
     /// Nonces of an IKE rekey we answered, for collision resolution (RFC 7296 2.8.2).
     pub(crate) answered_ike_rekey: Option<(Vec<u8>, Vec<u8>, IkeSaId)>,
+    /// Made by answering a peer's IKE rekey that crossed ours, before our own rekey's
+    /// answer tells which of the two SAs survives (RFC 7296 2.8.2). A DELETE of it by
+    /// the peer then means the peer lost and drops its redundant SA before we learned
+    /// so: it is ignored (strongSwan has not even registered such an SA yet), because
+    /// this SA holds the children until our answer moves them to the winner.
+    pub(crate) collision_pending: bool,
     /// Why the SA died, reported once.
     pub(crate) down_reason: Option<DownReason>,
     /// The IKE SA this one replaced by a rekey.
@@ -298,12 +315,14 @@ impl IkeSa {
             outstanding: None,
             tasks: VecDeque::new(),
             children: Vec::new(),
+            child_retries: Vec::new(),
             fragments: wire::Reassembler::new(),
             created: now,
             established: None,
             rekey_at: None,
             last_heard: now,
             answered_ike_rekey: None,
+            collision_pending: false,
             down_reason: None,
             rekeyed_from: None,
             armed: None,
@@ -851,6 +870,16 @@ impl IkeSa {
             }
             match task {
                 Task::CreateChild(cfg) => self.start_create_child(ctx, cfg, None),
+                Task::RetryChild { cfg, temp_failures } => {
+                    self.start_create_child(ctx, cfg, None);
+                    if let Some(Outstanding {
+                        pending: Pending::CreateChild(req),
+                        ..
+                    }) = self.outstanding.as_mut()
+                    {
+                        req.temp_failures = temp_failures;
+                    }
+                }
                 Task::RekeyChild(spi) => {
                     if let Some(i) = self
                         .children
@@ -959,6 +988,9 @@ impl IkeSa {
             {
                 t.set(Timer::RekeyChild, r);
             }
+            if let Some(r) = self.child_retries.iter().map(|r| r.0).min() {
+                t.set(Timer::RetryChild, r);
+            }
             if let Some(d) = self.connection(conns).and_then(|c| c.dpd_delay) {
                 if self.outstanding.is_none() {
                     t.set(Timer::Dpd, self.last_heard + d);
@@ -1042,6 +1074,11 @@ impl IkeSa {
                 c.rekey_at = None;
             }
             self.queue_rekey_child(ctx, spi);
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.child_retries.drain(..).partition(|r| now >= r.0);
+        self.child_retries = later;
+        for (_, cfg, temp_failures) in due {
+            self.queue(ctx, Task::RetryChild { cfg, temp_failures });
         }
         if let Some(d) = self.connection(ctx.connections).and_then(|c| c.dpd_delay) {
             if self.outstanding.is_none() && now >= self.last_heard + d {

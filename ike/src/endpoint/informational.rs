@@ -7,7 +7,7 @@ use super::error::AuthFailure;
 use super::event::DownReason;
 use super::ike_sa::{IkeSa, Outstanding, Pending, State};
 use super::payloads::find_notify;
-use super::Ctx;
+use super::{Ctx, SaEffect};
 use crate::iana::{exchange, notify, protocol};
 use crate::wire::{Delete, Header, Payload};
 
@@ -125,6 +125,17 @@ impl IkeSa {
             );
             return;
         }
+        let deletes_ike = payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Delete(d) if d.protocol == protocol::IKE));
+        if deletes_ike && self.collision_pending {
+            // The peer lost a rekey collision and deletes its redundant SA, which holds
+            // our children until our own rekey's answer (see `collision_pending`). Left
+            // unanswered and unconsumed: a retransmission after that answer is served.
+            self.expected_request_id = h.message_id;
+            ctx.stats.unexpected += 1;
+            return;
+        }
         let mut out = Vec::new();
         let mut delete_ike = false;
         for p in &payloads {
@@ -187,6 +198,17 @@ impl IkeSa {
         }
         if delete_ike {
             self.send_response(ctx, exchange::INFORMATIONAL, h.message_id, Vec::new(), from);
+            if let Some((_, _, answered)) = self.answered_ike_rekey.take() {
+                // We answered the peer's rekey of this SA while ours was in flight, and
+                // the peer deletes it: it won, or never saw our request (RFC 7296 2.8.2).
+                // Its SA, which took the children, is the one that stays; ours, if the
+                // peer made it, is its to retire.
+                self.state = State::Rekeyed;
+                ctx.effects.push(SaEffect::SettleCollision {
+                    id: answered,
+                    survives: true,
+                });
+            }
             let reason = if self.state == State::Rekeyed {
                 DownReason::Rekeyed
             } else {

@@ -237,6 +237,16 @@ pub(crate) enum SaEffect {
         /// The surviving IKE SA.
         to: IkeSaId,
     },
+    /// The IKE rekey collision that made `id` (by answering the peer's rekey) is
+    /// resolved: a DELETE of it is a real one again (see `IkeSa::collision_pending`),
+    /// and when it `survives` its rekey is announced and counted now, so that each
+    /// side reports exactly one `IkeRekeyed`, to the SA that stays (RFC 7296 2.8.2).
+    SettleCollision {
+        /// The SA made by answering the peer's rekey.
+        id: IkeSaId,
+        /// It is the SA that stays.
+        survives: bool,
+    },
     /// A mediation server relays an ME_CONNECT to the SA of the peer it names
     /// (draft-brunner-ikev2-mediation 4.3): queued on `to` within the same `handle`.
     RelayMeConnect {
@@ -691,10 +701,10 @@ impl Endpoint {
         for effect in effects {
             match effect {
                 SaEffect::Spawn(new) => {
-                    if new.rekeyed_from.is_some() {
+                    if new.rekeyed_from.is_some() && !new.collision_pending {
                         self.shared.stats.ike_rekeys += 1;
+                        new.announce_rekey(&mut self.shared.events);
                     }
-                    new.announce_rekey(&mut self.shared.events);
                     self.by_spi.insert(new.our_spi(), new.id);
                     if !new.tasks.is_empty() {
                         kick.push(new.id);
@@ -726,6 +736,15 @@ impl Endpoint {
                     self.index_children(to);
                     self.rearm(from);
                     self.rearm(to);
+                }
+                SaEffect::SettleCollision { id, survives } => {
+                    if let Some(sa) = self.sas.get_mut(&id) {
+                        if sa.collision_pending && survives {
+                            self.shared.stats.ike_rekeys += 1;
+                            sa.announce_rekey(&mut self.shared.events);
+                        }
+                        sa.collision_pending = false;
+                    }
                 }
                 SaEffect::Unique {
                     id,

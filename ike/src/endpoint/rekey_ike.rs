@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 
-use super::child_sa::IkeRekeyRequest;
+use super::child_sa::{ChildState, IkeRekeyRequest};
 use super::ike_sa::{IkeSa, Pending, Phase, State, Task};
 use super::keys::{Dh, IkeKeys};
-use super::payloads::{error_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64};
+use super::payloads::{
+    error_notify, find_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64,
+};
 use super::{Ctx, SaEffect};
 use crate::config::Connection;
 use crate::iana::{exchange, notify};
@@ -19,9 +21,22 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
-        let Some(group) = self.suite.as_ref().map(|s| s.dh.id()) else {
+        // The KE payload's group must be one we propose (RFC 7296 1.3.2): the IKE SA's
+        // group while the proposals still name it, else the first configured one
+        // (charon's `prefer_previous_dh_group`).
+        let current = self.suite.as_ref().map(|s| s.dh);
+        let Some(group) = current
+            .filter(|g| conn.proposals.accepts_dh(*g))
+            .or_else(|| conn.proposals.preferred_dh())
+        else {
             return;
         };
+        self.send_rekey_ike(ctx, &conn, group.id(), true);
+    }
+
+    /// Sends the CREATE_CHILD_SA request rekeying this IKE SA with a KE of `group`;
+    /// `ke_retry` while an INVALID_KE_PAYLOAD answer may still be followed.
+    fn send_rekey_ike(&mut self, ctx: &mut Ctx<'_>, conn: &Connection, group: u16, ke_retry: bool) {
         let Ok(dh) = Dh::generate(group, ctx.rng) else {
             return;
         };
@@ -39,7 +54,12 @@ impl IkeSa {
             ctx,
             exchange::CREATE_CHILD_SA,
             payloads,
-            Pending::RekeyIke(IkeRekeyRequest { spi, ni, dh }),
+            Pending::RekeyIke(IkeRekeyRequest {
+                spi,
+                ni,
+                dh,
+                ke_retry,
+            }),
         );
     }
 
@@ -73,6 +93,7 @@ impl IkeSa {
             .filter(|c| !c.rekey_time.is_zero())
             .map(|c| ctx.now + c.rekey_time);
         new.children = std::mem::take(&mut self.children);
+        new.child_retries = std::mem::take(&mut self.child_retries);
         // Work queued on the old SA carries over (except what concerns the old SA).
         new.tasks = self
             .tasks
@@ -97,6 +118,19 @@ impl IkeSa {
         let Some(conn) = self.connection(ctx.connections).cloned() else {
             return;
         };
+        if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
+            // RFC 7296 1.3.2, 2.7: retry once with the group the responder names, when
+            // we propose it.
+            let group = n.data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let proposed = group
+                .and_then(crate::crypto::Dh::from_id)
+                .is_some_and(|g| conn.proposals.accepts_dh(g));
+            if let (true, true, Some(g)) = (req.ke_retry, proposed, group) {
+                // A collision answered meanwhile stays recorded for the retry's answer.
+                self.send_rekey_ike(ctx, &conn, g, false);
+                return;
+            }
+        }
         if error_notify(&payloads).is_some() {
             // TEMPORARY_FAILURE, NO_PROPOSAL_CHOSEN, ...: keep the old SA, retry later.
             self.rekey_at = Some(ctx.now + ctx.config.retransmit_timeout * 4);
@@ -135,8 +169,13 @@ impl IkeSa {
         };
         let our_min = min_nonce(&req.ni, nr).to_vec();
         let collided = self.answered_ike_rekey.take();
-        if let Some((their_min, _, _)) = &collided {
-            if our_min.as_slice() < their_min.as_slice() {
+        if let Some((their_min, _, answered)) = &collided {
+            let lost = our_min.as_slice() < their_min.as_slice();
+            ctx.effects.push(SaEffect::SettleCollision {
+                id: *answered,
+                survives: lost,
+            });
+            if lost {
                 // RFC 7296 2.8.2: our new SA is the redundant one; the peer's (which we
                 // answered, and which took the children) survives and the peer deletes
                 // this old SA. Bring ours up only to delete it.
@@ -179,9 +218,16 @@ impl IkeSa {
         let reply = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, out: Vec<Payload>| {
             sa.send_response(ctx, exchange::CREATE_CHILD_SA, h.message_id, out, from)
         };
-        // RFC 7296 2.25: while our CREATE_CHILD_SA for a child is outstanding, its
-        // answer must find this IKE SA; the peer retries its IKE rekey later.
-        if self.outstanding_is(|p| matches!(p, Pending::CreateChild(_))) {
+        // RFC 7296 2.25: while our CREATE_CHILD_SA or our Delete for a child is
+        // outstanding, its answer must find this IKE SA and the child it concerns; the
+        // peer retries its IKE rekey later (charon: "a child is half-open").
+        let half_open = self
+            .outstanding_is(|p| matches!(p, Pending::CreateChild(_) | Pending::DeleteChildren(_)))
+            || self
+                .children
+                .iter()
+                .any(|c| matches!(c.state, ChildState::Rekeying | ChildState::Deleting));
+        if half_open {
             reply(
                 self,
                 ctx,
@@ -274,7 +320,9 @@ impl IkeSa {
             .outstanding
             .as_ref()
             .is_some_and(|o| matches!(o.pending, Pending::RekeyIke(_)));
-        let new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
+        let mut new = self.spawn_rekeyed(ctx, suite, keys, peer_spi, our_spi, false);
+        // Announced (and counted) once the collision is settled, if it survives.
+        new.collision_pending = colliding;
         if colliding {
             self.answered_ike_rekey = Some((min_nonce(ni, &nr).to_vec(), Vec::new(), new.id));
         } else {

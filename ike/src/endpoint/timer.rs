@@ -24,10 +24,12 @@ pub(crate) enum Timer {
     /// Delete a rekeyed IKE SA that the peer, which should have deleted it (RFC 7296
     /// 1.3.2), left behind.
     Retire,
+    /// Ask again for a new child SA the peer answered TEMPORARY_FAILURE (RFC 7296 2.25).
+    RetryChild,
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 }
 
 /// The armed deadlines of one IKE SA, one slot per [`Timer`].

@@ -24,6 +24,9 @@ pub struct MsgInfo {
     pub from_initiator: bool,
     pub msg_id: u32,
     pub len: usize,
+    /// The first payload is SK or SKF: not an unprotected answer such as a restarted
+    /// peer's INVALID_IKE_SPI (RFC 7296 1.5).
+    pub protected: bool,
 }
 
 /// Parses the header of `t`, or None for anything that is not an IKE message.
@@ -41,6 +44,7 @@ pub fn info(t: &Transmit) -> Option<MsgInfo> {
         from_initiator: d[19] & 0x08 != 0,
         msg_id: u32::from_be_bytes(d[20..24].try_into().unwrap()),
         len: d.len(),
+        protected: matches!(d[16], 46 | 53),
     })
 }
 
