@@ -6,13 +6,18 @@
 #             once with AES-128-CBC + HMAC-SHA2-256-128 (esp_proposals "aes128-sha256");
 #   strongswan two charons with kernel-libipsec (userspace ESP, AES-128-GCM), when
 #              strongSwan is installed (skip with NO_STRONGSWAN=1).
-# Prints Gbit/s, each tunnel's ratio to the veth and CBC's to GCM. Run as root from the
-# workspace:
-#   bash bench/tunnel.sh [SECONDS]
+# Prints, for each path: Gbit/s and its ratio to the veth (CBC's also to GCM); the CPU
+# seconds per GB carried, of the whole machine (/proc/stat: iperf3, the kernel and the
+# daemons together) and of the VPN daemons alone (/proc/PID/stat, both peers); and the
+# round trip of 200 pings at 5 ms intervals with no load (median and p99), with the
+# tunnel's minus the veth's. Run as root from the workspace:
+#   bash bench/tunnel.sh [-P STREAMS] [SECONDS]
 # Everything happens inside namespaces this script makes and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+P=1
+if [ "${1:-}" = "-P" ]; then P=$2; shift 2; fi
 SECS=${1:-10}
 : "${CARGO_TARGET_DIR:=target}"
 A=esprit-bench-a-$$
@@ -45,7 +50,24 @@ fresh_pair() {
     sw_ns_pair "$A" "$B" 192.0.2.1/24 192.0.2.2/24 10.96.1.1/32 10.96.2.1/32
 }
 
-# iperf3 from A to $1 for $SECS s; prints Gbit/s as the receiver saw it.
+# CPU seconds the whole machine spent so far (user, nice, system, irq, softirq, steal).
+machine_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2+$3+$4+$7+$8+$9)/hz }' /proc/stat
+}
+
+# CPU seconds the processes in PIDS spent so far (utime + stime).
+daemons_cpu() {
+    local t=0 p
+    for p in "${PIDS[@]}" ${EXTRA_PIDS:-}; do
+        [ -r "/proc/$p/stat" ] || continue
+        t=$(awk -v hz="$(getconf CLK_TCK)" -v t="$t" \
+            '{ sub(/^.*\) /, ""); print t + ($12+$13)/hz }' "/proc/$p/stat")
+    done
+    echo "$t"
+}
+
+# iperf3 from A to $1 for $SECS s with $P streams. Sets GBITS (as the receiver saw
+# it), CPU_GB (machine CPU s per GB received) and DCPU_GB (the daemons' CPU s per GB).
 iperf() {
     ip netns exec "$B" iperf3 -s -1 -B "$1" >/dev/null &
     local server=$!
@@ -53,9 +75,27 @@ iperf() {
         ip netns exec "$B" ss -Htln "sport = :5201" | grep -q . && break
         sleep 0.1
     done
-    ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -J |
-        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+    local m0 d0 m1 d1 out
+    m0=$(machine_cpu); d0=$(daemons_cpu)
+    out=$(ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -P "$P" -J |
+        python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print("%.2f %d" % (e["bits_per_second"]/1e9, e["bytes"]))')
+    m1=$(machine_cpu); d1=$(daemons_cpu)
     wait "$server" 2>/dev/null || true
+    GBITS=${out% *}
+    local bytes=${out#* }
+    CPU_GB=$(python3 -c "print('%.2f' % (($m1 - $m0) / ($bytes / 1e9)))")
+    DCPU_GB=$(python3 -c "print('%.2f' % (($d1 - $d0) / ($bytes / 1e9)))")
+}
+
+# 200 pings at 5 ms from A to $1; sets RTT_MED and RTT_P99 in microseconds.
+latency() {
+    local out
+    out=$(ip netns exec "$A" ping -n -q -c 1 -W 2 "$1" >/dev/null 2>&1;
+          ip netns exec "$A" ping -n -c 200 -i 0.005 "$1" |
+          sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' |
+          python3 -c 'import sys; v=sorted(float(x)*1000 for x in sys.stdin); print("%.0f %.0f" % (v[len(v)//2], v[min(len(v)-1, int(len(v)*0.99))]))')
+    RTT_MED=${out% *}
+    RTT_P99=${out#* }
 }
 
 esprit_conf() { # SIDE ME PEER START ESP_PROPOSAL
@@ -82,8 +122,12 @@ CONF
 }
 
 fresh_pair
-veth=$(iperf 192.0.2.2)
-echo "veth:       $veth Gbit/s"
+echo "$P stream(s), $SECS s each, $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+latency 192.0.2.2
+veth_med=$RTT_MED veth_p99=$RTT_P99
+iperf 192.0.2.2
+veth=$GBITS
+echo "veth:       $veth Gbit/s  machine $CPU_GB CPU s/GB  ping median $veth_med us p99 $veth_p99 us"
 
 # Two esprit daemons with ESP proposal $1; sets GBITS to iperf3's Gbit/s through them.
 # Not run in a subshell, so that cleanup sees the daemons' PIDs.
@@ -98,18 +142,24 @@ esprit_run() {
     PIDS+=($!)
     for _ in $(seq 50); do [ -S "$TMP/a.sock" ] && break; sleep 0.1; done
     "$ESPRIT" initiate bench --socket "$TMP/a.sock" --timeout 20 >/dev/null
-    GBITS=$(iperf 10.96.2.1)
+    latency 10.96.2.1
+    iperf 10.96.2.1
     stop_pids
+}
+
+# The figures of the last run after its Gbit/s: ratio to veth, CPU, added latency.
+figures() {
+    echo "($(ratio "$GBITS" "$veth") of veth)  machine $CPU_GB CPU s/GB, daemons $DCPU_GB  ping median $RTT_MED us (+$((RTT_MED - veth_med))) p99 $RTT_P99 us (+$((RTT_P99 - veth_p99)))"
 }
 
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
 esprit_run aes128gcm16
 esp=$GBITS
-echo "esprit:     $esp Gbit/s  ($(ratio "$esp" "$veth") of veth)  AES-128-GCM"
+echo "esprit:     $esp Gbit/s  $(figures)  AES-128-GCM"
 esprit_run aes128-sha256
 cbc=$GBITS
-echo "esprit:     $cbc Gbit/s  ($(ratio "$cbc" "$veth") of veth)  AES-128-CBC + HMAC-SHA2-256; $(ratio "$cbc" "$esp") of AES-GCM"
+echo "esprit:     $cbc Gbit/s  $(figures)  AES-128-CBC + HMAC-SHA2-256; $(ratio "$cbc" "$esp") of AES-GCM"
 
 if [ -z "${NO_STRONGSWAN:-}" ] && [ -x "$SW_CHARON" ]; then
     fresh_pair
@@ -128,6 +178,9 @@ if [ -z "${NO_STRONGSWAN:-}" ] && [ -x "$SW_CHARON" ]; then
         sw_load "$d"
     done
     sw_initiate "$TMP/sw-a" bench
-    sw=$(iperf 10.96.2.1)
-    echo "strongswan: $sw Gbit/s  ($(python3 -c "print('%.2f' % ($sw / $veth))") of veth); esprit/strongswan $(python3 -c "print('%.1f' % ($esp / $sw))")x"
+    EXTRA_PIDS="$(cat "$TMP/sw-a/charon.pid") $(cat "$TMP/sw-b/charon.pid")"
+    latency 10.96.2.1
+    iperf 10.96.2.1
+    sw=$GBITS
+    echo "strongswan: $sw Gbit/s  $(figures); esprit/strongswan $(python3 -c "print('%.1f' % ($esp / $sw))")x"
 fi

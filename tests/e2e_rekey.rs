@@ -17,14 +17,18 @@ use esprit::testbed::{ping, udp_counted, Topology};
 
 const PING_WAIT: Duration = Duration::from_secs(5);
 
-/// The counted UDP stream: 1000 datagrams a second for 9 s.
+/// The counted UDP stream: 1000 datagrams a second for 9 s (twice that where said).
 const UDP_COUNT: u64 = 9000;
 const UDP_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Streams the counted UDP probe from a to b's inner address while a second thread
 /// records every child SPI and IKE SPI pair a's status shows; returns (missing sequence
 /// numbers, duplicates, child SPIs seen, IKE SAs seen).
-fn counted_stream_watching_spis(bench: &Bench, port: u16) -> (Vec<u64>, u64, usize, usize) {
+fn counted_stream_watching_spis(
+    bench: &Bench,
+    port: u16,
+    datagrams: u64,
+) -> (Vec<u64>, u64, usize, usize) {
     let to = IpAddr::V4(bench.topo.b_inner().v4[0]);
     let done = AtomicBool::new(false);
     let (count, spis) = std::thread::scope(|s| {
@@ -48,7 +52,7 @@ fn counted_stream_watching_spis(bench: &Bench, port: u16) -> (Vec<u64>, u64, usi
             bench.topo.b(),
             to,
             port,
-            UDP_COUNT,
+            datagrams,
             UDP_INTERVAL,
         );
         done.store(true, Ordering::Relaxed);
@@ -63,7 +67,7 @@ fn counted_stream_watching_spis(bench: &Bench, port: u16) -> (Vec<u64>, u64, usi
         c.duplicates,
         c.send_errors
     );
-    assert_eq!(c.sent, UDP_COUNT, "{c:?}");
+    assert_eq!(c.sent, datagrams, "{c:?}");
     (c.missing_seqs, c.duplicates, spis.0, spis.1)
 }
 
@@ -87,7 +91,8 @@ fn child_rekeys_under_traffic_lose_nothing() {
         PING_WAIT
     ));
 
-    let (missing, duplicates, child_spis, _) = counted_stream_watching_spis(&bench, 4700);
+    let (missing, duplicates, child_spis, _) =
+        counted_stream_watching_spis(&bench, 4700, UDP_COUNT);
     let log = bench.daemon(Who::A).log();
     let rekeys = count_lines(&log, "child SA rekeyed");
     eprintln!("{rekeys} child rekeys, {child_spis} outbound SPIs seen");
@@ -121,7 +126,9 @@ fn child_rekeys_under_traffic_lose_nothing() {
 /// a rekeys its IKE SA every 3 s while b rekeys the child SA every 2 s, under the same
 /// stream: the child moves to each new IKE SA, and when b's child rekey crosses a's IKE
 /// rekey one of them is answered TEMPORARY_FAILURE and retried (RFC 7296 2.25). Nothing
-/// is lost and nothing is left behind.
+/// is lost and nothing is left behind. The stream runs 18 s: a refused rekey is retried
+/// four retransmission timeouts later (4 s here), so a window of 9 s could hold a single
+/// IKE rekey when the first one crossed a child rekey.
 #[test]
 fn ike_and_child_rekeys_lose_nothing() {
     let topo = Topology::direct(false).expect("topology");
@@ -136,7 +143,8 @@ fn ike_and_child_rekeys_lose_nothing() {
         PING_WAIT
     ));
 
-    let (missing, duplicates, child_spis, ike_spis) = counted_stream_watching_spis(&bench, 4701);
+    let (missing, duplicates, child_spis, ike_spis) =
+        counted_stream_watching_spis(&bench, 4701, 2 * UDP_COUNT);
     let la = bench.daemon(Who::A).log();
     let ike_rekeys = count_lines(&la, " rekeyed as #");
     let child_rekeys = count_lines(&la, "child SA rekeyed");
@@ -184,7 +192,8 @@ fn child_rekeys_from_both_sides_collide_and_lose_nothing() {
         PING_WAIT
     ));
 
-    let (missing, duplicates, child_spis, _) = counted_stream_watching_spis(&bench, 4702);
+    let (missing, duplicates, child_spis, _) =
+        counted_stream_watching_spis(&bench, 4702, UDP_COUNT);
     let (la, lb) = (bench.daemon(Who::A).log(), bench.daemon(Who::B).log());
     let rekeys = count_lines(&la, "child SA rekeyed");
     // Each collision deletes one of the two new SAs: "terminated locally" at the side
