@@ -13,19 +13,6 @@ use ike::wire::Message;
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
 const ESP: &str = "aes128gcm16";
 
-fn up(p: &mut Pair) {
-    p.a.ep.initiate(p.now, "site-b", None).unwrap();
-    assert!(
-        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 1
-            && p.b.children.len() == 1),
-        "tunnel did not come up"
-    );
-    p.settle();
-    assert_eq!(p.a.ike_up, 1);
-    assert_eq!(p.b.ike_up, 1);
-    p.assert_children_match();
-}
-
 fn exchange_of(t: &ike::endpoint::Transmit) -> (ike::iana::ExchangeType, bool) {
     let m = Message::parse(&t.data).unwrap();
     (m.header.exchange, m.header.flags.response)

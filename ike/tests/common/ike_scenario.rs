@@ -6,16 +6,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ike::config::Config;
 use ike::crypto::{Rng, SeededRng};
-use ike::endpoint::{Endpoint, Event, IkeSaId, Transmit};
+use ike::endpoint::{Endpoint, Event, IkeSaId};
 
 use crate::common::msg::{self, MsgInfo};
-use crate::common::{psk_a_conn, psk_b_conn, wall_clock, Fate, Pair, Side, A_IP};
+use crate::common::{psk_a_conn, psk_b_conn, wall_clock, Fate, Pair, Side};
+pub use crate::common::{sender, up};
 
 /// The first bytes of the nonces a node makes next, in order (strongSwan's test helper
 /// sets the first nonce byte the same way).
@@ -77,24 +77,6 @@ pub fn pair_with_nonces(ike: &str, esp: &str) -> (Pair, Nonces, Nonces) {
     p.a.ep.add_connection(psk_a_conn(ike, esp));
     p.b.ep.add_connection(psk_b_conn(ike, esp));
     (p, na, nb)
-}
-
-/// Brings the standard pair up (a initiates) with its one child SA.
-pub fn up(p: &mut Pair) {
-    p.a.ep.initiate(p.now, "site-b", None).unwrap();
-    p.settle();
-    assert_eq!((p.a.ike_up, p.b.ike_up), (1, 1), "IKE SA up");
-    assert_eq!(p.a.children.len(), 1, "child SA up");
-    p.assert_children_match();
-}
-
-/// The side that sent `t`.
-pub fn sender(t: &Transmit) -> Side {
-    if t.local.ip() == IpAddr::from(A_IP) {
-        Side::A
-    } else {
-        Side::B
-    }
 }
 
 /// One rule of a [`Script`]: the `nth` (from 0) datagram sent by `from` that `kind`

@@ -535,6 +535,29 @@ pub fn psk_b_conn(ike: &str, esp: &str) -> Connection {
     )
 }
 
+/// Brings the standard pair up (a initiates "site-b") with the network behaving: one IKE
+/// SA each and the child SAs mirrored.
+pub fn up(p: &mut Pair) {
+    p.a.ep.initiate(p.now, "site-b", None).unwrap();
+    assert!(
+        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 1
+            && p.b.children.len() == 1),
+        "tunnel did not come up"
+    );
+    p.settle();
+    assert_eq!((p.a.ike_up, p.b.ike_up), (1, 1), "IKE SA up");
+    p.assert_children_match();
+}
+
+/// The side of the standard pair that sent `t`.
+pub fn sender(t: &Transmit) -> Side {
+    if t.local.ip() == IpAddr::from(A_IP) {
+        Side::A
+    } else {
+        Side::B
+    }
+}
+
 /// The standard PSK pair: a initiates "site-b" to b's responder "site-a".
 pub fn psk_pair(ike: &str, esp: &str) -> Pair {
     let mut p = Pair::new(Config::default());

@@ -15,6 +15,7 @@ use ike::crypto::{Rng, SeededRng};
 use ike::endpoint::{DownReason, Endpoint, Event, Transmit};
 
 use crate::common::{msg, psk_a_conn, psk_b_conn, wall_clock, Fate, Node, Pair, Side, A_IP, B_IP};
+pub use crate::common::{sender, up};
 
 /// No forced byte.
 const FREE: u16 = 0x100;
@@ -97,27 +98,6 @@ pub fn nonce_pair(ike: &str, esp_a: &str, esp_b: &str) -> (Pair, Nonces) {
             b: first_b,
         },
     )
-}
-
-/// Brings the tunnel up (a initiates) with the network behaving, and checks one child.
-pub fn up(p: &mut Pair) {
-    p.a.ep.initiate(p.now, "site-b", None).unwrap();
-    assert!(
-        p.run_until(Duration::from_secs(60), |p| p.a.children.len() == 1
-            && p.b.children.len() == 1),
-        "tunnel did not come up"
-    );
-    p.settle();
-    p.assert_children_match();
-}
-
-/// Which side sent `t`.
-pub fn sender(t: &Transmit) -> Side {
-    if t.local.ip() == IpAddr::from(A_IP) {
-        Side::A
-    } else {
-        Side::B
-    }
 }
 
 /// One IKE message as a script names it: who sent it, the exchange, request or response.
