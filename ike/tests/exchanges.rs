@@ -809,6 +809,26 @@ fn simultaneous_ike_rekey_leaves_one_ike_sa() {
         (p.b.ep.ike_sas()[0].spi_i, p.b.ep.ike_sas()[0].spi_r)
     );
     p.assert_children_match();
+    // Each side reports the collision once, naming the SA that stayed.
+    for (n, old) in [(&p.a, ia), (&p.b, ib)] {
+        let seen: Vec<_> = n
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::IkeRekeyCollision {
+                    old: o,
+                    kept,
+                    redundant,
+                } => Some((*o, *kept, *redundant)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let (o, kept, redundant) = seen[0];
+        assert_eq!(o, old);
+        assert_eq!(kept, n.ep.ike_sas()[0].id);
+        assert_ne!(redundant, kept);
+    }
 }
 
 /// The endpoint's child index follows child SAs to the IKE SA that holds them, also

@@ -24,6 +24,17 @@ pub enum Event {
         /// Its successor.
         new: IkeSaId,
     },
+    /// Both peers rekeyed the IKE SA `old` at once (RFC 7296 2.8.2): of the two new SAs,
+    /// `kept` carries on and `redundant` (the exchange with the lowest nonce) is deleted
+    /// by the peer that created it. Informational: `IkeRekeyed` and `IkeDown` still come.
+    IkeRekeyCollision {
+        /// The SA both peers rekeyed.
+        old: IkeSaId,
+        /// The new SA that stays.
+        kept: IkeSaId,
+        /// The new SA that goes.
+        redundant: IkeSaId,
+    },
     /// An IKE SA is gone, with all its child SAs (each also reported as `ChildDown`).
     IkeDown {
         /// The SA.

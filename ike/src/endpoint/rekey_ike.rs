@@ -7,7 +7,7 @@ use super::child_sa::IkeRekeyRequest;
 use super::ike_sa::{IkeSa, Pending, Phase, State, Task};
 use super::keys::{Dh, IkeKeys};
 use super::payloads::{error_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64};
-use super::{Ctx, SaEffect};
+use super::{Ctx, Event, SaEffect};
 use crate::config::Connection;
 use crate::iana::{exchange, notify};
 use crate::proposal::IkeSuite;
@@ -135,12 +135,17 @@ impl IkeSa {
         };
         let our_min = min_nonce(&req.ni, nr).to_vec();
         let collided = self.answered_ike_rekey.take();
-        if let Some((their_min, _, _)) = &collided {
+        if let Some((their_min, _, answered)) = &collided {
             if our_min.as_slice() < their_min.as_slice() {
                 // RFC 7296 2.8.2: our new SA is the redundant one; the peer's (which we
                 // answered, and which took the children) survives and the peer deletes
                 // this old SA. Bring ours up only to delete it.
                 let mut new = self.spawn_rekeyed(ctx, suite, keys, req.spi, peer_spi, true);
+                ctx.events.push_back(Event::IkeRekeyCollision {
+                    old: self.id,
+                    kept: *answered,
+                    redundant: new.id,
+                });
                 new.tasks.clear();
                 new.tasks.push_back(Task::DeleteIke);
                 new.rekeyed_from = None;
@@ -156,6 +161,11 @@ impl IkeSa {
         if let Some((_, _, answered)) = collided {
             // We won the collision: the children went to the SA we answered; bring them
             // to ours. The peer deletes the one it created.
+            ctx.events.push_back(Event::IkeRekeyCollision {
+                old: self.id,
+                kept: new_id,
+                redundant: answered,
+            });
             ctx.effects.push(SaEffect::MoveChildren {
                 from: answered,
                 to: new_id,
