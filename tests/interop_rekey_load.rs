@@ -328,12 +328,12 @@ fn run(form: Form) {
     let before = (udp_errors(a), udp_errors(b));
     let e_before = esprit_losses(&lab.esprit.status().expect("status"));
     let c_before = socket_drops(b, 4500) + socket_drops(b, 500);
-    eprintln!(
-        "load starts at {:?} (unix time)",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-    );
+    // Seconds since midnight UTC when the streams start, to place esprit's log lines.
+    let start_tod = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        % 86_400.0;
     let mbit = env_or("ESPRIT_REKEY_LOAD_TCP_MBIT", TCP_MBIT as u64) as f64;
     let (ab, ba, rate) = std::thread::scope(|s| {
         // ESPRIT_REKEY_LOAD_TCP_MBIT=0: the numbered streams alone.
@@ -408,11 +408,12 @@ fn run(form: Form) {
         sas.iter().map(|s| s.children.len()).sum::<usize>(),
         t0.elapsed().as_secs_f64(),
     );
+    let rekeys_at = rekey_times(&e_log, start_tod, form.secs as f64);
     for (dir, c, every) in [("a->b", &ab, AB_INTERVAL), ("b->a", &ba, BA_INTERVAL)] {
         if !c.missing_seqs.is_empty() {
             eprintln!(
                 "{dir}: missing (seconds into the stream, datagrams): {}",
-                runs(&c.missing_seqs, every)
+                runs(&c.missing_seqs, every, &rekeys_at, form.secs as f64)
             );
         }
     }
@@ -456,8 +457,28 @@ fn run(form: Form) {
     );
 }
 
-/// Runs of consecutive missing sequence numbers as "12.345 s x7", the first 30.
-fn runs(missing: &[u64], every: Duration) -> String {
+/// When esprit logged a rekey (child or IKE), in seconds into the streams, from the
+/// UTC time of day its log lines start with ("2026-12-07T12:29:06.034623Z").
+fn rekey_times(log: &str, start_tod: f64, secs: f64) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains("child SA rekeyed") || l.contains("rekeyed as #"))
+        .filter_map(|l| l.get(11..26))
+        .filter_map(|t| {
+            let mut f = t.split(':').map(|x| x.parse::<f64>().ok());
+            Some(f.next()?? * 3600.0 + f.next()?? * 60.0 + f.next()??)
+        })
+        .map(|tod| (tod - start_tod + 86_400.0) % 86_400.0)
+        .filter(|t| *t <= secs)
+        .collect()
+}
+
+/// How close a loss must follow a rekey to be counted as "after a rekey".
+const NEAR: f64 = 0.2;
+
+/// Runs of consecutive missing sequence numbers as "12.345 s x7" (the first 30), and how
+/// many began within [`NEAR`] after one of esprit's rekeys, beside the share of the
+/// stream's time that lies that close after one (what chance alone would give).
+fn runs(missing: &[u64], every: Duration, rekeys: &[f64], secs: f64) -> String {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &m in missing {
         match out.last_mut() {
@@ -465,12 +486,26 @@ fn runs(missing: &[u64], every: Duration) -> String {
             _ => out.push((m, 1)),
         }
     }
+    let at = |s: u64| (every * s as u32).as_secs_f64();
+    let near = |t: f64| rekeys.iter().any(|r| t >= *r && t - r < NEAR);
+    let after = out.iter().filter(|(s, _)| near(at(*s))).count();
+    // The share of [0, secs) within NEAR after a rekey, sampled every ms.
+    let samples = (secs * 1000.0) as usize;
+    let covered = (0..samples).filter(|i| near(*i as f64 / 1000.0)).count();
     let shown: Vec<String> = out
         .iter()
         .take(30)
-        .map(|(s, n)| format!("{:.3} s x{n}", (every * *s as u32).as_secs_f64()))
+        .map(|(s, n)| format!("{:.3} s x{n}", at(*s)))
         .collect();
-    format!("{} runs: {}", out.len(), shown.join(", "))
+    format!(
+        "{} runs, {after} of them beginning within {} ms after one of esprit's {} rekeys \
+         (which cover {:.0}% of the time): {}",
+        out.len(),
+        (NEAR * 1000.0) as u32,
+        rekeys.len(),
+        100.0 * covered as f64 / samples.max(1) as f64,
+        shown.join(", ")
+    )
 }
 
 /// IKE rekey requests in charon's log ("generating" or "parsed" CREATE_CHILD_SA with an
