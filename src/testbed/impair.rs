@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::Netns;
+use super::probe::big_receive_buffer;
 
 /// How long a held (reordered) datagram waits at most when no later datagram comes to
 /// overtake it: IKE messages and the tail of a burst are not held for ever.
@@ -216,6 +217,9 @@ impl Relay {
             })??;
             for s in [&down, &up] {
                 s.set_read_timeout(Some(IDLE_POLL))?;
+                // A relay thread the scheduler holds back (two busy cores) must not
+                // drop what it has not read yet: that loss would be the bench's.
+                big_receive_buffer(s);
             }
             let (down2, up2) = (down.try_clone()?, up.try_clone()?);
             // a -> b: read on `down`, remember the sender, write on `up`.

@@ -553,7 +553,7 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> io::Result<(u16, String)>
 /// root): on two busy cores the receiving thread may fall behind a burst that a tunnel
 /// delivered in one GRO write, and a datagram the probe itself failed to read is not
 /// one the tunnel lost.
-fn big_receive_buffer(sock: &UdpSocket) {
+pub(super) fn big_receive_buffer(sock: &UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 8 << 20;
     // SAFETY: setsockopt reads `size` (a c_int of the given length) during the call only;
