@@ -643,6 +643,26 @@ fn simultaneous_child_rekey_leaves_exactly_one_pair() {
         );
         assert!(!p.a.children.contains_key(&a_in));
         p.assert_no_loss();
+        // The side whose new SA lost says so before deleting it, and only that side.
+        let mut redundant: Vec<(Side, u32)> = Vec::new();
+        for (side, node) in [(Side::A, &p.a), (Side::B, &p.b)] {
+            for e in &node.events {
+                if let Event::ChildRedundant { spi_in, .. } = e {
+                    redundant.push((side, *spi_in));
+                }
+            }
+        }
+        assert_eq!(redundant.len(), 1, "{redundant:?}");
+        let (side, spi) = redundant[0];
+        let ev = &p.node(side).events;
+        let said = ev
+            .iter()
+            .position(|e| matches!(e, Event::ChildRedundant { spi_in, .. } if *spi_in == spi));
+        let down = ev
+            .iter()
+            .position(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == spi));
+        assert!(said < down && down.is_some(), "{said:?} {down:?}");
+        assert!(!p.node(side).children.contains_key(&spi));
     }
 }
 

@@ -342,21 +342,36 @@ impl IkeSa {
         let new_spi = c.spi_in;
         self.children.push(c);
         if let Some(old_spi) = req.rekeys {
-            self.resolve_child_rekey(old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
+            self.resolve_child_rekey(ctx, old_spi, new_spi, min_nonce(&ni, &nr).to_vec());
         }
     }
 
     /// After our rekey of `old_spi` completed: delete the old SA, unless a collision
     /// (RFC 7296 2.8.1) makes our new SA the redundant one.
-    fn resolve_child_rekey(&mut self, old_spi: u32, new_spi: u32, our_min: Vec<u8>) {
+    fn resolve_child_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old_spi: u32,
+        new_spi: u32,
+        our_min: Vec<u8>,
+    ) {
         let Some(old) = self.children.iter_mut().find(|c| c.spi_in == old_spi) else {
             return;
         };
         match old.collision.take() {
             Some((their_min, _)) if our_min < their_min => {
                 // Our exchange holds the lowest nonce: the SA we created is redundant
-                // and ours to delete; the peer deletes the old one.
+                // and ours to delete; the peer deletes the old one. Nothing more goes
+                // out on it: the peer may drop it as soon as our DELETE arrives, before
+                // its answer lets us report it down.
                 old.state = ChildState::Rekeyed;
+                if let Some(c) = self.children.iter().find(|c| c.spi_in == new_spi) {
+                    ctx.events.push_back(Event::ChildRedundant {
+                        ike: self.id,
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    });
+                }
                 self.tasks.push_back(Task::DeleteChild(new_spi));
             }
             _ => {
