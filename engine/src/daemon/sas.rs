@@ -614,12 +614,11 @@ impl Sas {
                 spi_in, spi_out, ..
             } => {
                 // Scenario (tests/interop_rekey_collisions.rs): esprit lost a child
-                // rekey collision with charon. charon's DELETE of the old SA arrives a
-                // round trip before the answer to our DELETE of the redundant SA, and the
-                // route moved to its newest successor, the redundant SA, for that round
-                // trip; charon drops that SA soon after our DELETE arrives, and a
-                // machine stall of a second or two lost hundreds of datagrams. The route
-                // now never takes it; its inbound SA stays until its ChildDown.
+                // rekey collision with charon. The peer's DELETE of the old SA arrives
+                // a round trip before the answer to our DELETE of the redundant SA, and
+                // the route used to move to its newest successor, the redundant SA, for
+                // that round trip: traffic on an SA the peer is deleting. The route now
+                // never takes it; its inbound SA stays until its ChildDown.
                 tracing::debug!(
                     "child SA {spi_in:08x} redundant: no more traffic out on {spi_out:08x}"
                 );
