@@ -31,6 +31,7 @@ fn lossy() -> Impairment {
         reorder_window: 32,
         duplicate: 0.01,
         seed,
+        ..Impairment::NONE
     }
 }
 

@@ -630,6 +630,26 @@ fn simultaneous_child_rekey_leaves_exactly_one_pair() {
         );
         assert!(!p.a.children.contains_key(&a_in));
         p.assert_no_loss();
+        // The side whose new SA lost says so before deleting it, and only that side.
+        let mut redundant: Vec<(Side, u32)> = Vec::new();
+        for (side, node) in [(Side::A, &p.a), (Side::B, &p.b)] {
+            for e in &node.events {
+                if let Event::ChildRedundant { spi_in, .. } = e {
+                    redundant.push((side, *spi_in));
+                }
+            }
+        }
+        assert_eq!(redundant.len(), 1, "{redundant:?}");
+        let (side, spi) = redundant[0];
+        let ev = &p.node(side).events;
+        let said = ev
+            .iter()
+            .position(|e| matches!(e, Event::ChildRedundant { spi_in, .. } if *spi_in == spi));
+        let down = ev
+            .iter()
+            .position(|e| matches!(e, Event::ChildDown { spi_in, .. } if *spi_in == spi));
+        assert!(said < down && down.is_some(), "{said:?} {down:?}");
+        assert!(!p.node(side).children.contains_key(&spi));
     }
 }
 
@@ -796,6 +816,26 @@ fn simultaneous_ike_rekey_leaves_one_ike_sa() {
         (p.b.ep.ike_sas()[0].spi_i, p.b.ep.ike_sas()[0].spi_r)
     );
     p.assert_children_match();
+    // Each side reports the collision once, naming the SA that stayed.
+    for (n, old) in [(&p.a, ia), (&p.b, ib)] {
+        let seen: Vec<_> = n
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::IkeRekeyCollision {
+                    old: o,
+                    kept,
+                    redundant,
+                } => Some((*o, *kept, *redundant)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let (o, kept, redundant) = seen[0];
+        assert_eq!(o, old);
+        assert_eq!(kept, n.ep.ike_sas()[0].id);
+        assert_ne!(redundant, kept);
+    }
 }
 
 /// The endpoint's child index follows child SAs to the IKE SA that holds them, also

@@ -1,6 +1,6 @@
-//! An impaired link as a userspace UDP relay: loss, reordering and duplication of the
-//! IKE and ESP datagrams between two peers, from a seeded generator so that a failing
-//! run can be replayed, with every decision counted.
+//! An impaired link as a userspace UDP relay: loss, reordering, duplication and a fixed
+//! delay of the IKE and ESP datagrams between two peers, from a seeded generator so that
+//! a failing run can be replayed, with every decision counted.
 //!
 //! The kernel here has no `tc netem` (TESTING.md), so [`Relay`] does it in the middle
 //! namespace of [`Topology::impaired`](super::Topology::impaired): it listens on UDP 500
@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::Netns;
+use super::probe::big_receive_buffer;
 
 /// How long a held (reordered) datagram waits at most when no later datagram comes to
 /// overtake it: IKE messages and the tail of a burst are not held for ever.
@@ -49,6 +50,9 @@ pub struct Impairment {
     pub duplicate: f64,
     /// Seed of the generators: the same seed and the same traffic make the same choices.
     pub seed: u64,
+    /// Added to every datagram's trip, each direction (order kept): a longer path, e.g.
+    /// so that two peers' requests started together cross on the way.
+    pub delay: Duration,
 }
 
 impl Impairment {
@@ -59,6 +63,7 @@ impl Impairment {
         reorder_window: 0,
         duplicate: 0.0,
         seed: 1,
+        delay: Duration::ZERO,
     };
 }
 
@@ -212,6 +217,9 @@ impl Relay {
             })??;
             for s in [&down, &up] {
                 s.set_read_timeout(Some(IDLE_POLL))?;
+                // A relay thread the scheduler holds back (two busy cores) must not
+                // drop what it has not read yet: that loss would be the bench's.
+                big_receive_buffer(s);
             }
             let (down2, up2) = (down.try_clone()?, up.try_clone()?);
             // a -> b: read on `down`, remember the sender, write on `up`.
@@ -270,6 +278,9 @@ struct Direction<'a> {
     counters: &'a AtomicCounters,
     rng: SplitMix,
     held: VecDeque<Held>,
+    /// Datagrams on their way, with the time each leaves ([`Impairment::delay`]); in
+    /// sending order, so a fixed delay never reorders.
+    delayed: VecDeque<(Instant, Vec<u8>)>,
     nat_t: bool,
 }
 
@@ -281,6 +292,7 @@ impl<'a> Direction<'a> {
             counters: &shared.counters[dir],
             rng: SplitMix(seed ^ ((dir as u64) << 32 | port_index as u64)),
             held: VecDeque::new(),
+            delayed: VecDeque::new(),
             nat_t: port == 4500,
         }
     }
@@ -295,10 +307,13 @@ impl<'a> Direction<'a> {
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         while !self.shared.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
             let wait = self
                 .held
                 .iter()
-                .map(|h| h.until.saturating_duration_since(Instant::now()))
+                .map(|h| h.until)
+                .chain(self.delayed.front().map(|d| d.0))
+                .map(|t| t.saturating_duration_since(now))
                 .min()
                 .unwrap_or(IDLE_POLL)
                 .max(Duration::from_millis(1));
@@ -352,6 +367,11 @@ impl<'a> Direction<'a> {
     fn release_due(&mut self, send: &impl Fn(&[u8]) -> io::Result<()>) {
         let now = Instant::now();
         self.release(|h| h.until <= now, send);
+        while self.delayed.front().is_some_and(|d| d.0 <= now) {
+            if let Some((_, data)) = self.delayed.pop_front() {
+                self.transmit(&data, send);
+            }
+        }
     }
 
     fn release(&mut self, due: impl Fn(&Held) -> bool, send: &impl Fn(&[u8]) -> io::Result<()>) {
@@ -366,7 +386,7 @@ impl<'a> Direction<'a> {
         }
     }
 
-    fn emit(&self, data: &[u8], twice: bool, send: &impl Fn(&[u8]) -> io::Result<()>) {
+    fn emit(&mut self, data: &[u8], twice: bool, send: &impl Fn(&[u8]) -> io::Result<()>) {
         let copies = if twice { 2 } else { 1 };
         if twice {
             AtomicCounters::bump(&self.counters.duplicated);
@@ -374,10 +394,26 @@ impl<'a> Direction<'a> {
                 AtomicCounters::bump(&self.counters.esp_duplicated);
             }
         }
+        let delay = self
+            .shared
+            .impairment
+            .lock()
+            .expect("impairment lock")
+            .delay;
         for _ in 0..copies {
-            if send(data).is_ok() {
-                AtomicCounters::bump(&self.counters.sent);
+            if delay.is_zero() && self.delayed.is_empty() {
+                self.transmit(data, send);
+            } else {
+                // Behind what is already on its way, even if the delay just shrank.
+                self.delayed
+                    .push_back((Instant::now() + delay, data.to_vec()));
             }
+        }
+    }
+
+    fn transmit(&self, data: &[u8], send: &impl Fn(&[u8]) -> io::Result<()>) {
+        if send(data).is_ok() {
+            AtomicCounters::bump(&self.counters.sent);
         }
     }
 }
@@ -465,6 +501,7 @@ mod tests {
             reorder_window: 32,
             duplicate: 0.01,
             seed: 7,
+            delay: Duration::ZERO,
         };
         let topo = Topology::impaired(imp).unwrap();
         let got = numbered(&topo, 5000);
@@ -504,5 +541,17 @@ mod tests {
         again.relay().unwrap().set(Impairment::NONE);
         let clean = numbered(&again, 500);
         assert_eq!(clean, (0..500).collect::<Vec<_>>());
+
+        // A fixed delay: everything arrives, in order, and not before its time.
+        let delay = Duration::from_millis(150);
+        again.relay().unwrap().set(Impairment {
+            delay,
+            ..Impairment::NONE
+        });
+        let t0 = Instant::now();
+        let delayed = numbered(&again, 500);
+        assert_eq!(delayed, (0..500).collect::<Vec<_>>());
+        // numbered() listens until 500 ms of silence after the last datagram.
+        assert!(t0.elapsed() >= delay + Duration::from_millis(500));
     }
 }

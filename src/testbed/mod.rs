@@ -49,7 +49,8 @@ pub use frr::{Frr, FrrConfig};
 pub use impair::{Impairment, Relay, RelayCounters};
 pub use netns::Netns;
 pub use probe::{
-    http_get, ping, ping_stats, tcp_transfer, throughput, udp_counted, Pings, Transfer, UdpCount,
+    http_get, ping, ping_stats, tcp_transfer, throughput, throughput_at, udp_counted, Pings,
+    Transfer, UdpCount,
 };
 pub use proc::Proc;
 pub use scratch::Scratch;

@@ -22,6 +22,8 @@ use super::wait::wait_ok;
 
 /// Size of one TCP write (and read).
 const CHUNK: usize = 256 * 1024;
+/// Size of one write of a paced sender ([`throughput_at`]).
+const PACED_CHUNK: usize = 64 * 1024;
 /// Extra time a throughput run gets on top of its duration, for connecting and draining.
 const GRACE: Duration = Duration::from_secs(20);
 /// How long [`udp_counted`] listens for stragglers after the last datagram is sent.
@@ -129,12 +131,50 @@ pub fn throughput(
     port: u16,
     duration: Duration,
 ) -> io::Result<f64> {
+    paced(from, to, to_addr, port, duration, None)
+}
+
+/// [`throughput`] with the sender held to `mbit_per_s` at most (64 KiB writes on a fixed
+/// schedule): a load a slower peer sustains, so that what it drops is not congestion.
+pub fn throughput_at(
+    from: &Netns,
+    to: &Netns,
+    to_addr: IpAddr,
+    port: u16,
+    duration: Duration,
+    mbit_per_s: f64,
+) -> io::Result<f64> {
+    paced(from, to, to_addr, port, duration, Some(mbit_per_s))
+}
+
+fn paced(
+    from: &Netns,
+    to: &Netns,
+    to_addr: IpAddr,
+    port: u16,
+    duration: Duration,
+    mbit_per_s: Option<f64>,
+) -> io::Result<f64> {
     let deadline = Instant::now() + duration + GRACE;
     let send = |mut sock: TcpStream| {
-        let mut buf = vec![0u8; CHUNK];
+        let size = if mbit_per_s.is_some() {
+            PACED_CHUNK
+        } else {
+            CHUNK
+        };
+        let mut buf = vec![0u8; size];
         XorShift::new(1).fill(&mut buf);
+        // The time one write takes at the rate asked for.
+        let every = mbit_per_s.map(|r| Duration::from_secs_f64(size as f64 * 8.0 / (r * 1e6)));
         let start = Instant::now();
+        let mut next = start;
         while start.elapsed() < duration {
+            if let Some(every) = every {
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+                next += every;
+            }
             sock.write_all(&buf).map_err(|e| timed(e, "sending"))?;
         }
         sock.shutdown(Shutdown::Write)
@@ -513,7 +553,7 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> io::Result<(u16, String)>
 /// root): on two busy cores the receiving thread may fall behind a burst that a tunnel
 /// delivered in one GRO write, and a datagram the probe itself failed to read is not
 /// one the tunnel lost.
-fn big_receive_buffer(sock: &UdpSocket) {
+pub(super) fn big_receive_buffer(sock: &UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 8 << 20;
     // SAFETY: setsockopt reads `size` (a c_int of the given length) during the call only;

@@ -594,7 +594,36 @@ impl Sas {
                     }
                 }
             }
+            Event::IkeRekeyCollision {
+                old,
+                kept,
+                redundant,
+            } => {
+                tracing::info!(
+                    event = "ike_rekey_collision",
+                    ike = kept.0,
+                    ike_old = old.0,
+                    "IKE SA rekey collision: #{} rekeyed by both peers; #{} stays, #{} goes",
+                    old.0,
+                    kept.0,
+                    redundant.0
+                );
+            }
             Event::ChildUp(info) => self.child_up(now, &info),
+            Event::ChildRedundant {
+                spi_in, spi_out, ..
+            } => {
+                // Scenario (tests/interop_rekey_collisions.rs): esprit lost a child
+                // rekey collision with charon. The peer's DELETE of the old SA arrives
+                // a round trip before the answer to our DELETE of the redundant SA, and
+                // the route used to move to its newest successor, the redundant SA, for
+                // that round trip: traffic on an SA the peer is deleting. The route now
+                // never takes it; its inbound SA stays until its ChildDown.
+                tracing::debug!(
+                    "child SA {spi_in:08x} redundant: no more traffic out on {spi_out:08x}"
+                );
+                self.dp.out.send(OutCmd::RemoveSa { spi: spi_out });
+            }
             Event::ChildDown {
                 spi_in,
                 spi_out,
@@ -695,7 +724,21 @@ impl Sas {
             .rekeys
             .and_then(|o| self.children.get_mut(&o).map(|c| (o, c)));
         let (route, nets, how) = match old {
-            Some((_, old)) => {
+            Some((old_spi, old)) => {
+                if let Some(first) = old.successor {
+                    // RFC 7296 2.8.1: both peers rekeyed the same SA at once; ike deletes
+                    // the redundant one of the two (the lowest nonce's) right away.
+                    tracing::info!(
+                        event = "child_rekey_collision",
+                        conn = %key.0,
+                        child = %key.1,
+                        "{}.{}: child SA rekey collision: {old_spi:08x} rekeyed by both \
+                         peers, as {first:08x} and {:08x}",
+                        key.0,
+                        key.1,
+                        info.spi_in
+                    );
+                }
                 old.successor = Some(info.spi_in);
                 let route = old.route;
                 self.dp.out.send(OutCmd::AddSuccessor { route, sa: out });

@@ -387,6 +387,15 @@ impl IkeSa {
             // Our exchange holds the lowest nonce: the SA we created is redundant and
             // ours to delete; the peer deletes the old one.
             Some((their_min, _)) if our_min < their_min => {
+                // Nothing more goes out on it: the peer may drop it as soon as our
+                // DELETE arrives, before its answer lets us report it down.
+                if let Some(c) = self.children.iter().find(|c| c.spi_in == new_spi) {
+                    ctx.events.push_back(Event::ChildRedundant {
+                        ike: self.id,
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    });
+                }
                 self.tasks.push_back(Task::DeleteChild(new_spi));
                 Some(new_spi)
             }

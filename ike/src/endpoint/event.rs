@@ -24,6 +24,17 @@ pub enum Event {
         /// Its successor.
         new: IkeSaId,
     },
+    /// Both peers rekeyed the IKE SA `old` at once (RFC 7296 2.8.2): of the two new SAs,
+    /// `kept` carries on and `redundant` (the exchange with the lowest nonce) is deleted
+    /// by the peer that created it. Informational: `IkeRekeyed` and `IkeDown` still come.
+    IkeRekeyCollision {
+        /// The SA both peers rekeyed.
+        old: IkeSaId,
+        /// The new SA that stays.
+        kept: IkeSaId,
+        /// The new SA that goes.
+        redundant: IkeSaId,
+    },
     /// An IKE SA is gone, with all its child SAs (each also reported as `ChildDown`).
     IkeDown {
         /// The SA.
@@ -37,6 +48,17 @@ pub enum Event {
     /// `rekeys` names an older child SA, keep that one's inbound SA until its
     /// `ChildDown` so that no packet in flight is lost.
     ChildUp(Box<ChildSaInfo>),
+    /// Our new child SA lost a simultaneous rekey (RFC 7296 2.8.1): it is redundant and
+    /// about to be deleted. Send nothing more on it (the other new SA takes over when
+    /// the old one goes); keep its inbound SA until its `ChildDown`.
+    ChildRedundant {
+        /// Its IKE SA.
+        ike: IkeSaId,
+        /// Its inbound SPI.
+        spi_in: u32,
+        /// Its outbound SPI.
+        spi_out: u32,
+    },
     /// A child SA is deleted: remove both directions.
     ChildDown {
         /// Its IKE SA.

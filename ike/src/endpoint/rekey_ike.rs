@@ -9,7 +9,7 @@ use super::keys::{Dh, IkeKeys};
 use super::payloads::{
     error_notify, find_notify, ke_of, min_nonce, nonce_of, notify_payload, sa_of, spi_u64,
 };
-use super::{Ctx, SaEffect};
+use super::{Ctx, Event, SaEffect};
 use crate::config::Connection;
 use crate::iana::{exchange, notify};
 use crate::proposal::IkeSuite;
@@ -180,6 +180,11 @@ impl IkeSa {
                 // answered, and which took the children) survives and the peer deletes
                 // this old SA. Bring ours up only to delete it.
                 let mut new = self.spawn_rekeyed(ctx, suite, keys, req.spi, peer_spi, true);
+                ctx.events.push_back(Event::IkeRekeyCollision {
+                    old: self.id,
+                    kept: *answered,
+                    redundant: new.id,
+                });
                 new.tasks.clear();
                 new.tasks.push_back(Task::DeleteIke);
                 new.rekeyed_from = None;
@@ -195,6 +200,11 @@ impl IkeSa {
         if let Some((_, _, answered)) = collided {
             // We won the collision: the children went to the SA we answered; bring them
             // to ours. The peer deletes the one it created.
+            ctx.events.push_back(Event::IkeRekeyCollision {
+                old: self.id,
+                kept: new_id,
+                redundant: answered,
+            });
             ctx.effects.push(SaEffect::MoveChildren {
                 from: answered,
                 to: new_id,

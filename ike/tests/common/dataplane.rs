@@ -2,7 +2,8 @@
 //! packet: `engine/src/daemon/sas.rs` installs a child's inbound SA at `ChildUp`, keeps
 //! sending on the old outbound SA of a rekeyed child until that old SA's `ChildDown` (the
 //! new one waits as its route's successor), and keeps a deleted inbound SA for a grace
-//! period. [`DpModel`] replays those rules; [`check`] says, at one instant, whether each
+//! period; it stops sending on the redundant SA of a rekey collision at `ChildRedundant`.
+//! [`DpModel`] replays those rules; [`check`] says, at one instant, whether each
 //! side's outbound SAs are accepted by the other side.
 
 use std::collections::{HashMap, HashSet};
@@ -59,6 +60,15 @@ impl DpModel {
                         chain: vec![(c.spi_in, c.spi_out)],
                         fresh: true,
                     }),
+                }
+            }
+            Event::ChildRedundant { spi_in, .. } => {
+                // The engine stops sending on the redundant SA of a collision at once
+                // (its inbound SA stays until its ChildDown).
+                for r in &mut self.routes {
+                    if r.chain.len() > 1 {
+                        r.chain.retain(|&(i, _)| i != *spi_in);
+                    }
                 }
             }
             Event::ChildDown { spi_in, .. } => {
