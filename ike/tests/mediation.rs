@@ -400,3 +400,84 @@ fn symmetric_nats_fail_the_checks_with_a_clear_reason() {
     assert!(m.hosts[A].node.children.is_empty());
     assert!(m.dropped > 0, "the firewalls dropped the checks");
 }
+
+#[test]
+fn symmetric_nats_relay_through_an_esprit_server() {
+    let mut m = mesh(true);
+    m.relay = true;
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    let start = m.now;
+    assert!(
+        m.run_until(Duration::from_secs(30), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1),
+        "the relayed tunnel did not come up"
+    );
+    let took = m.now - start;
+    // The relay is asked for after RELAY_AFTER (4 s) without a successful check.
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert_eq!(m.relays.len(), 1, "one relay for the attempt");
+    let relay = m.relays[0].addr;
+    assert_eq!(relay.ip(), m.public_ip(S));
+    assert!(m.relays[0].bound.iter().all(Option::is_some));
+    assert!(
+        m.relays[0].forwarded >= 4,
+        "IKE_SA_INIT and IKE_AUTH, both ways"
+    );
+    for (host, local) in [(A, A_PRIV), (B, B_PRIV)] {
+        let path = m.hosts[host].node.events.iter().find_map(|e| match e {
+            Event::MediatedPath {
+                local,
+                remote,
+                relayed,
+                ..
+            } => Some((*local, *remote, *relayed)),
+            _ => None,
+        });
+        assert_eq!(path, Some((sa(local, 4500), relay, true)), "host {host}");
+    }
+    // The server holds no child SA: it only forwarded ciphertext.
+    assert!(m.hosts[S].node.children.is_empty());
+    assert!(m.hosts[A].node.children.values().all(|c| c.remote == relay));
+}
+
+#[test]
+fn without_a_relay_port_the_symmetric_attempt_fails_clearly() {
+    let mut m = mesh(true);
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    // Both peers asked; the server's engine answers that it has no relay to spare.
+    assert!(m.run_until(Duration::from_secs(10), |m| m.hosts[S]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RelayWanted { .. }))));
+    let cid = m.hosts[S]
+        .node
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::RelayWanted { connect_id, .. } => Some(connect_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let now = m.now;
+    m.node(S).ep.relay_allocated(now, &cid, None);
+    assert!(m.run_until(Duration::from_secs(5), |m| m.hosts[A]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(
+            e,
+            Event::MediationFailed {
+                reason: MediationFailure::RelayRefused,
+                ..
+            }
+        ))));
+}

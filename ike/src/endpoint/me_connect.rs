@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::checks::Checklist;
+use super::checks::{Checklist, RELAY_AFTER};
 use super::error::PeerMisbehaved;
 use super::event::{DownReason, Event, MediationFailure};
 use super::ike_sa::{IkeSa, Pending, Task};
@@ -89,17 +89,29 @@ impl IkeSa {
 
     /// Initiator, IKE_AUTH request: behind a NAT, ask the server for our
     /// server-reflexive address with an empty ME_ENDPOINT (charon's `build_i`).
-    pub(crate) fn me_auth_request(&self) -> Option<Payload> {
-        (self.me.is_some() && self.nat.local_behind).then(|| {
-            Payload::Notify(Endpoint::new(EndpointKind::ServerReflexive, None).to_notify())
-        })
+    /// Also announces ESPRIT_RELAY, which charon ignores (an unknown status notify,
+    /// RFC 7296 3.10.1) and an esprit server answers in kind.
+    pub(crate) fn me_auth_request(&self) -> Vec<Payload> {
+        let mut out = Vec::new();
+        if self.me.is_none() {
+            return out;
+        }
+        if self.nat.local_behind {
+            out.push(Payload::Notify(
+                Endpoint::new(EndpointKind::ServerReflexive, None).to_notify(),
+            ));
+        }
+        out.push(notify_payload(notify::ESPRIT_RELAY, Vec::new()));
+        out
     }
 
-    /// Initiator, IKE_AUTH response: note the server-reflexive address.
+    /// Initiator, IKE_AUTH response: note the server-reflexive address, and whether
+    /// the server relays.
     pub(crate) fn me_auth_response(&mut self, payloads: &[Payload]) {
         let Some(me) = self.me.as_deref_mut() else {
             return;
         };
+        me.relay = find_notify(payloads, notify::ESPRIT_RELAY).is_some();
         if let Some(e) = endpoints(payloads).next() {
             if e.kind == EndpointKind::ServerReflexive {
                 me.server_reflexive = e.addr;
@@ -132,8 +144,15 @@ impl IkeSa {
             let seen = Endpoint::new(EndpointKind::ServerReflexive, Some(from));
             out.push(Payload::Notify(seen.to_notify()));
         }
+        let relay = find_notify(request, notify::ESPRIT_RELAY).is_some();
+        if relay {
+            // Only a peer that announced it ever hears of the relay.
+            out.push(notify_payload(notify::ESPRIT_RELAY, Vec::new()));
+            ctx.mediation.relay_capable(self.id);
+        }
         if let Some(me) = self.me.as_deref_mut() {
             me.registered = Some(peer.clone());
+            me.relay = relay;
         }
         for requester in ctx.mediation.register(peer.clone(), self.id) {
             ctx.effects.push(SaEffect::RelayMeConnect {
@@ -167,6 +186,10 @@ impl IkeSa {
             me.candidates(self.local),
         );
         list.conn = Some((conn, children));
+        list.via = Some(self.id);
+        if me.relay {
+            list.relay_at = Some(ctx.now + RELAY_AFTER);
+        }
         let request = MeConnect::Connect {
             peer,
             connect_id: connect_id.clone(),
@@ -200,11 +223,17 @@ impl IkeSa {
         {
             ctx.mediation.checklists.remove(&cid);
         }
+        let relayed = ctx
+            .mediation
+            .relayed
+            .remove(&cid)
+            .is_some_and(|r| r == self.remote);
         ctx.events.push_back(Event::MediatedPath {
             conn: conn.name.clone(),
             ike: self.id,
             local: self.local,
             remote: self.remote,
+            relayed,
         });
     }
 
@@ -304,6 +333,10 @@ impl IkeSa {
             return;
         };
         answer(self, ctx, Vec::new());
+        if !response {
+            ctx.mediation
+                .note_session(ctx.now, connect_id.clone(), self.id, target);
+        }
         ctx.effects.push(SaEffect::RelayMeConnect {
             to: target,
             request: Box::new(MeConnect::Connect {
@@ -357,6 +390,10 @@ impl IkeSa {
             me.candidates(self.local),
         );
         list.set_peer(ctx.now, connect_key, endpoints);
+        list.via = Some(self.id);
+        if me.relay {
+            list.relay_at = Some(ctx.now + RELAY_AFTER);
+        }
         let reply = MeConnect::Connect {
             peer,
             connect_id: connect_id.clone(),

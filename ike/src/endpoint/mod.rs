@@ -22,6 +22,7 @@ mod mediation;
 mod payloads;
 mod pool;
 mod rekey_ike;
+mod relay;
 mod timer;
 
 use std::collections::hash_map::Entry;
@@ -238,6 +239,17 @@ pub(crate) enum SaEffect {
         to: IkeSaId,
         /// The request to send there.
         request: Box<MeConnect>,
+    },
+    /// A peer's relay for attempt `connect_id` is open at `relay` (esprit's relay
+    /// through the mediation server): the initiator starts the direct IKE SA there
+    /// from `local`, the responder expects it from there.
+    Relayed {
+        /// The attempt.
+        connect_id: ConnectId,
+        /// Our NAT-T address (the mediation SA's).
+        local: SocketAddr,
+        /// The server's relay port.
+        relay: SocketAddr,
     },
     /// IKE SA `id` was just established: index it by its identities and apply the
     /// uniqueness rules to the other IKE SAs between the same identities (RFC 7296 2.4
@@ -675,6 +687,7 @@ impl Endpoint {
         self.rearm(id);
         let mut kick = Vec::new();
         let mut relays = Vec::new();
+        let mut relayed = Vec::new();
         for effect in effects {
             match effect {
                 SaEffect::Spawn(new) => {
@@ -721,6 +734,11 @@ impl Endpoint {
                 SaEffect::RelayMeConnect { to, request } => {
                     relays.push((to, *request));
                 }
+                SaEffect::Relayed {
+                    connect_id,
+                    local,
+                    relay,
+                } => relayed.push((connect_id, local, relay)),
             }
         }
         self.settle_deadlines();
@@ -729,6 +747,9 @@ impl Endpoint {
         }
         for (to, request) in relays {
             self.with_sa(now, to, |sa, ctx| sa.queue_me_connect(ctx, request));
+        }
+        for (cid, local, relay) in relayed {
+            self.relayed(now, &cid, local, relay);
         }
     }
 
@@ -887,8 +908,88 @@ impl Endpoint {
                 continue;
             };
             let outcome = list.on_timeout(now, &mut shared.transmits);
+            let ask = list.relay_due(now).then_some(list.via).flatten();
             self.checklist_outcome(now, &cid, outcome);
+            if let Some(via) = ask {
+                self.with_sa(now, via, |sa, ctx| sa.queue_relay_request(ctx, cid));
+            }
         }
+    }
+
+    /// Mediation server: the engine opened the relay port `port` for attempt
+    /// `connect_id` ([`Event::RelayWanted`]), or could not (`None`); each peer learns
+    /// its port and bind token.
+    pub fn relay_allocated(&mut self, now: Instant, connect_id: &ConnectId, port: Option<u16>) {
+        let Some(sides) = self.shared.mediation.take_session(connect_id) else {
+            return;
+        };
+        for (sa, token) in sides {
+            let ready = crate::wire::relay::RelayReady {
+                port: port.unwrap_or(0),
+                token,
+                connect_id: connect_id.clone(),
+            };
+            self.with_sa(now, sa, |sa, ctx| sa.queue_relay_ready(ctx, ready));
+        }
+        self.settle_deadlines();
+    }
+
+    /// A peer's relay for `cid` is open: the checks are over; the initiator sets the
+    /// direct IKE SA up through it, the responder notes it.
+    fn relayed(&mut self, now: Instant, cid: &ConnectId, local: SocketAddr, relay: SocketAddr) {
+        let Some(list) = self.shared.mediation.checklists.remove(cid) else {
+            return;
+        };
+        match list.conn {
+            Some((ci, children)) if list.initiator => {
+                self.start_mediated(now, cid, ci, children, local, relay, true);
+            }
+            _ => self.shared.mediation.note_relayed(cid.clone(), relay),
+        }
+    }
+
+    /// Starts mediated connection `ci`'s direct IKE SA from `local` to `remote`, with
+    /// ME_CONNECTID `cid` in its IKE_SA_INIT.
+    #[allow(clippy::too_many_arguments)]
+    fn start_mediated(
+        &mut self,
+        now: Instant,
+        cid: &ConnectId,
+        ci: usize,
+        children: Vec<usize>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        relayed: bool,
+    ) {
+        let conn = self
+            .shared
+            .connections
+            .get(ci)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        if self.sas.len() >= self.shared.config.max_ike_sas {
+            self.shared.events.push_back(Event::MediationFailed {
+                conn,
+                peer: String::new(),
+                reason: MediationFailure::NoPath,
+            });
+            return;
+        }
+        let mut ctx = self.shared.ctx(now);
+        let id = ctx.alloc_id();
+        let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
+        ctx.events.push_back(Event::MediatedPath {
+            conn,
+            ike: id,
+            local,
+            remote,
+            relayed,
+        });
+        self.by_spi.insert(sa.our_spi(), id);
+        self.by_conn.entry(ci).or_default().push(id);
+        self.sas.insert(id, sa);
+        self.rearm(id);
+        self.settle_deadlines();
     }
 
     /// The IKE SA holding the child SA with inbound SPI `spi_in`, O(1).
@@ -1069,20 +1170,7 @@ impl Endpoint {
             Outcome::Chosen { local, remote }
                 if self.sas.len() < self.shared.config.max_ike_sas =>
             {
-                let mut ctx = self.shared.ctx(now);
-                let id = ctx.alloc_id();
-                let sa =
-                    IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
-                ctx.events.push_back(Event::MediatedPath {
-                    conn,
-                    ike: id,
-                    local,
-                    remote,
-                });
-                self.by_spi.insert(sa.our_spi(), id);
-                self.sas.insert(id, sa);
-                self.rearm(id);
-                self.settle_deadlines();
+                self.start_mediated(now, cid, ci, children, local, remote, false);
             }
             _ => {
                 self.shared.events.push_back(Event::MediationFailed {
