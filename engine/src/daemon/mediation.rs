@@ -5,11 +5,15 @@
 //! goes through the usual bookkeeping. The checks and the direct IKE SA leave from the
 //! NAT-T socket because `ike` addresses them from port 4500.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use ike::config::Mediation;
 use ike::endpoint::{DownReason, Event, IkeSaId, IkeSaInfo};
+use ike::wire::mediation::ConnectId;
+use ike::wire::relay::RelayToken;
 
+use super::relay::{Relay, MAX_RELAYS};
 use super::sas::{ChildKey, Sas};
 use crate::config::StartAction;
 
@@ -119,7 +123,7 @@ impl Sas {
         reason: &DownReason,
     ) {
         self.med.attempts.remove(conn);
-        self.med.paths.retain(|_, (ike, _, _)| *ike != id);
+        self.med.paths.retain(|_, (ike, ..)| *ike != id);
         let is_peer_mediation = self.plans.iter().any(|p| {
             p.conn.name == conn
                 && p.conn.mediation == Mediation::Mediation
@@ -133,6 +137,47 @@ impl Sas {
         }
     }
 
+    /// Mediation server: two peers want attempt `cid` relayed: open a relay port on
+    /// `local` (unless [`MAX_RELAYS`] are open) and tell `ike`.
+    fn open_relay(
+        &mut self,
+        now: Instant,
+        cid: ConnectId,
+        local: IpAddr,
+        peers: [String; 2],
+        tokens: [RelayToken; 2],
+    ) {
+        self.med.relays.retain(|r| !r.is_closed());
+        let hex: String = cid.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let port = if self.med.relays.len() >= MAX_RELAYS {
+            tracing::warn!(
+                "relay {hex} for '{}' - '{}': {MAX_RELAYS} relays open already",
+                peers[0],
+                peers[1]
+            );
+            None
+        } else {
+            match Relay::open(local, hex.clone(), peers.clone(), tokens) {
+                Ok(r) => {
+                    tracing::info!(
+                        "relay {hex} for '{}' - '{}' open at {}",
+                        peers[0],
+                        peers[1],
+                        r.addr
+                    );
+                    let port = r.addr.port();
+                    self.med.relays.push(r);
+                    Some(port)
+                }
+                Err(e) => {
+                    tracing::warn!("relay {hex}: cannot open a UDP port on {local}: {e}");
+                    None
+                }
+            }
+        };
+        self.ep.relay_allocated(now, &cid, port);
+    }
+
     /// `ike`'s mediation events: the chosen path, or why there is none.
     pub(crate) fn mediation_event(&mut self, now: Instant, ev: Event) {
         match ev {
@@ -141,13 +186,28 @@ impl Sas {
                 ike,
                 local,
                 remote,
+                relayed,
             } => {
-                tracing::info!(
-                    "{conn}: connectivity checks chose {local} - {remote}, IKE SA #{} follows",
-                    ike.0
-                );
-                self.med.paths.insert(conn, (ike, local, remote));
+                if relayed {
+                    tracing::info!(
+                        "{conn}: no pair passed the checks; relayed through the mediation \
+                         server at {remote}, IKE SA #{}",
+                        ike.0
+                    );
+                } else {
+                    tracing::info!(
+                        "{conn}: connectivity checks chose {local} - {remote}, IKE SA #{} follows",
+                        ike.0
+                    );
+                }
+                self.med.paths.insert(conn, (ike, local, remote, relayed));
             }
+            Event::RelayWanted {
+                connect_id,
+                local,
+                peers,
+                tokens,
+            } => self.open_relay(now, connect_id, local, peers, tokens),
             Event::MediationFailed { conn, peer, reason } => {
                 tracing::warn!("{conn}: mediation with '{peer}' failed: {reason}");
                 self.med.attempts.remove(&conn);

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use ike::endpoint::IkeSaId;
 
+use super::relay::Relay;
+
 /// The daemon's mediation bookkeeping.
 #[derive(Default)]
 pub(crate) struct MediationBook {
@@ -15,8 +17,10 @@ pub(crate) struct MediationBook {
     /// Mediated connections with an attempt in flight (ME_CONNECT, checks, IKE SA).
     pub(crate) attempts: HashSet<String>,
     /// The pair the checks chose for each mediated connection: (direct IKE SA, our
-    /// address, the peer's).
-    pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr)>,
+    /// address, the peer's, whether that is the mediation server's relay).
+    pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr, bool)>,
+    /// As a mediation server: the relays open.
+    pub(crate) relays: Vec<Relay>,
 }
 
 impl MediationBook {

@@ -652,9 +652,9 @@ impl Sas {
                 );
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
             }
-            ev @ (Event::MediatedPath { .. } | Event::MediationFailed { .. }) => {
-                self.mediation_event(now, ev)
-            }
+            ev @ (Event::MediatedPath { .. }
+            | Event::MediationFailed { .. }
+            | Event::RelayWanted { .. }) => self.mediation_event(now, ev),
             _ => {}
         }
     }
