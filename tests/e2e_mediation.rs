@@ -885,6 +885,125 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
     );
 }
 
+/// The direct path is blocked (at the core router, between the two NATs) when the
+/// tunnel comes up, so it comes up relayed; once the path opens, the initiator's next
+/// re-check (every 30 s) finds a pair and both sides move the same SAs to it (the NAT
+/// rebinding path): the transfer after that no longer passes the server.
+#[test]
+fn a_relayed_tunnel_moves_to_the_direct_path_when_it_opens() {
+    let topo = MediationTopology::new().expect("topology");
+    topo.block_direct(true).expect("block");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    assert_eq!(status.mediation.paths[0].path, "relayed", "{status}");
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 2, Duration::from_secs(5)),
+        "{}",
+        logs(&all)
+    );
+    let opened = std::time::Instant::now();
+    topo.block_direct(false).expect("unblock");
+    let direct = format!("{}[4500]", topo.b_public());
+    let status = wait_ok(
+        "a moves to the direct path",
+        Duration::from_secs(50),
+        POLL,
+        || {
+            let s = a.status()?;
+            let p = s.mediation.paths.first();
+            if p.is_some_and(|p| p.path == "direct" && p.remote_addr == direct) {
+                Ok(s)
+            } else {
+                Err(std::io::Error::other(format!("{s}")))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!(
+        "moved to the direct path {:?} after it opened\n{status}",
+        opened.elapsed()
+    );
+    // The same IKE SA, now direct, on both sides.
+    let sa = status.ike_sas.iter().find(|sa| sa.conn == "peer").unwrap();
+    assert_eq!(sa.remote_addr, direct, "{status}");
+    assert_eq!(
+        status.ike_sas.iter().filter(|sa| sa.conn == "peer").count(),
+        1
+    );
+    let a_direct = format!("{}[4500]", topo.a_public());
+    wait_ok("b moves too", Duration::from_secs(10), POLL, || {
+        let s = b.status()?;
+        let p = s.mediation.paths.first();
+        if p.is_some_and(|p| p.path == "direct" && p.remote_addr == a_direct) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("{s}")))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    assert!(
+        ping(topo.a(), to, 2, Duration::from_secs(5)),
+        "{}",
+        logs(&all)
+    );
+    let relayed_before = server.status().unwrap().mediation.relays[0].bytes;
+    let t = tcp_transfer(
+        topo.a(),
+        topo.b(),
+        to,
+        5104,
+        2_000_000,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
+    assert_eq!(t.sent_sha256, t.recv_sha256);
+    let relayed = server.status().unwrap().mediation.relays[0].bytes - relayed_before;
+    assert!(
+        relayed < 10_000,
+        "the relay carried {relayed} bytes after the move"
+    );
+}
+
 /// A charon peer behind a symmetric NAT cannot use esprit's relay: the esprit server
 /// refuses it, and `esprit initiate` at the esprit peer ends with a clear error within
 /// seconds (the checks' 60 s are not waited for).

@@ -481,3 +481,80 @@ fn without_a_relay_port_the_symmetric_attempt_fails_clearly() {
             }
         ))));
 }
+
+#[test]
+fn a_relayed_tunnel_moves_to_the_direct_path_when_a_recheck_passes() {
+    // Ordinary NATs, but the path between them is blocked: the checks fail, the
+    // tunnel comes up relayed.
+    let mut m = mesh(false);
+    m.relay = true;
+    let (a_pub, b_pub) = (m.public_ip(A), m.public_ip(B));
+    m.block = Some((a_pub, b_pub));
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    assert!(
+        m.run_until(Duration::from_secs(30), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1)
+    );
+    let relay = m.relays[0].addr;
+    let ike = m.hosts[A]
+        .node
+        .ep
+        .ike_sas()
+        .into_iter()
+        .find(|s| s.conn == "peer")
+        .unwrap()
+        .id;
+    // Still blocked: a re-check changes nothing.
+    let now = m.now;
+    m.node(A).ep.recheck_mediated(now, ike).unwrap();
+    m.run_for(Duration::from_secs(70));
+    let moved = |m: &Mesh, h: usize| {
+        m.hosts[h]
+            .node
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerAddressChanged { .. }))
+            .count()
+    };
+    assert_eq!((moved(&m, A), moved(&m, B)), (0, 0));
+    assert!(m.hosts[A].node.children.values().all(|c| c.remote == relay));
+    // The path opens: the next re-check moves both sides to it, keeping the SAs.
+    m.block = None;
+    let now = m.now;
+    m.node(A).ep.recheck_mediated(now, ike).unwrap();
+    assert!(
+        m.run_until(Duration::from_secs(10), |m| moved(m, A) == 1
+            && moved(m, B) == 1),
+        "no move"
+    );
+    let to = |m: &Mesh, h: usize| {
+        m.hosts[h].node.events.iter().rev().find_map(|e| match e {
+            Event::PeerAddressChanged { remote, .. } => Some(*remote),
+            _ => None,
+        })
+    };
+    assert_eq!(to(&m, A), Some(sa(B_PUB, 4500)));
+    assert_eq!(to(&m, B), Some(sa(A_PUB, 4500)));
+    assert!(m.hosts[A]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MediatedPath { relayed: false, .. })));
+    assert_eq!(m.hosts[A].node.children.len(), 1);
+    assert_eq!(m.hosts[B].node.children.len(), 1);
+    // The relay carries nothing more; the SA answers directly.
+    let forwarded = m.relays[0].forwarded;
+    let now = m.now;
+    m.node(A).ep.dpd(now, ike).unwrap();
+    m.run_for(Duration::from_secs(5));
+    assert_eq!(m.relays[0].forwarded, forwarded);
+    assert!(m.hosts[A]
+        .node
+        .ep
+        .ike_sas()
+        .iter()
+        .any(|s| s.id == ike && s.remote == sa(B_PUB, 4500)));
+}

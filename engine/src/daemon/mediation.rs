@@ -5,8 +5,8 @@
 //! goes through the usual bookkeeping. The checks and the direct IKE SA leave from the
 //! NAT-T socket because `ike` addresses them from port 4500.
 
-use std::net::IpAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use ike::config::Mediation;
 use ike::endpoint::{DownReason, Event, IkeSaId, IkeSaInfo};
@@ -16,6 +16,9 @@ use ike::wire::relay::RelayToken;
 use super::relay::{Relay, MAX_RELAYS};
 use super::sas::{ChildKey, Sas};
 use crate::config::StartAction;
+
+/// How often a relayed path is checked again for a direct one.
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 impl Sas {
     /// The mediation role of connection `conn`.
@@ -137,6 +140,37 @@ impl Sas {
         }
     }
 
+    /// Every [`RECHECK`] while some path is relayed: the initiator of each relayed
+    /// IKE SA runs the checks again, and moves to a pair that passes (`ike` does it).
+    pub(crate) fn recheck_relayed(&mut self, now: Instant) {
+        if self.med.next_recheck.is_none_or(|t| t > now) {
+            return;
+        }
+        let relayed: Vec<(String, IkeSaId)> = self
+            .med
+            .paths
+            .iter()
+            .filter(|(_, p)| p.3)
+            .map(|(c, p)| (c.clone(), p.0))
+            .collect();
+        self.med.next_recheck = (!relayed.is_empty()).then(|| now + RECHECK);
+        for (conn, ike) in relayed {
+            // The responder's side of a relayed SA refuses: only initiators re-check.
+            if self.ep.recheck_mediated(now, ike).is_ok() {
+                tracing::info!("{conn}: relayed; checking again for a direct path");
+            }
+        }
+    }
+
+    /// IKE SA `ike` follows its peer to `remote`: a relayed path that moved is direct.
+    pub(crate) fn mediated_peer_moved(&mut self, ike: IkeSaId, remote: SocketAddr) {
+        for (conn, p) in self.med.paths.iter_mut().filter(|(_, p)| p.0 == ike && p.3) {
+            tracing::info!("{conn}: moved from the relay to the direct path to {remote}");
+            p.2 = remote;
+            p.3 = false;
+        }
+    }
+
     /// Mediation server: two peers want attempt `cid` relayed: open a relay port on
     /// `local` (unless [`MAX_RELAYS`] are open) and tell `ike`.
     fn open_relay(
@@ -201,6 +235,9 @@ impl Sas {
                     );
                 }
                 self.med.paths.insert(conn, (ike, local, remote, relayed));
+                if relayed && self.med.next_recheck.is_none() {
+                    self.med.next_recheck = Some(now + RECHECK);
+                }
             }
             Event::RelayWanted {
                 connect_id,

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use ike::endpoint::IkeSaId;
 
@@ -21,6 +22,8 @@ pub(crate) struct MediationBook {
     pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr, bool)>,
     /// As a mediation server: the relays open.
     pub(crate) relays: Vec<Relay>,
+    /// When the relayed paths are checked again for a direct one.
+    pub(crate) next_recheck: Option<Instant>,
 }
 
 impl MediationBook {

@@ -101,6 +101,9 @@ pub(crate) struct Checklist {
     /// When to ask the server for a relay if no pair has succeeded by then (set when
     /// the server announced ESPRIT_RELAY).
     pub(crate) relay_at: Option<Instant>,
+    /// Initiator: a re-check for this relayed IKE SA, which moves to the pair that
+    /// passes (nothing is reported when none does).
+    pub(crate) recheck: Option<super::IkeSaId>,
     our_key: ConnectKey,
     peer_key: Option<ConnectKey>,
     ours: Vec<Candidate>,
@@ -131,6 +134,7 @@ impl Checklist {
             conn: None,
             via: None,
             relay_at: None,
+            recheck: None,
             our_key,
             peer_key: None,
             ours,

@@ -429,6 +429,9 @@ impl IkeSa {
         let Some(list) = ctx.mediation.checklists.remove(&attempt) else {
             return;
         };
+        if list.recheck.is_some() {
+            return; // the relayed path stays
+        }
         let conn = list
             .conn
             .and_then(|(ci, _)| ctx.connections.get(ci))

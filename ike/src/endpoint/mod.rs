@@ -1114,6 +1114,53 @@ impl Endpoint {
         Ok(med)
     }
 
+    /// Runs the connectivity checks again for the relayed mediated IKE SA `id` (ours,
+    /// as initiator): ME_CONNECT through the server and checks, without asking for a
+    /// relay; when a pair passes, the SA moves there ([`Event::PeerAddressChanged`],
+    /// [`Event::MediatedPath`] with `relayed` false). Nothing is reported when none
+    /// does. The engine calls this periodically while a path is relayed.
+    pub fn recheck_mediated(&mut self, now: Instant, id: IkeSaId) -> Result<(), CommandError> {
+        let sa = self.sas.get(&id).ok_or(CommandError::UnknownSa)?;
+        if !sa.initiator || !sa.is_established() {
+            return Err(CommandError::UnknownSa);
+        }
+        let ci = sa.conn.ok_or(CommandError::UnknownSa)?;
+        let c = &self.shared.connections[ci];
+        let Mediation::MediatedBy { by, peer } = &c.mediation else {
+            return Err(CommandError::UnknownSa);
+        };
+        let peer = match peer {
+            Some(p) => p.to_wire(),
+            None if !c.remote_id.is_any() => c.remote_id.to_wire(),
+            None => return Err(CommandError::NoMediationPeer(c.name.clone())),
+        };
+        let by = by.clone();
+        let mi = self.shared.connections.iter().position(|c| c.name == by);
+        let med = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                mi.is_some()
+                    && sa.conn == mi
+                    && sa.me.is_some()
+                    && sa.state == ike_sa::State::Established
+            })
+            .map(|(id, _)| *id)
+            .min()
+            .ok_or_else(|| CommandError::MediationNotUp(by.clone()))?;
+        let cid = self
+            .with_sa(now, med, |sa, ctx| {
+                sa.start_mediation(ctx, ci, Vec::new(), peer)
+            })
+            .flatten()
+            .ok_or(CommandError::MediationNotUp(by))?;
+        if let Some(list) = self.shared.mediation.checklists.get_mut(&cid) {
+            list.relay_at = None;
+            list.recheck = Some(id);
+        }
+        Ok(())
+    }
+
     /// A connectivity check arrived (an unencrypted INFORMATIONAL with zero SPIs).
     fn handle_check(
         &mut self,
@@ -1157,6 +1204,12 @@ impl Endpoint {
         let Some(list) = self.shared.mediation.checklists.remove(cid) else {
             return;
         };
+        if let Some(relayed) = list.recheck {
+            if let Outcome::Chosen { local, remote } = outcome {
+                self.with_sa(now, relayed, |sa, ctx| sa.move_direct(ctx, local, remote));
+            }
+            return;
+        }
         let Some((ci, children)) = list.conn.clone() else {
             return;
         };

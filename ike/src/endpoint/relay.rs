@@ -149,6 +149,36 @@ impl IkeSa {
     }
 }
 
+impl IkeSa {
+    /// Initiator of a relayed mediated IKE SA: a re-check found the pair `local` -
+    /// `remote`: the SA and its children move there (the engine's NAT-rebinding path,
+    /// [`Event::PeerAddressChanged`]), and a liveness check sent on the pair moves the
+    /// peer's side too (RFC 7296 2.23: it follows authenticated messages).
+    pub(crate) fn move_direct(&mut self, ctx: &mut Ctx<'_>, local: SocketAddr, remote: SocketAddr) {
+        if !self.is_established() {
+            return;
+        }
+        let Some(conn) = self.conn.and_then(|c| ctx.connections.get(c)) else {
+            return;
+        };
+        let conn = conn.name.clone();
+        self.local = local;
+        self.remote = remote;
+        ctx.events.push_back(Event::PeerAddressChanged {
+            ike: self.id,
+            remote,
+        });
+        ctx.events.push_back(Event::MediatedPath {
+            conn,
+            ike: self.id,
+            local,
+            remote,
+            relayed: false,
+        });
+        self.queue(ctx, Task::Dpd);
+    }
+}
+
 /// Ends the initiator's attempt `cid` with [`MediationFailure::RelayRefused`]; a
 /// responder's checklist runs on until it expires.
 fn fail_attempt(ctx: &mut Ctx<'_>, cid: &ConnectId) {

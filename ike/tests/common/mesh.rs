@@ -101,6 +101,8 @@ pub struct Mesh {
     pub relays: Vec<MeshRelay>,
     /// Answer `Event::RelayWanted` by opening a relay.
     pub relay: bool,
+    /// Datagrams between these two public addresses are dropped (a blocked path).
+    pub block: Option<(IpAddr, IpAddr)>,
 }
 
 /// A relay port on a mediation server: forwards between the two addresses that bound.
@@ -128,6 +130,7 @@ impl Mesh {
             dropped: 0,
             relays: Vec::new(),
             relay: false,
+            block: None,
         }
     }
 
@@ -251,6 +254,13 @@ impl Mesh {
     }
 
     fn deliver(&mut self, from: usize, mut t: Transmit) {
+        if let Some((x, y)) = self.block {
+            let (a, b) = (t.local.ip(), t.remote.ip());
+            if (a, b) == (x, y) || (a, b) == (y, x) {
+                self.dropped += 1;
+                return;
+            }
+        }
         if self.relays.iter().any(|r| r.addr == t.remote) {
             self.relay(t);
             return;
