@@ -1004,6 +1004,105 @@ fn a_relayed_tunnel_moves_to_the_direct_path_when_it_opens() {
     );
 }
 
+/// Host candidates: a and b share a LAN the server does not know of (and their NATs
+/// are symmetric, so nothing else would pass). Every local address is a candidate, so
+/// the checks find the LAN pair and the tunnel runs there, neither relayed nor through
+/// the NATs.
+#[test]
+fn peers_on_a_shared_lan_find_it_through_host_candidates() {
+    let topo = MediationTopology::symmetric().expect("topology");
+    topo.lan_link().expect("LAN link");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    // The mediated connections name no local address, so that their IKE SAs may
+    // run from any (with `local_addrs`, only those are candidates).
+    let any_local = |toml: String, addr: IpAddr| {
+        toml.replace(
+            &format!("[connections.peer]\nlocal_addrs = [\"{addr}\"]\n"),
+            "[connections.peer]\n",
+        )
+    };
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        any_local(
+            peer_toml(
+                &dir.join("b"),
+                topo.b_addr(),
+                topo.s_addr(),
+                ("edge2", "edge1"),
+                ("10.96.2.0/24", "10.96.1.0/24"),
+                "none",
+            ),
+            topo.b_addr(),
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        any_local(
+            peer_toml(
+                &dir.join("a"),
+                topo.a_addr(),
+                topo.s_addr(),
+                ("edge1", "edge2"),
+                ("10.96.1.0/24", "10.96.2.0/24"),
+                "start",
+            ),
+            topo.a_addr(),
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let started = std::time::Instant::now();
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!(
+        "shared LAN: tunnel up {:?} after start\n{status}",
+        started.elapsed()
+    );
+    let p = &status.mediation.paths[0];
+    assert_eq!(p.path, "direct", "{status}");
+    assert_eq!(p.local_addr, "10.3.0.1[4500]", "{status}");
+    assert_eq!(p.remote_addr, "10.3.0.2[4500]", "{status}");
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping {to}\n{}",
+        logs(&all)
+    );
+    let t = tcp_transfer(
+        topo.a(),
+        topo.b(),
+        to,
+        5105,
+        2_000_000,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
+    assert_eq!(t.sent_sha256, t.recv_sha256);
+    let lan_rx: u64 = topo
+        .b()
+        .run_stdout(&["cat", "/sys/class/net/lan/statistics/rx_bytes"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(lan_rx > 2_000_000, "b's LAN link received {lan_rx} bytes");
+    assert!(server.status().unwrap().mediation.relays.is_empty());
+}
+
 /// A charon peer behind a symmetric NAT cannot use esprit's relay: the esprit server
 /// refuses it, and `esprit initiate` at the esprit peer ends with a clear error within
 /// seconds (the checks' 60 s are not waited for).

@@ -205,6 +205,16 @@ impl MediationTopology {
         }
     }
 
+    /// Links a and b directly (a LAN the server does not know of): a has
+    /// 10.3.0.1/24 and b 10.3.0.2/24 on `lan`. Their mediation SAs still leave through
+    /// the NATs; only host candidates can find this path.
+    pub fn lan_link(&self) -> io::Result<()> {
+        veth((&self.a, "lan"), (&self.b, "lan"))?;
+        addr(&self.a, "lan", "10.3.0.1/24")?;
+        addr(&self.b, "lan", "10.3.0.2/24")?;
+        links_up(&[(&self.a, "lan"), (&self.b, "lan")])
+    }
+
     /// A folder for configurations and logs, removed with the topology.
     pub fn dir(&self) -> &std::path::Path {
         self.scratch.path()

@@ -43,6 +43,7 @@ impl Sas {
                 "{conn:?} is a mediation server's connection: peers register through it"
             ));
         }
+        self.refresh_host_candidates();
         if self
             .ep
             .ike_sas()
@@ -55,6 +56,29 @@ impl Sas {
             .initiate(now, conn, None)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Gives `ike` this namespace's addresses as host candidates: every address of an
+    /// interface that is up, except loopback ones, our TUN's (virtual IPs, inner
+    /// addresses) and link-local ones.
+    pub(crate) fn refresh_host_candidates(&mut self) {
+        let addrs = match tun_io::interface_addrs() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("no host candidates: listing addresses failed: {e}");
+                return;
+            }
+        };
+        let hosts: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| a.up && !a.loopback && a.name != self.tun_name)
+            .map(|a| a.addr)
+            .filter(|ip| match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+            })
+            .collect();
+        self.ep.set_host_addresses(hosts);
     }
 
     /// At startup: every peer-side mediation connection registers.

@@ -183,7 +183,7 @@ impl IkeSa {
             true,
             peer.clone(),
             key.clone(),
-            me.candidates(self.local),
+            me.candidates(self.local, &host_candidates(ctx)),
         );
         list.conn = Some((conn, children));
         list.via = Some(self.id);
@@ -387,7 +387,7 @@ impl IkeSa {
             false,
             peer.clone(),
             key.clone(),
-            me.candidates(self.local),
+            me.candidates(self.local, &host_candidates(ctx)),
         );
         list.set_peer(ctx.now, connect_key, endpoints);
         list.via = Some(self.id);
@@ -443,6 +443,25 @@ impl IkeSa {
             reason,
         });
     }
+}
+
+/// The engine's host addresses a mediated connection may use: a connection's IKE SA
+/// must be able to run from the chosen base, so when every mediated connection names
+/// `local_addrs`, only those.
+fn host_candidates(ctx: &Ctx<'_>) -> Vec<std::net::IpAddr> {
+    let mut mediated = ctx
+        .connections
+        .iter()
+        .filter(|c| matches!(c.mediation, Mediation::MediatedBy { .. }));
+    if mediated.clone().any(|c| c.local_addrs.is_empty()) {
+        return ctx.mediation.hosts.clone();
+    }
+    ctx.mediation
+        .hosts
+        .iter()
+        .filter(|ip| mediated.any(|c| c.local_addrs.contains(ip)))
+        .copied()
+        .collect()
 }
 
 /// A fresh ME_CONNECTKEY.

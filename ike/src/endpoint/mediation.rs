@@ -5,7 +5,7 @@
 //! sessions (the server's record of which attempts both peers want relayed). A leaf.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::checks::{Candidate, Checklist};
@@ -27,13 +27,24 @@ pub(crate) struct MeSa {
 
 impl MeSa {
     /// Our candidates for a mediated connection through the SA at `local`: the host
-    /// address (when known) and the server-reflexive one, both based on `local`.
-    pub(crate) fn candidates(&self, local: SocketAddr) -> Vec<Candidate> {
+    /// address (when known), the other host addresses the engine gave (`hosts`, of the
+    /// same family, on `local`'s port), and the server-reflexive one based on `local`.
+    pub(crate) fn candidates(&self, local: SocketAddr, hosts: &[IpAddr]) -> Vec<Candidate> {
         let mut out = Vec::new();
         if !local.ip().is_unspecified() {
             out.push(Candidate {
                 endpoint: Endpoint::new(EndpointKind::Host, Some(local)),
                 base: local,
+            });
+        }
+        for ip in hosts
+            .iter()
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4() && **ip != local.ip())
+        {
+            let host = SocketAddr::new(*ip, local.port());
+            out.push(Candidate {
+                endpoint: Endpoint::new(EndpointKind::Host, Some(host)),
+                base: host,
             });
         }
         if let Some(srflx) = self.server_reflexive.filter(|s| *s != local) {
@@ -98,6 +109,9 @@ pub(crate) struct MediationState {
     sessions: HashMap<ConnectId, RelaySession>,
     /// Server: mediation SAs whose peers announced ESPRIT_RELAY.
     relay_capable: HashSet<IkeSaId>,
+    /// Peer: our host addresses besides a mediation SA's own, for candidates (the
+    /// engine gathers them; at most [`MAX_HOSTS`]).
+    pub(crate) hosts: Vec<IpAddr>,
     /// Peer (responder of the direct IKE SA): the relay address of each relayed
     /// attempt, to tell a relayed path from a direct one when that IKE SA comes up.
     pub(crate) relayed: HashMap<ConnectId, SocketAddr>,
@@ -105,6 +119,8 @@ pub(crate) struct MediationState {
 
 /// Most callbacks kept; the oldest goes first.
 const MAX_CALLBACKS: usize = 1024;
+/// Most host addresses offered as candidates.
+pub(crate) const MAX_HOSTS: usize = 8;
 /// Most relay sessions (and relayed addresses) kept; the oldest goes first.
 const MAX_SESSIONS: usize = 1024;
 
@@ -344,12 +360,23 @@ mod tests {
             registered: None,
             relay: false,
         };
-        let c = me.candidates(local);
+        let c = me.candidates(local, &[]);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].endpoint.kind, EndpointKind::Host);
         assert_eq!(c[1].endpoint.kind, EndpointKind::ServerReflexive);
         assert!(c.iter().all(|c| c.base == local));
         // Unknown local address: only the server-reflexive candidate.
-        assert_eq!(me.candidates("0.0.0.0:4500".parse().unwrap()).len(), 1);
+        assert_eq!(me.candidates("0.0.0.0:4500".parse().unwrap(), &[]).len(), 1);
+        // Other host addresses: each its own base, the SA's own and IPv6 left out.
+        let hosts: Vec<IpAddr> = ["10.3.0.1", "10.1.0.2", "fd00::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let c = me.candidates(local, &hosts);
+        assert_eq!(c.len(), 3);
+        let lan: SocketAddr = "10.3.0.1:4500".parse().unwrap();
+        assert_eq!(c[1].endpoint.addr, Some(lan));
+        assert_eq!(c[1].base, lan);
+        assert_eq!(c[2].base, local);
     }
 }

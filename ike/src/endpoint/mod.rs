@@ -1114,6 +1114,17 @@ impl Endpoint {
         Ok(med)
     }
 
+    /// Our host addresses for mediated connections' candidates, besides each
+    /// mediation SA's own (draft-brunner-ikev2-mediation 5.1: every local address is
+    /// a host candidate; the engine leaves out loopback and tunnel devices). The first
+    /// [`mediation::MAX_HOSTS`] are kept; call again when addresses change.
+    pub fn set_host_addresses(&mut self, mut addrs: Vec<IpAddr>) {
+        addrs.retain(|a| !a.is_loopback() && !a.is_unspecified() && !a.is_multicast());
+        addrs.dedup();
+        addrs.truncate(mediation::MAX_HOSTS);
+        self.shared.mediation.hosts = addrs;
+    }
+
     /// Runs the connectivity checks again for the relayed mediated IKE SA `id` (ours,
     /// as initiator): ME_CONNECT through the server and checks, without asking for a
     /// relay; when a pair passes, the SA moves there ([`Event::PeerAddressChanged`],
