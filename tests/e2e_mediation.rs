@@ -1103,6 +1103,77 @@ fn peers_on_a_shared_lan_find_it_through_host_candidates() {
     assert!(server.status().unwrap().mediation.relays.is_empty());
 }
 
+/// ME_CALLBACK from an esprit peer: `esprit initiate` of a connection with no start
+/// action fails at once (b is not registered), and nothing retries it; when b
+/// registers, the server calls a back and a's attempt runs again by itself.
+#[test]
+fn esprit_peer_is_called_back_when_its_peer_registers() {
+    let topo = MediationTopology::new().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("a registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("a", &a)])));
+    let cfg = dir.join("a").join("esprit.toml");
+    let out = cli(&[
+        "initiate",
+        "peer",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--timeout",
+        "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not registered"), "{stderr}");
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let started = std::time::Instant::now();
+    a.wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!(
+        "called back: tunnel up {:?} after b started",
+        started.elapsed()
+    );
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping {to}\n{}",
+        logs(&all)
+    );
+}
+
 /// A charon peer behind a symmetric NAT cannot use esprit's relay: the esprit server
 /// refuses it, and `esprit initiate` at the esprit peer ends with a clear error within
 /// seconds (the checks' 60 s are not waited for).

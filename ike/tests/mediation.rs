@@ -338,6 +338,27 @@ fn unregistered_peer_gets_me_connect_failed() {
     );
     // The mediation SA stays up for the next attempt.
     assert_eq!(m.hosts[A].node.established(), 1);
+    // A asked for ME_CALLBACK: once B registers, the server calls A back and A's
+    // attempt runs again by itself, up to the tunnel.
+    register_more(&mut m, B, 2);
+    assert!(
+        m.run_until(Duration::from_secs(10), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1),
+        "the callback did not bring the tunnel up"
+    );
+}
+
+/// Registers `h` while others are registered already (`n` in all).
+fn register_more(m: &mut Mesh, h: usize, n: usize) {
+    let now = m.now;
+    m.node(h).ep.initiate(now, "medsrv", None).unwrap();
+    assert!(m.run_until(Duration::from_secs(10), |m| m.hosts[S]
+        .node
+        .ep
+        .mediation_peers()
+        .len()
+        == n));
 }
 
 #[test]

@@ -258,6 +258,11 @@ impl Sas {
                         ike.0
                     );
                 }
+                // A path the server's callback started is an attempt the engine did
+                // not make: note it, so that a retry does not start another.
+                if !self.ep.connection_state(&conn).established {
+                    self.med.attempt(&conn);
+                }
                 self.med.paths.insert(conn, (ike, local, remote, relayed));
                 if relayed && self.med.next_recheck.is_none() {
                     self.med.next_recheck = Some(now + RECHECK);

@@ -173,6 +173,7 @@ impl IkeSa {
         peer: Identification,
     ) -> Option<ConnectId> {
         let me = self.me.as_deref()?;
+        ctx.mediation.forget_awaiting(conn);
         let mut id = [0u8; CONNECT_ID_LEN];
         ctx.rng.fill(&mut id);
         let connect_id = ConnectId::new(&id).ok()?;
@@ -196,9 +197,10 @@ impl IkeSa {
             connect_key: key,
             endpoints: list.our_endpoints(),
             response: false,
-            // We do not ask to be called back: the caller learns at once that the peer
-            // is not registered and retries as its start action says.
-            callback: false,
+            // As charon: the caller learns at once that the peer is not registered
+            // (and retries as its start action says), and the server calls us back
+            // when it registers.
+            callback: true,
         };
         ctx.mediation.checklists.insert(connect_id.clone(), list);
         self.queue(ctx, Task::MeConnect(Box::new(request)));
@@ -362,7 +364,21 @@ impl IkeSa {
             ..
         } = request
         else {
-            // A callback for an attempt we made without asking for one: nothing waits.
+            // The server calls back: the peer we asked for registered. Attempts that
+            // wait for it start again (none when a retry got there first).
+            let MeConnect::Callback { peer } = request else {
+                return;
+            };
+            for a in ctx.mediation.take_callbacks(&peer, self.id) {
+                let in_flight = ctx
+                    .mediation
+                    .checklists
+                    .values()
+                    .any(|l| l.conn.as_ref().is_some_and(|(c, _)| *c == a.conn));
+                if !in_flight {
+                    self.start_mediation(ctx, a.conn, a.children, peer.clone());
+                }
+            }
             return;
         };
         if response {
@@ -431,6 +447,13 @@ impl IkeSa {
         };
         if list.recheck.is_some() {
             return; // the relayed path stays
+        }
+        if let (MediationFailure::PeerNotRegistered, Some((ci, children))) =
+            (&reason, list.conn.clone())
+        {
+            // We asked for ME_CALLBACK: the server calls back when the peer registers.
+            ctx.mediation
+                .await_callback(&request.peer, self.id, ci, children);
         }
         let conn = list
             .conn

@@ -97,6 +97,17 @@ pub(crate) enum RelayAsk {
     Both,
 }
 
+/// Peer: an attempt the server refused (the peer was not registered) after we asked
+/// for ME_CALLBACK: redone when the server calls back.
+#[derive(Debug, Clone)]
+pub(crate) struct Awaiting {
+    peer: Identification,
+    via: IkeSaId,
+    /// The mediated connection and its children.
+    pub(crate) conn: usize,
+    pub(crate) children: Vec<usize>,
+}
+
 /// The endpoint's mediation state, shared by every IKE SA's handlers.
 #[derive(Default)]
 pub(crate) struct MediationState {
@@ -109,6 +120,8 @@ pub(crate) struct MediationState {
     sessions: HashMap<ConnectId, RelaySession>,
     /// Server: mediation SAs whose peers announced ESPRIT_RELAY.
     relay_capable: HashSet<IkeSaId>,
+    /// Peer: attempts waiting for the server's callback.
+    awaiting: Vec<Awaiting>,
     /// Peer: our host addresses besides a mediation SA's own, for candidates (the
     /// engine gathers them; at most [`MAX_HOSTS`]).
     pub(crate) hosts: Vec<IpAddr>,
@@ -152,6 +165,43 @@ impl MediationState {
         self.callbacks.retain(|c| c.requester_sa != sa);
         self.relay_capable.remove(&sa);
         self.sessions.retain(|_, s| !s.sas.contains(&sa));
+    }
+
+    /// Peer: connection `conn`'s attempt through `via` waits for `peer` to register
+    /// (the server will call back). One entry per connection, at most
+    /// [`MAX_CALLBACKS`].
+    pub(crate) fn await_callback(
+        &mut self,
+        peer: &Identification,
+        via: IkeSaId,
+        conn: usize,
+        children: Vec<usize>,
+    ) {
+        self.forget_awaiting(conn);
+        if self.awaiting.len() >= MAX_CALLBACKS {
+            self.awaiting.remove(0);
+        }
+        self.awaiting.push(Awaiting {
+            peer: canonical(peer),
+            via,
+            conn,
+            children,
+        });
+    }
+
+    /// Peer: a new attempt for `conn` replaces one that waits for a callback.
+    pub(crate) fn forget_awaiting(&mut self, conn: usize) {
+        self.awaiting.retain(|a| a.conn != conn);
+    }
+
+    /// Peer: the server called back on `via` for `peer`: the attempts to redo.
+    pub(crate) fn take_callbacks(&mut self, peer: &Identification, via: IkeSaId) -> Vec<Awaiting> {
+        let peer = canonical(peer);
+        let (due, keep) = std::mem::take(&mut self.awaiting)
+            .into_iter()
+            .partition(|a| a.peer == peer && a.via == via);
+        self.awaiting = keep;
+        due
     }
 
     /// Server: the peer of `sa` announced ESPRIT_RELAY.

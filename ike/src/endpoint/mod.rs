@@ -1106,6 +1106,16 @@ impl Endpoint {
             .map(|(id, _)| *id)
             .min()
             .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
+        // An attempt in flight (one the server's callback started) serves this one.
+        let in_flight = self
+            .shared
+            .mediation
+            .checklists
+            .values()
+            .any(|l| l.recheck.is_none() && l.conn.as_ref().is_some_and(|(c, _)| *c == ci));
+        if in_flight {
+            return Ok(med);
+        }
         self.with_sa(now, med, |sa, ctx| {
             sa.start_mediation(ctx, ci, children, peer)
         })
