@@ -718,6 +718,7 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             .med
             .relays
             .iter()
+            .filter(|r| !r.is_closed())
             .map(|r| {
                 let bound = r.bound.lock().map(|b| *b).unwrap_or_default();
                 let c = &r.counters;
