@@ -33,6 +33,33 @@ pub struct MediationStatus {
     pub registered_peers: Vec<RegisteredPeer>,
     /// Mediated connections and the path the connectivity checks chose.
     pub paths: Vec<MediatedPath>,
+    /// As a mediation server: the relays open for peers behind symmetric NATs.
+    #[serde(default)]
+    pub relays: Vec<RelayStatus>,
+}
+
+/// One relay a mediation server runs between two peers (it forwards ciphertext).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RelayStatus {
+    /// The mediated attempt's connect ID, in hex.
+    pub connect_id: String,
+    /// The two peers' identities.
+    pub peers: Vec<String>,
+    /// The relay's address.
+    pub addr: String,
+    /// The address each peer bound from (empty: not yet).
+    pub bound: Vec<String>,
+    /// Datagrams forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Bind datagrams received with a good token.
+    pub binds: u64,
+    /// Datagrams dropped: from an address that did not bind, to a side not bound
+    /// yet, or with a wrong token.
+    pub dropped_unbound: u64,
+    /// Datagrams dropped over the relay's rate.
+    pub dropped_over_rate: u64,
 }
 
 /// A peer registered at this mediation server.
@@ -51,7 +78,8 @@ pub struct MediatedPath {
     pub conn: String,
     /// Its direct IKE SA.
     pub ike: u64,
-    /// "direct": peer to peer on the chosen pair.
+    /// "direct": peer to peer on the chosen pair; "relayed": through the mediation
+    /// server's relay (the remote address is the relay's).
     pub path: String,
     /// Our address of the pair.
     pub local_addr: String,
@@ -306,6 +334,22 @@ impl fmt::Display for Status {
                 p.conn, p.path, p.local_addr, p.remote_addr, p.ike
             )?;
         }
+        for r in &self.mediation.relays {
+            writeln!(
+                f,
+                "relay {} for '{}' - '{}' at {}: {} bytes, {} packets forwarded, \
+                 {} binds, dropped {} unbound, {} over rate",
+                r.connect_id,
+                r.peers.first().map_or("", |s| s.as_str()),
+                r.peers.get(1).map_or("", |s| s.as_str()),
+                r.addr,
+                r.bytes,
+                r.packets,
+                r.binds,
+                r.dropped_unbound,
+                r.dropped_over_rate
+            )?;
+        }
         for p in &self.pools {
             // As `swanctl --list-pools --leases`: online / offline / size.
             writeln!(
@@ -437,6 +481,15 @@ mod tests {
                     local_addr: "10.1.0.2[4500]".into(),
                     remote_addr: "203.0.113.2[4500]".into(),
                 }],
+                relays: vec![RelayStatus {
+                    connect_id: "01020304".into(),
+                    peers: vec!["CN=edge1".into(), "CN=edge2".into()],
+                    addr: "198.51.100.1[40001]".into(),
+                    bytes: 1500,
+                    packets: 3,
+                    binds: 2,
+                    ..Default::default()
+                }],
             },
             ..Default::default()
         };
@@ -451,6 +504,10 @@ mod tests {
         );
         assert!(
             text.contains("peer: direct path 10.1.0.2[4500] - 203.0.113.2[4500] (IKE SA #3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relay 01020304 for 'CN=edge1' - 'CN=edge2' at 198.51.100.1[40001]: 1500 bytes, 3 packets forwarded, 2 binds"),
             "{text}"
         );
         // An older daemon's JSON, without the mediation fields, still reads.

@@ -336,6 +336,9 @@ registry! {
         /// ME_CONNECT_FAILED: the requested peer is not registered at the mediation
         /// server (draft-brunner-ikev2-mediation; strongSwan's private-use number).
         ME_CONNECT_FAILED = 8192,
+        /// ESPRIT_RELAY_REFUSED (esprit private use): the mediation server will not
+        /// relay this attempt (the other peer cannot relay, or no relay is free).
+        ESPRIT_RELAY_REFUSED = 16128,
         /// INITIAL_CONTACT.
         INITIAL_CONTACT = 16384,
         /// SET_WINDOW_SIZE.
@@ -385,6 +388,15 @@ registry! {
         ME_CONNECTAUTH = 40967,
         /// ME_RESPONSE: this ME_CONNECT answers another peer's request.
         ME_RESPONSE = 40968,
+        /// ESPRIT_RELAY (esprit private use): in a mediation SA's IKE_AUTH, the peer
+        /// can use a relay through the server, and the server's answer offers one.
+        ESPRIT_RELAY = 53248,
+        /// ESPRIT_RELAY_REQUEST (esprit private use): a peer asks its server to relay
+        /// the attempt with this connect ID (the checks found no path yet).
+        ESPRIT_RELAY_REQUEST = 53249,
+        /// ESPRIT_RELAY_READY (esprit private use): the server's relay port and the
+        /// peer's bind token for one attempt.
+        ESPRIT_RELAY_READY = 53250,
     }
 }
 

@@ -338,6 +338,27 @@ fn unregistered_peer_gets_me_connect_failed() {
     );
     // The mediation SA stays up for the next attempt.
     assert_eq!(m.hosts[A].node.established(), 1);
+    // A asked for ME_CALLBACK: once B registers, the server calls A back and A's
+    // attempt runs again by itself, up to the tunnel.
+    register_more(&mut m, B, 2);
+    assert!(
+        m.run_until(Duration::from_secs(10), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1),
+        "the callback did not bring the tunnel up"
+    );
+}
+
+/// Registers `h` while others are registered already (`n` in all).
+fn register_more(m: &mut Mesh, h: usize, n: usize) {
+    let now = m.now;
+    m.node(h).ep.initiate(now, "medsrv", None).unwrap();
+    assert!(m.run_until(Duration::from_secs(10), |m| m.hosts[S]
+        .node
+        .ep
+        .mediation_peers()
+        .len()
+        == n));
 }
 
 #[test]
@@ -399,4 +420,162 @@ fn symmetric_nats_fail_the_checks_with_a_clear_reason() {
     )));
     assert!(m.hosts[A].node.children.is_empty());
     assert!(m.dropped > 0, "the firewalls dropped the checks");
+}
+
+#[test]
+fn symmetric_nats_relay_through_an_esprit_server() {
+    let mut m = mesh(true);
+    m.relay = true;
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    let start = m.now;
+    assert!(
+        m.run_until(Duration::from_secs(30), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1),
+        "the relayed tunnel did not come up"
+    );
+    let took = m.now - start;
+    // The relay is asked for after RELAY_AFTER (4 s) without a successful check.
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert_eq!(m.relays.len(), 1, "one relay for the attempt");
+    let relay = m.relays[0].addr;
+    assert_eq!(relay.ip(), m.public_ip(S));
+    assert!(m.relays[0].bound.iter().all(Option::is_some));
+    assert!(
+        m.relays[0].forwarded >= 4,
+        "IKE_SA_INIT and IKE_AUTH, both ways"
+    );
+    for (host, local) in [(A, A_PRIV), (B, B_PRIV)] {
+        let path = m.hosts[host].node.events.iter().find_map(|e| match e {
+            Event::MediatedPath {
+                local,
+                remote,
+                relayed,
+                ..
+            } => Some((*local, *remote, *relayed)),
+            _ => None,
+        });
+        assert_eq!(path, Some((sa(local, 4500), relay, true)), "host {host}");
+    }
+    // The server holds no child SA: it only forwarded ciphertext.
+    assert!(m.hosts[S].node.children.is_empty());
+    assert!(m.hosts[A].node.children.values().all(|c| c.remote == relay));
+}
+
+#[test]
+fn without_a_relay_port_the_symmetric_attempt_fails_clearly() {
+    let mut m = mesh(true);
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    // Both peers asked; the server's engine answers that it has no relay to spare.
+    assert!(m.run_until(Duration::from_secs(10), |m| m.hosts[S]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RelayWanted { .. }))));
+    let cid = m.hosts[S]
+        .node
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::RelayWanted { connect_id, .. } => Some(connect_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let now = m.now;
+    m.node(S).ep.relay_allocated(now, &cid, None);
+    assert!(m.run_until(Duration::from_secs(5), |m| m.hosts[A]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(
+            e,
+            Event::MediationFailed {
+                reason: MediationFailure::RelayRefused,
+                ..
+            }
+        ))));
+}
+
+#[test]
+fn a_relayed_tunnel_moves_to_the_direct_path_when_a_recheck_passes() {
+    // Ordinary NATs, but the path between them is blocked: the checks fail, the
+    // tunnel comes up relayed.
+    let mut m = mesh(false);
+    m.relay = true;
+    let (a_pub, b_pub) = (m.public_ip(A), m.public_ip(B));
+    m.block = Some((a_pub, b_pub));
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    assert!(
+        m.run_until(Duration::from_secs(30), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1)
+    );
+    let relay = m.relays[0].addr;
+    let ike = m.hosts[A]
+        .node
+        .ep
+        .ike_sas()
+        .into_iter()
+        .find(|s| s.conn == "peer")
+        .unwrap()
+        .id;
+    // Still blocked: a re-check changes nothing.
+    let now = m.now;
+    m.node(A).ep.recheck_mediated(now, ike).unwrap();
+    m.run_for(Duration::from_secs(70));
+    let moved = |m: &Mesh, h: usize| {
+        m.hosts[h]
+            .node
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerAddressChanged { .. }))
+            .count()
+    };
+    assert_eq!((moved(&m, A), moved(&m, B)), (0, 0));
+    assert!(m.hosts[A].node.children.values().all(|c| c.remote == relay));
+    // The path opens: the next re-check moves both sides to it, keeping the SAs.
+    m.block = None;
+    let now = m.now;
+    m.node(A).ep.recheck_mediated(now, ike).unwrap();
+    assert!(
+        m.run_until(Duration::from_secs(10), |m| moved(m, A) == 1
+            && moved(m, B) == 1),
+        "no move"
+    );
+    let to = |m: &Mesh, h: usize| {
+        m.hosts[h].node.events.iter().rev().find_map(|e| match e {
+            Event::PeerAddressChanged { remote, .. } => Some(*remote),
+            _ => None,
+        })
+    };
+    assert_eq!(to(&m, A), Some(sa(B_PUB, 4500)));
+    assert_eq!(to(&m, B), Some(sa(A_PUB, 4500)));
+    assert!(m.hosts[A]
+        .node
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MediatedPath { relayed: false, .. })));
+    assert_eq!(m.hosts[A].node.children.len(), 1);
+    assert_eq!(m.hosts[B].node.children.len(), 1);
+    // The relay carries nothing more; the SA answers directly.
+    let forwarded = m.relays[0].forwarded;
+    let now = m.now;
+    m.node(A).ep.dpd(now, ike).unwrap();
+    m.run_for(Duration::from_secs(5));
+    assert_eq!(m.relays[0].forwarded, forwarded);
+    assert!(m.hosts[A]
+        .node
+        .ep
+        .ike_sas()
+        .iter()
+        .any(|s| s.id == ike && s.remote == sa(B_PUB, 4500)));
 }

@@ -36,6 +36,7 @@ pub struct MediationTopology {
     b: Netns,
     routers: Vec<Netns>,
     scratch: Scratch,
+    fw: Firewall,
 }
 
 impl MediationTopology {
@@ -112,6 +113,7 @@ impl MediationTopology {
             b,
             routers: vec![i, ra, rb],
             scratch,
+            fw,
         })
     }
 
@@ -168,6 +170,49 @@ impl MediationTopology {
     /// b's inner addresses.
     pub fn b_inner(&self) -> Inner {
         B_INNER
+    }
+
+    /// Drops (`true`) or passes again (`false`) every datagram between the two NAT
+    /// routers' outer addresses at the core router: the peers then reach each other
+    /// only through the server.
+    pub fn block_direct(&self, block: bool) -> io::Result<()> {
+        let (x, y) = (self.a_public().to_string(), self.b_public().to_string());
+        let i = &self.routers[0];
+        match self.fw {
+            Firewall::Iptables(ipt) => {
+                let op = if block { "-I" } else { "-D" };
+                for (s, d) in [(&x, &y), (&y, &x)] {
+                    i.run(&[ipt, "-w", op, "FORWARD", "-s", s, "-d", d, "-j", "DROP"])?;
+                }
+                Ok(())
+            }
+            Firewall::Nft if block => {
+                let conf = self.scratch.path().join("block.nft");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "table ip esprit_block {{\n  chain forward {{\n    \
+                         type filter hook forward priority -10;\n    \
+                         ip saddr {x} ip daddr {y} drop\n    \
+                         ip saddr {y} ip daddr {x} drop\n  }}\n}}\n"
+                    ),
+                )?;
+                i.run(&["nft", "-f", &conf.to_string_lossy()]).map(drop)
+            }
+            Firewall::Nft => i
+                .run(&["nft", "delete", "table", "ip", "esprit_block"])
+                .map(drop),
+        }
+    }
+
+    /// Links a and b directly (a LAN the server does not know of): a has
+    /// 10.3.0.1/24 and b 10.3.0.2/24 on `lan`. Their mediation SAs still leave through
+    /// the NATs; only host candidates can find this path.
+    pub fn lan_link(&self) -> io::Result<()> {
+        veth((&self.a, "lan"), (&self.b, "lan"))?;
+        addr(&self.a, "lan", "10.3.0.1/24")?;
+        addr(&self.b, "lan", "10.3.0.2/24")?;
+        links_up(&[(&self.a, "lan"), (&self.b, "lan")])
     }
 
     /// A folder for configurations and logs, removed with the topology.

@@ -73,7 +73,7 @@ mod waker;
 pub use batch::{Datagram, DatagramMut, GsoBatch, PacketBatch, UdpRecvBatch};
 pub use device::{PacketDevice, PacketReader, PacketWriter};
 pub use routes::{install_routes, RouteGuard};
-pub use sys::{local_addrs, poll_readable};
+pub use sys::{interface_addrs, local_addrs, poll_readable, InterfaceAddr};
 pub use tun::{AsyncTun, Offloads, Tun, TunConfig};
 pub use tun_rs::ExpandBuffer;
 pub use udp::{AsyncUdpSocket, UdpConfig, UdpSocket};

@@ -95,6 +95,25 @@ pub(crate) fn if_index(name: &str) -> io::Result<u32> {
 
 /// The addresses configured on this namespace's interfaces (`getifaddrs`).
 pub fn local_addrs() -> io::Result<Vec<std::net::IpAddr>> {
+    Ok(interface_addrs()?.into_iter().map(|a| a.addr).collect())
+}
+
+/// One address of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddr {
+    /// The interface's name.
+    pub name: String,
+    /// The address.
+    pub addr: std::net::IpAddr,
+    /// The interface is up (`IFF_UP`).
+    pub up: bool,
+    /// The interface is a loopback one (`IFF_LOOPBACK`).
+    pub loopback: bool,
+}
+
+/// The addresses configured on this namespace's interfaces, with their interface's
+/// name and flags (`getifaddrs`).
+pub fn interface_addrs() -> io::Result<Vec<InterfaceAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -108,16 +127,35 @@ pub fn local_addrs() -> io::Result<Vec<std::net::IpAddr>> {
         if !ifa.ifa_addr.is_null() {
             // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
             let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
+            let addr = if family == libc::AF_INET {
                 // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(std::net::IpAddr::from(
+                Some(std::net::IpAddr::from(
                     u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ));
+                ))
             } else if family == libc::AF_INET6 {
                 // SAFETY: AF_INET6 means the sockaddr is a sockaddr_in6.
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(std::net::IpAddr::from(sin6.sin6_addr.s6_addr));
+                Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+            } else {
+                None
+            };
+            if let Some(addr) = addr {
+                let name = if ifa.ifa_name.is_null() {
+                    String::new()
+                } else {
+                    // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                    unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                let flags = ifa.ifa_flags;
+                out.push(InterfaceAddr {
+                    name,
+                    addr,
+                    up: flags & libc::IFF_UP as u32 != 0,
+                    loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
+                });
             }
         }
         cur = ifa.ifa_next;
@@ -136,5 +174,11 @@ mod tests {
             addrs.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
             "{addrs:?}"
         );
+        let lo = super::interface_addrs()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.addr == std::net::IpAddr::from([127, 0, 0, 1]))
+            .unwrap();
+        assert!(lo.loopback && lo.up && lo.name == "lo", "{lo:?}");
     }
 }

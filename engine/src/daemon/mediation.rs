@@ -5,13 +5,20 @@
 //! goes through the usual bookkeeping. The checks and the direct IKE SA leave from the
 //! NAT-T socket because `ike` addresses them from port 4500.
 
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use ike::config::Mediation;
 use ike::endpoint::{DownReason, Event, IkeSaId, IkeSaInfo};
+use ike::wire::mediation::ConnectId;
+use ike::wire::relay::RelayToken;
 
+use super::relay::{Relay, MAX_RELAYS};
 use super::sas::{ChildKey, Sas};
 use crate::config::StartAction;
+
+/// How often a relayed path is checked again for a direct one.
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 impl Sas {
     /// The mediation role of connection `conn`.
@@ -36,6 +43,7 @@ impl Sas {
                 "{conn:?} is a mediation server's connection: peers register through it"
             ));
         }
+        self.refresh_host_candidates();
         if self
             .ep
             .ike_sas()
@@ -48,6 +56,29 @@ impl Sas {
             .initiate(now, conn, None)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Gives `ike` this namespace's addresses as host candidates: every address of an
+    /// interface that is up, except loopback ones, our TUN's (virtual IPs, inner
+    /// addresses) and link-local ones.
+    pub(crate) fn refresh_host_candidates(&mut self) {
+        let addrs = match tun_io::interface_addrs() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("no host candidates: listing addresses failed: {e}");
+                return;
+            }
+        };
+        let hosts: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| a.up && !a.loopback && a.name != self.tun_name)
+            .map(|a| a.addr)
+            .filter(|ip| match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+            })
+            .collect();
+        self.ep.set_host_addresses(hosts);
     }
 
     /// At startup: every peer-side mediation connection registers.
@@ -119,7 +150,7 @@ impl Sas {
         reason: &DownReason,
     ) {
         self.med.attempts.remove(conn);
-        self.med.paths.retain(|_, (ike, _, _)| *ike != id);
+        self.med.paths.retain(|_, (ike, ..)| *ike != id);
         let is_peer_mediation = self.plans.iter().any(|p| {
             p.conn.name == conn
                 && p.conn.mediation == Mediation::Mediation
@@ -133,6 +164,78 @@ impl Sas {
         }
     }
 
+    /// Every [`RECHECK`] while some path is relayed: the initiator of each relayed
+    /// IKE SA runs the checks again, and moves to a pair that passes (`ike` does it).
+    pub(crate) fn recheck_relayed(&mut self, now: Instant) {
+        if self.med.next_recheck.is_none_or(|t| t > now) {
+            return;
+        }
+        let relayed: Vec<(String, IkeSaId)> = self
+            .med
+            .paths
+            .iter()
+            .filter(|(_, p)| p.3)
+            .map(|(c, p)| (c.clone(), p.0))
+            .collect();
+        self.med.next_recheck = (!relayed.is_empty()).then(|| now + RECHECK);
+        for (conn, ike) in relayed {
+            // The responder's side of a relayed SA refuses: only initiators re-check.
+            if self.ep.recheck_mediated(now, ike).is_ok() {
+                tracing::info!("{conn}: relayed; checking again for a direct path");
+            }
+        }
+    }
+
+    /// IKE SA `ike` follows its peer to `remote`: a relayed path that moved is direct.
+    pub(crate) fn mediated_peer_moved(&mut self, ike: IkeSaId, remote: SocketAddr) {
+        for (conn, p) in self.med.paths.iter_mut().filter(|(_, p)| p.0 == ike && p.3) {
+            tracing::info!("{conn}: moved from the relay to the direct path to {remote}");
+            p.2 = remote;
+            p.3 = false;
+        }
+    }
+
+    /// Mediation server: two peers want attempt `cid` relayed: open a relay port on
+    /// `local` (unless [`MAX_RELAYS`] are open) and tell `ike`.
+    fn open_relay(
+        &mut self,
+        now: Instant,
+        cid: ConnectId,
+        local: IpAddr,
+        peers: [String; 2],
+        tokens: [RelayToken; 2],
+    ) {
+        self.med.relays.retain(|r| !r.is_closed());
+        let hex: String = cid.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let port = if self.med.relays.len() >= MAX_RELAYS {
+            tracing::warn!(
+                "relay {hex} for '{}' - '{}': {MAX_RELAYS} relays open already",
+                peers[0],
+                peers[1]
+            );
+            None
+        } else {
+            match Relay::open(local, hex.clone(), peers.clone(), tokens) {
+                Ok(r) => {
+                    tracing::info!(
+                        "relay {hex} for '{}' - '{}' open at {}",
+                        peers[0],
+                        peers[1],
+                        r.addr
+                    );
+                    let port = r.addr.port();
+                    self.med.relays.push(r);
+                    Some(port)
+                }
+                Err(e) => {
+                    tracing::warn!("relay {hex}: cannot open a UDP port on {local}: {e}");
+                    None
+                }
+            }
+        };
+        self.ep.relay_allocated(now, &cid, port);
+    }
+
     /// `ike`'s mediation events: the chosen path, or why there is none.
     pub(crate) fn mediation_event(&mut self, now: Instant, ev: Event) {
         match ev {
@@ -141,13 +244,36 @@ impl Sas {
                 ike,
                 local,
                 remote,
+                relayed,
             } => {
-                tracing::info!(
-                    "{conn}: connectivity checks chose {local} - {remote}, IKE SA #{} follows",
-                    ike.0
-                );
-                self.med.paths.insert(conn, (ike, local, remote));
+                if relayed {
+                    tracing::info!(
+                        "{conn}: no pair passed the checks; relayed through the mediation \
+                         server at {remote}, IKE SA #{}",
+                        ike.0
+                    );
+                } else {
+                    tracing::info!(
+                        "{conn}: connectivity checks chose {local} - {remote}, IKE SA #{} follows",
+                        ike.0
+                    );
+                }
+                // A path the server's callback started is an attempt the engine did
+                // not make: note it, so that a retry does not start another.
+                if !self.ep.connection_state(&conn).established {
+                    self.med.attempt(&conn);
+                }
+                self.med.paths.insert(conn, (ike, local, remote, relayed));
+                if relayed && self.med.next_recheck.is_none() {
+                    self.med.next_recheck = Some(now + RECHECK);
+                }
             }
+            Event::RelayWanted {
+                connect_id,
+                local,
+                peers,
+                tokens,
+            } => self.open_relay(now, connect_id, local, peers, tokens),
             Event::MediationFailed { conn, peer, reason } => {
                 tracing::warn!("{conn}: mediation with '{peer}' failed: {reason}");
                 self.med.attempts.remove(&conn);

@@ -3,8 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use ike::endpoint::IkeSaId;
+
+use super::relay::Relay;
 
 /// The daemon's mediation bookkeeping.
 #[derive(Default)]
@@ -15,8 +18,12 @@ pub(crate) struct MediationBook {
     /// Mediated connections with an attempt in flight (ME_CONNECT, checks, IKE SA).
     pub(crate) attempts: HashSet<String>,
     /// The pair the checks chose for each mediated connection: (direct IKE SA, our
-    /// address, the peer's).
-    pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr)>,
+    /// address, the peer's, whether that is the mediation server's relay).
+    pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr, bool)>,
+    /// As a mediation server: the relays open.
+    pub(crate) relays: Vec<Relay>,
+    /// When the relayed paths are checked again for a direct one.
+    pub(crate) next_recheck: Option<Instant>,
 }
 
 impl MediationBook {

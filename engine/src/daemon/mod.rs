@@ -12,6 +12,7 @@ mod mediation;
 mod mediation_book;
 mod metrics;
 mod pools;
+mod relay;
 mod routes;
 mod sas;
 mod updown;
@@ -39,7 +40,7 @@ use crate::metrics::http::Ask;
 use crate::netstack::Netstack;
 use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
-    MediationStatus, PoolStatus, RegisteredPeer, Status,
+    MediationStatus, PoolStatus, RegisteredPeer, RelayStatus, Status,
 };
 use routes::OsRoutes;
 use sas::Sas;
@@ -705,12 +706,38 @@ async fn status(st: &mut Sas, io: &Io) -> Status {
             .med
             .paths
             .iter()
-            .map(|(conn, (ike, local, remote))| MediatedPath {
+            .map(|(conn, (ike, local, remote, relayed))| MediatedPath {
                 conn: conn.clone(),
                 ike: ike.0,
-                path: "direct".into(),
+                path: if *relayed { "relayed" } else { "direct" }.into(),
                 local_addr: addr(*local),
                 remote_addr: addr(*remote),
+            })
+            .collect(),
+        relays: st
+            .med
+            .relays
+            .iter()
+            .filter(|r| !r.is_closed())
+            .map(|r| {
+                let bound = r.bound.lock().map(|b| *b).unwrap_or_default();
+                let c = &r.counters;
+                let load =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                RelayStatus {
+                    connect_id: r.connect_id.clone(),
+                    peers: r.peers.to_vec(),
+                    addr: addr(r.addr),
+                    bound: bound
+                        .iter()
+                        .map(|b| b.map(addr).unwrap_or_default())
+                        .collect(),
+                    packets: load(&c.packets),
+                    bytes: load(&c.bytes),
+                    binds: load(&c.binds),
+                    dropped_unbound: load(&c.unbound),
+                    dropped_over_rate: load(&c.over_rate),
+                }
             })
             .collect(),
     };

@@ -680,10 +680,11 @@ impl Sas {
                     ike.0
                 );
                 self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
+                self.mediated_peer_moved(ike, remote);
             }
-            ev @ (Event::MediatedPath { .. } | Event::MediationFailed { .. }) => {
-                self.mediation_event(now, ev)
-            }
+            ev @ (Event::MediatedPath { .. }
+            | Event::MediationFailed { .. }
+            | Event::RelayWanted { .. }) => self.mediation_event(now, ev),
             _ => {}
         }
     }
@@ -1059,11 +1060,12 @@ impl Sas {
     pub(crate) fn next_timer(&self) -> Option<Instant> {
         let r = self.retries.values().filter_map(|r| r.at).min();
         let d = self.removals.iter().map(|(t, _)| *t).min();
-        [r, d].into_iter().flatten().min()
+        [r, d, self.med.next_recheck].into_iter().flatten().min()
     }
 
-    /// Runs due retries and removals.
+    /// Runs due retries, removals and re-checks of relayed paths.
     pub(crate) fn run_timers(&mut self, now: Instant) {
+        self.recheck_relayed(now);
         let due: Vec<String> = self
             .retries
             .iter()

@@ -24,6 +24,10 @@ const MAX_RETRANS: u32 = 13;
 pub(crate) const WAIT_TO_FINISH: Duration = Duration::from_millis(1000);
 /// A checklist nobody finished is dropped after this long.
 pub(crate) const CHECKLIST_LIFETIME: Duration = Duration::from_secs(60);
+/// How long checks may run without a success before a peer whose server relays asks
+/// for the relay (esprit only; Tailscale's DERP starts relayed at once, charon has no
+/// relay at all).
+pub(crate) const RELAY_AFTER: Duration = Duration::from_secs(4);
 /// Most pairs in one checklist (charon sets no bound; a peer sends at most
 /// `wire::mediation::MAX_ENDPOINTS` candidates, peer-reflexive ones come on top).
 const MAX_PAIRS: usize = 256;
@@ -92,6 +96,14 @@ pub(crate) struct Checklist {
     pub(crate) peer: Identification,
     /// Initiator: the mediated connection and its children to set up.
     pub(crate) conn: Option<(usize, Vec<usize>)>,
+    /// The mediation IKE SA the attempt went through.
+    pub(crate) via: Option<super::IkeSaId>,
+    /// When to ask the server for a relay if no pair has succeeded by then (set when
+    /// the server announced ESPRIT_RELAY).
+    pub(crate) relay_at: Option<Instant>,
+    /// Initiator: a re-check for this relayed IKE SA, which moves to the pair that
+    /// passes (nothing is reported when none does).
+    pub(crate) recheck: Option<super::IkeSaId>,
     our_key: ConnectKey,
     peer_key: Option<ConnectKey>,
     ours: Vec<Candidate>,
@@ -120,6 +132,9 @@ impl Checklist {
             initiator,
             peer,
             conn: None,
+            via: None,
+            relay_at: None,
+            recheck: None,
             our_key,
             peer_key: None,
             ours,
@@ -186,11 +201,26 @@ impl Checklist {
         if self.done {
             return None;
         }
-        [self.next_send, self.finish_at, Some(self.expires)]
-            .into_iter()
-            .chain(self.pairs.iter().map(|p| p.retransmit_at))
-            .flatten()
-            .min()
+        [
+            self.next_send,
+            self.finish_at,
+            self.relay_at,
+            Some(self.expires),
+        ]
+        .into_iter()
+        .chain(self.pairs.iter().map(|p| p.retransmit_at))
+        .flatten()
+        .min()
+    }
+
+    /// True (once) when it is time to ask for a relay: [`RELAY_AFTER`] passed and no
+    /// pair has succeeded.
+    pub(crate) fn relay_due(&mut self, now: Instant) -> bool {
+        if self.done || self.relay_at.is_none_or(|t| t > now) {
+            return false;
+        }
+        self.relay_at = None;
+        !self.pairs.iter().any(|p| p.state == PairState::Succeeded)
     }
 
     /// True once the checklist has reported its outcome or expired.

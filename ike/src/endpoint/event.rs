@@ -9,6 +9,8 @@ use super::IkeSaId;
 use crate::crypto::CryptoError;
 use crate::iana::NotifyType;
 use crate::proposal::{EspSuite, IkeSuite};
+use crate::wire::mediation::ConnectId;
+use crate::wire::relay::RelayToken;
 use crate::wire::TrafficSelector;
 
 /// Something the engine must act on.
@@ -113,8 +115,24 @@ pub enum Event {
         ike: IkeSaId,
         /// Our address of the pair (the engine sends from its NAT-T socket).
         local: SocketAddr,
-        /// The peer's address of the pair.
+        /// The peer's address of the pair (the server's relay port when relayed).
         remote: SocketAddr,
+        /// The path goes through the mediation server's relay (esprit only).
+        relayed: bool,
+    },
+    /// Mediation server: two registered peers both asked to relay attempt
+    /// `connect_id`. Open a UDP relay port on `local`, forward datagrams between the
+    /// two addresses that bind with `tokens`, and answer with
+    /// [`Endpoint::relay_allocated`](super::Endpoint::relay_allocated).
+    RelayWanted {
+        /// The attempt.
+        connect_id: ConnectId,
+        /// The server's address both mediation SAs use.
+        local: IpAddr,
+        /// The two peers' identities, displayed.
+        peers: [String; 2],
+        /// Their bind tokens, in the same order.
+        tokens: [RelayToken; 2],
     },
     /// A mediated connection could not be set up.
     MediationFailed {
@@ -141,6 +159,14 @@ pub enum MediationFailure {
     /// answered through the server).
     #[error("no address pair passed the connectivity checks")]
     NoPath,
+    /// No pair passed the checks within a few seconds (both NATs symmetric?) and the
+    /// mediation server will not relay: the other peer cannot (it is not esprit), or
+    /// the server has no relay to spare.
+    #[error(
+        "no address pair passed the connectivity checks and the mediation server will \
+         not relay (the peer cannot, e.g. it is not esprit, or no relay is free)"
+    )]
+    RelayRefused,
 }
 
 /// Why an SA went down or failed.

@@ -21,6 +21,7 @@ use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
 use crate::wire::mediation::{ConnectId, MeConnect};
+use crate::wire::relay::RelayReady;
 use crate::wire::{self, Flags, Header, Message, Payload};
 
 /// Retransmissions of the DELETE that retires a rekeyed IKE SA before it is dropped
@@ -168,6 +169,10 @@ pub(crate) enum Pending {
     Dpd,
     /// ME_CONNECT (draft-brunner-ikev2-mediation 4.3), sent or relayed.
     MeConnect(MeConnectRequest),
+    /// INFORMATIONAL with ESPRIT_RELAY_REQUEST for this attempt.
+    RelayRequest(ConnectId),
+    /// INFORMATIONAL with ESPRIT_RELAY_READY.
+    RelayReady,
 }
 
 /// Work waiting for the request window (one outstanding request, RFC 7296 2.3).
@@ -195,6 +200,10 @@ pub(crate) enum Task {
     Dpd,
     /// Send this ME_CONNECT request.
     MeConnect(Box<MeConnect>),
+    /// Ask the server to relay this attempt.
+    RelayRequest(ConnectId),
+    /// Tell a peer where its relay is.
+    RelayReady(Box<RelayReady>),
 }
 
 /// Our outstanding request.
@@ -853,6 +862,8 @@ impl IkeSa {
             }
             Pending::Dpd => {}
             Pending::MeConnect(req) => self.me_connect_response(ctx, req, payloads),
+            Pending::RelayRequest(cid) => self.relay_request_response(ctx, cid, payloads),
+            Pending::RelayReady => {}
         }
     }
 
@@ -909,6 +920,8 @@ impl IkeSa {
                     self.send_request(ctx, exchange::INFORMATIONAL, Vec::new(), Pending::Dpd)
                 }
                 Task::MeConnect(req) => self.start_me_connect(ctx, *req),
+                Task::RelayRequest(cid) => self.start_relay_request(ctx, cid),
+                Task::RelayReady(ready) => self.start_relay_ready(ctx, *ready),
             }
         }
     }

@@ -136,6 +136,9 @@ impl IkeSa {
             ctx.stats.unexpected += 1;
             return;
         }
+        if self.me.is_some() && self.respond_relay(ctx, h, from, &payloads) {
+            return;
+        }
         let mut out = Vec::new();
         let mut delete_ike = false;
         for p in &payloads {

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::checks::Checklist;
+use super::checks::{Checklist, RELAY_AFTER};
 use super::error::PeerMisbehaved;
 use super::event::{DownReason, Event, MediationFailure};
 use super::ike_sa::{IkeSa, Pending, Task};
@@ -89,17 +89,29 @@ impl IkeSa {
 
     /// Initiator, IKE_AUTH request: behind a NAT, ask the server for our
     /// server-reflexive address with an empty ME_ENDPOINT (charon's `build_i`).
-    pub(crate) fn me_auth_request(&self) -> Option<Payload> {
-        (self.me.is_some() && self.nat.local_behind).then(|| {
-            Payload::Notify(Endpoint::new(EndpointKind::ServerReflexive, None).to_notify())
-        })
+    /// Also announces ESPRIT_RELAY, which charon ignores (an unknown status notify,
+    /// RFC 7296 3.10.1) and an esprit server answers in kind.
+    pub(crate) fn me_auth_request(&self) -> Vec<Payload> {
+        let mut out = Vec::new();
+        if self.me.is_none() {
+            return out;
+        }
+        if self.nat.local_behind {
+            out.push(Payload::Notify(
+                Endpoint::new(EndpointKind::ServerReflexive, None).to_notify(),
+            ));
+        }
+        out.push(notify_payload(notify::ESPRIT_RELAY, Vec::new()));
+        out
     }
 
-    /// Initiator, IKE_AUTH response: note the server-reflexive address.
+    /// Initiator, IKE_AUTH response: note the server-reflexive address, and whether
+    /// the server relays.
     pub(crate) fn me_auth_response(&mut self, payloads: &[Payload]) {
         let Some(me) = self.me.as_deref_mut() else {
             return;
         };
+        me.relay = find_notify(payloads, notify::ESPRIT_RELAY).is_some();
         if let Some(e) = endpoints(payloads).next() {
             if e.kind == EndpointKind::ServerReflexive {
                 me.server_reflexive = e.addr;
@@ -132,8 +144,15 @@ impl IkeSa {
             let seen = Endpoint::new(EndpointKind::ServerReflexive, Some(from));
             out.push(Payload::Notify(seen.to_notify()));
         }
+        let relay = find_notify(request, notify::ESPRIT_RELAY).is_some();
+        if relay {
+            // Only a peer that announced it ever hears of the relay.
+            out.push(notify_payload(notify::ESPRIT_RELAY, Vec::new()));
+            ctx.mediation.relay_capable(self.id);
+        }
         if let Some(me) = self.me.as_deref_mut() {
             me.registered = Some(peer.clone());
+            me.relay = relay;
         }
         for requester in ctx.mediation.register(peer.clone(), self.id) {
             ctx.effects.push(SaEffect::RelayMeConnect {
@@ -154,6 +173,7 @@ impl IkeSa {
         peer: Identification,
     ) -> Option<ConnectId> {
         let me = self.me.as_deref()?;
+        ctx.mediation.forget_awaiting(conn);
         let mut id = [0u8; CONNECT_ID_LEN];
         ctx.rng.fill(&mut id);
         let connect_id = ConnectId::new(&id).ok()?;
@@ -164,18 +184,23 @@ impl IkeSa {
             true,
             peer.clone(),
             key.clone(),
-            me.candidates(self.local),
+            me.candidates(self.local, &host_candidates(ctx)),
         );
         list.conn = Some((conn, children));
+        list.via = Some(self.id);
+        if me.relay {
+            list.relay_at = Some(ctx.now + RELAY_AFTER);
+        }
         let request = MeConnect::Connect {
             peer,
             connect_id: connect_id.clone(),
             connect_key: key,
             endpoints: list.our_endpoints(),
             response: false,
-            // We do not ask to be called back: the caller learns at once that the peer
-            // is not registered and retries as its start action says.
-            callback: false,
+            // As charon: the caller learns at once that the peer is not registered
+            // (and retries as its start action says), and the server calls us back
+            // when it registers.
+            callback: true,
         };
         ctx.mediation.checklists.insert(connect_id.clone(), list);
         self.queue(ctx, Task::MeConnect(Box::new(request)));
@@ -200,11 +225,17 @@ impl IkeSa {
         {
             ctx.mediation.checklists.remove(&cid);
         }
+        let relayed = ctx
+            .mediation
+            .relayed
+            .remove(&cid)
+            .is_some_and(|r| r == self.remote);
         ctx.events.push_back(Event::MediatedPath {
             conn: conn.name.clone(),
             ike: self.id,
             local: self.local,
             remote: self.remote,
+            relayed,
         });
     }
 
@@ -304,6 +335,10 @@ impl IkeSa {
             return;
         };
         answer(self, ctx, Vec::new());
+        if !response {
+            ctx.mediation
+                .note_session(ctx.now, connect_id.clone(), self.id, target);
+        }
         ctx.effects.push(SaEffect::RelayMeConnect {
             to: target,
             request: Box::new(MeConnect::Connect {
@@ -329,7 +364,21 @@ impl IkeSa {
             ..
         } = request
         else {
-            // A callback for an attempt we made without asking for one: nothing waits.
+            // The server calls back: the peer we asked for registered. Attempts that
+            // wait for it start again (none when a retry got there first).
+            let MeConnect::Callback { peer } = request else {
+                return;
+            };
+            for a in ctx.mediation.take_callbacks(&peer, self.id) {
+                let in_flight = ctx
+                    .mediation
+                    .checklists
+                    .values()
+                    .any(|l| l.conn.as_ref().is_some_and(|(c, _)| *c == a.conn));
+                if !in_flight {
+                    self.start_mediation(ctx, a.conn, a.children, peer.clone());
+                }
+            }
             return;
         };
         if response {
@@ -354,9 +403,13 @@ impl IkeSa {
             false,
             peer.clone(),
             key.clone(),
-            me.candidates(self.local),
+            me.candidates(self.local, &host_candidates(ctx)),
         );
         list.set_peer(ctx.now, connect_key, endpoints);
+        list.via = Some(self.id);
+        if me.relay {
+            list.relay_at = Some(ctx.now + RELAY_AFTER);
+        }
         let reply = MeConnect::Connect {
             peer,
             connect_id: connect_id.clone(),
@@ -392,6 +445,16 @@ impl IkeSa {
         let Some(list) = ctx.mediation.checklists.remove(&attempt) else {
             return;
         };
+        if list.recheck.is_some() {
+            return; // the relayed path stays
+        }
+        if let (MediationFailure::PeerNotRegistered, Some((ci, children))) =
+            (&reason, list.conn.clone())
+        {
+            // We asked for ME_CALLBACK: the server calls back when the peer registers.
+            ctx.mediation
+                .await_callback(&request.peer, self.id, ci, children);
+        }
         let conn = list
             .conn
             .and_then(|(ci, _)| ctx.connections.get(ci))
@@ -403,6 +466,25 @@ impl IkeSa {
             reason,
         });
     }
+}
+
+/// The engine's host addresses a mediated connection may use: a connection's IKE SA
+/// must be able to run from the chosen base, so when every mediated connection names
+/// `local_addrs`, only those.
+fn host_candidates(ctx: &Ctx<'_>) -> Vec<std::net::IpAddr> {
+    let mut mediated = ctx
+        .connections
+        .iter()
+        .filter(|c| matches!(c.mediation, Mediation::MediatedBy { .. }));
+    if mediated.clone().any(|c| c.local_addrs.is_empty()) {
+        return ctx.mediation.hosts.clone();
+    }
+    ctx.mediation
+        .hosts
+        .iter()
+        .filter(|ip| mediated.any(|c| c.local_addrs.contains(ip)))
+        .copied()
+        .collect()
 }
 
 /// A fresh ME_CONNECTKEY.

@@ -22,6 +22,7 @@ mod mediation;
 mod payloads;
 mod pool;
 mod rekey_ike;
+mod relay;
 mod timer;
 
 use std::collections::hash_map::Entry;
@@ -254,6 +255,17 @@ pub(crate) enum SaEffect {
         to: IkeSaId,
         /// The request to send there.
         request: Box<MeConnect>,
+    },
+    /// A peer's relay for attempt `connect_id` is open at `relay` (esprit's relay
+    /// through the mediation server): the initiator starts the direct IKE SA there
+    /// from `local`, the responder expects it from there.
+    Relayed {
+        /// The attempt.
+        connect_id: ConnectId,
+        /// Our NAT-T address (the mediation SA's).
+        local: SocketAddr,
+        /// The server's relay port.
+        relay: SocketAddr,
     },
     /// IKE SA `id` was just established: index it by its identities and apply the
     /// uniqueness rules to the other IKE SAs between the same identities (RFC 7296 2.4
@@ -698,6 +710,7 @@ impl Endpoint {
         self.rearm(id);
         let mut kick = Vec::new();
         let mut relays = Vec::new();
+        let mut relayed = Vec::new();
         for effect in effects {
             match effect {
                 SaEffect::Spawn(new) => {
@@ -753,6 +766,11 @@ impl Endpoint {
                 SaEffect::RelayMeConnect { to, request } => {
                     relays.push((to, *request));
                 }
+                SaEffect::Relayed {
+                    connect_id,
+                    local,
+                    relay,
+                } => relayed.push((connect_id, local, relay)),
             }
         }
         self.settle_deadlines();
@@ -761,6 +779,9 @@ impl Endpoint {
         }
         for (to, request) in relays {
             self.with_sa(now, to, |sa, ctx| sa.queue_me_connect(ctx, request));
+        }
+        for (cid, local, relay) in relayed {
+            self.relayed(now, &cid, local, relay);
         }
     }
 
@@ -974,8 +995,88 @@ impl Endpoint {
                 continue;
             };
             let outcome = list.on_timeout(now, &mut shared.transmits);
+            let ask = list.relay_due(now).then_some(list.via).flatten();
             self.checklist_outcome(now, &cid, outcome);
+            if let Some(via) = ask {
+                self.with_sa(now, via, |sa, ctx| sa.queue_relay_request(ctx, cid));
+            }
         }
+    }
+
+    /// Mediation server: the engine opened the relay port `port` for attempt
+    /// `connect_id` ([`Event::RelayWanted`]), or could not (`None`); each peer learns
+    /// its port and bind token.
+    pub fn relay_allocated(&mut self, now: Instant, connect_id: &ConnectId, port: Option<u16>) {
+        let Some(sides) = self.shared.mediation.take_session(connect_id) else {
+            return;
+        };
+        for (sa, token) in sides {
+            let ready = crate::wire::relay::RelayReady {
+                port: port.unwrap_or(0),
+                token,
+                connect_id: connect_id.clone(),
+            };
+            self.with_sa(now, sa, |sa, ctx| sa.queue_relay_ready(ctx, ready));
+        }
+        self.settle_deadlines();
+    }
+
+    /// A peer's relay for `cid` is open: the checks are over; the initiator sets the
+    /// direct IKE SA up through it, the responder notes it.
+    fn relayed(&mut self, now: Instant, cid: &ConnectId, local: SocketAddr, relay: SocketAddr) {
+        let Some(list) = self.shared.mediation.checklists.remove(cid) else {
+            return;
+        };
+        match list.conn {
+            Some((ci, children)) if list.initiator => {
+                self.start_mediated(now, cid, ci, children, local, relay, true);
+            }
+            _ => self.shared.mediation.note_relayed(cid.clone(), relay),
+        }
+    }
+
+    /// Starts mediated connection `ci`'s direct IKE SA from `local` to `remote`, with
+    /// ME_CONNECTID `cid` in its IKE_SA_INIT.
+    #[allow(clippy::too_many_arguments)]
+    fn start_mediated(
+        &mut self,
+        now: Instant,
+        cid: &ConnectId,
+        ci: usize,
+        children: Vec<usize>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        relayed: bool,
+    ) {
+        let conn = self
+            .shared
+            .connections
+            .get(ci)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        if self.sas.len() >= self.shared.config.max_ike_sas {
+            self.shared.events.push_back(Event::MediationFailed {
+                conn,
+                peer: String::new(),
+                reason: MediationFailure::NoPath,
+            });
+            return;
+        }
+        let mut ctx = self.shared.ctx(now);
+        let id = ctx.alloc_id();
+        let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
+        ctx.events.push_back(Event::MediatedPath {
+            conn,
+            ike: id,
+            local,
+            remote,
+            relayed,
+        });
+        self.by_spi.insert(sa.our_spi(), id);
+        self.by_conn.entry(ci).or_default().push(id);
+        self.sas.insert(id, sa);
+        self.rearm(id);
+        self.settle_deadlines();
     }
 
     /// The IKE SA holding the child SA with inbound SPI `spi_in`, O(1).
@@ -1092,12 +1193,80 @@ impl Endpoint {
             .map(|(id, _)| *id)
             .min()
             .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
+        // An attempt in flight (one the server's callback started) serves this one.
+        let in_flight = self
+            .shared
+            .mediation
+            .checklists
+            .values()
+            .any(|l| l.recheck.is_none() && l.conn.as_ref().is_some_and(|(c, _)| *c == ci));
+        if in_flight {
+            return Ok(med);
+        }
         self.with_sa(now, med, |sa, ctx| {
             sa.start_mediation(ctx, ci, children, peer)
         })
         .flatten()
         .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
         Ok(med)
+    }
+
+    /// Our host addresses for mediated connections' candidates, besides each
+    /// mediation SA's own (draft-brunner-ikev2-mediation 5.1: every local address is
+    /// a host candidate; the engine leaves out loopback and tunnel devices). The first
+    /// [`mediation::MAX_HOSTS`] are kept; call again when addresses change.
+    pub fn set_host_addresses(&mut self, mut addrs: Vec<IpAddr>) {
+        addrs.retain(|a| !a.is_loopback() && !a.is_unspecified() && !a.is_multicast());
+        addrs.dedup();
+        addrs.truncate(mediation::MAX_HOSTS);
+        self.shared.mediation.hosts = addrs;
+    }
+
+    /// Runs the connectivity checks again for the relayed mediated IKE SA `id` (ours,
+    /// as initiator): ME_CONNECT through the server and checks, without asking for a
+    /// relay; when a pair passes, the SA moves there ([`Event::PeerAddressChanged`],
+    /// [`Event::MediatedPath`] with `relayed` false). Nothing is reported when none
+    /// does. The engine calls this periodically while a path is relayed.
+    pub fn recheck_mediated(&mut self, now: Instant, id: IkeSaId) -> Result<(), CommandError> {
+        let sa = self.sas.get(&id).ok_or(CommandError::UnknownSa)?;
+        if !sa.initiator || !sa.is_established() {
+            return Err(CommandError::UnknownSa);
+        }
+        let ci = sa.conn.ok_or(CommandError::UnknownSa)?;
+        let c = &self.shared.connections[ci];
+        let Mediation::MediatedBy { by, peer } = &c.mediation else {
+            return Err(CommandError::UnknownSa);
+        };
+        let peer = match peer {
+            Some(p) => p.to_wire(),
+            None if !c.remote_id.is_any() => c.remote_id.to_wire(),
+            None => return Err(CommandError::NoMediationPeer(c.name.clone())),
+        };
+        let by = by.clone();
+        let mi = self.shared.connections.iter().position(|c| c.name == by);
+        let med = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                mi.is_some()
+                    && sa.conn == mi
+                    && sa.me.is_some()
+                    && sa.state == ike_sa::State::Established
+            })
+            .map(|(id, _)| *id)
+            .min()
+            .ok_or_else(|| CommandError::MediationNotUp(by.clone()))?;
+        let cid = self
+            .with_sa(now, med, |sa, ctx| {
+                sa.start_mediation(ctx, ci, Vec::new(), peer)
+            })
+            .flatten()
+            .ok_or(CommandError::MediationNotUp(by))?;
+        if let Some(list) = self.shared.mediation.checklists.get_mut(&cid) {
+            list.relay_at = None;
+            list.recheck = Some(id);
+        }
+        Ok(())
     }
 
     /// A connectivity check arrived (an unencrypted INFORMATIONAL with zero SPIs).
@@ -1143,6 +1312,12 @@ impl Endpoint {
         let Some(list) = self.shared.mediation.checklists.remove(cid) else {
             return;
         };
+        if let Some(relayed) = list.recheck {
+            if let Outcome::Chosen { local, remote } = outcome {
+                self.with_sa(now, relayed, |sa, ctx| sa.move_direct(ctx, local, remote));
+            }
+            return;
+        }
         let Some((ci, children)) = list.conn.clone() else {
             return;
         };
@@ -1156,20 +1331,7 @@ impl Endpoint {
             Outcome::Chosen { local, remote }
                 if self.sas.len() < self.shared.config.max_ike_sas =>
             {
-                let mut ctx = self.shared.ctx(now);
-                let id = ctx.alloc_id();
-                let sa =
-                    IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
-                ctx.events.push_back(Event::MediatedPath {
-                    conn,
-                    ike: id,
-                    local,
-                    remote,
-                });
-                self.by_spi.insert(sa.our_spi(), id);
-                self.sas.insert(id, sa);
-                self.rearm(id);
-                self.settle_deadlines();
+                self.start_mediated(now, cid, ci, children, local, remote, false);
             }
             _ => {
                 self.shared.events.push_back(Event::MediationFailed {

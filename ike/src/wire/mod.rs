@@ -31,6 +31,7 @@ pub mod message;
 pub mod nonce;
 pub mod notify;
 pub mod payload;
+pub mod relay;
 pub mod sa;
 pub mod sk;
 pub mod ts;

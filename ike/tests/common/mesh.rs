@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use ike::config::Config;
 use ike::crypto::SeededRng;
-use ike::endpoint::{Endpoint, Transmit};
+use ike::endpoint::{Endpoint, Event, Transmit};
+use ike::wire::relay::RelayToken;
 
 use super::{wall_clock, Node};
 
@@ -95,6 +96,25 @@ pub struct Mesh {
     pub delivered: Vec<Delivered>,
     /// Datagrams dropped by a router's firewall or for want of a route.
     pub dropped: usize,
+    /// Open relay ports when `relay` is set (what the engine of an esprit mediation
+    /// server does on `Event::RelayWanted`).
+    pub relays: Vec<MeshRelay>,
+    /// Answer `Event::RelayWanted` by opening a relay.
+    pub relay: bool,
+    /// Datagrams between these two public addresses are dropped (a blocked path).
+    pub block: Option<(IpAddr, IpAddr)>,
+}
+
+/// A relay port on a mediation server: forwards between the two addresses that bound.
+pub struct MeshRelay {
+    /// The relay's address.
+    pub addr: SocketAddr,
+    tokens: [RelayToken; 2],
+    /// The addresses that bound, by token.
+    pub bound: [Option<SocketAddr>; 2],
+    /// Datagrams forwarded.
+    pub forwarded: usize,
+    cid: ike::wire::mediation::ConnectId,
 }
 
 impl Mesh {
@@ -108,6 +128,9 @@ impl Mesh {
             seq: 0,
             delivered: Vec::new(),
             dropped: 0,
+            relays: Vec::new(),
+            relay: false,
+            block: None,
         }
     }
 
@@ -156,10 +179,92 @@ impl Mesh {
                 self.net.push((at, self.seq, i, t));
             }
             self.hosts[i].node.absorb(self.now);
+            if self.relay {
+                self.open_relays(i);
+            }
         }
     }
 
+    fn open_relays(&mut self, i: usize) {
+        let wanted: Vec<_> = self.hosts[i]
+            .node
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RelayWanted {
+                    connect_id,
+                    local,
+                    tokens,
+                    ..
+                } => Some((connect_id.clone(), *local, *tokens)),
+                _ => None,
+            })
+            .collect();
+        for (cid, local, tokens) in wanted {
+            if self.relays.iter().any(|r| r.cid == cid) {
+                continue;
+            }
+            let port = 40000 + self.relays.len() as u16;
+            self.relays.push(MeshRelay {
+                addr: SocketAddr::new(local, port),
+                tokens,
+                bound: [None; 2],
+                forwarded: 0,
+                cid: cid.clone(),
+            });
+            let now = self.now;
+            self.hosts[i].node.ep.relay_allocated(now, &cid, Some(port));
+        }
+    }
+
+    /// A datagram to a relay port: a bind, or one to forward to the other side.
+    fn relay(&mut self, t: Transmit) {
+        let Some(r) = self.relays.iter_mut().find(|r| r.addr == t.remote) else {
+            self.dropped += 1;
+            return;
+        };
+        if let Some(token) = RelayToken::from_bind(&t.data) {
+            if let Some(k) = r.tokens.iter().position(|x| *x == token) {
+                r.bound[k] = Some(t.local);
+            }
+            return;
+        }
+        let Some(k) = r.bound.iter().position(|b| *b == Some(t.local)) else {
+            self.dropped += 1;
+            return;
+        };
+        let Some(to) = r.bound[1 - k] else {
+            self.dropped += 1;
+            return;
+        };
+        r.forwarded += 1;
+        let fwd = Transmit {
+            local: r.addr,
+            remote: to,
+            data: t.data,
+        };
+        let server = self
+            .hosts
+            .iter()
+            .position(|h| h.router.is_none() && h.node.ip == fwd.local.ip())
+            .unwrap_or(0);
+        self.seq += 1;
+        let at = self.now + self.latency;
+        self.net.push((at, self.seq, server, fwd));
+    }
+
     fn deliver(&mut self, from: usize, mut t: Transmit) {
+        if let Some((x, y)) = self.block {
+            let (a, b) = (t.local.ip(), t.remote.ip());
+            if (a, b) == (x, y) || (a, b) == (y, x) {
+                self.dropped += 1;
+                return;
+            }
+        }
+        if self.relays.iter().any(|r| r.addr == t.remote) {
+            self.relay(t);
+            return;
+        }
         let dest = self.hosts.iter().position(|h| match &h.router {
             Some(r) => r.public == t.remote.ip(),
             None => h.node.ip == t.remote.ip(),
