@@ -211,14 +211,27 @@ fn mixed_traffic_across_many_rekeys_leaves_resources_flat() {
         .count();
     let rates: Vec<String> = bursts
         .iter()
-        .map(|r| match r {
-            Ok(g) => format!("{g:.2}"),
-            Err(e) => format!("error: {e}"),
-        })
+        .filter_map(|r| r.as_ref().err().map(|e| format!("error: {e}")))
         .collect();
+    let mut ok: Vec<f64> = bursts
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    ok.sort_by(f64::total_cmp);
+    let burst_summary = match ok.as_slice() {
+        [] => "none".to_string(),
+        v => format!(
+            "{} of 1 s, median {:.2} Gbit/s (min {:.2}, max {:.2})",
+            v.len(),
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        ),
+    };
     eprintln!(
         "  udp: sent {} received {} missing {} duplicates {}; transfers {} ({} intact, {} MiB \
-         each); bursts (Gbit/s) {}; child rekeys {child_rekeys} (a's log), IKE rekeys {ike_rekeys}",
+         each); bursts {burst_summary}; child rekeys {child_rekeys} (a's log), IKE rekeys \
+         {ike_rekeys}",
         c.sent,
         c.received,
         c.missing_seqs.len(),
@@ -226,7 +239,6 @@ fn mixed_traffic_across_many_rekeys_leaves_resources_flat() {
         transfers.len(),
         intact,
         TRANSFER >> 20,
-        rates.join(" ")
     );
 
     // Resources after the warm-up (a tenth of the run) against the end.
@@ -256,7 +268,7 @@ fn mixed_traffic_across_many_rekeys_leaves_resources_flat() {
         !transfers.is_empty() && intact == transfers.len(),
         "{transfers:?}"
     );
-    assert!(bursts.iter().all(|r| r.is_ok()), "{rates:?}");
+    assert!(rates.is_empty(), "{rates:?}");
     let child_life_secs: u64 = child_life.trim_end_matches('s').parse().unwrap_or(60);
     assert!(
         child_rekeys as u64 >= secs / child_life_secs / 2,
