@@ -49,6 +49,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Counters and the number of SAs only (cheap with 100,000 SAs).
+        #[arg(long)]
+        summary: bool,
     },
     /// Start a connection and wait until it is up.
     Initiate {
@@ -160,8 +163,13 @@ fn ask(socket: &Path, req: &Request) -> Result<Response, String> {
     }
 }
 
-fn status(daemon: &DaemonArgs, json: bool) -> Result<(), String> {
-    match ask(&daemon.socket()?, &Request::Status)? {
+fn status(daemon: &DaemonArgs, json: bool, summary: bool) -> Result<(), String> {
+    let req = if summary {
+        Request::Summary
+    } else {
+        Request::Status
+    };
+    match ask(&daemon.socket()?, &req)? {
         Response::Status(s) if json => {
             println!(
                 "{}",
@@ -297,7 +305,11 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
-        Command::Status { daemon, json } => status(&daemon, json),
+        Command::Status {
+            daemon,
+            json,
+            summary,
+        } => status(&daemon, json, summary),
         Command::Initiate {
             name,
             child,

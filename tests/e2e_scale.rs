@@ -1,11 +1,13 @@
 //! End-to-end at scale (issue 22): one responder with a single `%any` connection and
-//! two initiator daemons (on their own IKE ports) starting 1,000 connections each, all
+//! four initiator daemons (on their own IKE ports) starting 500 connections each, all
 //! at once, over real UDP in namespaces. Every IKE SA and child comes up, no IKE message
 //! is dropped inside the daemons (their counters prove it), no authentication fails
 //! (the cookie exchanges of a loaded responder included), and a SIGTERM deletes every
 //! SA at its peer within the grace time.
 //!
-//! `ESPRIT_SCALE_N` changes the number of connections per initiator (default 1,000).
+//! `ESPRIT_SCALE_N` changes the number of connections per initiator (default 500; four
+//! initiators, since one daemon starting 50,000 connections at once is itself the
+//! bottleneck on two shared cores).
 
 #[path = "e2e/common.rs"]
 mod common;
@@ -20,20 +22,21 @@ use esprit::testbed::esprit::Daemon;
 use esprit::testbed::{wait_for, Topology};
 
 const SECRET: &str = "one secret for every edge site";
-/// Two initiator daemons, on IKE ports 500/4500 and 1500/5500.
-const INITIATORS: [(u16, u16); 2] = [(500, 4500), (1500, 5500)];
+/// Four initiator daemons, each on its own IKE and NAT-T ports.
+const INITIATORS: [(u16, u16); 4] = [(500, 4500), (1500, 5500), (2500, 6500), (3500, 7500)];
 
 fn per_initiator() -> usize {
     std::env::var("ESPRIT_SCALE_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(500)
 }
 
 fn daemon_section(dir: &Path, ports: (u16, u16), tun: &str) -> String {
+    let buffer = (per_initiator() * INITIATORS.len() * 4096).max(8 << 20);
     format!(
         "[daemon]\nport = {}\nport_nat_t = {}\ncontrol_socket = \"{}\"\n\
-         keepalive = \"0s\"\n[tun]\nname = \"{tun}\"\n",
+         keepalive = \"0s\"\nsocket_buffer = {buffer}\n[tun]\nname = \"{tun}\"\n",
         ports.0,
         ports.1,
         dir.join("esprit.sock").display()
@@ -48,9 +51,21 @@ fn responder(dir: &Path, total: usize) -> String {
     // default 4,096 for the larger bench runs, so nothing is refused as overloaded.
     // All sites share the initiators' one address, so the per-source share too.
     let half_open = total.max(4096);
+    // The responder finishes the handshakes it started before it reads new
+    // IKE_SA_INIT requests, so a burst waits in port 500's socket buffer, with the
+    // initiators' retransmissions: sized for it (about 4 KiB of kernel memory per peer
+    // starting at once), nothing is lost there. The initiators get the same.
+    // Past the CI size the requests wait seconds, and cookies meet a race (an
+    // initiator answered on a stale copy of its first request signs its cookie copy:
+    // README, "Many peers on one daemon"); the bench measures throughput without them.
+    let cookies = if total > 4000 { total } else { 64 };
+    let max_sas = (total + total / 10).max(100_000);
     t = t.replacen(
         "[daemon]\n",
-        &format!("[daemon]\nmax_half_open = {half_open}\nmax_half_open_per_source = {half_open}\n"),
+        &format!(
+            "[daemon]\nmax_half_open = {half_open}\nmax_half_open_per_source = {half_open}\n\
+             cookie_threshold = {cookies}\nmax_ike_sas = {max_sas}\n"
+        ),
         1,
     );
     t.push_str(
@@ -123,28 +138,38 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         Duration::from_secs(240),
         Duration::from_millis(500),
         || {
-            let s = hub.status().ok()?;
-            let children: usize = s
-                .ike_sas
-                .iter()
-                .filter(|sa| sa.state == "ESTABLISHED")
-                .map(|sa| sa.children.len())
-                .sum();
-            (children == total).then_some(s)
+            // The summary counts without listing: polling it costs the hub nothing
+            // that grows with the SAs it holds.
+            let s = hub.summary().ok()?.summary;
+            (s.established == total && s.child_sas == total).then_some(())
         },
     );
-    let s = match up {
-        Ok(s) => s,
-        Err(e) => {
-            let s = hub.status().map(|s| s.ike_sas.len()).unwrap_or(0);
-            panic!("{e}: {s} IKE SAs at the hub\n{}", tail(&hub.proc.log()));
-        }
-    };
+    if let Err(e) = up {
+        let s = hub.summary().map(|s| s.summary).unwrap_or_default();
+        panic!("{e}: at the hub {s:?}\n{}", tail(&hub.proc.log()));
+    }
     let took = started.elapsed();
     let (rss1, cpu1) = (rss_kib(hub_pid), cpu_secs(hub_pid));
+    // The whole report, streamed: its bytes are one JSON line naming every SA. Ten
+    // calls must give the memory they take back (the report is never whole in the
+    // hub; issue 22: four calls once left 12 MB behind for good).
     let t = Instant::now();
-    hub.status().expect("status");
+    let bytes = hub.status_bytes(Duration::from_secs(60)).expect("status");
     let status_time = t.elapsed();
+    assert_eq!(bytes.last(), Some(&b'\n'), "one line, ended");
+    let s = match serde_json::from_slice(&bytes).expect("status is valid JSON") {
+        engine::control::Response::Status(s) => *s,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    drop(bytes);
+    for _ in 0..9 {
+        hub.status_bytes(Duration::from_secs(60)).expect("status");
+    }
+    let rss10 = rss_kib(hub_pid);
+    eprintln!(
+        "scale: status is {} IKE SAs; hub RSS {rss1} KiB before, {rss10} KiB after 10 calls",
+        s.ike_sas.len()
+    );
     let idle = Duration::from_secs(3);
     let before_idle = cpu_secs(hub_pid);
     std::thread::sleep(idle);
@@ -159,10 +184,16 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         status_time.as_secs_f64() * 1e3,
         idle_cpu * 100.0
     );
+    let mut states = std::collections::BTreeMap::<&str, usize>::new();
+    for sa in &s.ike_sas {
+        *states.entry(sa.state.as_str()).or_default() += 1;
+    }
+    let json = serde_json::to_value(&s.counters).unwrap();
     assert_eq!(
         s.ike_sas.len(),
         total,
-        "no duplicates, no half-open SA left"
+        "no duplicates, no half-open SA left: {states:?}; {}",
+        json["ike"]
     );
     for d in &edges {
         let e = d.status().expect("edge status");
@@ -174,7 +205,6 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         assert_eq!(up, n, "every connection of the edge daemon is up");
     }
     // Nothing dropped inside the daemons; no authentication failed, cookies or not.
-    let json = serde_json::to_value(&s.counters).unwrap();
     for path in [
         &["inbound", "ike_dropped_queue_full"][..],
         &["inbound", "ike_dropped_closed"],
@@ -202,9 +232,11 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
     // SIGTERM: the hub deletes every SA at its peers and none is left unconfirmed.
     let t0 = Instant::now();
     hub.proc.signal(libc::SIGTERM).expect("SIGTERM");
+    // The hub's own grace: 3 s and 2 s per 10,000 SAs (`[daemon] shutdown_grace`).
+    let grace = Duration::from_secs(3) + Duration::from_millis(total as u64 / 5);
     wait_for(
         "the hub to exit",
-        Duration::from_secs(10),
+        grace + Duration::from_secs(10),
         Duration::from_millis(50),
         || hub.proc.try_status().ok().flatten(),
     )

@@ -28,6 +28,9 @@ use crate::status::Status;
 pub enum Request {
     /// SAs and counters.
     Status,
+    /// Counters and the number of SAs by state, without listing them: cheap at any
+    /// number of SAs.
+    Summary,
     /// Start a connection (all its children, or one).
     Initiate {
         /// Connection name.
@@ -116,8 +119,25 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> io::Result<Resp
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
 }
 
+/// The daemon's answer as it travels to the connection's task: whole, or (the status
+/// report, megabytes at 100,000 SAs) as the pieces of one JSON line, written to the
+/// socket as they come so neither side holds the whole text.
+pub(crate) enum Answer {
+    /// One response, serialized by the connection's task.
+    Whole(Response),
+    /// The bytes of one response line (newline included), in order; the line ends
+    /// early (invalid JSON for the caller) if the daemon gives up on a slow reader.
+    Stream(mpsc::Receiver<Vec<u8>>),
+}
+
+impl From<Response> for Answer {
+    fn from(r: Response) -> Answer {
+        Answer::Whole(r)
+    }
+}
+
 /// A request with the channel its answer goes back on.
-pub(crate) type Pending = (Request, oneshot::Sender<Response>);
+pub(crate) type Pending = (Request, oneshot::Sender<Answer>);
 
 /// The listening socket; removes its file when dropped.
 pub(crate) struct ControlSocket {
@@ -197,7 +217,15 @@ async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) {
                     return;
                 }
                 match answer.await {
-                    Ok(r) => r,
+                    Ok(Answer::Whole(r)) => r,
+                    Ok(Answer::Stream(mut pieces)) => {
+                        while let Some(piece) = pieces.recv().await {
+                            if wr.write_all(&piece).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
                     Err(_) => return,
                 }
             }

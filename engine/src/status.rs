@@ -24,6 +24,68 @@ pub struct Status {
     /// Pipes through the netstack, with their counters.
     #[serde(default)]
     pub pipes: Vec<crate::netstack::PipeStats>,
+    /// How many SAs there are, counted without listing them (all that `summary`
+    /// answers besides the counters).
+    #[serde(default)]
+    pub summary: Summary,
+}
+
+/// SAs counted by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// IKE SAs in every state.
+    pub ike_sas: usize,
+    /// IKE SAs established (rekeying included).
+    pub established: usize,
+    /// Child SAs of all IKE SAs.
+    pub child_sas: usize,
+}
+
+/// Bytes the daemon gathers before it hands a piece of a status line to the socket.
+pub(crate) const STATUS_PIECE: usize = 64 * 1024;
+
+/// Writes the status report as the one JSON line `Response::Status` serializes to,
+/// one IKE SA at a time, in pieces of about [`STATUS_PIECE`] bytes: at 100,000 SAs
+/// neither the report nor its text is ever whole in the daemon's memory.
+pub(crate) struct StatusWriter {
+    piece: Vec<u8>,
+    first: bool,
+}
+
+impl StatusWriter {
+    /// Starts the line.
+    pub(crate) fn new() -> StatusWriter {
+        let mut piece = Vec::with_capacity(STATUS_PIECE + 4096);
+        piece.extend_from_slice(br#"{"result":"status","ike_sas":["#);
+        StatusWriter { piece, first: true }
+    }
+
+    /// Adds an IKE SA; returns a full piece to send, if one is ready.
+    pub(crate) fn push(&mut self, sa: &IkeSaStatus) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.first) {
+            self.piece.push(b',');
+        }
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.piece, sa);
+        (self.piece.len() >= STATUS_PIECE)
+            .then(|| std::mem::replace(&mut self.piece, Vec::with_capacity(STATUS_PIECE + 4096)))
+    }
+
+    /// Ends the line with everything but the IKE SAs (`rest.ike_sas` is left out):
+    /// the last piece, newline included.
+    pub(crate) fn finish(mut self, rest: &Status) -> Vec<u8> {
+        self.piece.push(b']');
+        let whole = serde_json::to_vec(rest).unwrap_or_default();
+        // `rest` serializes as {"ike_sas":[...],"connections":...}: keep what follows
+        // its list, opening with the comma.
+        let tail = whole
+            .iter()
+            .position(|b| *b == b']')
+            .map_or(&b"}"[..], |i| &whole[i + 1..]);
+        self.piece.extend_from_slice(tail);
+        self.piece.push(b'\n');
+        self.piece
+    }
 }
 
 /// IKE mediation at a glance.
@@ -262,7 +324,7 @@ fn human(s: u64) -> String {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.ike_sas.is_empty() {
+        if self.ike_sas.is_empty() && self.summary.ike_sas == 0 {
             writeln!(f, "no IKE SAs")?;
         }
         for sa in &self.ike_sas {
@@ -384,6 +446,14 @@ impl fmt::Display for Status {
                 writeln!(f, "{}: last error: {e}", c.name)?;
             }
         }
+        let n = self.summary;
+        if self.ike_sas.is_empty() && n.ike_sas > 0 {
+            writeln!(
+                f,
+                "{} IKE SA(s), {} established, {} child SA(s)",
+                n.ike_sas, n.established, n.child_sas
+            )?;
+        }
         let replaced = self.counters.ike["replaced_ike_sas"].as_u64().unwrap_or(0);
         if replaced > 0 {
             writeln!(
@@ -399,6 +469,68 @@ impl fmt::Display for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streamed line is byte for byte what serializing the whole report gives,
+    /// whatever the piece size, and the summary's text counts the SAs.
+    #[test]
+    fn streamed_status_is_the_whole_response() {
+        let sa = |id: u64| IkeSaStatus {
+            conn: format!("site-{id}"),
+            id,
+            state: "ESTABLISHED".into(),
+            children: vec![ChildSaStatus {
+                name: "net".into(),
+                local_ts: vec!["10.96.1.0/24".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Enough SAs for several pieces.
+        let sas: Vec<IkeSaStatus> = (1..=300).map(sa).collect();
+        let rest = Status {
+            connections: vec![ConnectionStatus {
+                name: "site-1".into(),
+                last_error: Some("timeout".into()),
+            }],
+            summary: Summary {
+                ike_sas: 300,
+                established: 300,
+                child_sas: 300,
+            },
+            ..Default::default()
+        };
+        let mut whole = Status {
+            ike_sas: sas.clone(),
+            ..rest.clone()
+        };
+        let mut line = Vec::new();
+        let mut pieces = 0;
+        let mut w = StatusWriter::new();
+        for s in &sas {
+            if let Some(p) = w.push(s) {
+                assert!(p.len() >= STATUS_PIECE);
+                line.extend_from_slice(&p);
+                pieces += 1;
+            }
+        }
+        line.extend_from_slice(&w.finish(&rest));
+        let mut expected =
+            serde_json::to_vec(&crate::control::Response::Status(Box::new(whole.clone()))).unwrap();
+        expected.push(b'\n');
+        assert!(pieces >= 1, "the line came in more than one piece");
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        // No SA: an empty list.
+        let empty = StatusWriter::new().finish(&rest);
+        let back: crate::control::Response = serde_json::from_slice(&empty).unwrap();
+        assert!(matches!(back, crate::control::Response::Status(s) if s.ike_sas.is_empty()));
+        whole.ike_sas.clear();
+        assert!(whole
+            .to_string()
+            .contains("300 IKE SA(s), 300 established, 300 child SA(s)"));
+    }
 
     #[test]
     fn text_looks_like_swanctl() {

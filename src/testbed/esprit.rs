@@ -278,11 +278,14 @@ impl Daemon {
     /// whose control socket is `dir/esprit.sock`; returns once the socket answers.
     pub fn adopt(mut proc: Proc, config: &Path, dir: &Path) -> io::Result<Daemon> {
         let socket = dir.join("esprit.sock");
+        // A configuration of tens of thousands of connections (tests/e2e_scale.rs)
+        // takes seconds to parse and start on shared cores: 5 s more per MiB of it.
+        let mib = std::fs::metadata(config).map_or(0, |m| m.len()) >> 20;
         let up = wait_ok(
             "the esprit control socket",
-            Duration::from_secs(10),
+            Duration::from_secs(10 + 5 * mib),
             Duration::from_millis(20),
-            || request(&socket, &Request::Status, Duration::from_secs(2)).map(|_| ()),
+            || request(&socket, &Request::Summary, Duration::from_secs(2)).map(|_| ()),
         );
         if let Err(e) = up {
             let log = proc.log();
@@ -299,6 +302,29 @@ impl Daemon {
     /// The daemon's status.
     pub fn status(&self) -> io::Result<Status> {
         match request(&self.socket, &Request::Status, Duration::from_secs(5))? {
+            Response::Status(s) => Ok(*s),
+            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The bytes of one `status` answer as they come off the control socket, up to the
+    /// daemon's close (the streamed report, unparsed).
+    pub fn status_bytes(&self, timeout: Duration) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let mut line = serde_json::to_vec(&Request::Status)?;
+        line.push(b'\n');
+        sock.write_all(&line)?;
+        let mut bytes = Vec::new();
+        sock.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The daemon's counters and SA counts, without the SA list (`{"cmd":"summary"}`).
+    pub fn summary(&self) -> io::Result<Status> {
+        match request(&self.socket, &Request::Summary, Duration::from_secs(5))? {
             Response::Status(s) => Ok(*s),
             other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
         }

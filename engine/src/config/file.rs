@@ -153,6 +153,10 @@ pub struct DaemonSection {
     pub max_half_open_per_source: usize,
     /// Most IKE SAs the daemon holds.
     pub max_ike_sas: usize,
+    /// How long shutdown waits for the peers to confirm its deletes, plus 2 s for every
+    /// 10,000 IKE SAs it deletes (it exits as soon as every peer has answered).
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for DaemonSection {
@@ -170,6 +174,7 @@ impl Default for DaemonSection {
             max_half_open: 4096,
             max_half_open_per_source: 128,
             max_ike_sas: 100_000,
+            shutdown_grace: Duration::from_secs(3),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Daemon {
     pub max_half_open_per_source: usize,
     /// Most IKE SAs.
     pub max_ike_sas: usize,
+    /// Shutdown's wait for the peers' answers, before the per-SA share.
+    pub shutdown_grace: Duration,
 }
 
 /// `[tun]`, resolved.
@@ -306,6 +308,7 @@ fn daemon(cx: &Cx<'_>, d: &DaemonSection) -> Result<Daemon, ConfigError> {
         max_half_open: d.max_half_open,
         max_half_open_per_source: d.max_half_open_per_source,
         max_ike_sas: d.max_ike_sas,
+        shutdown_grace: d.shutdown_grace,
     })
 }
 

@@ -23,9 +23,7 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 impl Sas {
     /// The mediation role of connection `conn`.
     pub(crate) fn mediation_of(&self, conn: &str) -> Mediation {
-        self.plans
-            .iter()
-            .find(|p| p.conn.name == conn)
+        self.plan(conn)
             .map(|p| p.conn.mediation.clone())
             .unwrap_or_default()
     }
@@ -35,21 +33,17 @@ impl Sas {
     /// only answers.
     pub(crate) fn start_mediation_conn(&mut self, now: Instant, conn: &str) -> Result<(), String> {
         let has_remote = self
-            .plans
-            .iter()
-            .any(|p| p.conn.name == conn && !p.conn.remote_addrs.is_empty());
+            .plan(conn)
+            .is_some_and(|p| !p.conn.remote_addrs.is_empty());
         if !has_remote {
             return Err(format!(
                 "{conn:?} is a mediation server's connection: peers register through it"
             ));
         }
         self.refresh_host_candidates();
-        if self
-            .ep
-            .ike_sas()
-            .iter()
-            .any(|sa| sa.conn == conn && matches!(sa.state, "CONNECTING" | "ESTABLISHED"))
-        {
+        // From the per-connection index, not a snapshot of every SA.
+        let state = self.ep.connection_state(conn);
+        if state.connecting || state.established {
             return Ok(());
         }
         self.ep
@@ -79,21 +73,6 @@ impl Sas {
             })
             .collect();
         self.ep.set_host_addresses(hosts);
-    }
-
-    /// At startup: every peer-side mediation connection registers.
-    pub(crate) fn start_mediation(&mut self, now: Instant) {
-        let conns: Vec<String> = self
-            .plans
-            .iter()
-            .filter(|p| p.conn.mediation == Mediation::Mediation && !p.conn.remote_addrs.is_empty())
-            .map(|p| p.conn.name.clone())
-            .collect();
-        for conn in conns {
-            if let Err(e) = self.start_mediation_conn(now, &conn) {
-                tracing::warn!("{conn}: cannot register at the mediation server: {e}");
-            }
-        }
     }
 
     /// A mediated child must wait for mediation connection `by`: starts it and parks
@@ -151,10 +130,9 @@ impl Sas {
     ) {
         self.med.attempts.remove(conn);
         self.med.paths.retain(|_, (ike, ..)| *ike != id);
-        let is_peer_mediation = self.plans.iter().any(|p| {
-            p.conn.name == conn
-                && p.conn.mediation == Mediation::Mediation
-                && !p.conn.remote_addrs.is_empty()
+        // By the name index: an O(n) scan here made deleting n SAs quadratic.
+        let is_peer_mediation = self.plan(conn).is_some_and(|p| {
+            p.conn.mediation == Mediation::Mediation && !p.conn.remote_addrs.is_empty()
         });
         if is_peer_mediation
             && !self.closing

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ike::wire::TrafficSelector;
 use ipnet::IpNet;
@@ -12,7 +13,14 @@ use tun_io::RouteGuard;
 pub(crate) struct OsRoutes {
     guard: Option<RouteGuard>,
     refs: HashMap<IpNet, usize>,
+    /// This namespace's addresses as last read, and when: reading them is a netlink
+    /// dump of every link and address; once per new route it was 5% of the control
+    /// task's time while thousands of peers came up (issue 22).
+    addrs: Option<(Instant, Vec<IpAddr>)>,
 }
+
+/// How long [`OsRoutes::acquire`] uses the addresses it read.
+const ADDRS_FRESH: Duration = Duration::from_secs(1);
 
 impl OsRoutes {
     /// Routes through `ifname`, or none at all when `enabled` is false.
@@ -25,6 +33,7 @@ impl OsRoutes {
         Ok(OsRoutes {
             guard,
             refs: HashMap::new(),
+            addrs: None,
         })
     }
 
@@ -54,33 +63,29 @@ impl OsRoutes {
 
     /// Our address to use as the routes' source: one inside our selectors.
     pub(crate) fn source_for(local_ts: &[TrafficSelector]) -> Vec<IpAddr> {
-        let Ok(addrs) = tun_io::local_addrs() else {
-            return Vec::new();
-        };
-        addrs
-            .into_iter()
-            .filter(|a| {
-                local_ts.iter().any(|ts| {
-                    ts.start_addr.is_ipv4() == a.is_ipv4()
-                        && ts.start_addr <= *a
-                        && *a <= ts.end_addr
-                })
-            })
-            .collect()
+        within(&tun_io::local_addrs().unwrap_or_default(), local_ts)
     }
 
-    /// Takes a reference on each of `nets`, adding the routes not yet there.
-    pub(crate) fn acquire(&mut self, nets: &[IpNet], sources: &[IpAddr]) {
-        let Some(guard) = self.guard.as_mut() else {
+    /// Takes a reference on each of `nets`, adding the routes not yet there, each with a
+    /// source address of ours inside `local_ts` if there is one.
+    pub(crate) fn acquire(&mut self, nets: &[IpNet], local_ts: &[TrafficSelector]) {
+        if self.guard.is_none() {
             return;
-        };
+        }
+        let mut sources: Option<Vec<IpAddr>> = None;
         for net in nets {
-            let n = self.refs.entry(*net).or_insert(0);
-            if *n == 0 {
+            if self.refs.get(net).copied().unwrap_or(0) == 0 {
+                if sources.is_none() {
+                    sources = Some(self.sources(local_ts));
+                }
                 let src = sources
                     .iter()
+                    .flatten()
                     .copied()
                     .find(|s| s.is_ipv4() == net.addr().is_ipv4());
+                let Some(guard) = self.guard.as_mut() else {
+                    return;
+                };
                 match guard.add_with_src(*net, src) {
                     Ok(()) => tracing::debug!("route {net} via TUN (src {src:?})"),
                     Err(e) => {
@@ -89,8 +94,22 @@ impl OsRoutes {
                     }
                 }
             }
-            *n += 1;
+            *self.refs.entry(*net).or_insert(0) += 1;
         }
+    }
+
+    /// [`OsRoutes::source_for`] on addresses read at most [`ADDRS_FRESH`] ago.
+    fn sources(&mut self, local_ts: &[TrafficSelector]) -> Vec<IpAddr> {
+        let now = Instant::now();
+        let fresh = self
+            .addrs
+            .as_ref()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) < ADDRS_FRESH);
+        if !fresh {
+            self.addrs = Some((now, tun_io::local_addrs().unwrap_or_default()));
+        }
+        let addrs = self.addrs.as_ref().map_or(&[][..], |(_, a)| a);
+        within(addrs, local_ts)
     }
 
     /// Drops a reference on each of `nets`, removing routes nobody uses any more.
@@ -111,4 +130,17 @@ impl OsRoutes {
             }
         }
     }
+}
+
+/// The addresses of `addrs` that `local_ts` covers.
+fn within(addrs: &[IpAddr], local_ts: &[TrafficSelector]) -> Vec<IpAddr> {
+    addrs
+        .iter()
+        .copied()
+        .filter(|a| {
+            local_ts.iter().any(|ts| {
+                ts.start_addr.is_ipv4() == a.is_ipv4() && ts.start_addr <= *a && *a <= ts.end_addr
+            })
+        })
+        .collect()
 }

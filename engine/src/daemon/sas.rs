@@ -108,6 +108,8 @@ pub(crate) struct Sas {
     pub(crate) vips: Vips,
     /// The userspace stack in place of the TUN device, if configured.
     pub(crate) netstack: Option<crate::netstack::NetstackHandle>,
+    /// `[daemon] shutdown_grace`.
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// What a reload did, by connection name.
@@ -155,6 +157,7 @@ impl Sas {
             updown: Updown::start(),
             med: MediationBook::default(),
             netstack: None,
+            shutdown_grace: Duration::from_secs(3),
         }
     }
 
@@ -178,7 +181,7 @@ impl Sas {
         self.next_id
     }
 
-    fn plan(&self, conn: &str) -> Option<&ConnectionPlan> {
+    pub(crate) fn plan(&self, conn: &str) -> Option<&ConnectionPlan> {
         self.plan_index.get(conn).and_then(|i| self.plans.get(*i))
     }
 
@@ -212,7 +215,17 @@ impl Sas {
         for key in traps {
             self.install_trap(&key);
         }
-        self.start_mediation(now);
+        // Only this connection: starting every mediation connection here made
+        // starting n connections quadratic (issue 22: an initiator with 15,000
+        // connections did not answer its control socket for 10 s).
+        let peer_mediation = self.plan(conn).is_some_and(|p| {
+            p.conn.mediation == ike::config::Mediation::Mediation && !p.conn.remote_addrs.is_empty()
+        });
+        if peer_mediation {
+            if let Err(e) = self.start_mediation_conn(now, conn) {
+                tracing::warn!("{conn}: cannot register at the mediation server: {e}");
+            }
+        }
         for (conn, child) in starts {
             if let Err(e) = self.initiate(now, &conn, Some(&child)) {
                 tracing::warn!("{conn}.{child}: cannot initiate: {e}");
@@ -482,8 +495,8 @@ impl Sas {
         } else {
             Vec::new()
         };
-        let sources = OsRoutes::source_for(&child.local_ts);
-        self.routes.acquire(&nets, &sources);
+        let local_ts = child.local_ts.clone();
+        self.routes.acquire(&nets, &local_ts);
         let id = self.alloc();
         self.traps.insert(key.clone(), id);
         self.trap_owner.insert(id, (key.clone(), nets));
@@ -758,8 +771,7 @@ impl Sas {
                 } else {
                     Vec::new()
                 };
-                let sources = OsRoutes::source_for(&info.local_ts);
-                self.routes.acquire(&nets, &sources);
+                self.routes.acquire(&nets, &info.local_ts);
                 (route, nets, "established")
             }
         };

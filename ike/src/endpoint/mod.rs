@@ -26,7 +26,7 @@ mod relay;
 mod timer;
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -279,9 +279,9 @@ pub(crate) enum SaEffect {
 }
 
 /// Drops `id` from connection `conn`'s index entry.
-fn unindex_conn(by_conn: &mut HashMap<usize, Vec<IkeSaId>>, conn: usize, id: IkeSaId) {
+fn unindex_conn(by_conn: &mut HashMap<usize, BTreeSet<IkeSaId>>, conn: usize, id: IkeSaId) {
     if let Some(ids) = by_conn.get_mut(&conn) {
-        ids.retain(|i| *i != id);
+        ids.remove(&id);
         if ids.is_empty() {
             by_conn.remove(&conn);
         }
@@ -409,8 +409,10 @@ pub struct Endpoint {
     /// INITIAL_CONTACT and `unique` without a scan over every SA.
     by_peer: HashMap<(Identity, Identity), Vec<IkeSaId>>,
     /// Connection index -> its IKE SAs (once the SA knows its connection), so that
-    /// per-connection questions never scan every SA.
-    by_conn: HashMap<usize, Vec<IkeSaId>>,
+    /// per-connection questions never scan every SA. A set: one `%any` connection may
+    /// hold 100,000 SAs, and a list's membership test on every message made a burst of
+    /// handshakes quadratic (issue 22).
+    by_conn: HashMap<usize, BTreeSet<IkeSaId>>,
     /// Connection name -> its index in `shared.connections`: commands name connections,
     /// and a daemon with 25,000 of them must not search the list per command.
     conn_by_name: HashMap<String, usize>,
@@ -609,6 +611,21 @@ impl Endpoint {
         v
     }
 
+    /// The handles of every IKE SA, in order: with [`Endpoint::ike_sa`], a report
+    /// that takes one SA at a time instead of [`Endpoint::ike_sas`]'s whole snapshot.
+    pub fn ike_sa_ids(&self) -> Vec<IkeSaId> {
+        let mut v: Vec<IkeSaId> = self.sas.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// One IKE SA's status, if it still exists.
+    pub fn ike_sa(&self, id: IkeSaId) -> Option<IkeSaInfo> {
+        self.sas
+            .get(&id)
+            .map(|sa| sa.info(&self.shared.connections))
+    }
+
     fn with_sa<R>(
         &mut self,
         now: Instant,
@@ -700,10 +717,7 @@ impl Endpoint {
                 self.sas.remove(&id);
             } else if let Some(c) = sa.conn {
                 // A responder learns its connection in IKE_AUTH.
-                let ids = self.by_conn.entry(c).or_default();
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
+                self.by_conn.entry(c).or_default().insert(id);
             }
         }
         self.index_children(id);
@@ -730,7 +744,7 @@ impl Endpoint {
                         self.by_peer.entry(key).or_default().push(new_id);
                     }
                     if let Some(c) = new.conn {
-                        self.by_conn.entry(c).or_default().push(new_id);
+                        self.by_conn.entry(c).or_default().insert(new_id);
                     }
                     self.sas.insert(new_id, *new);
                     self.index_children(new_id);
@@ -1073,7 +1087,7 @@ impl Endpoint {
             relayed,
         });
         self.by_spi.insert(sa.our_spi(), id);
-        self.by_conn.entry(ci).or_default().push(id);
+        self.by_conn.entry(ci).or_default().insert(id);
         self.sas.insert(id, sa);
         self.rearm(id);
         self.settle_deadlines();
@@ -1160,7 +1174,7 @@ impl Endpoint {
         let id = ctx.alloc_id();
         let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, None);
         sa.initial_contact = initial_contact;
-        self.by_conn.entry(ci).or_default().push(id);
+        self.by_conn.entry(ci).or_default().insert(id);
         self.by_spi.insert(sa.our_spi(), id);
         self.sas.insert(id, sa);
         self.rearm(id);

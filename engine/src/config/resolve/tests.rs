@@ -67,6 +67,7 @@ fn the_documented_sample_resolves_with_a_psk() {
             max_half_open: 4096,
             max_half_open_per_source: 128,
             max_ike_sas: 100_000,
+            shutdown_grace: Duration::from_secs(3),
         }
     );
     assert_eq!(
