@@ -142,6 +142,16 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The namespace's non-zero TCP counters (for a failure's report).
+fn tcp_counters(ns: &Netns) -> String {
+    ns.run_stdout(&["nstat", "-az"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Tcp") && l.split_whitespace().nth(1) != Some("0"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Binds a TCP listener inside `ns`.
 fn listen(ns: &Netns, addr: &str) -> TcpListener {
     let addr: SocketAddr = addr.parse().unwrap();
@@ -427,8 +437,17 @@ fn pipes_through_an_unprivileged_netstack() {
             );
         }));
     }
-    for c in clients {
-        c.join().expect("an echo connection failed");
+    let failed = clients.into_iter().filter_map(|c| c.join().err()).count();
+    if failed > 0 {
+        panic!(
+            "{failed} echo connections failed; pipes: {:?}\n--- a ---\n{}\n--- b ---\n{}\n\
+             --- b's TCP counters ---\n{}\n--- a's TCP counters ---\n{}",
+            dmn_a.status().map(|s| s.pipes),
+            dmn_a.log(),
+            dmn_b.log(),
+            tcp_counters(b),
+            tcp_counters(a),
+        );
     }
 
     // UDP: datagrams echoed through the UDP pipe, each checked; and from b through

@@ -437,6 +437,11 @@ impl Stack {
         }
         let state = sock.state();
         let done = match state {
+            // Both FINs were exchanged, so everything the tunnel side sent is in
+            // smoltcp's buffer: a reset now (the far side forgot the connection and
+            // answers our ACK of its retransmitted FIN with one, as RFC 1337 warns)
+            // ends nothing. Deliver the rest, then the FIN, as from TIME-WAIT.
+            tcp::State::Closed if c.fin_in && c.fin_out => !sock.can_recv() && c.down.is_none(),
             // A socket that was just aborted still has its RST to send: free it only
             // after one more poll.
             tcp::State::Closed if !c.closed_seen => {
@@ -457,6 +462,13 @@ impl Stack {
         let counters = &self.pipes[c.pipe].1;
         if c.down.is_some() {
             // Closed without a FIN from the tunnel (reset, refused, timed out).
+            tracing::info!(
+                "pipe {}: the tunnel side of a connection (local port {:?}) closed \
+                 without FIN{}: resetting the host side",
+                self.pipes[c.pipe].0.name,
+                c.local_port,
+                if c.moved { "" } else { " before any data" },
+            );
             c.flags.inner_reset.store(true, Ordering::Relaxed);
             c.down = None;
             if c.counted && !c.moved && !c.flags.host_reset.load(Ordering::Relaxed) {
