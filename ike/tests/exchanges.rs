@@ -1322,6 +1322,82 @@ fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
     assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
 }
 
+/// Issue 22 fault 2, the order still open after the test above: the stale copy of a's
+/// first request reaches b (below its threshold again) before a's cookie retry, and
+/// b's answer reaches a. Had b built an SA from the stale copy, a (which moved on to
+/// its cookie retry, and signs that one) would take the answer and both sides would
+/// fail authentication. b remembers whom it challenged: the stale copy gets the COOKIE
+/// again, a keeps its retry in flight, and the SA comes up from the retry alone.
+#[test]
+fn a_stale_request_answered_before_the_cookie_retry_gets_the_cookie_again() {
+    let config = Config {
+        cookie_threshold: 1,
+        ..Config::default()
+    };
+    let mut p = psk_pair(IKE, ESP);
+    let mut b = ike::endpoint::Endpoint::new(
+        config,
+        Box::new(ike::crypto::SeededRng::new(0xb0b)),
+        (p.now, wall_clock()),
+    );
+    b.add_connection(psk_b_conn(IKE, ESP));
+    let now = p.now;
+    // A third initiator fills b's one half-open slot, so a gets a COOKIE.
+    let mut c = ike::endpoint::Endpoint::new(
+        Config::default(),
+        Box::new(ike::crypto::SeededRng::new(0xc)),
+        (now, wall_clock()),
+    );
+    c.add_connection(psk_conn(
+        "site-b",
+        [192, 0, 2, 3],
+        Some(B_IP),
+        "site-c",
+        "site-b",
+        "a long random secret",
+        IKE,
+        vec![],
+    ));
+    c.initiate(now, "site-b", None).unwrap();
+    deliver_all(now, &mut c, &mut b);
+    while b.poll_transmit().is_some() {}
+    p.a.ep.initiate(now, "site-b", None).unwrap();
+    let first = p.a.ep.poll_transmit().expect("IKE_SA_INIT");
+    b.handle(now, first.remote, first.local, &first.data);
+    assert_eq!(deliver_all(now, &mut b, &mut p.a.ep), 1, "the COOKIE reply");
+    let retry = p.a.ep.poll_transmit().expect("IKE_SA_INIT with the cookie");
+    // c's half-open SA expires: b is below its threshold again.
+    let later = now + Duration::from_secs(40);
+    b.handle_timeout(later);
+    assert!(b.ike_sas().is_empty(), "{:?}", b.ike_sas());
+    // The stale copy arrives, and b's answer reaches a.
+    b.handle(later, first.remote, first.local, &first.data);
+    assert!(
+        b.ike_sas().is_empty(),
+        "an SA from the stale copy: {:?}",
+        b.ike_sas()
+    );
+    assert_eq!(b.stats().cookies_sent, 2);
+    deliver_all(later, &mut b, &mut p.a.ep);
+    // a does not start over for a cookie it already sends (no new request).
+    assert!(p.a.ep.poll_transmit().is_none());
+    // The retry reaches b: the SA comes up from it.
+    b.handle(later, retry.remote, retry.local, &retry.data);
+    for _ in 0..10 {
+        deliver_all(later, &mut b, &mut p.a.ep);
+        deliver_all(later, &mut p.a.ep, &mut b);
+    }
+    let up = |ep: &ike::endpoint::Endpoint| {
+        ep.ike_sas()
+            .iter()
+            .filter(|s| s.state == "ESTABLISHED")
+            .count()
+    };
+    assert_eq!(up(&p.a.ep), 1, "a: {:?}", p.a.ep.ike_sas());
+    assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
+    assert_eq!(b.ike_sas().len(), 1, "b: {:?}", b.ike_sas());
+}
+
 /// Issue 22 fault 5: a retransmitted IKE_SA_INIT that arrives after its SA completed
 /// IKE_AUTH makes no new half-open SA (they lingered by the hundred at 10,000 SAs).
 #[test]

@@ -1,7 +1,9 @@
 //! IKE_SA_INIT (RFC 7296 1.2): proposals, KE, nonces, NAT detection, COOKIE (2.6) and
 //! INVALID_KE_PAYLOAD (1.3).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use ring::digest;
 
@@ -39,6 +41,49 @@ impl CookieJar<'_> {
         }
         ctx.update(&spi_i.to_be_bytes());
         ctx.finish().as_ref().to_vec()
+    }
+}
+
+/// Initiators lately answered with a COOKIE, by (address, SPIi). A cookieless
+/// IKE_SA_INIT from one of them is a stale copy of the request it has since retried
+/// with the cookie (it retransmitted while our answer was on its way): it gets the
+/// COOKIE again even when we are below the threshold by then. An SA built from the
+/// copy would be verified over a request the initiator does not sign (RFC 7296 2.15),
+/// and the initiator cannot tell that answer from the one to its retry.
+///
+/// Bounded in size and age, so a flood of spoofed requests costs at most
+/// [`Challenged::MAX`] entries; an entry pushed out only loses this protection.
+#[derive(Default)]
+pub(crate) struct Challenged {
+    at: HashMap<(SocketAddr, u64), Instant>,
+    /// Insertion order, for eviction (an entry whose time no longer matches `at` was
+    /// refreshed later and is skipped).
+    order: VecDeque<(Instant, (SocketAddr, u64))>,
+}
+
+impl Challenged {
+    const MAX: usize = 16_384;
+    /// Longer than an initiator's retransmissions of one IKE_SA_INIT.
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub(crate) fn insert(&mut self, now: Instant, key: (SocketAddr, u64)) {
+        while let Some(&(t, k)) = self.order.front() {
+            if self.order.len() < Self::MAX && now.saturating_duration_since(t) < Self::TTL {
+                break;
+            }
+            self.order.pop_front();
+            if self.at.get(&k) == Some(&t) {
+                self.at.remove(&k);
+            }
+        }
+        self.at.insert(key, now);
+        self.order.push_back((now, key));
+    }
+
+    pub(crate) fn contains(&self, now: Instant, key: &(SocketAddr, u64)) -> bool {
+        self.at
+            .get(key)
+            .is_some_and(|t| now.saturating_duration_since(*t) < Self::TTL)
     }
 }
 
@@ -237,6 +282,11 @@ impl IkeSa {
             return Err(Dropped::Unexpected);
         };
         if let Some(c) = find_notify(p, notify::COOKIE) {
+            if hs.cookie.as_ref() == Some(&c.data) {
+                // The answer to a stale copy of our first request: the retry with this
+                // cookie is already in flight (and retransmitted on its timer).
+                return Err(Dropped::Unexpected);
+            }
             if hs.init_retries >= MAX_INIT_RETRIES || c.data.is_empty() || c.data.len() > 64 {
                 return Err(Dropped::Unexpected);
             }
@@ -545,5 +595,41 @@ impl IkeSa {
         sa.expected_request_id = 1;
         sa.next_request_id = 0;
         Ok(Some(sa))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> (SocketAddr, u64) {
+        ("192.0.2.1:500".parse().unwrap(), i)
+    }
+
+    #[test]
+    fn challenged_initiators_are_bounded_in_number_and_age() {
+        let t0 = Instant::now();
+        let mut c = Challenged::default();
+        c.insert(t0, key(0));
+        assert!(c.contains(t0 + Duration::from_secs(59), &key(0)));
+        assert!(!c.contains(t0 + Challenged::TTL, &key(0)));
+        assert!(!c.contains(t0, &key(1)));
+        // A flood: the oldest entries make room, the size stays at the bound.
+        for i in 1..=Challenged::MAX as u64 + 10 {
+            c.insert(t0, key(i));
+        }
+        assert_eq!(c.at.len(), Challenged::MAX);
+        assert!(!c.contains(t0, &key(5)));
+        assert!(c.contains(t0, &key(Challenged::MAX as u64 + 10)));
+        // Old entries go as new ones come.
+        c.insert(t0 + Challenged::TTL, key(0));
+        assert_eq!(c.at.len(), 1);
+        assert_eq!(c.order.len(), 1);
+        // One initiator challenged over and over holds one entry's worth of room.
+        for _ in 0..3 * Challenged::MAX {
+            c.insert(t0 + Challenged::TTL, key(0));
+        }
+        assert!(c.order.len() <= Challenged::MAX);
+        assert!(c.contains(t0 + Challenged::TTL, &key(0)));
     }
 }

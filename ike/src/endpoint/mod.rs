@@ -421,6 +421,7 @@ pub struct Endpoint {
     /// Every IKE SA's earliest timer.
     deadlines: Deadlines,
     cookie_secret: [u8; 32],
+    challenged: ike_sa_init::Challenged,
     /// INVALID_IKE_SPI answers sent in the current second (start, count): bounded, so
     /// that spoofed requests cannot make us a reflector.
     invalid_spi_budget: (Option<Instant>, u32),
@@ -474,6 +475,7 @@ impl Endpoint {
             closing: false,
             deadlines: Deadlines::default(),
             cookie_secret,
+            challenged: ike_sa_init::Challenged::default(),
             invalid_spi_budget: (None, 0),
         }
     }
@@ -932,13 +934,19 @@ impl Endpoint {
         if from_ip.unwrap_or(0) >= self.shared.config.max_half_open_per_source {
             return Err(Dropped::SourceLimit);
         }
-        let required = self.half_open.len() >= self.shared.config.cookie_threshold;
+        let key = (remote, h.spi_i);
+        let required = self.half_open.len() >= self.shared.config.cookie_threshold
+            || self.challenged.contains(now, &key);
+        let cookies_sent = self.shared.stats.cookies_sent;
         let mut ctx = self.shared.ctx(now);
         let cookie = ike_sa_init::CookieJar {
             secret: &self.cookie_secret,
             required,
         };
         let sa = IkeSa::respond_init(&mut ctx, &cookie, local, remote, data, &msg)?;
+        if ctx.stats.cookies_sent != cookies_sent {
+            self.challenged.insert(now, key);
+        }
         let Some(mut sa) = sa else { return Ok(()) };
         let id = ctx.alloc_id();
         sa.id = id;
