@@ -6,6 +6,8 @@
 # RSS after ten such calls, the idle CPU once all are up, and the SIGTERM-to-exit time
 # with every SA deleted at its peer. Needs root.
 # Usage: sudo bench/scale.sh [N ...]   (default: 1000 10000 50000 100000)
+# Past 4,000 SAs the responder's cookie threshold is N (no cookies) unless
+# ESPRIT_SCALE_COOKIES=THRESHOLD is set (e.g. 64, the default threshold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")

@@ -52,7 +52,10 @@ impl CookieJar<'_> {
 /// and the initiator cannot tell that answer from the one to its retry.
 ///
 /// Bounded in size and age, so a flood of spoofed requests costs at most
-/// [`Challenged::MAX`] entries; an entry pushed out only loses this protection.
+/// [`Challenged::MAX`] entries. When an entry younger than [`Challenged::TTL`] has to
+/// make room, [`Challenged::insert`] says so and the endpoint asks every initiator for
+/// a cookie until that much time has passed: no stale copy is answered with an SA,
+/// whoever it was pushed out for.
 #[derive(Default)]
 pub(crate) struct Challenged {
     at: HashMap<(SocketAddr, u64), Instant>,
@@ -64,20 +67,26 @@ pub(crate) struct Challenged {
 impl Challenged {
     const MAX: usize = 16_384;
     /// Longer than an initiator's retransmissions of one IKE_SA_INIT.
-    const TTL: Duration = Duration::from_secs(60);
+    pub(crate) const TTL: Duration = Duration::from_secs(60);
 
-    pub(crate) fn insert(&mut self, now: Instant, key: (SocketAddr, u64)) {
+    /// Remembers `key`; true if an entry still within [`Challenged::TTL`] was pushed
+    /// out to make room.
+    pub(crate) fn insert(&mut self, now: Instant, key: (SocketAddr, u64)) -> bool {
+        let mut pushed_out = false;
         while let Some(&(t, k)) = self.order.front() {
-            if self.order.len() < Self::MAX && now.saturating_duration_since(t) < Self::TTL {
+            let live = now.saturating_duration_since(t) < Self::TTL;
+            if self.order.len() < Self::MAX && live {
                 break;
             }
             self.order.pop_front();
             if self.at.get(&k) == Some(&t) {
                 self.at.remove(&k);
+                pushed_out |= live;
             }
         }
         self.at.insert(key, now);
         self.order.push_back((now, key));
+        pushed_out
     }
 
     pub(crate) fn contains(&self, now: Instant, key: &(SocketAddr, u64)) -> bool {
@@ -610,19 +619,20 @@ mod tests {
     fn challenged_initiators_are_bounded_in_number_and_age() {
         let t0 = Instant::now();
         let mut c = Challenged::default();
-        c.insert(t0, key(0));
+        assert!(!c.insert(t0, key(0)));
         assert!(c.contains(t0 + Duration::from_secs(59), &key(0)));
         assert!(!c.contains(t0 + Challenged::TTL, &key(0)));
         assert!(!c.contains(t0, &key(1)));
         // A flood: the oldest entries make room, the size stays at the bound.
-        for i in 1..=Challenged::MAX as u64 + 10 {
-            c.insert(t0, key(i));
-        }
+        let pushed_out = (1..=Challenged::MAX as u64 + 10)
+            .filter(|i| c.insert(t0, key(*i)))
+            .count();
+        assert_eq!(pushed_out, 11);
         assert_eq!(c.at.len(), Challenged::MAX);
         assert!(!c.contains(t0, &key(5)));
         assert!(c.contains(t0, &key(Challenged::MAX as u64 + 10)));
-        // Old entries go as new ones come.
-        c.insert(t0 + Challenged::TTL, key(0));
+        // Old entries go as new ones come, and that is no loss.
+        assert!(!c.insert(t0 + Challenged::TTL, key(0)));
         assert_eq!(c.at.len(), 1);
         assert_eq!(c.order.len(), 1);
         // One initiator challenged over and over holds one entry's worth of room.

@@ -422,6 +422,8 @@ pub struct Endpoint {
     deadlines: Deadlines,
     cookie_secret: [u8; 32],
     challenged: ike_sa_init::Challenged,
+    /// Every IKE_SA_INIT must carry a cookie until then: `challenged` overflowed.
+    cookies_until: Option<Instant>,
     /// INVALID_IKE_SPI answers sent in the current second (start, count): bounded, so
     /// that spoofed requests cannot make us a reflector.
     invalid_spi_budget: (Option<Instant>, u32),
@@ -476,6 +478,7 @@ impl Endpoint {
             deadlines: Deadlines::default(),
             cookie_secret,
             challenged: ike_sa_init::Challenged::default(),
+            cookies_until: None,
             invalid_spi_budget: (None, 0),
         }
     }
@@ -936,7 +939,8 @@ impl Endpoint {
         }
         let key = (remote, h.spi_i);
         let required = self.half_open.len() >= self.shared.config.cookie_threshold
-            || self.challenged.contains(now, &key);
+            || self.challenged.contains(now, &key)
+            || self.cookies_until.is_some_and(|t| now < t);
         let cookies_sent = self.shared.stats.cookies_sent;
         let mut ctx = self.shared.ctx(now);
         let cookie = ike_sa_init::CookieJar {
@@ -944,8 +948,8 @@ impl Endpoint {
             required,
         };
         let sa = IkeSa::respond_init(&mut ctx, &cookie, local, remote, data, &msg)?;
-        if ctx.stats.cookies_sent != cookies_sent {
-            self.challenged.insert(now, key);
+        if ctx.stats.cookies_sent != cookies_sent && self.challenged.insert(now, key) {
+            self.cookies_until = Some(now + ike_sa_init::Challenged::TTL);
         }
         let Some(mut sa) = sa else { return Ok(()) };
         let id = ctx.alloc_id();
