@@ -36,6 +36,11 @@ pub struct Config {
     pub fragment_size: usize,
     /// Most IKE SAs (established or not) this endpoint holds.
     pub max_ike_sas: usize,
+    /// Deleting every IKE SA (shutdown, terminate all): at most this many deletes
+    /// outstanding at once, the next starting as one finishes (or goes unanswered for
+    /// `retransmit_timeout`), so peers holding tens of thousands are not sent them in
+    /// one burst that their queues would drop and we would retransmit.
+    pub delete_window: usize,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             half_open_timeout: Duration::from_secs(30),
             fragment_size: 1280,
             max_ike_sas: 100_000,
+            delete_window: 4096,
         }
     }
 }

@@ -1443,3 +1443,122 @@ fn census_counts_sas_by_state() {
         assert_eq!(n.ep.stats().handshakes, 1);
     }
 }
+
+/// A responder with `delete_window` and ten IKE SAs up, one from each of ten
+/// initiators behind one address.
+fn ten_sas(delete_window: usize) -> (ike::endpoint::Endpoint, Vec<ike::endpoint::Endpoint>) {
+    let now = std::time::Instant::now();
+    let config = Config {
+        delete_window,
+        ..Config::default()
+    };
+    let mut b = ike::endpoint::Endpoint::new(
+        config,
+        Box::new(ike::crypto::SeededRng::new(0xb0b)),
+        (now, wall_clock()),
+    );
+    b.add_connection(ike::config::Connection {
+        unique: ike::config::UniquePolicy::Never,
+        ..psk_b_conn(IKE, ESP)
+    });
+    let mut inits: Vec<ike::endpoint::Endpoint> = (0..10u64)
+        .map(|i| {
+            let mut a = ike::endpoint::Endpoint::new(
+                Config::default(),
+                Box::new(ike::crypto::SeededRng::new(100 + i)),
+                (now, wall_clock()),
+            );
+            a.add_connection(psk_a_conn(IKE, ESP));
+            a.initiate(now, "site-b", None).unwrap();
+            a
+        })
+        .collect();
+    for _ in 0..10 {
+        route_round(now, &mut b, &mut inits, 0);
+    }
+    let established = b
+        .ike_sas()
+        .iter()
+        .filter(|s| s.state == "ESTABLISHED")
+        .count();
+    assert_eq!(established, 10, "{:?}", b.ike_sas());
+    (b, inits)
+}
+
+/// One round between `b` and initiators sharing one address: theirs to b, then each of
+/// b's datagrams to the initiator whose SA has its SPIi, except the first `dead`
+/// initiators, which hear nothing. Returns how many datagrams b sent.
+fn route_round(
+    now: std::time::Instant,
+    b: &mut ike::endpoint::Endpoint,
+    inits: &mut [ike::endpoint::Endpoint],
+    dead: usize,
+) -> usize {
+    for a in inits.iter_mut() {
+        deliver_all(now, a, b);
+    }
+    let mut sent = 0;
+    while let Some(r) = b.poll_transmit() {
+        sent += 1;
+        let spi_i = u64::from_be_bytes(r.data[..8].try_into().unwrap());
+        for a in inits.iter_mut().skip(dead) {
+            if a.ike_sas().iter().any(|s| s.spi_i == spi_i) {
+                a.handle(now, r.remote, r.local, &r.data);
+            }
+        }
+    }
+    sent
+}
+
+/// Issue 22: a responder deleting all its IKE SAs at shutdown keeps at most
+/// `delete_window` deletes outstanding, starting the next as each is answered (at
+/// 100,000 SAs one burst of deletes overran the peers and came back as retransmits).
+#[test]
+fn shutdown_paces_its_deletes() {
+    let (mut b, mut inits) = ten_sas(3);
+    let now = std::time::Instant::now();
+    b.shutdown(now);
+    let mut deletes = Vec::new();
+    loop {
+        let sent = route_round(now, &mut b, &mut inits, 0);
+        if sent == 0 {
+            break;
+        }
+        deletes.push(sent);
+    }
+    assert!(b.ike_sas().is_empty(), "{:?}", b.ike_sas());
+    assert_eq!(inits.iter().map(|a| a.ike_sas().len()).sum::<usize>(), 0);
+    // Three at a time: 3 + 3 + 3 + 1, each round started by the previous answers.
+    assert_eq!(deletes, vec![3, 3, 3, 1]);
+}
+
+/// Peers that never answer hold a paced delete's place for one retransmission
+/// timeout, not until they time out: the live peers behind them are deleted next.
+#[test]
+fn dead_peers_do_not_hold_up_the_paced_deletes() {
+    let (mut b, mut inits) = ten_sas(3);
+    let mut now = std::time::Instant::now();
+    b.shutdown(now);
+    // The first three SAs' peers are gone.
+    assert_eq!(route_round(now, &mut b, &mut inits, 3), 3);
+    assert_eq!(
+        route_round(now, &mut b, &mut inits, 3),
+        0,
+        "the window is full"
+    );
+    now += Config::default().retransmit_timeout;
+    b.handle_timeout(now);
+    for _ in 0..10 {
+        route_round(now, &mut b, &mut inits, 3);
+    }
+    // Every live peer's SA is deleted at both ends; the dead ones' deletes retransmit.
+    assert_eq!(
+        inits
+            .iter()
+            .skip(3)
+            .map(|a| a.ike_sas().len())
+            .sum::<usize>(),
+        0
+    );
+    assert_eq!(b.ike_sas().len(), 3, "{:?}", b.ike_sas());
+}

@@ -268,6 +268,8 @@ pub(crate) struct IkeSa {
     pub(crate) rekeyed_from: Option<IkeSaId>,
     /// The deadline the endpoint's heap holds for this SA.
     pub(crate) armed: Option<Instant>,
+    /// One of the endpoint's paced deletes (`Endpoint::terminate_all`) is under way.
+    pub(crate) paced_delete: bool,
     /// Responder, half-open: the address its IKE_SA_INIT came from, the endpoint's
     /// half-open key with SPIi.
     pub(crate) half_open_from: Option<SocketAddr>,
@@ -335,6 +337,7 @@ impl IkeSa {
             down_reason: None,
             rekeyed_from: None,
             armed: None,
+            paced_delete: false,
             half_open_from: None,
             init_from: None,
             initial_contact: false,

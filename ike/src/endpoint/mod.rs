@@ -424,6 +424,12 @@ pub struct Endpoint {
     challenged: ike_sa_init::Challenged,
     /// Every IKE_SA_INIT must carry a cookie until then: `challenged` overflowed.
     cookies_until: Option<Instant>,
+    /// IKE SAs to delete, started `config.delete_window` at a time.
+    delete_queue: VecDeque<IkeSaId>,
+    /// Paced deletes under way (started, SA alive, not yet overdue).
+    deletes_in_flight: usize,
+    /// Paced deletes in the order they started (some finished or released since).
+    deletes_started: VecDeque<(Instant, IkeSaId)>,
     /// INVALID_IKE_SPI answers sent in the current second (start, count): bounded, so
     /// that spoofed requests cannot make us a reflector.
     invalid_spi_budget: (Option<Instant>, u32),
@@ -479,6 +485,9 @@ impl Endpoint {
             cookie_secret,
             challenged: ike_sa_init::Challenged::default(),
             cookies_until: None,
+            delete_queue: VecDeque::new(),
+            deletes_in_flight: 0,
+            deletes_started: VecDeque::new(),
             invalid_spi_budget: (None, 0),
         }
     }
@@ -719,6 +728,9 @@ impl Endpoint {
                 if let Some(c) = sa.conn {
                     unindex_conn(&mut self.by_conn, c, id);
                 }
+                if sa.paced_delete {
+                    self.deletes_in_flight -= 1;
+                }
                 self.sas.remove(&id);
             } else if let Some(c) = sa.conn {
                 // A responder learns its connection in IKE_AUTH.
@@ -810,6 +822,7 @@ impl Endpoint {
         if let Err(d) = self.handle_inner(now, local, remote, data) {
             self.shared.stats.count(d);
         }
+        self.pace_deletes(now);
     }
 
     fn handle_inner(
@@ -1006,6 +1019,7 @@ impl Endpoint {
         for id in due {
             self.with_sa(now, id, |sa, ctx| sa.on_timeout(ctx));
         }
+        self.pace_deletes(now);
         self.settle_deadlines();
         let lists: Vec<ConnectId> = self
             .shared
@@ -1454,11 +1468,64 @@ impl Endpoint {
         self.terminate_all(now);
     }
 
-    /// Deletes every IKE SA at its peer.
+    /// Deletes every IKE SA at its peer, `config.delete_window` at a time (the next
+    /// starts as one finishes, from [`Endpoint::handle`] and
+    /// [`Endpoint::handle_timeout`]).
     pub fn terminate_all(&mut self, now: Instant) {
-        let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
-        for id in ids {
+        let mut ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
+        // Oldest first: a stable order, whatever the map's.
+        ids.sort_unstable();
+        self.delete_queue.extend(ids);
+        self.pace_deletes(now);
+    }
+
+    /// Starts queued deletes while fewer than `config.delete_window` are under way. A
+    /// delete unanswered for `retransmit_timeout` gives its place up (it goes on being
+    /// retransmitted), so dead peers at the front of the queue hold the others back
+    /// by that much at most.
+    fn pace_deletes(&mut self, now: Instant) {
+        if self.delete_queue.is_empty() && self.deletes_started.is_empty() {
+            return;
+        }
+        let window = self.shared.config.delete_window.max(1);
+        let patience = self.shared.config.retransmit_timeout;
+        let mut started = false;
+        loop {
+            // The oldest started deletes: drop the finished, release the overdue.
+            while let Some(&(at, id)) = self.deletes_started.front() {
+                match self.sas.get_mut(&id) {
+                    Some(sa) if sa.paced_delete => {
+                        if self.deletes_in_flight < window
+                            || now.saturating_duration_since(at) < patience
+                        {
+                            break;
+                        }
+                        sa.paced_delete = false;
+                        self.deletes_in_flight -= 1;
+                    }
+                    _ => {}
+                }
+                self.deletes_started.pop_front();
+            }
+            if self.deletes_in_flight >= window {
+                break;
+            }
+            let Some(id) = self.delete_queue.pop_front() else {
+                break;
+            };
+            match self.sas.get_mut(&id) {
+                Some(sa) if !sa.paced_delete && !sa.is_dead() => {
+                    sa.paced_delete = true;
+                    self.deletes_in_flight += 1;
+                }
+                _ => continue,
+            }
+            self.deletes_started.push_back((now, id));
             self.with_sa(now, id, |sa, ctx| sa.queue_delete_ike(ctx));
+            started = true;
+        }
+        if started {
+            self.settle_deadlines();
         }
     }
 
