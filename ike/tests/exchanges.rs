@@ -1254,14 +1254,19 @@ fn deliver_all(
     n
 }
 
-/// Issue 22 fault 2, in the order seen at 5,000 SAs: a's first IKE_SA_INIT is answered
-/// with a COOKIE, a starts over with the cookie, and a stale copy of the first request
-/// (a retransmission still in flight) reaches b once b is below its cookie threshold.
-/// b must build the SA from the request a signs (RFC 7296 2.6, 2.15): the one with the
-/// cookie. Before the fix b answered the cookie request from the stale SA's cache and
-/// both sides failed with "pre-shared key mismatch".
-#[test]
-fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
+/// Issue 22 fault 2's set-up: b (cookie threshold 1) has its one half-open slot taken
+/// by a third initiator, so a's first IKE_SA_INIT (`first`, kept: the stale copy)
+/// gets a COOKIE and a retries with it (`retry`, not delivered yet); then the third
+/// initiator's half-open SA expires and b is below its threshold again at `later`.
+struct CookieRace {
+    p: Pair,
+    b: ike::endpoint::Endpoint,
+    first: ike::endpoint::Transmit,
+    retry: ike::endpoint::Transmit,
+    later: std::time::Instant,
+}
+
+fn cookie_race() -> CookieRace {
     let config = Config {
         cookie_threshold: 1,
         ..Config::default()
@@ -1274,7 +1279,6 @@ fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
     );
     b.add_connection(psk_b_conn(IKE, ESP));
     let now = p.now;
-    // A third initiator fills b's one half-open slot, so a gets a COOKIE.
     let mut c = ike::endpoint::Endpoint::new(
         Config::default(),
         Box::new(ike::crypto::SeededRng::new(0xc)),
@@ -1293,99 +1297,29 @@ fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
     c.initiate(now, "site-b", None).unwrap();
     deliver_all(now, &mut c, &mut b);
     while b.poll_transmit().is_some() {}
-    // a's first request: b asks for a cookie. Keep a copy: the stale retransmission.
     p.a.ep.initiate(now, "site-b", None).unwrap();
     let first = p.a.ep.poll_transmit().expect("IKE_SA_INIT");
     b.handle(now, first.remote, first.local, &first.data);
     assert_eq!(deliver_all(now, &mut b, &mut p.a.ep), 1, "the COOKIE reply");
     let retry = p.a.ep.poll_transmit().expect("IKE_SA_INIT with the cookie");
     assert_ne!(retry.data, first.data);
-    // c's half-open SA expires: b is below its threshold again.
-    let later = now + Duration::from_secs(40);
-    b.handle_timeout(later);
-    // The stale copy arrives first and b, now without cookie pressure, answers it.
-    b.handle(later, first.remote, first.local, &first.data);
-    while b.poll_transmit().is_some() {}
-    // Then the request a will sign.
-    b.handle(later, retry.remote, retry.local, &retry.data);
-    for _ in 0..10 {
-        deliver_all(later, &mut b, &mut p.a.ep);
-        deliver_all(later, &mut p.a.ep, &mut b);
-    }
-    let up = |ep: &ike::endpoint::Endpoint| {
-        ep.ike_sas()
-            .iter()
-            .filter(|s| s.state == "ESTABLISHED")
-            .count()
-    };
-    assert_eq!(up(&p.a.ep), 1, "a: {:?}", p.a.ep.ike_sas());
-    assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
-}
-
-/// Issue 22 fault 2, the order still open after the test above: the stale copy of a's
-/// first request reaches b (below its threshold again) before a's cookie retry, and
-/// b's answer reaches a. Had b built an SA from the stale copy, a (which moved on to
-/// its cookie retry, and signs that one) would take the answer and both sides would
-/// fail authentication. b remembers whom it challenged: the stale copy gets the COOKIE
-/// again, a keeps its retry in flight, and the SA comes up from the retry alone.
-#[test]
-fn a_stale_request_answered_before_the_cookie_retry_gets_the_cookie_again() {
-    let config = Config {
-        cookie_threshold: 1,
-        ..Config::default()
-    };
-    let mut p = psk_pair(IKE, ESP);
-    let mut b = ike::endpoint::Endpoint::new(
-        config,
-        Box::new(ike::crypto::SeededRng::new(0xb0b)),
-        (p.now, wall_clock()),
-    );
-    b.add_connection(psk_b_conn(IKE, ESP));
-    let now = p.now;
-    // A third initiator fills b's one half-open slot, so a gets a COOKIE.
-    let mut c = ike::endpoint::Endpoint::new(
-        Config::default(),
-        Box::new(ike::crypto::SeededRng::new(0xc)),
-        (now, wall_clock()),
-    );
-    c.add_connection(psk_conn(
-        "site-b",
-        [192, 0, 2, 3],
-        Some(B_IP),
-        "site-c",
-        "site-b",
-        "a long random secret",
-        IKE,
-        vec![],
-    ));
-    c.initiate(now, "site-b", None).unwrap();
-    deliver_all(now, &mut c, &mut b);
-    while b.poll_transmit().is_some() {}
-    p.a.ep.initiate(now, "site-b", None).unwrap();
-    let first = p.a.ep.poll_transmit().expect("IKE_SA_INIT");
-    b.handle(now, first.remote, first.local, &first.data);
-    assert_eq!(deliver_all(now, &mut b, &mut p.a.ep), 1, "the COOKIE reply");
-    let retry = p.a.ep.poll_transmit().expect("IKE_SA_INIT with the cookie");
-    // c's half-open SA expires: b is below its threshold again.
     let later = now + Duration::from_secs(40);
     b.handle_timeout(later);
     assert!(b.ike_sas().is_empty(), "{:?}", b.ike_sas());
-    // The stale copy arrives, and b's answer reaches a.
-    b.handle(later, first.remote, first.local, &first.data);
-    assert!(
-        b.ike_sas().is_empty(),
-        "an SA from the stale copy: {:?}",
-        b.ike_sas()
-    );
-    assert_eq!(b.stats().cookies_sent, 2);
-    deliver_all(later, &mut b, &mut p.a.ep);
-    // a does not start over for a cookie it already sends (no new request).
-    assert!(p.a.ep.poll_transmit().is_none());
-    // The retry reaches b: the SA comes up from it.
-    b.handle(later, retry.remote, retry.local, &retry.data);
+    CookieRace {
+        p,
+        b,
+        first,
+        retry,
+        later,
+    }
+}
+
+/// Both ends of `r` have one ESTABLISHED IKE SA, and b nothing else.
+fn assert_cookie_race_ends_up(r: &mut CookieRace) {
     for _ in 0..10 {
-        deliver_all(later, &mut b, &mut p.a.ep);
-        deliver_all(later, &mut p.a.ep, &mut b);
+        deliver_all(r.later, &mut r.b, &mut r.p.a.ep);
+        deliver_all(r.later, &mut r.p.a.ep, &mut r.b);
     }
     let up = |ep: &ike::endpoint::Endpoint| {
         ep.ike_sas()
@@ -1393,9 +1327,49 @@ fn a_stale_request_answered_before_the_cookie_retry_gets_the_cookie_again() {
             .filter(|s| s.state == "ESTABLISHED")
             .count()
     };
-    assert_eq!(up(&p.a.ep), 1, "a: {:?}", p.a.ep.ike_sas());
-    assert_eq!(up(&b), 1, "b: {:?}", b.ike_sas());
-    assert_eq!(b.ike_sas().len(), 1, "b: {:?}", b.ike_sas());
+    assert_eq!(up(&r.p.a.ep), 1, "a: {:?}", r.p.a.ep.ike_sas());
+    assert_eq!(up(&r.b), 1, "b: {:?}", r.b.ike_sas());
+    assert_eq!(r.b.ike_sas().len(), 1, "b: {:?}", r.b.ike_sas());
+}
+
+/// Issue 22 fault 2, in the order seen at 5,000 SAs: a stale copy of a's first
+/// request (a retransmission still in flight) reaches b once b is below its cookie
+/// threshold, and b's answer to it is lost; then a's cookie retry arrives. b must
+/// build the SA from the request a signs (RFC 7296 2.6, 2.15): the one with the
+/// cookie. Before the fix b answered the cookie request from the stale SA's cache and
+/// both sides failed with "pre-shared key mismatch".
+#[test]
+fn a_stale_request_without_cookie_does_not_hijack_the_cookie_retry() {
+    let mut r = cookie_race();
+    let (first, retry, later) = (r.first.clone(), r.retry.clone(), r.later);
+    r.b.handle(later, first.remote, first.local, &first.data);
+    while r.b.poll_transmit().is_some() {}
+    r.b.handle(later, retry.remote, retry.local, &retry.data);
+    assert_cookie_race_ends_up(&mut r);
+}
+
+/// Issue 22 fault 2, the order the first fix missed: b's answer to the stale copy
+/// reaches a before a's cookie retry reaches b. Had b built an SA from the stale copy,
+/// a (which moved on to its cookie retry, and signs that one) would take the answer
+/// and both sides would fail authentication. b remembers whom it challenged: the
+/// stale copy gets the COOKIE again, a keeps its retry in flight, and the SA comes up
+/// from the retry alone.
+#[test]
+fn a_stale_request_answered_before_the_cookie_retry_gets_the_cookie_again() {
+    let mut r = cookie_race();
+    let (first, retry, later) = (r.first.clone(), r.retry.clone(), r.later);
+    r.b.handle(later, first.remote, first.local, &first.data);
+    assert!(
+        r.b.ike_sas().is_empty(),
+        "an SA from the stale copy: {:?}",
+        r.b.ike_sas()
+    );
+    assert_eq!(r.b.stats().cookies_sent, 2);
+    deliver_all(later, &mut r.b, &mut r.p.a.ep);
+    // a does not start over for a cookie it already sends (no new request).
+    assert!(r.p.a.ep.poll_transmit().is_none());
+    r.b.handle(later, retry.remote, retry.local, &retry.data);
+    assert_cookie_race_ends_up(&mut r);
 }
 
 /// Issue 22 fault 5: a retransmitted IKE_SA_INIT that arrives after its SA completed

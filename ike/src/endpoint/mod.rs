@@ -640,6 +640,21 @@ impl Endpoint {
             .map(|sa| sa.info(&self.shared.connections))
     }
 
+    /// The oldest established mediation IKE SA of connection `by`.
+    fn mediation_sa(&self, by: &str) -> Result<IkeSaId, CommandError> {
+        self.conn_by_name
+            .get(by)
+            .and_then(|ci| self.by_conn.get(ci))
+            .and_then(|ids| {
+                ids.iter().copied().find(|id| {
+                    self.sas
+                        .get(id)
+                        .is_some_and(|sa| sa.me.is_some() && sa.state == ike_sa::State::Established)
+                })
+            })
+            .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))
+    }
+
     fn with_sa<R>(
         &mut self,
         now: Instant,
@@ -1220,19 +1235,7 @@ impl Endpoint {
         by: &str,
         peer: crate::wire::Identification,
     ) -> Result<IkeSaId, CommandError> {
-        let mi = self.shared.connections.iter().position(|c| c.name == by);
-        let med = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| {
-                mi.is_some()
-                    && sa.conn == mi
-                    && sa.me.is_some()
-                    && sa.state == ike_sa::State::Established
-            })
-            .map(|(id, _)| *id)
-            .min()
-            .ok_or_else(|| CommandError::MediationNotUp(by.to_string()))?;
+        let med = self.mediation_sa(by)?;
         // An attempt in flight (one the server's callback started) serves this one.
         let in_flight = self
             .shared
@@ -1283,19 +1286,7 @@ impl Endpoint {
             None => return Err(CommandError::NoMediationPeer(c.name.clone())),
         };
         let by = by.clone();
-        let mi = self.shared.connections.iter().position(|c| c.name == by);
-        let med = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| {
-                mi.is_some()
-                    && sa.conn == mi
-                    && sa.me.is_some()
-                    && sa.state == ike_sa::State::Established
-            })
-            .map(|(id, _)| *id)
-            .min()
-            .ok_or_else(|| CommandError::MediationNotUp(by.clone()))?;
+        let med = self.mediation_sa(&by)?;
         let cid = self
             .with_sa(now, med, |sa, ctx| {
                 sa.start_mediation(ctx, ci, Vec::new(), peer)
