@@ -640,6 +640,15 @@ impl Endpoint {
             .map(|sa| sa.info(&self.shared.connections))
     }
 
+    /// The name of connection `ci` (empty if there is none).
+    fn conn_name(&self, ci: usize) -> String {
+        self.shared
+            .connections
+            .get(ci)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    }
+
     /// The oldest established mediation IKE SA of connection `by`.
     fn mediation_sa(&self, by: &str) -> Result<IkeSaId, CommandError> {
         self.conn_by_name
@@ -1103,12 +1112,7 @@ impl Endpoint {
         remote: SocketAddr,
         relayed: bool,
     ) {
-        let conn = self
-            .shared
-            .connections
-            .get(ci)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let conn = self.conn_name(ci);
         if self.sas.len() >= self.shared.config.max_ike_sas {
             self.shared.events.push_back(Event::MediationFailed {
                 conn,
@@ -1352,12 +1356,7 @@ impl Endpoint {
         let Some((ci, children)) = list.conn.clone() else {
             return;
         };
-        let conn = self
-            .shared
-            .connections
-            .get(ci)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let conn = self.conn_name(ci);
         match outcome {
             Outcome::Chosen { local, remote }
                 if self.sas.len() < self.shared.config.max_ike_sas =>
