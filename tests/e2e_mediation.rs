@@ -4,8 +4,10 @@
 //! connectivity checks punch through both NATs, and the direct tunnel carries ping and
 //! a checked TCP transfer peer to peer, past the server, and outlives it.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[allow(dead_code, unreachable_pub)]
@@ -14,7 +16,9 @@ mod charon;
 
 use charon::Charon;
 use esprit::testbed::esprit::Daemon;
-use esprit::testbed::{ping, tcp_transfer, wait_ok, KeyKind, MediationTopology, Netns, Pki};
+use esprit::testbed::{
+    http_get, ping, tcp_transfer, tools, wait_ok, KeyKind, MediationTopology, Netns, Pki,
+};
 
 /// The esprit binary under test.
 fn exe() -> &'static Path {
@@ -768,6 +772,61 @@ fn rsa_certificates_and_dn_identities_as_in_the_seed() {
 
 /// Runs the esprit CLI (it reaches the daemon through the control socket named in
 /// `config`, a pathname socket, so from outside the namespace) with a bound.
+/// Where a daemon serves `[metrics]`, on its own namespace's loopback.
+const METRICS: &str = "127.0.0.1:9108";
+
+/// `[metrics]` for a daemon's configuration.
+fn with_metrics(toml: String) -> String {
+    format!("{toml}[metrics]\nlisten = {METRICS:?}\n")
+}
+
+/// `/metrics` of the daemon in `ns`, once it answers 200.
+fn scrape(ns: &Netns) -> String {
+    wait_ok("metrics served", SETUP, POLL, || {
+        let (code, body) = http_get(ns, METRICS, "/metrics")?;
+        (code == 200)
+            .then_some(body)
+            .ok_or_else(|| std::io::Error::other(format!("HTTP {code}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The value of the series `series` (name and labels as written) in a scrape.
+fn metric(text: &str, series: &str) -> u64 {
+    let found: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .collect();
+    assert_eq!(found.len(), 1, "{series} in:\n{text}");
+    found[0]
+}
+
+/// `promtool check metrics` accepts `text` (a missing promtool fails, naming its
+/// Debian package).
+fn promtool_check(text: &str) {
+    let promtool = tools::require("promtool").unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the body: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(exe())
         .args(args)
@@ -779,7 +838,8 @@ fn cli(args: &[&str]) -> std::process::Output {
 /// no pair passes the checks. After RELAY_AFTER both esprit peers ask the esprit
 /// server for a relay; the tunnel comes up through it, carries ping and a checked
 /// transfer, and the server only forwarded ciphertext: its relay counted the bytes,
-/// and it holds no SA of the tunnel.
+/// its `/metrics` moved by at least what went through, and it holds no SA of the
+/// tunnel.
 #[test]
 fn symmetric_nats_relay_esprit_peers_through_the_server() {
     let topo = MediationTopology::symmetric().expect("topology");
@@ -787,7 +847,7 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
     let server = start(
         topo.s(),
         &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
+        with_metrics(server_toml(&dir.join("s"), topo.s_addr())),
     );
     let b = start(
         topo.b(),
@@ -811,14 +871,14 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
     let a = start(
         topo.a(),
         &dir.join("a"),
-        peer_toml(
+        with_metrics(peer_toml(
             &dir.join("a"),
             topo.a_addr(),
             topo.s_addr(),
             ("edge1", "edge2"),
             ("10.96.1.0/24", "10.96.2.0/24"),
             "start",
-        ),
+        )),
     );
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let started = std::time::Instant::now();
@@ -848,8 +908,22 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
     assert!(out.status.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["mediation"]["paths"][0]["path"], "relayed", "{json}");
+    // So does a's /metrics.
+    let am = scrape(topo.a());
+    promtool_check(&am);
+    assert_eq!(
+        metric(&am, "esprit_mediated_connections{path=\"relayed\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&am, "esprit_mediated_connections{path=\"direct\"}"),
+        0
+    );
 
-    // Ping and a checked transfer between the subnets, through the relay.
+    // Ping and a checked transfer between the subnets, through the relay, between
+    // two scrapes of the server's /metrics.
+    let before = scrape(topo.s());
+    promtool_check(&before);
     let to = IpAddr::V4(topo.b_inner().v4[0]);
     assert!(
         ping(topo.a(), to, 3, Duration::from_secs(5)),
@@ -883,6 +957,33 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
         "server relay: {} bytes, {} packets, dropped {} unbound, {} over rate",
         relays[0].bytes, relays[0].packets, relays[0].dropped_unbound, relays[0].dropped_over_rate
     );
+
+    // The server's /metrics counted the transfer: at least its payload in bytes (ESP
+    // only adds to it), and at least one datagram per inner packet of at most the
+    // TUN's 1400 bytes; the relay is the only one, opened once, both sides bound.
+    let after = scrape(topo.s());
+    promtool_check(&after);
+    let moved = |series: &str| metric(&after, series) - metric(&before, series);
+    let bytes = moved("esprit_relay_bytes_total");
+    let datagrams = moved("esprit_relay_datagrams_total");
+    assert!(
+        bytes >= RELAYED,
+        "{bytes} relayed bytes for {RELAYED}\n{after}"
+    );
+    assert!(
+        datagrams >= RELAYED / 1400,
+        "{datagrams} relayed datagrams for {RELAYED} bytes\n{after}"
+    );
+    assert_eq!(metric(&after, "esprit_relays"), 1, "{after}");
+    assert_eq!(metric(&after, "esprit_relays_opened_total"), 1, "{after}");
+    assert!(metric(&after, "esprit_relay_binds_total") >= 2, "{after}");
+    // The status taken before this scrape saw no more than it.
+    assert!(metric(&after, "esprit_relay_bytes_total") >= relays[0].bytes);
+    for reason in ["limit", "socket_error"] {
+        let series = format!("esprit_relays_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&after, &series), 0, "{after}");
+    }
+    eprintln!("server relay metrics: {bytes} bytes, {datagrams} datagrams during the transfer");
 }
 
 /// The direct path is blocked (at the core router, between the two NATs) when the

@@ -42,6 +42,7 @@ use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
     MediationStatus, PoolStatus, RegisteredPeer, RelayStatus, Status, StatusWriter, Summary,
 };
+use relay::RelayDrop;
 use routes::OsRoutes;
 use sas::Sas;
 
@@ -852,8 +853,7 @@ fn status_rest(st: &Sas, io: &Io, out: Option<OutStats>, inb: Option<InStats>) -
         relays: st
             .med
             .relays
-            .iter()
-            .filter(|r| !r.is_closed())
+            .live()
             .map(|r| {
                 let bound = r.bound.lock().map(|b| *b).unwrap_or_default();
                 let c = &r.counters;
@@ -870,8 +870,11 @@ fn status_rest(st: &Sas, io: &Io, out: Option<OutStats>, inb: Option<InStats>) -
                     packets: load(&c.packets),
                     bytes: load(&c.bytes),
                     binds: load(&c.binds),
-                    dropped_unbound: load(&c.unbound),
-                    dropped_over_rate: load(&c.over_rate),
+                    dropped_unbound: c.dropped(RelayDrop::UnknownSource)
+                        + c.dropped(RelayDrop::PeerUnbound)
+                        + c.dropped(RelayDrop::BadToken),
+                    dropped_over_rate: c.dropped(RelayDrop::OverRate),
+                    dropped_send_error: c.dropped(RelayDrop::SendError),
                 }
             })
             .collect(),
