@@ -986,6 +986,101 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
     eprintln!("server relay metrics: {bytes} bytes, {datagrams} datagrams during the transfer");
 }
 
+/// A relayed tunnel whose peer's NAT gives it a new public port mid-tunnel (a's
+/// router forgets its mappings): the relay forwards only from and to the address that
+/// bound, so a's peer binds again with its keepalives; the relay follows a to its new
+/// port, and the same IKE SA carries ping again through the same relay.
+#[test]
+fn a_relayed_peer_whose_nat_port_changes_keeps_its_tunnel() {
+    let topo = MediationTopology::symmetric().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        server_toml(&dir.join("s"), topo.s_addr()),
+    );
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        ),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    assert_eq!(status.mediation.paths[0].path, "relayed", "{status}");
+    let tunnel = status.mediation.paths[0].ike;
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping {to}\n{}",
+        logs(&all)
+    );
+    // a's side of the relay: the address its bind came from.
+    let a_side = |s: &engine::status::Status| {
+        let r = &s.mediation.relays[0];
+        let k = r
+            .peers
+            .iter()
+            .position(|p| *p == dn("edge1"))
+            .expect("a's side");
+        r.bound[k].clone()
+    };
+    let ss = server.status().unwrap();
+    assert_eq!(ss.mediation.relays.len(), 1, "{ss}");
+    let before = a_side(&ss);
+    assert!(before.starts_with(&topo.a_public().to_string()), "{ss}");
+
+    topo.forget_a_mappings(SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    let after = wait_ok("a bound again from a new port", SETUP, POLL, || {
+        let s = server.status()?;
+        let now = a_side(&s);
+        (now != before && !now.is_empty())
+            .then_some(now)
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!("a's side of the relay: {before} -> {after}");
+    assert!(after.starts_with(&topo.a_public().to_string()), "{after}");
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(10)),
+        "ping {to} after a's new port\n{}",
+        logs(&all)
+    );
+    // The same IKE SA, through the same and only relay.
+    let sa = a.status().unwrap();
+    assert_eq!(sa.mediation.paths[0].ike, tunnel, "{sa}");
+    assert_eq!(sa.mediation.paths[0].path, "relayed", "{sa}");
+    assert_eq!(server.status().unwrap().mediation.relays.len(), 1);
+}
+
 /// The direct path is blocked (at the core router, between the two NATs) when the
 /// tunnel comes up, so it comes up relayed; once the path opens, the initiator's next
 /// re-check (every 30 s) finds a pair and both sides move the same SAs to it (the NAT

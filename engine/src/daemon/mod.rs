@@ -429,6 +429,9 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                         send_natt(&mut io, local, remote, &esp::natt::NAT_KEEPALIVE);
                         io.keepalives_sent += 1;
                     }
+                    // A relayed SA's bind again: if our NAT moved our flow to a new
+                    // port, the relay follows it (flushed with the other transmits).
+                    st.ep.send_relay_binds();
                 }
             }
             Some(ev) = dp_rx.recv() => {

@@ -539,6 +539,47 @@ mod tests {
         );
     }
 
+    /// A peer whose NAT moved it to a new port binds again from there: the relay
+    /// forwards to the new address and no longer takes datagrams from the old one.
+    #[tokio::test]
+    async fn a_bind_from_a_new_address_moves_that_side() {
+        let tokens = [RelayToken([1; 16]), RelayToken([2; 16])];
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let mut relays = Relays::default();
+        let r = relays
+            .open(lo, "01020304".into(), ["a".into(), "b".into()], tokens)
+            .unwrap();
+        let (to, c) = (r.addr, r.counters.clone());
+        let a_old = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
+        let a_new = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
+        let b = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
+        let binds = |n: u64| {
+            let c = c.clone();
+            move || c.binds.load(Ordering::Relaxed) == n
+        };
+        send_counted(&a_old, to, &bind(tokens[0]), binds(1)).await;
+        send_counted(&b, to, &bind(tokens[1]), binds(2)).await;
+        send_counted(&a_new, to, b"before the new bind", || {
+            c.dropped(RelayDrop::UnknownSource) == 1
+        })
+        .await;
+        send_counted(&a_new, to, &bind(tokens[0]), binds(3)).await;
+        let bound = *r.bound.lock().unwrap();
+        assert_eq!(bound[0], Some(a_new.local_addr().unwrap()));
+        b.send_to(b"esp from b", to).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), a_new.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"esp from b");
+        send_counted(&a_old, to, b"from the old port", || {
+            c.dropped(RelayDrop::UnknownSource) == 2
+        })
+        .await;
+        assert_eq!(c.packets.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn refuses_past_the_limit_and_keeps_the_figures_of_closed_relays() {
         let lo = IpAddr::from([127, 0, 0, 1]);
