@@ -5,7 +5,8 @@ strongSwan charon captures in ike/tests/data/charon/ (real IKE messages and ESP 
 Each seed is named by the SHA-1 of its bytes, as libFuzzer names corpus files; running
 this again gives the same files. With cargo-fuzz installed, `cargo fuzz cmin <target>`
 minimizes a corpus grown from these seeds; the checked-in corpora of the six IKE/ESP
-targets are this script's seeds after `cargo +nightly fuzz cmin -O` (2026-12-07).
+targets are this script's seeds after `cargo +nightly fuzz cmin -O` (2026-12-07), and
+relay_decode's is what a 10-minute run grew from its seeds, after the same `cmin`.
 """
 
 import glob
@@ -74,6 +75,17 @@ def inner_chains():
                     yield scenario, msg[pos], bytes.fromhex(f.read().strip())
 
 
+def relay_chain(notifies):
+    """A chain of Notify payloads (protocol 0, no SPI) of (type, data), behind the
+    first payload's type (41, N)."""
+    out = bytearray([41])
+    for i, (kind, data) in enumerate(notifies):
+        last = i == len(notifies) - 1
+        out += bytes([0 if last else 41, 0]) + (8 + len(data)).to_bytes(2, "big")
+        out += bytes([0, 0]) + kind.to_bytes(2, "big") + data
+    return bytes(out)
+
+
 def text_seeds(target, texts):
     write(target, [t.encode() for t in texts])
 
@@ -129,6 +141,24 @@ def main():
         if k == 41 and len(b) >= 4 and int.from_bytes(b[2:4], "big") == 40962
     ]
     write("mediation_decode", med + endpoints)
+    # relay_decode: esprit's private relay notifies, which no charon capture holds: an
+    # ESPRIT_RELAY_READY body, a bind datagram bare and behind the non-ESP marker, and
+    # notify chains (first byte 41, N) as a peer and a server exchange them.
+    token = bytes(range(1, 17))
+    cid = bytes.fromhex("deadbeef")
+    ready = (4500).to_bytes(2, "big") + token + cid
+    bind = b"esprRLY1" + token
+    relay = [
+        ready,
+        bind,
+        bytes(4) + bind,
+        relay_chain([(53249, cid)]),
+        relay_chain([(53249, bytes(range(16)))]),
+        relay_chain([(53250, ready)]),
+        relay_chain([(53250, bytes(2) + token + cid)]),
+        relay_chain([(53248, b""), (16128, b"")]),
+    ]
+    write("relay_decode", relay)
     # control_request: one request line of each command, as `esprit` sends them.
     text_seeds("control_request", [
         '{"cmd":"status"}\n',

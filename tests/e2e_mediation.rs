@@ -4,8 +4,10 @@
 //! connectivity checks punch through both NATs, and the direct tunnel carries ping and
 //! a checked TCP transfer peer to peer, past the server, and outlives it.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[allow(dead_code, unreachable_pub)]
@@ -14,7 +16,9 @@ mod charon;
 
 use charon::Charon;
 use esprit::testbed::esprit::Daemon;
-use esprit::testbed::{ping, tcp_transfer, wait_ok, KeyKind, MediationTopology, Netns, Pki};
+use esprit::testbed::{
+    http_get, ping, tcp_transfer, tools, wait_ok, KeyKind, MediationTopology, Netns, Pki,
+};
 
 /// The esprit binary under test.
 fn exe() -> &'static Path {
@@ -768,6 +772,61 @@ fn rsa_certificates_and_dn_identities_as_in_the_seed() {
 
 /// Runs the esprit CLI (it reaches the daemon through the control socket named in
 /// `config`, a pathname socket, so from outside the namespace) with a bound.
+/// Where a daemon serves `[metrics]`, on its own namespace's loopback.
+const METRICS: &str = "127.0.0.1:9108";
+
+/// `[metrics]` for a daemon's configuration.
+fn with_metrics(toml: String) -> String {
+    format!("{toml}[metrics]\nlisten = {METRICS:?}\n")
+}
+
+/// `/metrics` of the daemon in `ns`, once it answers 200.
+fn scrape(ns: &Netns) -> String {
+    wait_ok("metrics served", SETUP, POLL, || {
+        let (code, body) = http_get(ns, METRICS, "/metrics")?;
+        (code == 200)
+            .then_some(body)
+            .ok_or_else(|| std::io::Error::other(format!("HTTP {code}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The value of the series `series` (name and labels as written) in a scrape.
+fn metric(text: &str, series: &str) -> u64 {
+    let found: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .collect();
+    assert_eq!(found.len(), 1, "{series} in:\n{text}");
+    found[0]
+}
+
+/// `promtool check metrics` accepts `text` (a missing promtool fails, naming its
+/// Debian package).
+fn promtool_check(text: &str) {
+    let promtool = tools::require("promtool").unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the body: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(exe())
         .args(args)
@@ -779,9 +838,160 @@ fn cli(args: &[&str]) -> std::process::Output {
 /// no pair passes the checks. After RELAY_AFTER both esprit peers ask the esprit
 /// server for a relay; the tunnel comes up through it, carries ping and a checked
 /// transfer, and the server only forwarded ciphertext: its relay counted the bytes,
-/// and it holds no SA of the tunnel.
+/// its `/metrics` moved by at least what went through, and it holds no SA of the
+/// tunnel.
 #[test]
 fn symmetric_nats_relay_esprit_peers_through_the_server() {
+    let topo = MediationTopology::symmetric().expect("topology");
+    let dir = topo.dir().to_path_buf();
+    let server = start(
+        topo.s(),
+        &dir.join("s"),
+        with_metrics(server_toml(&dir.join("s"), topo.s_addr())),
+    );
+    let b = start(
+        topo.b(),
+        &dir.join("b"),
+        peer_toml(
+            &dir.join("b"),
+            topo.b_addr(),
+            topo.s_addr(),
+            ("edge2", "edge1"),
+            ("10.96.2.0/24", "10.96.1.0/24"),
+            "none",
+        ),
+    );
+    wait_ok("b registered", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == 1)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    let a = start(
+        topo.a(),
+        &dir.join("a"),
+        with_metrics(peer_toml(
+            &dir.join("a"),
+            topo.a_addr(),
+            topo.s_addr(),
+            ("edge1", "edge2"),
+            ("10.96.1.0/24", "10.96.2.0/24"),
+            "start",
+        )),
+    );
+    let all = [("s", &server), ("a", &a), ("b", &b)];
+    let started = std::time::Instant::now();
+    let status = a
+        .wait_child("net", SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    let up = started.elapsed();
+    eprintln!("symmetric NATs: relayed tunnel up {up:?} after start\n{status}");
+
+    // Both peers show the relayed path, to the server's relay port.
+    let relay_prefix = format!("{}[", topo.s_addr());
+    let path = &status.mediation.paths;
+    assert_eq!(path.len(), 1, "{status}");
+    assert_eq!(path[0].path, "relayed", "{status}");
+    assert!(path[0].remote_addr.starts_with(&relay_prefix), "{status}");
+    assert!(
+        status.to_string().contains("peer: relayed path "),
+        "{status}"
+    );
+    let sb = b.status().unwrap();
+    assert_eq!(sb.mediation.paths.len(), 1, "{sb}");
+    assert_eq!(sb.mediation.paths[0].path, "relayed", "{sb}");
+    assert!(sb.mediation.paths[0].remote_addr.starts_with(&relay_prefix));
+    // status --json says the same.
+    let cfg = dir.join("a").join("esprit.toml");
+    let out = cli(&["status", "--json", "-c", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["mediation"]["paths"][0]["path"], "relayed", "{json}");
+    // So does a's /metrics.
+    let am = scrape(topo.a());
+    promtool_check(&am);
+    assert_eq!(
+        metric(&am, "esprit_mediated_connections{path=\"relayed\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&am, "esprit_mediated_connections{path=\"direct\"}"),
+        0
+    );
+
+    // Ping and a checked transfer between the subnets, through the relay, between
+    // two scrapes of the server's /metrics.
+    let before = scrape(topo.s());
+    promtool_check(&before);
+    let to = IpAddr::V4(topo.b_inner().v4[0]);
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(5)),
+        "ping {to}\n{}",
+        logs(&all)
+    );
+    const RELAYED: u64 = 4_000_000;
+    let t = tcp_transfer(
+        topo.a(),
+        topo.b(),
+        to,
+        5103,
+        RELAYED,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
+    assert_eq!(t.sent_sha256, t.recv_sha256);
+    assert_eq!(t.bytes, RELAYED);
+
+    // The server's relay carried it, and the server never had the tunnel's keys: its
+    // only IKE SAs are the two registrations, without child SAs.
+    let ss = server.status().unwrap();
+    let relays = &ss.mediation.relays;
+    assert_eq!(relays.len(), 1, "{ss}");
+    assert!(relays[0].bytes > RELAYED, "{ss}");
+    assert!(relays[0].binds >= 2, "{ss}");
+    assert!(relays[0].bound.iter().all(|b| !b.is_empty()), "{ss}");
+    assert!(ss.ike_sas.iter().all(|sa| sa.conn == "medsrv"), "{ss}");
+    assert!(ss.ike_sas.iter().all(|sa| sa.children.is_empty()), "{ss}");
+    eprintln!(
+        "server relay: {} bytes, {} packets, dropped {} unbound, {} over rate",
+        relays[0].bytes, relays[0].packets, relays[0].dropped_unbound, relays[0].dropped_over_rate
+    );
+
+    // The server's /metrics counted the transfer: at least its payload in bytes (ESP
+    // only adds to it), and at least one datagram per inner packet of at most the
+    // TUN's 1400 bytes; the relay is the only one, opened once, both sides bound.
+    let after = scrape(topo.s());
+    promtool_check(&after);
+    let moved = |series: &str| metric(&after, series) - metric(&before, series);
+    let bytes = moved("esprit_relay_bytes_total");
+    let datagrams = moved("esprit_relay_datagrams_total");
+    assert!(
+        bytes >= RELAYED,
+        "{bytes} relayed bytes for {RELAYED}\n{after}"
+    );
+    assert!(
+        datagrams >= RELAYED / 1400,
+        "{datagrams} relayed datagrams for {RELAYED} bytes\n{after}"
+    );
+    assert_eq!(metric(&after, "esprit_relays"), 1, "{after}");
+    assert_eq!(metric(&after, "esprit_relays_opened_total"), 1, "{after}");
+    assert!(metric(&after, "esprit_relay_binds_total") >= 2, "{after}");
+    // The status taken before this scrape saw no more than it.
+    assert!(metric(&after, "esprit_relay_bytes_total") >= relays[0].bytes);
+    for reason in ["limit", "socket_error"] {
+        let series = format!("esprit_relays_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&after, &series), 0, "{after}");
+    }
+    eprintln!("server relay metrics: {bytes} bytes, {datagrams} datagrams during the transfer");
+}
+
+/// A relayed tunnel whose peer's NAT gives it a new public port mid-tunnel (a's
+/// router forgets its mappings): the relay forwards only from and to the address that
+/// bound, so a's peer binds again with its keepalives; the relay follows a to its new
+/// port, and the same IKE SA carries ping again through the same relay.
+#[test]
+fn a_relayed_peer_whose_nat_port_changes_keeps_its_tunnel() {
     let topo = MediationTopology::symmetric().expect("topology");
     let dir = topo.dir().to_path_buf();
     let server = start(
@@ -821,68 +1031,54 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
         ),
     );
     let all = [("s", &server), ("a", &a), ("b", &b)];
-    let started = std::time::Instant::now();
     let status = a
         .wait_child("net", SETUP)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
-    let up = started.elapsed();
-    eprintln!("symmetric NATs: relayed tunnel up {up:?} after start\n{status}");
-
-    // Both peers show the relayed path, to the server's relay port.
-    let relay_prefix = format!("{}[", topo.s_addr());
-    let path = &status.mediation.paths;
-    assert_eq!(path.len(), 1, "{status}");
-    assert_eq!(path[0].path, "relayed", "{status}");
-    assert!(path[0].remote_addr.starts_with(&relay_prefix), "{status}");
-    assert!(
-        status.to_string().contains("peer: relayed path "),
-        "{status}"
-    );
-    let sb = b.status().unwrap();
-    assert_eq!(sb.mediation.paths.len(), 1, "{sb}");
-    assert_eq!(sb.mediation.paths[0].path, "relayed", "{sb}");
-    assert!(sb.mediation.paths[0].remote_addr.starts_with(&relay_prefix));
-    // status --json says the same.
-    let cfg = dir.join("a").join("esprit.toml");
-    let out = cli(&["status", "--json", "-c", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(json["mediation"]["paths"][0]["path"], "relayed", "{json}");
-
-    // Ping and a checked transfer between the subnets, through the relay.
+    assert_eq!(status.mediation.paths[0].path, "relayed", "{status}");
+    let tunnel = status.mediation.paths[0].ike;
     let to = IpAddr::V4(topo.b_inner().v4[0]);
     assert!(
         ping(topo.a(), to, 3, Duration::from_secs(5)),
         "ping {to}\n{}",
         logs(&all)
     );
-    const RELAYED: u64 = 4_000_000;
-    let t = tcp_transfer(
-        topo.a(),
-        topo.b(),
-        to,
-        5103,
-        RELAYED,
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("transfer: {e}\n{}", logs(&all)));
-    assert_eq!(t.sent_sha256, t.recv_sha256);
-    assert_eq!(t.bytes, RELAYED);
-
-    // The server's relay carried it, and the server never had the tunnel's keys: its
-    // only IKE SAs are the two registrations, without child SAs.
+    // a's side of the relay: the address its bind came from.
+    let a_side = |s: &engine::status::Status| {
+        let r = &s.mediation.relays[0];
+        let k = r
+            .peers
+            .iter()
+            .position(|p| *p == dn("edge1"))
+            .expect("a's side");
+        r.bound[k].clone()
+    };
     let ss = server.status().unwrap();
-    let relays = &ss.mediation.relays;
-    assert_eq!(relays.len(), 1, "{ss}");
-    assert!(relays[0].bytes > RELAYED, "{ss}");
-    assert!(relays[0].binds >= 2, "{ss}");
-    assert!(relays[0].bound.iter().all(|b| !b.is_empty()), "{ss}");
-    assert!(ss.ike_sas.iter().all(|sa| sa.conn == "medsrv"), "{ss}");
-    assert!(ss.ike_sas.iter().all(|sa| sa.children.is_empty()), "{ss}");
-    eprintln!(
-        "server relay: {} bytes, {} packets, dropped {} unbound, {} over rate",
-        relays[0].bytes, relays[0].packets, relays[0].dropped_unbound, relays[0].dropped_over_rate
+    assert_eq!(ss.mediation.relays.len(), 1, "{ss}");
+    let before = a_side(&ss);
+    assert!(before.starts_with(&topo.a_public().to_string()), "{ss}");
+
+    topo.forget_a_mappings(SETUP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    let after = wait_ok("a bound again from a new port", SETUP, POLL, || {
+        let s = server.status()?;
+        let now = a_side(&s);
+        (now != before && !now.is_empty())
+            .then_some(now)
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&all)));
+    eprintln!("a's side of the relay: {before} -> {after}");
+    assert!(after.starts_with(&topo.a_public().to_string()), "{after}");
+    assert!(
+        ping(topo.a(), to, 3, Duration::from_secs(10)),
+        "ping {to} after a's new port\n{}",
+        logs(&all)
     );
+    // The same IKE SA, through the same and only relay.
+    let sa = a.status().unwrap();
+    assert_eq!(sa.mediation.paths[0].ike, tunnel, "{sa}");
+    assert_eq!(sa.mediation.paths[0].path, "relayed", "{sa}");
+    assert_eq!(server.status().unwrap().mediation.relays.len(), 1);
 }
 
 /// The direct path is blocked (at the core router, between the two NATs) when the

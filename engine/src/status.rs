@@ -122,6 +122,9 @@ pub struct RelayStatus {
     pub dropped_unbound: u64,
     /// Datagrams dropped over the relay's rate.
     pub dropped_over_rate: u64,
+    /// Datagrams whose send towards the other peer failed.
+    #[serde(default)]
+    pub dropped_send_error: u64,
 }
 
 /// A peer registered at this mediation server.
@@ -400,7 +403,7 @@ impl fmt::Display for Status {
             writeln!(
                 f,
                 "relay {} for '{}' - '{}' at {}: {} bytes, {} packets forwarded, \
-                 {} binds, dropped {} unbound, {} over rate",
+                 {} binds, dropped {} unbound, {} over rate, {} send errors",
                 r.connect_id,
                 r.peers.first().map_or("", |s| s.as_str()),
                 r.peers.get(1).map_or("", |s| s.as_str()),
@@ -409,7 +412,8 @@ impl fmt::Display for Status {
                 r.packets,
                 r.binds,
                 r.dropped_unbound,
-                r.dropped_over_rate
+                r.dropped_over_rate,
+                r.dropped_send_error
             )?;
         }
         for p in &self.pools {

@@ -467,6 +467,97 @@ fn symmetric_nats_relay_through_an_esprit_server() {
     assert!(m.hosts[A].node.children.values().all(|c| c.remote == relay));
 }
 
+/// A relayed tunnel whose peer's NAT gives it a new public port: the relay forwards
+/// only from and to the address that bound, so what the peer sends from the new port
+/// is dropped until its bind datagram, sent again with the keepalives
+/// (`Endpoint::send_relay_binds`), moves its side of the relay; then IKE runs again.
+#[test]
+fn a_relayed_peer_whose_nat_port_changes_binds_again() {
+    let mut m = mesh(true);
+    m.relay = true;
+    register(&mut m, &[A, B]);
+    let now = m.now;
+    m.node(A).ep.initiate(now, "peer", None).unwrap();
+    assert!(
+        m.run_until(Duration::from_secs(30), |m| m.hosts[A].node.children.len()
+            == 1
+            && m.hosts[B].node.children.len() == 1),
+        "the relayed tunnel did not come up"
+    );
+    let a_pub = m.public_ip(A);
+    let side = m.relays[0]
+        .bound
+        .iter()
+        .position(|b| b.is_some_and(|b| b.ip() == a_pub))
+        .expect("a bound");
+    let old = m.relays[0].bound[side];
+    let ike = m.hosts[A]
+        .node
+        .ep
+        .ike_sas()
+        .into_iter()
+        .find(|s| s.conn == "peer")
+        .unwrap()
+        .id;
+    // Answers to a's liveness checks: datagrams the relay delivered to a.
+    let answers = |m: &Mesh| {
+        m.delivered
+            .iter()
+            .filter(|(f, t, _)| (*f, *t) == (S, A))
+            .count()
+    };
+
+    // a's NAT forgets its mappings: its check leaves from a new port, the relay drops
+    // it, and nothing comes back.
+    m.hosts[A].router.as_mut().unwrap().rebind();
+    let (forwarded, heard) = (m.relays[0].forwarded, answers(&m));
+    let now = m.now;
+    m.node(A).ep.dpd(now, ike).unwrap();
+    m.run_for(Duration::from_millis(500));
+    assert_eq!(
+        m.relays[0].forwarded, forwarded,
+        "forwarded from an unbound port"
+    );
+    assert_eq!(answers(&m), heard);
+    assert_eq!(m.relays[0].bound[side], old);
+
+    // The next keepalive tick sends the bind again: a's side follows it, and the
+    // check's retransmission goes through and is answered.
+    m.node(A).ep.send_relay_binds();
+    assert!(
+        m.run_until(Duration::from_secs(10), |m| answers(m) > heard),
+        "the check was not answered after the bind"
+    );
+    let new = m.relays[0].bound[side].expect("a bound");
+    assert_ne!(Some(new), old, "a's side moved to its new port");
+    assert_eq!(new.ip(), a_pub);
+    assert!(
+        m.relays[0].forwarded >= forwarded + 2,
+        "the check and its answer"
+    );
+    // Neither SA went down.
+    for h in [A, B] {
+        assert!(
+            !m.hosts[h]
+                .node
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::IkeDown { .. })),
+            "host {h}"
+        );
+    }
+    // Each peer binds its one relayed IKE SA, the server (no relayed SA) nothing.
+    for (h, want) in [(A, 1), (B, 1), (S, 0)] {
+        let node = m.node(h);
+        node.ep.send_relay_binds();
+        let mut binds = 0;
+        while let Some(t) = node.ep.poll_transmit() {
+            binds += usize::from(ike::wire::relay::RelayToken::from_bind(&t.data).is_some());
+        }
+        assert_eq!(binds, want, "host {h}");
+    }
+}
+
 #[test]
 fn without_a_relay_port_the_symmetric_attempt_fails_clearly() {
     let mut m = mesh(true);

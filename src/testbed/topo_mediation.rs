@@ -16,6 +16,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use super::middlebox::{masquerade_with, Firewall};
 use super::netns::Netns;
@@ -24,6 +25,7 @@ use super::scratch::Scratch;
 use super::topo::{
     addr, default_route, host, inner, links_up, v4, veth, Inner, A_INNER, B_INNER, UPLINK,
 };
+use super::wait::wait_for;
 
 /// Server, two NATed peers and the routers between them; torn down on drop, processes
 /// first.
@@ -203,6 +205,28 @@ impl MediationTopology {
                 .run(&["nft", "delete", "table", "ip", "esprit_block"])
                 .map(drop),
         }
+    }
+
+    /// a's NAT router forgets a's mappings, as a NAT router whose uplink went down
+    /// and up again: MASQUERADE drops the connection tracking entries of a link that
+    /// goes down, and this waits (at most `within`) until none is left before the link
+    /// and the default route come back. a's next datagram of each flow gets a new
+    /// mapping, with a symmetric NAT a new random public port (same public address).
+    pub fn forget_a_mappings(&self, within: Duration) -> io::Result<()> {
+        let ra = &self.routers[1];
+        ra.run(&["ip", "link", "set", "out", "down"])?;
+        let gone = wait_for(
+            "a's NAT mappings to go",
+            within,
+            Duration::from_millis(50),
+            || {
+                let table = ra.run_stdout(&["cat", "/proc/net/nf_conntrack"]).ok()?;
+                (!table.lines().any(|l| l.contains(" udp "))).then_some(())
+            },
+        );
+        ra.run(&["ip", "link", "set", "out", "up"])?;
+        default_route(ra, Ipv4Addr::new(192, 0, 2, 254))?;
+        gone.map_err(io::Error::other)
     }
 
     /// Links a and b directly (a LAN the server does not know of): a has

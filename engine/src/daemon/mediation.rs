@@ -13,7 +13,7 @@ use ike::endpoint::{DownReason, Event, IkeSaId, IkeSaInfo};
 use ike::wire::mediation::ConnectId;
 use ike::wire::relay::RelayToken;
 
-use super::relay::{Relay, MAX_RELAYS};
+use super::relay::{RelayRefusal, MAX_RELAYS};
 use super::sas::{ChildKey, Sas};
 use crate::config::StartAction;
 
@@ -183,32 +183,32 @@ impl Sas {
         peers: [String; 2],
         tokens: [RelayToken; 2],
     ) {
-        self.med.relays.retain(|r| !r.is_closed());
         let hex: String = cid.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let port = if self.med.relays.len() >= MAX_RELAYS {
-            tracing::warn!(
-                "relay {hex} for '{}' - '{}': {MAX_RELAYS} relays open already",
-                peers[0],
-                peers[1]
-            );
-            None
-        } else {
-            match Relay::open(local, hex.clone(), peers.clone(), tokens) {
-                Ok(r) => {
-                    tracing::info!(
-                        "relay {hex} for '{}' - '{}' open at {}",
-                        peers[0],
-                        peers[1],
-                        r.addr
-                    );
-                    let port = r.addr.port();
-                    self.med.relays.push(r);
-                    Some(port)
-                }
-                Err(e) => {
-                    tracing::warn!("relay {hex}: cannot open a UDP port on {local}: {e}");
-                    None
-                }
+        let port = match self
+            .med
+            .relays
+            .open(local, hex.clone(), peers.clone(), tokens)
+        {
+            Ok(r) => {
+                tracing::info!(
+                    "relay {hex} for '{}' - '{}' open at {}",
+                    peers[0],
+                    peers[1],
+                    r.addr
+                );
+                Some(r.addr.port())
+            }
+            Err(RelayRefusal::Limit) => {
+                tracing::warn!(
+                    "relay {hex} for '{}' - '{}': {MAX_RELAYS} relays open already",
+                    peers[0],
+                    peers[1]
+                );
+                None
+            }
+            Err(RelayRefusal::Socket(e)) => {
+                tracing::warn!("relay {hex}: cannot open a UDP port on {local}: {e}");
+                None
             }
         };
         self.ep.relay_allocated(now, &cid, port);

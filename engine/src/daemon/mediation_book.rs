@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ike::endpoint::IkeSaId;
 
-use super::relay::Relay;
+use super::relay::Relays;
 
 /// The daemon's mediation bookkeeping.
 #[derive(Default)]
@@ -21,7 +21,7 @@ pub(crate) struct MediationBook {
     /// address, the peer's, whether that is the mediation server's relay).
     pub(crate) paths: HashMap<String, (IkeSaId, SocketAddr, SocketAddr, bool)>,
     /// As a mediation server: the relays open.
-    pub(crate) relays: Vec<Relay>,
+    pub(crate) relays: Relays,
     /// When the relayed paths are checked again for a direct one.
     pub(crate) next_recheck: Option<Instant>,
 }

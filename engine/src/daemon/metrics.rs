@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 
+use super::relay::{RelayClose, RelayDrop, RelayRefusal};
 use super::{dataplane_stats, Io, Sas};
-use crate::metrics::{ChildFigures, MediationFigures, PipeFigures, PoolFigures, Snapshot};
+use crate::metrics::{
+    ChildFigures, MediationFigures, PipeFigures, PoolFigures, RelayFigures, Snapshot,
+};
 
 /// Gathers every figure the metrics endpoint exports.
 pub(super) async fn snapshot(st: &mut Sas, io: &Io) -> Snapshot {
@@ -60,7 +63,9 @@ pub(super) async fn snapshot(st: &mut Sas, io: &Io) -> Snapshot {
         mediation: MediationFigures {
             registered_peers: st.ep.mediation_peer_count(),
             mediated_connections: st.med.paths.len(),
+            relayed_connections: st.med.paths.values().filter(|p| p.3).count(),
         },
+        relays: relay_figures(st),
         pools,
         pipes: st.netstack.as_ref().map(|ns| {
             ns.pipes_snapshot()
@@ -76,5 +81,23 @@ pub(super) async fn snapshot(st: &mut Sas, io: &Io) -> Snapshot {
                 })
                 .collect()
         }),
+    }
+}
+
+/// The relays' totals, each reason under its label.
+fn relay_figures(st: &Sas) -> RelayFigures {
+    let t = st.med.relays.totals();
+    let named = |names: &[&'static str], counts: &[u64]| -> Vec<(&'static str, u64)> {
+        names.iter().copied().zip(counts.iter().copied()).collect()
+    };
+    RelayFigures {
+        open: t.open,
+        opened: t.opened,
+        refused: named(&RelayRefusal::NAMES, &t.refused),
+        closed: named(&RelayClose::NAMES, &t.closed),
+        datagrams: t.packets,
+        bytes: t.bytes,
+        binds: t.binds,
+        drops: named(&RelayDrop::NAMES, &t.drops),
     }
 }

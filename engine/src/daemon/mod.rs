@@ -42,6 +42,7 @@ use crate::status::{
     ChildSaStatus, ConnectionStatus, Counters, IkeSaStatus, LeaseStatus, MediatedPath,
     MediationStatus, PoolStatus, RegisteredPeer, RelayStatus, Status, StatusWriter, Summary,
 };
+use relay::RelayDrop;
 use routes::OsRoutes;
 use sas::Sas;
 
@@ -428,6 +429,9 @@ async fn serve(cfg: Resolved, opts: RunOptions, mut running: Running) -> Result<
                         send_natt(&mut io, local, remote, &esp::natt::NAT_KEEPALIVE);
                         io.keepalives_sent += 1;
                     }
+                    // A relayed SA's bind again: if our NAT moved our flow to a new
+                    // port, the relay follows it (flushed with the other transmits).
+                    st.ep.send_relay_binds();
                 }
             }
             Some(ev) = dp_rx.recv() => {
@@ -852,8 +856,7 @@ fn status_rest(st: &Sas, io: &Io, out: Option<OutStats>, inb: Option<InStats>) -
         relays: st
             .med
             .relays
-            .iter()
-            .filter(|r| !r.is_closed())
+            .live()
             .map(|r| {
                 let bound = r.bound.lock().map(|b| *b).unwrap_or_default();
                 let c = &r.counters;
@@ -870,8 +873,11 @@ fn status_rest(st: &Sas, io: &Io, out: Option<OutStats>, inb: Option<InStats>) -
                     packets: load(&c.packets),
                     bytes: load(&c.bytes),
                     binds: load(&c.binds),
-                    dropped_unbound: load(&c.unbound),
-                    dropped_over_rate: load(&c.over_rate),
+                    dropped_unbound: c.dropped(RelayDrop::UnknownSource)
+                        + c.dropped(RelayDrop::PeerUnbound)
+                        + c.dropped(RelayDrop::BadToken),
+                    dropped_over_rate: c.dropped(RelayDrop::OverRate),
+                    dropped_send_error: c.dropped(RelayDrop::SendError),
                 }
             })
             .collect(),

@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub udp_rcvbuf_errors: u64,
     /// IKE mediation.
     pub mediation: MediationFigures,
+    /// As a mediation server: its relays (all zero on a daemon that runs none).
+    pub relays: RelayFigures,
     /// Virtual IP pools.
     pub pools: Vec<PoolFigures>,
     /// Pipes (connections carried over a userspace TCP/IP stack); `None` until the
@@ -86,6 +88,30 @@ pub struct MediationFigures {
     pub registered_peers: usize,
     /// Mediated connections whose connectivity checks chose a path.
     pub mediated_connections: usize,
+    /// Of those, the ones whose path is the mediation server's relay.
+    pub relayed_connections: usize,
+}
+
+/// A mediation server's relays since the daemon started (esprit's relay for peers
+/// behind symmetric NATs). Reasons are (label, count), every reason listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayFigures {
+    /// Relays running now.
+    pub open: u64,
+    /// Relays opened.
+    pub opened: u64,
+    /// Relays the peers asked for and the server did not open, by reason.
+    pub refused: Vec<(&'static str, u64)>,
+    /// Relays closed, by reason.
+    pub closed: Vec<(&'static str, u64)>,
+    /// Datagrams forwarded from one peer to the other.
+    pub datagrams: u64,
+    /// Bytes (UDP payload) forwarded.
+    pub bytes: u64,
+    /// Bind datagrams with a good token.
+    pub binds: u64,
+    /// Datagrams dropped, by reason.
+    pub drops: Vec<(&'static str, u64)>,
 }
 
 /// One virtual IP pool.
@@ -204,6 +230,7 @@ impl Collector for Snapshot {
             &[(&[], self.udp_rcvbuf_errors)],
         )?;
         encode_mediation(&mut f, &self.mediation)?;
+        encode_relays(&mut f, &self.relays)?;
         encode_pools(&mut f, &self.pools)?;
         if let Some(p) = &self.pipes {
             encode_pipes(f.enc, p)?;
@@ -479,10 +506,78 @@ fn encode_mediation(f: &mut Family<'_, '_>, m: &MediationFigures) -> Result<(), 
         "Peers registered at this mediation server.",
         &[(&[], m.registered_peers as u64)],
     )?;
+    let direct = m.mediated_connections.saturating_sub(m.relayed_connections);
     f.gauge(
         "mediated_connections",
-        "Mediated connections whose connectivity checks chose a path.",
-        &[(&[], m.mediated_connections as u64)],
+        "Mediated connections whose connectivity checks chose a path, by path: direct (peer to peer) or relayed (through the mediation server's relay).",
+        &[
+            (&[("path", "direct")], direct as u64),
+            (&[("path", "relayed")], m.relayed_connections as u64),
+        ],
+    )
+}
+
+/// Reasons as label sets, for [`Family::counter`].
+fn by_reason<'a>(reasons: &'a [(&'static str, u64)]) -> Vec<([(&'static str, &'a str); 1], u64)> {
+    reasons
+        .iter()
+        .map(|(n, v)| ([("reason", *n)], *v))
+        .collect()
+}
+
+fn encode_relays(f: &mut Family<'_, '_>, r: &RelayFigures) -> Result<(), std::fmt::Error> {
+    f.gauge(
+        "relays",
+        "Relays this mediation server runs now for peers behind symmetric NATs.",
+        &[(&[], r.open)],
+    )?;
+    f.counter(
+        "relays_opened",
+        "Relays this mediation server opened.",
+        None,
+        &[(&[], r.opened)],
+    )?;
+    let refused = by_reason(&r.refused);
+    let refused: Vec<(&Labels<'_>, u64)> = refused.iter().map(|(l, v)| (&l[..], *v)).collect();
+    f.counter(
+        "relays_refused",
+        "Relays two peers asked for that were not opened, by reason: limit (the most relays run already), socket_error (no UDP port).",
+        None,
+        &refused,
+    )?;
+    let closed = by_reason(&r.closed);
+    let closed: Vec<(&Labels<'_>, u64)> = closed.iter().map(|(l, v)| (&l[..], *v)).collect();
+    f.counter(
+        "relays_closed",
+        "Relays closed, by reason: idle (nothing arrived for 300 s), failed.",
+        None,
+        &closed,
+    )?;
+    f.counter(
+        "relay",
+        "Bytes (UDP payload) the relays forwarded from one peer to the other.",
+        Some(Unit::Bytes),
+        &[(&[], r.bytes)],
+    )?;
+    f.counter(
+        "relay_datagrams",
+        "Datagrams the relays forwarded from one peer to the other.",
+        None,
+        &[(&[], r.datagrams)],
+    )?;
+    f.counter(
+        "relay_binds",
+        "Bind datagrams with a good token (a peer claiming its side of a relay).",
+        None,
+        &[(&[], r.binds)],
+    )?;
+    let drops = by_reason(&r.drops);
+    let drops: Vec<(&Labels<'_>, u64)> = drops.iter().map(|(l, v)| (&l[..], *v)).collect();
+    f.counter(
+        "relay_drops",
+        "Datagrams the relays dropped, by reason: unknown_source (an address that did not bind), peer_unbound (the other side has not bound yet), bad_token (a bind with a token not the relay's), over_rate (over 32 MB/s), send_error.",
+        None,
+        &drops,
     )
 }
 

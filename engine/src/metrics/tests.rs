@@ -48,7 +48,18 @@ fn sample() -> Snapshot {
         udp_rcvbuf_errors: 11,
         mediation: MediationFigures {
             registered_peers: 2,
-            mediated_connections: 1,
+            mediated_connections: 3,
+            relayed_connections: 1,
+        },
+        relays: RelayFigures {
+            open: 1,
+            opened: 4,
+            refused: vec![("limit", 1), ("socket_error", 0)],
+            closed: vec![("idle", 3), ("failed", 0)],
+            datagrams: 3000,
+            bytes: 4_270_000,
+            binds: 8,
+            drops: vec![("unknown_source", 5), ("over_rate", 2)],
         },
         pools: vec![PoolFigures {
             name: "pods".into(),
@@ -112,6 +123,14 @@ fn families_have_their_names_and_types() {
         ("esprit_udp_rcvbuf_errors_total", "counter"),
         ("esprit_mediation_registered_peers", "gauge"),
         ("esprit_mediated_connections", "gauge"),
+        ("esprit_relays", "gauge"),
+        ("esprit_relays_opened_total", "counter"),
+        ("esprit_relays_refused_total", "counter"),
+        ("esprit_relays_closed_total", "counter"),
+        ("esprit_relay_bytes_total", "counter"),
+        ("esprit_relay_datagrams_total", "counter"),
+        ("esprit_relay_binds_total", "counter"),
+        ("esprit_relay_drops_total", "counter"),
         ("esprit_pool_addresses", "gauge"),
         ("esprit_pool_leases", "gauge"),
     ] {
@@ -180,7 +199,24 @@ fn values_carry_their_labels() {
     has(&text, "esprit_natt_keepalives_sent_total 8");
     has(&text, "esprit_udp_rcvbuf_errors_total 11");
     has(&text, "esprit_mediation_registered_peers 2");
-    has(&text, "esprit_mediated_connections 1");
+    has(&text, "esprit_mediated_connections{path=\"direct\"} 2");
+    has(&text, "esprit_mediated_connections{path=\"relayed\"} 1");
+    has(&text, "esprit_relays 1");
+    has(&text, "esprit_relays_opened_total 4");
+    has(&text, "esprit_relays_refused_total{reason=\"limit\"} 1");
+    has(
+        &text,
+        "esprit_relays_refused_total{reason=\"socket_error\"} 0",
+    );
+    has(&text, "esprit_relays_closed_total{reason=\"idle\"} 3");
+    has(&text, "esprit_relay_bytes_total 4270000");
+    has(&text, "esprit_relay_datagrams_total 3000");
+    has(&text, "esprit_relay_binds_total 8");
+    has(
+        &text,
+        "esprit_relay_drops_total{reason=\"unknown_source\"} 5",
+    );
+    has(&text, "esprit_relay_drops_total{reason=\"over_rate\"} 2");
     has(&text, "esprit_pool_addresses{pool=\"pods\"} 254");
     has(
         &text,

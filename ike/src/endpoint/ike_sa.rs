@@ -21,7 +21,7 @@ use crate::iana::{exchange, payload, ExchangeType};
 use crate::nat::NatState;
 use crate::proposal::IkeSuite;
 use crate::wire::mediation::{ConnectId, MeConnect};
-use crate::wire::relay::RelayReady;
+use crate::wire::relay::{RelayReady, RelayToken};
 use crate::wire::{self, Flags, Header, Message, Payload};
 
 /// Retransmissions of the DELETE that retires a rekeyed IKE SA before it is dropped
@@ -283,6 +283,10 @@ pub(crate) struct IkeSa {
     pub(crate) closing: Option<DownReason>,
     /// IKE mediation: set on an SA of a mediation connection, on either side.
     pub(crate) me: Option<Box<MeSa>>,
+    /// A mediated SA set up through the server's relay: the relay's address and our
+    /// bind token, sent again by [`Endpoint::send_relay_binds`](super::Endpoint::send_relay_binds)
+    /// while the SA's peer is that relay.
+    pub(crate) relay_bind: Option<(SocketAddr, RelayToken)>,
     /// Initiator: the virtual IPs the peer assigned us (RFC 7296 3.15).
     pub(crate) own_vips: Vec<IpAddr>,
     /// Initiator: the DNS servers the peer sent with them.
@@ -343,6 +347,7 @@ impl IkeSa {
             initial_contact: false,
             closing: None,
             me: None,
+            relay_bind: None,
             own_vips: Vec::new(),
             dns: Vec::new(),
             peer_vips: Vec::new(),

@@ -225,11 +225,13 @@ impl IkeSa {
         {
             ctx.mediation.checklists.remove(&cid);
         }
-        let relayed = ctx
+        let relay = ctx
             .mediation
             .relayed
             .remove(&cid)
-            .is_some_and(|r| r == self.remote);
+            .filter(|(r, _)| *r == self.remote);
+        let relayed = relay.is_some();
+        self.relay_bind = relay;
         ctx.events.push_back(Event::MediatedPath {
             conn: conn.name.clone(),
             ike: self.id,

@@ -127,7 +127,7 @@ pub(crate) struct MediationState {
     pub(crate) hosts: Vec<IpAddr>,
     /// Peer (responder of the direct IKE SA): the relay address of each relayed
     /// attempt, to tell a relayed path from a direct one when that IKE SA comes up.
-    pub(crate) relayed: HashMap<ConnectId, SocketAddr>,
+    pub(crate) relayed: HashMap<ConnectId, (SocketAddr, RelayToken)>,
 }
 
 /// Most callbacks kept; the oldest goes first.
@@ -292,11 +292,11 @@ impl MediationState {
     }
 
     /// Peer: attempt `cid` goes through the relay at `relay`.
-    pub(crate) fn note_relayed(&mut self, cid: ConnectId, relay: SocketAddr) {
+    pub(crate) fn note_relayed(&mut self, cid: ConnectId, relay: SocketAddr, token: RelayToken) {
         if self.relayed.len() >= MAX_SESSIONS {
             self.relayed.clear();
         }
-        self.relayed.insert(cid, relay);
+        self.relayed.insert(cid, (relay, token));
     }
 
     /// The mediation SA `peer` is registered through.

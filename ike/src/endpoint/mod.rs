@@ -38,6 +38,7 @@ use crate::auth::Identity;
 use crate::config::{Config, Connection, Mediation, UniquePolicy};
 use crate::crypto::Rng;
 use crate::wire::mediation::{ConnectId, ConnectivityCheck, MeConnect};
+use crate::wire::relay::RelayToken;
 use crate::wire::{Header, Message, Payload, WireError};
 use checks::Outcome;
 use ike_sa::IkeSa;
@@ -266,6 +267,8 @@ pub(crate) enum SaEffect {
         local: SocketAddr,
         /// The server's relay port.
         relay: SocketAddr,
+        /// Our bind token there.
+        token: RelayToken,
     },
     /// IKE SA `id` was just established: index it by its identities and apply the
     /// uniqueness rules to the other IKE SAs between the same identities (RFC 7296 2.4
@@ -825,7 +828,8 @@ impl Endpoint {
                     connect_id,
                     local,
                     relay,
-                } => relayed.push((connect_id, local, relay)),
+                    token,
+                } => relayed.push((connect_id, local, relay, token)),
             }
         }
         self.settle_deadlines();
@@ -835,8 +839,8 @@ impl Endpoint {
         for (to, request) in relays {
             self.with_sa(now, to, |sa, ctx| sa.queue_me_connect(ctx, request));
         }
-        for (cid, local, relay) in relayed {
-            self.relayed(now, &cid, local, relay);
+        for (cid, local, relay, token) in relayed {
+            self.relayed(now, &cid, local, relay, token);
         }
     }
 
@@ -1067,6 +1071,25 @@ impl Endpoint {
         }
     }
 
+    /// Sends each IKE SA that runs through a mediation server's relay its bind datagram
+    /// again (call it with the NAT-T keepalives): when our NAT gives our flow a new
+    /// public port mid-tunnel, the relay only forwards from and to the address that
+    /// bound last, and the bind token is what proves that address is ours. O(IKE SAs).
+    pub fn send_relay_binds(&mut self) {
+        for sa in self.sas.values() {
+            let Some((relay, token)) = sa.relay_bind else {
+                continue;
+            };
+            if sa.remote == relay && sa.is_established() {
+                self.shared.transmits.push_back(Transmit {
+                    local: sa.local,
+                    remote: relay,
+                    data: token.bind_datagram(),
+                });
+            }
+        }
+    }
+
     /// Mediation server: the engine opened the relay port `port` for attempt
     /// `connect_id` ([`Event::RelayWanted`]), or could not (`None`); each peer learns
     /// its port and bind token.
@@ -1087,20 +1110,31 @@ impl Endpoint {
 
     /// A peer's relay for `cid` is open: the checks are over; the initiator sets the
     /// direct IKE SA up through it, the responder notes it.
-    fn relayed(&mut self, now: Instant, cid: &ConnectId, local: SocketAddr, relay: SocketAddr) {
+    fn relayed(
+        &mut self,
+        now: Instant,
+        cid: &ConnectId,
+        local: SocketAddr,
+        relay: SocketAddr,
+        token: RelayToken,
+    ) {
         let Some(list) = self.shared.mediation.checklists.remove(cid) else {
             return;
         };
         match list.conn {
             Some((ci, children)) if list.initiator => {
-                self.start_mediated(now, cid, ci, children, local, relay, true);
+                self.start_mediated(now, cid, ci, children, local, relay, Some(token));
             }
-            _ => self.shared.mediation.note_relayed(cid.clone(), relay),
+            _ => self
+                .shared
+                .mediation
+                .note_relayed(cid.clone(), relay, token),
         }
     }
 
     /// Starts mediated connection `ci`'s direct IKE SA from `local` to `remote`, with
-    /// ME_CONNECTID `cid` in its IKE_SA_INIT.
+    /// ME_CONNECTID `cid` in its IKE_SA_INIT; `relay_token` when `remote` is the
+    /// server's relay.
     #[allow(clippy::too_many_arguments)]
     fn start_mediated(
         &mut self,
@@ -1110,8 +1144,9 @@ impl Endpoint {
         children: Vec<usize>,
         local: SocketAddr,
         remote: SocketAddr,
-        relayed: bool,
+        relay_token: Option<RelayToken>,
     ) {
+        let relayed = relay_token.is_some();
         let conn = self.conn_name(ci);
         if self.sas.len() >= self.shared.config.max_ike_sas {
             self.shared.events.push_back(Event::MediationFailed {
@@ -1123,7 +1158,8 @@ impl Endpoint {
         }
         let mut ctx = self.shared.ctx(now);
         let id = ctx.alloc_id();
-        let sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
+        let mut sa = IkeSa::initiate(&mut ctx, id, ci, children, local, remote, Some(cid.clone()));
+        sa.relay_bind = relay_token.map(|t| (remote, t));
         ctx.events.push_back(Event::MediatedPath {
             conn,
             ike: id,
@@ -1361,7 +1397,7 @@ impl Endpoint {
             Outcome::Chosen { local, remote }
                 if self.sas.len() < self.shared.config.max_ike_sas =>
             {
-                self.start_mediated(now, cid, ci, children, local, remote, false);
+                self.start_mediated(now, cid, ci, children, local, remote, None);
             }
             _ => {
                 self.shared.events.push_back(Event::MediationFailed {

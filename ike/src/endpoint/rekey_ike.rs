@@ -105,6 +105,8 @@ impl IkeSa {
         new.own_vips = self.own_vips.clone();
         new.dns = self.dns.clone();
         new.peer_vips = self.peer_vips.clone();
+        // A relayed SA's rekeyed successor runs through the same relay.
+        new.relay_bind = self.relay_bind;
         new
     }
 

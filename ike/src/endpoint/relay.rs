@@ -145,6 +145,7 @@ impl IkeSa {
             connect_id: ready.connect_id,
             local,
             relay,
+            token: ready.token,
         });
     }
 }

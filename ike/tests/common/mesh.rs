@@ -42,6 +42,13 @@ impl Router {
         }
     }
 
+    /// Forgets every mapping (a reboot, or mappings that timed out): each flow leaves
+    /// from a new public port, and nothing is let in until it does.
+    pub fn rebind(&mut self) {
+        self.map.clear();
+        self.allowed.clear();
+    }
+
     fn outbound(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
         let key = (from, self.symmetric.then_some(to));
         let port = match self.map.get(&key) {
