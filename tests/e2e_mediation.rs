@@ -103,6 +103,62 @@ fn logs(daemons: &[(&str, &Daemon)]) -> String {
     out
 }
 
+/// esprit as the mediation server in `topo` (with `[metrics]` if `metrics`).
+fn esprit_server(topo: &MediationTopology, metrics: bool) -> Daemon {
+    let dir = topo.dir().join("s");
+    let toml = server_toml(&dir, topo.s_addr());
+    start(
+        topo.s(),
+        &dir,
+        if metrics { with_metrics(toml) } else { toml },
+    )
+}
+
+/// esprit peer b ("edge2"), which waits to be called (`start_action` "none").
+fn esprit_b(topo: &MediationTopology) -> Daemon {
+    let dir = topo.dir().join("b");
+    let toml = peer_toml(
+        &dir,
+        topo.b_addr(),
+        topo.s_addr(),
+        ("edge2", "edge1"),
+        ("10.96.2.0/24", "10.96.1.0/24"),
+        "none",
+    );
+    start(topo.b(), &dir, toml)
+}
+
+/// esprit peer a ("edge1"), which starts the mediated tunnel to b (with `[metrics]`
+/// if `metrics`).
+fn esprit_a(topo: &MediationTopology, metrics: bool) -> Daemon {
+    let dir = topo.dir().join("a");
+    let toml = peer_toml(
+        &dir,
+        topo.a_addr(),
+        topo.s_addr(),
+        ("edge1", "edge2"),
+        ("10.96.1.0/24", "10.96.2.0/24"),
+        "start",
+    );
+    start(
+        topo.a(),
+        &dir,
+        if metrics { with_metrics(toml) } else { toml },
+    )
+}
+
+/// Waits until `server` has `n` peers registered; on time-out panics with the logs
+/// of `all`.
+fn wait_registered(server: &Daemon, n: usize, all: &[(&str, &Daemon)]) {
+    wait_ok("the peers registered at the server", SETUP, POLL, || {
+        let s = server.status()?;
+        (s.mediation.registered_peers.len() == n)
+            .then_some(())
+            .ok_or_else(|| std::io::Error::other(format!("{s}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(all)));
+}
+
 /// Bytes the server's link received so far.
 fn server_rx(topo: &MediationTopology) -> u64 {
     let s = topo
@@ -115,45 +171,10 @@ fn server_rx(topo: &MediationTopology) -> u64 {
 #[test]
 fn esprit_in_all_three_roles_punches_through_two_nats() {
     let topo = MediationTopology::new().expect("topology");
-    let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
-    let b = start(
-        topo.b(),
-        &dir.join("b"),
-        peer_toml(
-            &dir.join("b"),
-            topo.b_addr(),
-            topo.s_addr(),
-            ("edge2", "edge1"),
-            ("10.96.2.0/24", "10.96.1.0/24"),
-            "none",
-        ),
-    );
-    wait_ok("b registered at the server", SETUP, POLL, || {
-        let s = server.status()?;
-        if s.mediation.registered_peers.len() == 1 {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!("{s}")))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        ),
-    );
+    let server = esprit_server(&topo, false);
+    let b = esprit_b(&topo);
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
+    let a = esprit_a(&topo, false);
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let started = std::time::Instant::now();
     let status = a
@@ -502,24 +523,8 @@ fn charon_initiator_esprit_responder() {
 #[test]
 fn unregistered_peer_is_a_clear_error_in_status() {
     let topo = MediationTopology::new().expect("topology");
-    let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        ),
-    );
+    let server = esprit_server(&topo, false);
+    let a = esprit_a(&topo, false);
     let status = wait_ok("a's mediation failure in status", SETUP, POLL, || {
         let s = a.status()?;
         let err = s
@@ -556,11 +561,7 @@ fn unregistered_peer_is_a_clear_error_in_status() {
 fn a_restarted_responder_is_mediated_again() {
     let topo = MediationTopology::new().expect("topology");
     let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
+    let server = esprit_server(&topo, false);
     let b_toml = peer_toml(
         &dir.join("b"),
         topo.b_addr(),
@@ -577,18 +578,7 @@ fn a_restarted_responder_is_mediated_again() {
             .ok_or_else(|| std::io::Error::other(format!("{s}")))
     })
     .unwrap();
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        ),
-    );
+    let a = esprit_a(&topo, false);
     let first = a
         .wait_child("net", SETUP)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("a", &a), ("b", &b)])));
@@ -713,13 +703,7 @@ fn rsa_certificates_and_dn_identities_as_in_the_seed() {
             "none",
         ),
     );
-    wait_ok("b registered", SETUP, POLL, || {
-        let s = server.status()?;
-        (s.mediation.registered_peers.len() == 1)
-            .then_some(())
-            .ok_or_else(|| std::io::Error::other(format!("{s}")))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
     let (a_dir, (a_cert, a_key)) = &files[1];
     let a = start(
         topo.a(),
@@ -844,42 +828,10 @@ fn cli(args: &[&str]) -> std::process::Output {
 fn symmetric_nats_relay_esprit_peers_through_the_server() {
     let topo = MediationTopology::symmetric().expect("topology");
     let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        with_metrics(server_toml(&dir.join("s"), topo.s_addr())),
-    );
-    let b = start(
-        topo.b(),
-        &dir.join("b"),
-        peer_toml(
-            &dir.join("b"),
-            topo.b_addr(),
-            topo.s_addr(),
-            ("edge2", "edge1"),
-            ("10.96.2.0/24", "10.96.1.0/24"),
-            "none",
-        ),
-    );
-    wait_ok("b registered", SETUP, POLL, || {
-        let s = server.status()?;
-        (s.mediation.registered_peers.len() == 1)
-            .then_some(())
-            .ok_or_else(|| std::io::Error::other(format!("{s}")))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        with_metrics(peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        )),
-    );
+    let server = esprit_server(&topo, true);
+    let b = esprit_b(&topo);
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
+    let a = esprit_a(&topo, true);
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let started = std::time::Instant::now();
     let status = a
@@ -993,43 +945,10 @@ fn symmetric_nats_relay_esprit_peers_through_the_server() {
 #[test]
 fn a_relayed_peer_whose_nat_port_changes_keeps_its_tunnel() {
     let topo = MediationTopology::symmetric().expect("topology");
-    let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
-    let b = start(
-        topo.b(),
-        &dir.join("b"),
-        peer_toml(
-            &dir.join("b"),
-            topo.b_addr(),
-            topo.s_addr(),
-            ("edge2", "edge1"),
-            ("10.96.2.0/24", "10.96.1.0/24"),
-            "none",
-        ),
-    );
-    wait_ok("b registered", SETUP, POLL, || {
-        let s = server.status()?;
-        (s.mediation.registered_peers.len() == 1)
-            .then_some(())
-            .ok_or_else(|| std::io::Error::other(format!("{s}")))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        ),
-    );
+    let server = esprit_server(&topo, false);
+    let b = esprit_b(&topo);
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
+    let a = esprit_a(&topo, false);
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let status = a
         .wait_child("net", SETUP)
@@ -1089,43 +1008,10 @@ fn a_relayed_peer_whose_nat_port_changes_keeps_its_tunnel() {
 fn a_relayed_tunnel_moves_to_the_direct_path_when_it_opens() {
     let topo = MediationTopology::new().expect("topology");
     topo.block_direct(true).expect("block");
-    let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
-    let b = start(
-        topo.b(),
-        &dir.join("b"),
-        peer_toml(
-            &dir.join("b"),
-            topo.b_addr(),
-            topo.s_addr(),
-            ("edge2", "edge1"),
-            ("10.96.2.0/24", "10.96.1.0/24"),
-            "none",
-        ),
-    );
-    wait_ok("b registered", SETUP, POLL, || {
-        let s = server.status()?;
-        (s.mediation.registered_peers.len() == 1)
-            .then_some(())
-            .ok_or_else(|| std::io::Error::other(format!("{s}")))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
-    let a = start(
-        topo.a(),
-        &dir.join("a"),
-        peer_toml(
-            &dir.join("a"),
-            topo.a_addr(),
-            topo.s_addr(),
-            ("edge1", "edge2"),
-            ("10.96.1.0/24", "10.96.2.0/24"),
-            "start",
-        ),
-    );
+    let server = esprit_server(&topo, false);
+    let b = esprit_b(&topo);
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
+    let a = esprit_a(&topo, false);
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let status = a
         .wait_child("net", SETUP)
@@ -1209,11 +1095,7 @@ fn peers_on_a_shared_lan_find_it_through_host_candidates() {
     let topo = MediationTopology::symmetric().expect("topology");
     topo.lan_link().expect("LAN link");
     let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
+    let server = esprit_server(&topo, false);
     // The mediated connections name no local address, so that their IKE SAs may
     // run from any (with `local_addrs`, only those are candidates).
     let any_local = |toml: String, addr: IpAddr| {
@@ -1237,13 +1119,7 @@ fn peers_on_a_shared_lan_find_it_through_host_candidates() {
             topo.b_addr(),
         ),
     );
-    wait_ok("b registered", SETUP, POLL, || {
-        let s = server.status()?;
-        (s.mediation.registered_peers.len() == 1)
-            .then_some(())
-            .ok_or_else(|| std::io::Error::other(format!("{s}")))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[("s", &server), ("b", &b)])));
+    wait_registered(&server, 1, &[("s", &server), ("b", &b)]);
     let a = start(
         topo.a(),
         &dir.join("a"),
@@ -1306,11 +1182,7 @@ fn peers_on_a_shared_lan_find_it_through_host_candidates() {
 fn esprit_peer_is_called_back_when_its_peer_registers() {
     let topo = MediationTopology::new().expect("topology");
     let dir = topo.dir().to_path_buf();
-    let server = start(
-        topo.s(),
-        &dir.join("s"),
-        server_toml(&dir.join("s"), topo.s_addr()),
-    );
+    let server = esprit_server(&topo, false);
     let a = start(
         topo.a(),
         &dir.join("a"),
@@ -1342,18 +1214,7 @@ fn esprit_peer_is_called_back_when_its_peer_registers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("not registered"), "{stderr}");
-    let b = start(
-        topo.b(),
-        &dir.join("b"),
-        peer_toml(
-            &dir.join("b"),
-            topo.b_addr(),
-            topo.s_addr(),
-            ("edge2", "edge1"),
-            ("10.96.2.0/24", "10.96.1.0/24"),
-            "none",
-        ),
-    );
+    let b = esprit_b(&topo);
     let all = [("s", &server), ("a", &a), ("b", &b)];
     let started = std::time::Instant::now();
     a.wait_child("net", SETUP)
