@@ -4,10 +4,8 @@
 //! connectivity checks punch through both NATs, and the direct tunnel carries ping and
 //! a checked TCP transfer peer to peer, past the server, and outlives it.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[allow(dead_code, unreachable_pub)]
@@ -788,27 +786,7 @@ fn metric(text: &str, series: &str) -> u64 {
 /// `promtool check metrics` accepts `text` (a missing promtool fails, naming its
 /// Debian package).
 fn promtool_check(text: &str) {
-    let promtool = tools::require("promtool").unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the body: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tools::promtool_check(text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn cli(args: &[&str]) -> std::process::Output {

@@ -9,9 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{psk_net, Bench, Who, POLL, SETUP};
@@ -62,29 +60,10 @@ fn value(text: &str, name: &str, want: &[&str]) -> f64 {
     found[0]
 }
 
-/// `promtool check metrics` on `text`: its verdict, with promtool's output on failure.
+/// `promtool check metrics` accepts `text` (a missing promtool fails, naming its
+/// Debian package).
 fn promtool_check(text: &str) {
-    let promtool = tools::require("promtool").unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the body: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tools::promtool_check(text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -113,6 +113,35 @@ pub fn require_strongswan() -> io::Result<()> {
     ))
 }
 
+/// `promtool check metrics` on a scrape's `text`: Err with promtool's complaint and
+/// the text when it refuses it, or with the package to install when promtool is
+/// missing.
+pub fn promtool_check(text: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let promtool = require("promtool")?;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("promtool's stdin"))?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "promtool check metrics refused the body: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
