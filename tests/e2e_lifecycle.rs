@@ -239,7 +239,10 @@ fn sigterm_deletes_the_sas_at_the_peer() {
     assert!(status.success(), "a's exit: {status:?}");
     eprintln!("a gone and b clean {:?} after SIGTERM", start.elapsed());
     let log = bench.daemon(Who::A).log();
-    assert!(log.contains("SIGTERM: deleting 1 IKE SA(s) at the peers"), "{log}");
+    assert!(
+        log.contains("SIGTERM: deleting 1 IKE SA(s) at the peers"),
+        "{log}"
+    );
     assert!(log.contains("esprit stopped"), "{log}");
     assert!(!log.contains("not confirmed deleted"), "{log}");
     // Nothing remains in a's namespace: no TUN, no routes through it.
