@@ -285,6 +285,9 @@ pub(super) async fn run(
     }
     drop(acc_tx);
     drop(udp_tx);
+    // Listeners in place before the first packet is read: a SYN already queued when
+    // the thread starts would otherwise find none and be reset.
+    st.accept_reverse();
     loop {
         st.step();
         let now = st.now();
@@ -445,8 +448,15 @@ impl Stack {
         } else {
             // smoltcp resets a SYN that finds no listening socket: with reverse pipes,
             // take packets one at a time and put fresh listeners in place after each
-            // one that changed a socket, so a burst of connections finds them.
+            // one that changed a socket, so a burst of connections finds them. A
+            // retransmitted SYN of a connection that has its socket is dropped here
+            // (see `is_known_syn`), and a connection whose handshake was reset is
+            // closed before its socket can listen again (`close_reset_handshakes`).
             loop {
+                if self.dev.rx.front().is_some_and(|p| self.is_known_syn(p)) {
+                    self.dev.rx.pop_front();
+                    continue;
+                }
                 match self
                     .iface
                     .poll_ingress_single(now, &mut self.dev, &mut self.sockets)
@@ -454,6 +464,7 @@ impl Stack {
                     PollIngressSingleResult::None => break,
                     PollIngressSingleResult::PacketProcessed => {}
                     PollIngressSingleResult::SocketStateChanged => {
+                        self.close_reset_handshakes();
                         self.accept_reverse();
                     }
                 }
