@@ -183,7 +183,13 @@ fn plan(addr: &str, tcp_buffer: usize) -> Plan {
     }
 }
 
-fn tcp_pipe(name: &str, reverse: bool, listen: SocketAddr, remote: SocketAddr, max: usize) -> Pipe {
+fn tcp_pipe(
+    name: &str,
+    reverse: bool,
+    (listen, remote): (SocketAddr, SocketAddr),
+    max: usize,
+    idle: Duration,
+) -> Pipe {
     Pipe {
         name: name.into(),
         proto: PipeProto::Tcp,
@@ -191,12 +197,18 @@ fn tcp_pipe(name: &str, reverse: bool, listen: SocketAddr, remote: SocketAddr, m
         listen,
         remote: PipeRemote::Addr(remote),
         max_connections: max,
-        idle_timeout: IDLE,
+        idle_timeout: idle,
     }
 }
 
-/// The forward pipe's idle timeout in these tests.
+/// The pipes' idle timeout in these tests.
 const IDLE: Duration = Duration::from_secs(2);
+
+/// The idle timeout for many connections at once on a loaded machine (CI): there a
+/// connection can wait longer than `IDLE` for a test thread (a client, the echo
+/// server) to get a CPU, with nothing of it in either stack: seen as resets of
+/// connections in FIN-WAIT-2 and CLOSE-WAIT with empty smoltcp queues and channels.
+const LOADED_IDLE: Duration = Duration::from_secs(60);
 
 /// Stack a's forward pipe at `listen` -> 10.0.0.2:80 -> stack b's reverse pipe -> the
 /// test's server.
@@ -213,12 +225,16 @@ fn chain(max: usize, tcp_buffer: usize) -> Chain {
 }
 
 fn chain_with(max: usize, tcp_buffer: usize, faults: Faults) -> Chain {
+    chain_idle(max, tcp_buffer, faults, IDLE)
+}
+
+fn chain_idle(max: usize, tcp_buffer: usize, faults: Faults, idle: Duration) -> Chain {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let inner: SocketAddr = "10.0.0.2:80".parse().unwrap();
     let (a, da) = Netstack::start(
         &plan("10.0.0.1", tcp_buffer),
-        &[tcp_pipe("fwd", false, listen, inner, max)],
+        &[tcp_pipe("fwd", false, (listen, inner), max, idle)],
     )
     .unwrap();
     let (b, db) = Netstack::start(
@@ -226,9 +242,9 @@ fn chain_with(max: usize, tcp_buffer: usize, faults: Faults) -> Chain {
         &[tcp_pipe(
             "rev",
             true,
-            inner,
-            server.local_addr().unwrap(),
+            (inner, server.local_addr().unwrap()),
             1024,
+            idle,
         )],
     )
     .unwrap();
@@ -459,7 +475,7 @@ fn an_idle_connection_is_reset_after_idle_timeout() {
 
 #[test]
 fn a_hundred_concurrent_connections_each_echoed() {
-    let c = chain(256, 64 * 1024);
+    let c = chain_idle(256, 64 * 1024, Faults::default(), LOADED_IDLE);
     let server = c.server.try_clone().unwrap();
     thread::spawn(move || {
         for s in server.incoming().flatten() {
@@ -708,4 +724,35 @@ fn a_reset_handshake_does_not_listen_again() {
     });
     let b = stats(&c.b);
     assert_eq!((b.opened, b.failed), (2, 1), "{b:?}");
+}
+
+/// A clean close resets nothing. The client closes first, so a's stack ends in
+/// TIME-WAIT; smoltcp delays its ACK of b's FIN, and a freed the socket before sending
+/// it: b retransmitted its FIN to a socket that was gone and got a reset, after
+/// waiting in LAST-ACK for its retransmission timeout (under load long enough that
+/// the hundred connections' pipes were not idle 20 s after their last byte).
+#[test]
+fn a_clean_close_sends_no_reset() {
+    let c = chain(16, 64 * 1024);
+    let mut client = connect(c.listen);
+    client.write_all(b"ping").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut srv = accept(&c.server);
+    let mut got = Vec::new();
+    srv.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"ping");
+    srv.write_all(b"pong").unwrap();
+    drop(srv);
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"pong");
+    until("both pipes idle", || {
+        stats(&c.a).active == 0 && stats(&c.b).active == 0
+    });
+    let seen = &c.wire.seen;
+    let rsts = (
+        seen.rsts_to_b.load(Ordering::Relaxed),
+        seen.rsts_to_a.load(Ordering::Relaxed),
+    );
+    assert_eq!(rsts, (0, 0), "resets (to b, to a)");
 }

@@ -171,6 +171,8 @@ struct Stack {
     next_port: u16,
     notify: Arc<Notify>,
     next_idle_check: Instant,
+    /// smoltcp's time at the last poll: what it has sent by then.
+    polled_at: smoltcp::time::Instant,
     /// Per reverse UDP pipe: its smoltcp socket.
     rev_udp: HashMap<usize, SocketHandle>,
     /// Reverse UDP flows by (pipe, client in the tunnel).
@@ -244,6 +246,7 @@ pub(super) async fn run(
         next_port: *EPHEMERAL.start(),
         notify: notify.clone(),
         next_idle_check: epoch + IDLE_CHECK,
+        polled_at: smoltcp::time::Instant::ZERO,
         rev_udp: HashMap::new(),
         rev_flows: HashMap::new(),
         rev_tx,
@@ -443,6 +446,7 @@ impl Stack {
 
     fn poll(&mut self) {
         let now = self.now();
+        self.polled_at = now;
         if self.listening.is_empty() {
             self.iface.poll(now, &mut self.dev, &mut self.sockets);
         } else {

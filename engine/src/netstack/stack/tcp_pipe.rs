@@ -55,6 +55,8 @@ pub(super) struct Conn {
     pub(super) counted: bool,
     /// Seen closed once (freed the next time, after the poll that sends its RST).
     pub(super) closed_seen: bool,
+    /// The poll after which it was first seen in TIME-WAIT with everything delivered.
+    pub(super) time_wait_at: Option<smoltcp::time::Instant>,
 }
 
 /// A client accepted on a forward TCP pipe, its remote resolved.
@@ -307,6 +309,7 @@ impl Stack {
             moved: false,
             counted: true,
             closed_seen: false,
+            time_wait_at: None,
         });
         let c = self.conns.last_mut().expect("just pushed");
         (up_tx, down_rx, c)
@@ -357,6 +360,7 @@ impl Stack {
 
     /// One connection: (data moved, connection finished).
     pub(super) fn service_conn(&mut self, i: usize) -> (bool, bool) {
+        let polled_at = self.polled_at;
         let c = &mut self.conns[i];
         let (cfg, counters) = &self.pipes[c.pipe];
         // "up" is from the side that connected to `listen`: the host for a forward
@@ -469,8 +473,17 @@ impl Stack {
                 false
             }
             tcp::State::Closed => true,
-            // Both FINs exchanged and ours acknowledged; nothing more to deliver.
-            tcp::State::TimeWait => !sock.can_recv() && c.down.is_none(),
+            // Both FINs exchanged and ours acknowledged; nothing more to deliver. smoltcp
+            // delays its ACK of the peer's FIN (and last data) by `ack_delay`: free the
+            // socket only after a poll that came that much later and so sent it, or the
+            // peer retransmits its FIN to a socket that is gone, is reset, and waits in
+            // LAST-ACK for its retransmission timeout first (long under load).
+            tcp::State::TimeWait if !sock.can_recv() && c.down.is_none() => {
+                // The poll that made it so: its ACK is due `ack_delay` later.
+                let since = *c.time_wait_at.get_or_insert(polled_at);
+                let delay = sock.ack_delay().unwrap_or(smoltcp::time::Duration::ZERO);
+                polled_at >= since + delay && c.time_wait_at != Some(polled_at)
+            }
             _ => false,
         };
         (moved, done)
