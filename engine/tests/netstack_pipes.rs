@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -53,12 +53,20 @@ struct Seen {
     syns_replayed: AtomicUsize,
     /// SYN-ACKs to a dropped.
     synacks_dropped: AtomicUsize,
+    /// The sequence numbers of the SYNs a sent and of the SYN-ACKs b sent.
+    isns: Mutex<(Vec<u32>, Vec<u32>)>,
 }
 
 /// The TCP flags of an IPv4 packet, if it is TCP.
 fn tcp_flags(p: &[u8]) -> Option<u8> {
     let ihl = usize::from(p.first()? & 0x0f) * 4;
     (p.len() > ihl + 13 && p[9] == 6).then(|| p[ihl + 13])
+}
+
+/// The sequence number of an IPv4 TCP segment.
+fn tcp_seq(p: &[u8]) -> u32 {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    u32::from_be_bytes(p[ihl + 4..ihl + 8].try_into().unwrap())
 }
 
 const FIN: u8 = 0x01;
@@ -96,6 +104,9 @@ impl Wire {
                         if flags & RST != 0 {
                             n.rsts_to_b.fetch_add(1, Ordering::Relaxed);
                         }
+                        if flags & (SYN | ACK) == SYN {
+                            n.isns.lock().unwrap().0.push(tcp_seq(p));
+                        }
                         if let (Some(after), SYN) = (f.replay_syns_to_b, flags & (SYN | ACK)) {
                             replays.push((Instant::now() + after, p.to_vec(), true));
                         }
@@ -113,6 +124,9 @@ impl Wire {
                         let flags = tcp_flags(p).unwrap_or(0);
                         if flags & RST != 0 {
                             n.rsts_to_a.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if flags & (SYN | ACK) == SYN | ACK {
+                            n.isns.lock().unwrap().1.push(tcp_seq(p));
                         }
                         if let (Some(after), true) = (f.replay_fins_to_a, flags & FIN != 0) {
                             replays.push((Instant::now() + after, p.to_vec(), false));
@@ -755,4 +769,20 @@ fn a_clean_close_sends_no_reset() {
         seen.rsts_to_a.load(Ordering::Relaxed),
     );
     assert_eq!(rsts, (0, 0), "resets (to b, to a)");
+}
+
+/// Each stack draws its own initial sequence numbers. smoltcp's seed was 0 unless
+/// set, so every stack used the same ones in the same order, again after each start:
+/// a's first SYN and b's first SYN-ACK carried the same number.
+#[test]
+fn each_stack_has_its_own_initial_sequence_numbers() {
+    let c = chain(16, 64 * 1024);
+    let _client = connect(c.listen);
+    let _srv = accept(&c.server);
+    until("a SYN and a SYN-ACK", || {
+        let isns = c.wire.seen.isns.lock().unwrap();
+        !isns.0.is_empty() && !isns.1.is_empty()
+    });
+    let isns = c.wire.seen.isns.lock().unwrap();
+    assert_ne!(isns.0[0], isns.1[0], "a's first SYN and b's first SYN-ACK");
 }

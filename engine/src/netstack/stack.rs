@@ -14,7 +14,9 @@
 //! before it was written. A reset on either side resets the other (the host side by
 //! closing with `SO_LINGER` 0).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -219,11 +221,12 @@ pub(super) async fn run(
         mtu: cfg.mtu,
     };
     let epoch = Instant::now();
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ip),
-        &mut dev,
-        smoltcp::time::Instant::ZERO,
-    );
+    let mut config = Config::new(HardwareAddress::Ip);
+    // smoltcp draws initial sequence numbers from this seed, 0 unless set: every stack
+    // would use the same ones, in the same order after each start (RFC 9293 3.4.1
+    // wants them unpredictable). std's `RandomState` keys come from the OS.
+    config.random_seed = RandomState::new().build_hasher().finish();
+    let mut iface = Interface::new(config, &mut dev, smoltcp::time::Instant::ZERO);
     // Everything that is not ours goes out through the tunnel (the SPD decides).
     iface.set_any_ip(false);
     let notify = Arc::new(Notify::new());
