@@ -786,3 +786,20 @@ fn each_stack_has_its_own_initial_sequence_numbers() {
     let isns = c.wire.seen.isns.lock().unwrap();
     assert_ne!(isns.0[0], isns.1[0], "a's first SYN and b's first SYN-ACK");
 }
+
+/// Stopping a stack resets the host side of its connections, both ends here: a client
+/// must not take a connection cut by a daemon's stop for a complete answer (it got a
+/// clean EOF: the host tasks were dropped with the stack's runtime, closing their
+/// sockets normally).
+#[test]
+fn stopping_the_stacks_resets_the_host_sides() {
+    let c = chain(16, 64 * 1024);
+    let mut client = connect(c.listen);
+    client.write_all(b"x").unwrap();
+    let mut srv = accept(&c.server);
+    let mut b = [0u8; 1];
+    srv.read_exact(&mut b).unwrap();
+    drop(c);
+    assert_eq!(read_end(&mut client), Some(ErrorKind::ConnectionReset));
+    assert_eq!(read_end(&mut srv), Some(ErrorKind::ConnectionReset));
+}

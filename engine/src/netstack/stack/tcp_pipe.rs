@@ -145,6 +145,10 @@ pub(super) async fn host_side(
     notify: Arc<Notify>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Closed with a reset unless the copying ends cleanly below: the task is dropped
+    // with the stack's runtime when the daemon stops, and its host connection must
+    // then be reset, not closed as if everything had been said.
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     let reset_host = {
         let (mut rd, mut wr) = stream.split();
         let reader = async {
@@ -199,8 +203,8 @@ pub(super) async fn host_side(
             }
         }
     };
-    if reset_host {
-        reset(stream);
+    if !reset_host {
+        let _ = socket2::SockRef::from(&stream).set_linger(None);
     }
 }
 
