@@ -14,7 +14,9 @@
 //! before it was written. A reset on either side resets the other (the host side by
 //! closing with `SO_LINGER` 0).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -171,6 +173,8 @@ struct Stack {
     next_port: u16,
     notify: Arc<Notify>,
     next_idle_check: Instant,
+    /// smoltcp's time at the last poll: what it has sent by then.
+    polled_at: smoltcp::time::Instant,
     /// Per reverse UDP pipe: its smoltcp socket.
     rev_udp: HashMap<usize, SocketHandle>,
     /// Reverse UDP flows by (pipe, client in the tunnel).
@@ -217,11 +221,12 @@ pub(super) async fn run(
         mtu: cfg.mtu,
     };
     let epoch = Instant::now();
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ip),
-        &mut dev,
-        smoltcp::time::Instant::ZERO,
-    );
+    let mut config = Config::new(HardwareAddress::Ip);
+    // smoltcp draws initial sequence numbers from this seed, 0 unless set: every stack
+    // would use the same ones, in the same order after each start (RFC 9293 3.4.1
+    // wants them unpredictable). std's `RandomState` keys come from the OS.
+    config.random_seed = RandomState::new().build_hasher().finish();
+    let mut iface = Interface::new(config, &mut dev, smoltcp::time::Instant::ZERO);
     // Everything that is not ours goes out through the tunnel (the SPD decides).
     iface.set_any_ip(false);
     let notify = Arc::new(Notify::new());
@@ -244,6 +249,7 @@ pub(super) async fn run(
         next_port: *EPHEMERAL.start(),
         notify: notify.clone(),
         next_idle_check: epoch + IDLE_CHECK,
+        polled_at: smoltcp::time::Instant::ZERO,
         rev_udp: HashMap::new(),
         rev_flows: HashMap::new(),
         rev_tx,
@@ -285,6 +291,9 @@ pub(super) async fn run(
     }
     drop(acc_tx);
     drop(udp_tx);
+    // Listeners in place before the first packet is read: a SYN already queued when
+    // the thread starts would otherwise find none and be reset.
+    st.accept_reverse();
     loop {
         st.step();
         let now = st.now();
@@ -440,13 +449,21 @@ impl Stack {
 
     fn poll(&mut self) {
         let now = self.now();
+        self.polled_at = now;
         if self.listening.is_empty() {
             self.iface.poll(now, &mut self.dev, &mut self.sockets);
         } else {
             // smoltcp resets a SYN that finds no listening socket: with reverse pipes,
             // take packets one at a time and put fresh listeners in place after each
-            // one that changed a socket, so a burst of connections finds them.
+            // one that changed a socket, so a burst of connections finds them. A
+            // retransmitted SYN of a connection that has its socket is dropped here
+            // (see `is_known_syn`), and a connection whose handshake was reset is
+            // closed before its socket can listen again (`close_reset_handshakes`).
             loop {
+                if self.dev.rx.front().is_some_and(|p| self.is_known_syn(p)) {
+                    self.dev.rx.pop_front();
+                    continue;
+                }
                 match self
                     .iface
                     .poll_ingress_single(now, &mut self.dev, &mut self.sockets)
@@ -454,6 +471,7 @@ impl Stack {
                     PollIngressSingleResult::None => break,
                     PollIngressSingleResult::PacketProcessed => {}
                     PollIngressSingleResult::SocketStateChanged => {
+                        self.close_reset_handshakes();
                         self.accept_reverse();
                     }
                 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -39,13 +40,23 @@ pub(super) struct Conn {
     pub(super) down: Option<mpsc::Sender<Vec<u8>>>,
     pub(super) fin_in: bool,
     pub(super) flags: Arc<Flags>,
+    /// The last time data moved: between the host and smoltcp, or between smoltcp and
+    /// the TCP peer (acknowledged or received), see `send_queue` and `recv_queue`.
     pub(super) last_active: Instant,
+    /// smoltcp's send queue when the connection was last serviced: less now means
+    /// the peer acknowledged data.
+    pub(super) send_queue: usize,
+    /// smoltcp's receive queue when the connection was last serviced: more now means
+    /// the peer sent data.
+    pub(super) recv_queue: usize,
     /// Bytes moved at all (a reset before any is a failed connection).
     pub(super) moved: bool,
     /// Counted in `active` (not a connection refused at `max_connections`).
     pub(super) counted: bool,
     /// Seen closed once (freed the next time, after the poll that sends its RST).
     pub(super) closed_seen: bool,
+    /// The poll after which it was first seen in TIME-WAIT with everything delivered.
+    pub(super) time_wait_at: Option<smoltcp::time::Instant>,
 }
 
 /// A client accepted on a forward TCP pipe, its remote resolved.
@@ -134,6 +145,10 @@ pub(super) async fn host_side(
     notify: Arc<Notify>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Closed with a reset unless the copying ends cleanly below: the task is dropped
+    // with the stack's runtime when the daemon stops, and its host connection must
+    // then be reset, not closed as if everything had been said.
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     let reset_host = {
         let (mut rd, mut wr) = stream.split();
         let reader = async {
@@ -188,8 +203,8 @@ pub(super) async fn host_side(
             }
         }
     };
-    if reset_host {
-        reset(stream);
+    if !reset_host {
+        let _ = socket2::SockRef::from(&stream).set_linger(None);
     }
 }
 
@@ -293,9 +308,12 @@ impl Stack {
             fin_in: false,
             flags: Arc::new(Flags::default()),
             last_active: Instant::now(),
+            send_queue: 0,
+            recv_queue: 0,
             moved: false,
             counted: true,
             closed_seen: false,
+            time_wait_at: None,
         });
         let c = self.conns.last_mut().expect("just pushed");
         (up_tx, down_rx, c)
@@ -346,6 +364,7 @@ impl Stack {
 
     /// One connection: (data moved, connection finished).
     pub(super) fn service_conn(&mut self, i: usize) -> (bool, bool) {
+        let polled_at = self.polled_at;
         let c = &mut self.conns[i];
         let (cfg, counters) = &self.pipes[c.pipe];
         // "up" is from the side that connected to `listen`: the host for a forward
@@ -357,6 +376,12 @@ impl Stack {
         };
         let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let mut moved = false;
+        // The peer acknowledged or sent data since the last service: not idle, even if
+        // nothing moved on the host side (a send buffer that drains slowly, a FIN
+        // waiting behind it, under load for longer than the idle timeout).
+        if sock.send_queue() < c.send_queue || sock.recv_queue() > c.recv_queue {
+            c.last_active = Instant::now();
+        }
         // Tunnel to host, while the host task's channel has room.
         if let Some(tx) = &c.down {
             while sock.can_recv() {
@@ -435,6 +460,8 @@ impl Stack {
             c.last_active = Instant::now();
             c.moved = true;
         }
+        c.send_queue = sock.send_queue();
+        c.recv_queue = sock.recv_queue();
         let state = sock.state();
         let done = match state {
             // Both FINs were exchanged, so everything the tunnel side sent is in
@@ -450,11 +477,54 @@ impl Stack {
                 false
             }
             tcp::State::Closed => true,
-            // Both FINs exchanged and ours acknowledged; nothing more to deliver.
-            tcp::State::TimeWait => !sock.can_recv() && c.down.is_none(),
+            // Both FINs exchanged and ours acknowledged; nothing more to deliver. smoltcp
+            // delays its ACK of the peer's FIN (and last data) by `ack_delay`: free the
+            // socket only after a poll that came that much later and so sent it, or the
+            // peer retransmits its FIN to a socket that is gone, is reset, and waits in
+            // LAST-ACK for its retransmission timeout first (long under load).
+            tcp::State::TimeWait if !sock.can_recv() && c.down.is_none() => {
+                // The poll that made it so: its ACK is due `ack_delay` later.
+                let since = *c.time_wait_at.get_or_insert(polled_at);
+                let delay = sock.ack_delay().unwrap_or(smoltcp::time::Duration::ZERO);
+                polled_at >= since + delay && c.time_wait_at != Some(polled_at)
+            }
             _ => false,
         };
         (moved, done)
+    }
+
+    /// Closes reverse connections whose handshake the peer reset. smoltcp puts such a
+    /// socket back to LISTEN (from SYN-RECEIVED, as RFC 9293 3.10.7.4 says for a
+    /// passive open), where it would take the next SYN as a new connection on this
+    /// one's host side. Called after each packet that changed a socket's state, before
+    /// the next packet; the connection then ends as a reset one.
+    pub(super) fn close_reset_handshakes(&mut self) {
+        for c in &self.conns {
+            if self.pipes[c.pipe].0.reverse {
+                let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                if s.state() == tcp::State::Listen {
+                    s.abort();
+                }
+            }
+        }
+    }
+
+    /// True if `p` is a SYN (without ACK) for a reverse pipe's connection that already
+    /// has its socket: a retransmission of the SYN that made it. smoltcp offers a
+    /// segment to the sockets in slot order, and a listener put in a freed slot below
+    /// the connection's would take it as a second connection on the same addresses
+    /// and ports; the connection's own socket ignores such a SYN (it wants an ACK), so
+    /// dropping it is what the right socket would do.
+    pub(super) fn is_known_syn(&self, p: &[u8]) -> bool {
+        let Some((src, dst)) = syn_endpoints(p) else {
+            return false;
+        };
+        self.conns.iter().any(|c| {
+            let s = self.sockets.get::<tcp::Socket>(c.handle);
+            self.pipes[c.pipe].0.reverse
+                && s.remote_endpoint() == Some(src)
+                && s.local_endpoint() == Some(dst)
+        })
     }
 
     /// A connection is over: tell the host side, free the socket and its port.
@@ -511,4 +581,34 @@ impl Stack {
             self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
         }
     }
+}
+
+/// The source and destination of a TCP SYN without ACK in an IP packet.
+fn syn_endpoints(p: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
+    let (src, dst, proto, payload): (IpAddress, IpAddress, _, _) = match p.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(p).ok()?;
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return None;
+            }
+            let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+            (s, d, ip.next_header(), ip.payload())
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(p).ok()?;
+            let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+            (s, d, ip.next_header(), ip.payload())
+        }
+        _ => return None,
+    };
+    if proto != IpProtocol::Tcp {
+        return None;
+    }
+    let t = TcpPacket::new_checked(payload).ok()?;
+    (t.syn() && !t.ack()).then(|| {
+        (
+            IpEndpoint::new(src, t.src_port()),
+            IpEndpoint::new(dst, t.dst_port()),
+        )
+    })
 }
