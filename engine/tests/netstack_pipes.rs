@@ -30,8 +30,9 @@ struct Wire {
 /// What a wire does besides moving packets.
 #[derive(Clone, Copy, Default)]
 struct Faults {
-    /// Sends each FIN segment from b to a once more, this long after the first copy, as
-    /// a kernel's tail-loss probe would retransmit a FIN whose ACK was late.
+    /// Sends each FIN segment from b to a once more, this long after the first copy
+    /// and once the test sets `Seen::release_fins`, as a kernel's tail-loss probe
+    /// would retransmit a FIN whose ACK was late.
     replay_fins_to_a: Option<Duration>,
     /// Sends each SYN from a to b once more, this long after the first copy, as a's
     /// stack retransmits a SYN whose SYN-ACK is late (under load).
@@ -55,6 +56,8 @@ struct Seen {
     synacks_dropped: AtomicUsize,
     /// The sequence numbers of the SYNs a sent and of the SYN-ACKs b sent.
     isns: Mutex<(Vec<u32>, Vec<u32>)>,
+    /// Set by a test: FINs held for `Faults::replay_fins_to_a` may go.
+    release_fins: AtomicBool,
 }
 
 /// The TCP flags of an IPv4 packet, if it is TCP.
@@ -150,8 +153,9 @@ impl Wire {
                         }
                     }
                 }
+                let fins_go = n.release_fins.load(Ordering::Relaxed);
                 replays.retain(|(at, p, to_b)| {
-                    if *at > now {
+                    if *at > now || !(*to_b || fins_go) {
                         return true;
                     }
                     if *to_b {
@@ -571,7 +575,10 @@ fn a_reset_after_both_fins_loses_no_buffered_data() {
     let down = pattern(3, 4 << 20);
     srv.write_all(&down).unwrap();
     drop(srv);
-    // The far side's reset reaches a before the client reads a byte.
+    // b's side of the connection is gone (its FIN acknowledged); then its FIN comes
+    // again, and b's reset reaches a before the client reads a byte.
+    until("b's pipe idle", || stats(&c.b).active == 0);
+    c.wire.seen.release_fins.store(true, Ordering::Relaxed);
     until("a reset from b", || {
         c.wire.seen.rsts_to_a.load(Ordering::Relaxed) > 0
     });
