@@ -494,26 +494,7 @@ fn an_idle_connection_is_reset_after_idle_timeout() {
 #[test]
 fn a_hundred_concurrent_connections_each_echoed() {
     let c = chain_idle(256, 64 * 1024, Faults::default(), LOADED_IDLE);
-    let server = c.server.try_clone().unwrap();
-    thread::spawn(move || {
-        for s in server.incoming().flatten() {
-            thread::spawn(move || {
-                let mut s = s;
-                let mut b = vec![0u8; 1 << 16];
-                loop {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&b[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
-        }
-    });
+    echo_server(&c.server);
     let clients: Vec<_> = (0..100u8)
         .map(|i| {
             let mut s = connect(c.listen);
