@@ -465,8 +465,17 @@ mod tests {
         d
     }
 
-    #[tokio::test]
-    async fn forwards_between_the_bound_sides_only_and_counts_each_drop() {
+    /// One relay open on loopback between sides "a" and "b".
+    struct OneRelay {
+        relays: Relays,
+        tokens: [RelayToken; 2],
+        lo: IpAddr,
+        /// The relay's address.
+        to: SocketAddr,
+        c: Arc<RelayCounters>,
+    }
+
+    fn one_relay() -> OneRelay {
         let tokens = [RelayToken([1; 16]), RelayToken([2; 16])];
         let lo = IpAddr::from([127, 0, 0, 1]);
         let mut relays = Relays::default();
@@ -474,13 +483,34 @@ mod tests {
             .open(lo, "01020304".into(), ["a".into(), "b".into()], tokens)
             .unwrap();
         let (to, c) = (r.addr, r.counters.clone());
+        OneRelay {
+            relays,
+            tokens,
+            lo,
+            to,
+            c,
+        }
+    }
+
+    /// Holds once `c` has counted `n` binds.
+    fn binds_counted(c: &Arc<RelayCounters>, n: u64) -> impl Fn() -> bool {
+        let c = c.clone();
+        move || c.binds.load(Ordering::Relaxed) == n
+    }
+
+    #[tokio::test]
+    async fn forwards_between_the_bound_sides_only_and_counts_each_drop() {
+        let OneRelay {
+            relays,
+            tokens,
+            lo,
+            to,
+            c,
+        } = one_relay();
         let a = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
         let b = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
         let stranger = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
-        let binds = |n: u64| {
-            let c = c.clone();
-            move || c.binds.load(Ordering::Relaxed) == n
-        };
+        let binds = |n: u64| binds_counted(&c, n);
         send_counted(&a, to, &bind(tokens[0]), binds(1)).await;
         send_counted(&a, to, b"before b bound", || {
             c.dropped(RelayDrop::PeerUnbound) == 1
@@ -543,20 +573,17 @@ mod tests {
     /// forwards to the new address and no longer takes datagrams from the old one.
     #[tokio::test]
     async fn a_bind_from_a_new_address_moves_that_side() {
-        let tokens = [RelayToken([1; 16]), RelayToken([2; 16])];
-        let lo = IpAddr::from([127, 0, 0, 1]);
-        let mut relays = Relays::default();
-        let r = relays
-            .open(lo, "01020304".into(), ["a".into(), "b".into()], tokens)
-            .unwrap();
-        let (to, c) = (r.addr, r.counters.clone());
+        let OneRelay {
+            relays,
+            tokens,
+            lo,
+            to,
+            c,
+        } = one_relay();
         let a_old = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
         let a_new = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
         let b = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
-        let binds = |n: u64| {
-            let c = c.clone();
-            move || c.binds.load(Ordering::Relaxed) == n
-        };
+        let binds = |n: u64| binds_counted(&c, n);
         send_counted(&a_old, to, &bind(tokens[0]), binds(1)).await;
         send_counted(&b, to, &bind(tokens[1]), binds(2)).await;
         send_counted(&a_new, to, b"before the new bind", || {
@@ -564,7 +591,7 @@ mod tests {
         })
         .await;
         send_counted(&a_new, to, &bind(tokens[0]), binds(3)).await;
-        let bound = *r.bound.lock().unwrap();
+        let bound = *relays.list[0].bound.lock().unwrap();
         assert_eq!(bound[0], Some(a_new.local_addr().unwrap()));
         b.send_to(b"esp from b", to).await.unwrap();
         let mut buf = [0u8; 64];
