@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use zeroize::Zeroizing;
 
 use super::modp::{self, Refused};
@@ -157,12 +156,22 @@ pub struct DhKeyPair {
 }
 
 enum Private {
-    X25519(x25519_dalek::StaticSecret),
-    Ecp256(p256::SecretKey),
-    Ecp384(p384::SecretKey),
-    Ecp521(p521::SecretKey),
+    /// X25519 and the NIST curves: aws-lc's key, built from our own random bytes.
+    Curve(aws_lc_rs::agreement::PrivateKey),
     /// A MODP group's exponent.
     Modp(modp::Group, Zeroizing<Vec<u8>>),
+}
+
+/// aws-lc's agreement algorithm for an elliptic-curve group.
+fn curve(group: Dh) -> Option<&'static aws_lc_rs::agreement::Algorithm> {
+    use aws_lc_rs::agreement::{ECDH_P256, ECDH_P384, ECDH_P521, X25519};
+    match group {
+        Dh::Curve25519 => Some(&X25519),
+        Dh::Ecp256 => Some(&ECDH_P256),
+        Dh::Ecp384 => Some(&ECDH_P384),
+        Dh::Ecp521 => Some(&ECDH_P521),
+        _ => None,
+    }
 }
 
 /// SEC1 uncompressed form is 0x04 | x | y; IKE carries x | y (RFC 5903 7).
@@ -208,65 +217,40 @@ impl DhKeyPair {
                 expected: group.private_len(),
             });
         }
-        let invalid = |_| CryptoError::InvalidPublicValue(group.id());
-        match group {
-            Dh::Curve25519 => {
-                let mut b = Zeroizing::new([0u8; 32]);
-                b.copy_from_slice(private);
-                let bytes = b;
-                // RFC 7748 5: the scalar is clamped inside the scalar multiplication.
-                let secret = x25519_dalek::StaticSecret::from(*bytes);
-                let public = x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec();
-                Ok(Self {
-                    group,
-                    private: Private::X25519(secret),
-                    public,
-                })
-            }
-            Dh::Ecp256 => {
-                let secret = p256::SecretKey::from_slice(private).map_err(invalid)?;
-                let public = strip_sec1(secret.public_key().to_encoded_point(false).as_bytes());
-                Ok(Self {
-                    group,
-                    private: Private::Ecp256(secret),
-                    public,
-                })
-            }
-            Dh::Ecp384 => {
-                let secret = p384::SecretKey::from_slice(private).map_err(invalid)?;
-                let public = strip_sec1(secret.public_key().to_encoded_point(false).as_bytes());
-                Ok(Self {
-                    group,
-                    private: Private::Ecp384(secret),
-                    public,
-                })
-            }
-            Dh::Ecp521 => {
-                let secret = p521::SecretKey::from_slice(private).map_err(invalid)?;
-                let public = strip_sec1(secret.public_key().to_encoded_point(false).as_bytes());
-                Ok(Self {
-                    group,
-                    private: Private::Ecp521(secret),
-                    public,
-                })
-            }
-            Dh::Modp1024 | Dh::Modp2048 | Dh::Modp3072 | Dh::Modp4096 | Dh::Modp2048s256 => {
-                let Some(g) = group.modp() else {
-                    return Err(CryptoError::InvalidPublicValue(group.id()));
-                };
-                // An exponent of 0 or 1 would make a trivial public value.
-                if private.iter().rev().skip(1).all(|b| *b == 0) && private[private.len() - 1] < 2 {
-                    return Err(CryptoError::InvalidPublicValue(group.id()));
-                }
-                let x = Zeroizing::new(private.to_vec());
-                let public = g.public(&x);
-                Ok(Self {
-                    group,
-                    private: Private::Modp(g, x),
-                    public,
-                })
-            }
+        if let Some(alg) = curve(group) {
+            // X25519 clamps the scalar inside the multiplication (RFC 7748 5); for the
+            // NIST curves a scalar of 0 or not below the order is refused here, and
+            // `generate` draws again.
+            let private = aws_lc_rs::agreement::PrivateKey::from_private_key(alg, private)
+                .map_err(|_| CryptoError::InvalidPublicValue(group.id()))?;
+            let public = private
+                .compute_public_key()
+                .map_err(|_| CryptoError::KeyGeneration)?;
+            let public = if group == Dh::Curve25519 {
+                public.as_ref().to_vec()
+            } else {
+                strip_sec1(public.as_ref())
+            };
+            return Ok(Self {
+                group,
+                private: Private::Curve(private),
+                public,
+            });
         }
+        let Some(g) = group.modp() else {
+            return Err(CryptoError::InvalidPublicValue(group.id()));
+        };
+        // An exponent of 0 or 1 would make a trivial public value.
+        if private.iter().rev().skip(1).all(|b| *b == 0) && private[private.len() - 1] < 2 {
+            return Err(CryptoError::InvalidPublicValue(group.id()));
+        }
+        let x = Zeroizing::new(private.to_vec());
+        let public = g.public(&x);
+        Ok(Self {
+            group,
+            private: Private::Modp(g, x),
+            public,
+        })
     }
 
     /// The group.
@@ -292,37 +276,27 @@ impl DhKeyPair {
             });
         }
         match &self.private {
-            Private::X25519(secret) => {
-                let mut peer = [0u8; 32];
-                peer.copy_from_slice(peer_public);
-                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-                if !shared.was_contributory() {
-                    return Err(CryptoError::ZeroSharedSecret);
-                }
-                Ok(SecretBytes::from_slice(shared.as_bytes()))
-            }
-            // RFC 5903 7: the shared secret is the x coordinate only. `from_sec1_bytes`
-            // refuses a point not on the curve (RFC 5903 9) and the identity.
-            Private::Ecp256(secret) => {
-                let peer = p256::PublicKey::from_sec1_bytes(&sec1(peer_public))
-                    .map_err(|_| CryptoError::InvalidPublicValue(group.id()))?;
-                let shared =
-                    p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-                Ok(SecretBytes::from_slice(shared.raw_secret_bytes()))
-            }
-            Private::Ecp384(secret) => {
-                let peer = p384::PublicKey::from_sec1_bytes(&sec1(peer_public))
-                    .map_err(|_| CryptoError::InvalidPublicValue(group.id()))?;
-                let shared =
-                    p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-                Ok(SecretBytes::from_slice(shared.raw_secret_bytes()))
-            }
-            Private::Ecp521(secret) => {
-                let peer = p521::PublicKey::from_sec1_bytes(&sec1(peer_public))
-                    .map_err(|_| CryptoError::InvalidPublicValue(group.id()))?;
-                let shared =
-                    p521::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
-                Ok(SecretBytes::from_slice(shared.raw_secret_bytes()))
+            Private::Curve(private) => {
+                // RFC 5903 7: an ECP shared secret is the x coordinate only; aws-lc
+                // refuses a point not on the curve (RFC 5903 9) and an all-zero X25519
+                // result (RFC 8031 2.3), the only way X25519 can fail here.
+                let peer = if group == Dh::Curve25519 {
+                    peer_public.to_vec()
+                } else {
+                    sec1(peer_public)
+                };
+                let Some(alg) = curve(group) else {
+                    return Err(CryptoError::InvalidPublicValue(group.id()));
+                };
+                let peer = aws_lc_rs::agreement::UnparsedPublicKey::new(alg, peer);
+                let refused = if group == Dh::Curve25519 {
+                    CryptoError::ZeroSharedSecret
+                } else {
+                    CryptoError::InvalidPublicValue(group.id())
+                };
+                aws_lc_rs::agreement::agree(private, peer, refused, |z| {
+                    Ok(SecretBytes::from_slice(z))
+                })
             }
             Private::Modp(g, x) => match g.shared(x, peer_public) {
                 Ok(z) => Ok(SecretBytes::from_slice(&z)),
