@@ -69,7 +69,7 @@ pub(crate) struct Sas {
     pub(crate) routes: OsRoutes,
     /// Route-based connections' own devices.
     pub(crate) devices: ConnDevices,
-    children: HashMap<u32, Child>,
+    children: HashMap<u32, Box<Child>>,
     /// How many installed child SAs each (connection, child) has: "is it up?" without a
     /// scan over every child SA (issue 22).
     installed: HashMap<ChildKey, usize>,
@@ -811,7 +811,7 @@ impl Sas {
         self.by_route.entry(route).or_default().push(info.spi_in);
         self.children.insert(
             info.spi_in,
-            Child {
+            Box::new(Child {
                 key,
                 ike: info.ike,
                 spi_out: info.spi_out,
@@ -819,7 +819,7 @@ impl Sas {
                 successor: None,
                 nets,
                 env,
-            },
+            }),
         );
     }
 

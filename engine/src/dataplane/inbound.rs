@@ -117,7 +117,7 @@ impl Inbound {
                 if dev != MAIN_DEV {
                     self.dev_of.insert(sa.spi(), dev);
                 }
-                self.sad.insert(*sa);
+                self.sad.insert(sa);
             }
             InCmd::RemoveSa { spi } => {
                 self.sad.remove(spi);

@@ -57,7 +57,7 @@ struct Domain {
 struct Outbound {
     domains: HashMap<DevId, Domain>,
     routes: HashMap<RouteId, Route>,
-    sas: HashMap<u32, OutSa>,
+    sas: HashMap<u32, Box<OutSa>>,
     traps: HashMap<TrapId, Trap>,
     socks: NattSockets,
     gso4: GsoBatch,
@@ -187,7 +187,7 @@ impl Outbound {
                 let spi = sa.sa.spi();
                 let domain = self.domains.entry(dev).or_default();
                 install_policies(&mut domain.spd, &policies, route);
-                self.sas.insert(spi, *sa);
+                self.sas.insert(spi, sa);
                 self.routes.insert(
                     route,
                     Route {
@@ -202,7 +202,7 @@ impl Outbound {
                 let spi = sa.sa.spi();
                 if let Some(r) = self.routes.get_mut(&route) {
                     r.successors.push(spi);
-                    self.sas.insert(spi, *sa);
+                    self.sas.insert(spi, sa);
                 }
             }
             OutCmd::RemoveSa { spi } => self.remove_sa(spi),

@@ -394,7 +394,7 @@ impl Shared {
 /// The IKEv2 endpoint: all IKE SAs of one daemon.
 pub struct Endpoint {
     shared: Shared,
-    sas: HashMap<IkeSaId, IkeSa>,
+    sas: HashMap<IkeSaId, Box<IkeSa>>,
     /// Our IKE SPI -> SA.
     by_spi: HashMap<u64, IkeSaId>,
     /// Responder side: (peer address, peer's SPIi) -> half-open SA, to spot retransmitted
@@ -790,7 +790,7 @@ impl Endpoint {
                     if let Some(c) = new.conn {
                         self.by_conn.entry(c).or_default().insert(new_id);
                     }
-                    self.sas.insert(new_id, *new);
+                    self.sas.insert(new_id, new);
                     self.index_children(new_id);
                     self.rearm(new_id);
                 }
@@ -1001,7 +1001,7 @@ impl Endpoint {
         *self.half_open_by_ip.entry(remote.ip()).or_default() += 1;
         self.by_init.insert((remote, h.spi_i), id);
         self.by_spi.insert(sa.our_spi(), id);
-        self.sas.insert(id, sa);
+        self.sas.insert(id, Box::new(sa));
         self.rearm(id);
         self.settle_deadlines();
         Ok(())
@@ -1169,7 +1169,7 @@ impl Endpoint {
         });
         self.by_spi.insert(sa.our_spi(), id);
         self.by_conn.entry(ci).or_default().insert(id);
-        self.sas.insert(id, sa);
+        self.sas.insert(id, Box::new(sa));
         self.rearm(id);
         self.settle_deadlines();
     }
@@ -1257,7 +1257,7 @@ impl Endpoint {
         sa.initial_contact = initial_contact;
         self.by_conn.entry(ci).or_default().insert(id);
         self.by_spi.insert(sa.our_spi(), id);
-        self.sas.insert(id, sa);
+        self.sas.insert(id, Box::new(sa));
         self.rearm(id);
         self.settle_deadlines();
         Ok(id)
@@ -1446,7 +1446,7 @@ impl Endpoint {
                 self.sas
                     .get(id)
                     .filter(|sa| sa.conn == Some(ci))
-                    .map(|sa| (*id, sa))
+                    .map(|sa| (*id, &**sa))
             })
     }
 
