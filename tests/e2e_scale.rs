@@ -7,23 +7,100 @@
 //!
 //! `ESPRIT_SCALE_N` changes the number of connections per initiator (default 500; four
 //! initiators, since one daemon starting 50,000 connections at once is itself the
-//! bottleneck on two shared cores).
+//! bottleneck on two shared cores). `ESPRIT_SCALE_AUTH=ecdsa` authenticates with ECDSA
+//! P-256 certificates under one CA (one certificate per initiator daemon) instead of
+//! the PSK.
 
 #[path = "e2e/common.rs"]
 mod common;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{count_lines, exe};
+use esprit::testbed::certs::{subject_dn, KeyKind, Pki};
 use esprit::testbed::esprit::Daemon;
 use esprit::testbed::{wait_for, Topology};
 
 const SECRET: &str = "one secret for every edge site";
 /// Four initiator daemons, each on its own IKE and NAT-T ports.
 const INITIATORS: [(u16, u16); 4] = [(500, 4500), (1500, 5500), (2500, 6500), (3500, 7500)];
+
+/// How the hub and the sites authenticate.
+enum Auth {
+    Psk,
+    /// ECDSA P-256 certificates under one CA, one per connection (each site its own
+    /// identity: sites sharing one would replace each other's SAs by INITIAL_CONTACT).
+    Ecdsa {
+        pki: Box<Pki>,
+        ca: PathBuf,
+        dir: PathBuf,
+    },
+}
+
+impl Auth {
+    /// PSK unless `ESPRIT_SCALE_AUTH=ecdsa`: then a CA written to `dir`, where the
+    /// certificates go too.
+    fn from_env(dir: &Path) -> Auth {
+        if std::env::var("ESPRIT_SCALE_AUTH").as_deref() != Ok("ecdsa") {
+            return Auth::Psk;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let pki = Pki::new(KeyKind::EcdsaP256).expect("pki");
+        let ca = pki.write_ca(dir).unwrap();
+        Auth::Ecdsa {
+            pki: Box::new(pki),
+            ca,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Auth::Psk => "PSK",
+            Auth::Ecdsa { .. } => "ECDSA P-256",
+        }
+    }
+
+    /// Connection `name`'s local and remote sections and the secret they need, for
+    /// the identity `me` (a PSK identity, or the common name of a fresh certificate)
+    /// and the peer's (`None`: any that authenticates).
+    fn sections(&self, name: &str, me: &str, peer: Option<&str>) -> (String, String) {
+        match self {
+            Auth::Psk => {
+                let remote_id = peer.map_or(String::new(), |p| format!("id = \"{p}\"\n"));
+                let conns = format!(
+                    "[connections.{name}.local]\nauth = \"psk\"\nid = \"{me}\"\n\
+                     [connections.{name}.remote]\nauth = \"psk\"\n{remote_id}"
+                );
+                (
+                    conns,
+                    format!("[secrets.ike-{name}]\nsecret = \"{SECRET}\"\n"),
+                )
+            }
+            Auth::Ecdsa { pki, ca, dir } => {
+                let leaf = pki.issue(me, me).unwrap();
+                let (cert, key) = leaf.write(dir, me).unwrap();
+                let remote_id =
+                    peer.map_or(String::new(), |p| format!("id = {:?}\n", subject_dn(p)));
+                let conns = format!(
+                    "[connections.{name}.local]\nauth = \"pubkey\"\nid = {:?}\ncerts = [{:?}]\n\
+                     [connections.{name}.remote]\nauth = \"pubkey\"\n{remote_id}cacerts = [{:?}]\n",
+                    leaf.dn,
+                    cert.to_string_lossy(),
+                    ca.to_string_lossy()
+                );
+                let secret = format!(
+                    "[secrets.private.{name}]\nfile = {:?}\n",
+                    key.to_string_lossy()
+                );
+                (conns, secret)
+            }
+        }
+    }
+}
 
 fn per_initiator() -> usize {
     std::env::var("ESPRIT_SCALE_N")
@@ -45,7 +122,7 @@ fn daemon_section(dir: &Path, ports: (u16, u16), tun: &str) -> String {
 
 /// The hub: one connection for every edge site (any identity, the same PSK), remote
 /// selectors narrowed to each site's /32.
-fn responder(dir: &Path, total: usize) -> String {
+fn responder(dir: &Path, total: usize, auth: &Auth) -> String {
     let mut t = daemon_section(dir, (500, 4500), "esprit-hub");
     // Every site may be half-open at once: the documented limit, raised past the
     // default 4,096 for the larger bench runs, so nothing is refused as overloaded.
@@ -72,36 +149,42 @@ fn responder(dir: &Path, total: usize) -> String {
     );
     t.push_str(
         "[connections.sites]\nlocal_addrs = [\"192.0.2.2\"]\nremote_addrs = [\"%any\"]\n\
-         proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\
-         [connections.sites.local]\nauth = \"psk\"\nid = \"hub.example\"\n\
-         [connections.sites.remote]\nauth = \"psk\"\n\
-         [connections.sites.children.net]\nlocal_ts = [\"10.96.2.0/24\"]\n\
+         proposals = [\"aes128gcm16-prfsha256-x25519\"]\n",
+    );
+    let (conns, secret) = auth.sections("sites", "hub.example", None);
+    t.push_str(&conns);
+    t.push_str(
+        "[connections.sites.children.net]\nlocal_ts = [\"10.96.2.0/24\"]\n\
          remote_ts = [\"10.128.0.0/9\"]\nesp_proposals = [\"aes128gcm16\"]\n",
     );
-    writeln!(t, "[secrets.ike-sites]\nsecret = \"{SECRET}\"").unwrap();
+    t.push_str(&secret);
     t
 }
 
 /// Initiator `i`: `n` connections, each its own identity and /32 behind it.
-fn initiator(dir: &Path, i: usize, n: usize) -> String {
+fn initiator(dir: &Path, i: usize, n: usize, auth: &Auth) -> String {
     let mut t = daemon_section(dir, INITIATORS[i], &format!("esprit-e{i}"));
+    let mut secrets = String::new();
     for k in 0..n {
         let name = format!("e{i}-{k}");
+        let (conns, secret) =
+            auth.sections(&name, &format!("{name}.edge.example"), Some("hub.example"));
+        if k == 0 || matches!(auth, Auth::Ecdsa { .. }) {
+            secrets.push_str(&secret);
+        }
         // 10.128.0.0/9 has room for millions of sites.
         let inner = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 1)) + (i * n + k) as u32);
         writeln!(
             t,
             "[connections.{name}]\nlocal_addrs = [\"192.0.2.1\"]\nremote_addrs = [\"192.0.2.2\"]\n\
-             proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\
-             [connections.{name}.local]\nauth = \"psk\"\nid = \"{name}.edge.example\"\n\
-             [connections.{name}.remote]\nauth = \"psk\"\nid = \"hub.example\"\n\
+             proposals = [\"aes128gcm16-prfsha256-x25519\"]\n{conns}\
              [connections.{name}.children.net]\nlocal_ts = [\"{inner}/32\"]\n\
              remote_ts = [\"10.96.2.0/24\"]\nesp_proposals = [\"aes128gcm16\"]\n\
              start_action = \"start\""
         )
         .unwrap();
     }
-    writeln!(t, "[secrets.ike-hub]\nsecret = \"{SECRET}\"").unwrap();
+    t.push_str(&secrets);
     t
 }
 
@@ -124,15 +207,16 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
     let n = per_initiator();
     let total = n * INITIATORS.len();
     let topo = Topology::direct(false).expect("topology");
+    let auth = Auth::from_env(&topo.dir().join("pki"));
     let hub_dir = topo.dir().join("hub");
-    let mut hub = start(topo.b(), &hub_dir, responder(&hub_dir, total));
+    let mut hub = start(topo.b(), &hub_dir, responder(&hub_dir, total, &auth));
     let hub_pid = hub.proc.pid();
     let (rss0, cpu0) = (rss_kib(hub_pid), cpu_secs(hub_pid));
     let started = Instant::now();
     let edges: Vec<Daemon> = (0..INITIATORS.len())
         .map(|i| {
             let dir = topo.dir().join(format!("edge{i}"));
-            start(topo.a(), &dir, initiator(&dir, i, n))
+            start(topo.a(), &dir, initiator(&dir, i, n, &auth))
         })
         .collect();
     let up = wait_for(
@@ -177,8 +261,9 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
     std::thread::sleep(idle);
     let idle_cpu = (cpu_secs(hub_pid) - before_idle) / idle.as_secs_f64();
     eprintln!(
-        "scale: {total} IKE SAs with one child each up in {:.1} s ({:.0}/s); hub: {:.1} KiB RSS \
-         per SA, {:.0} us CPU per handshake, status {:.0} ms, idle {:.1}% of a core",
+        "scale: {total} IKE SAs with one child each ({}) up in {:.1} s ({:.0}/s); hub: {:.1} KiB \
+         RSS per SA, {:.0} us CPU per handshake, status {:.0} ms, idle {:.1}% of a core",
+        auth.name(),
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64(),
         (rss1.saturating_sub(rss0)) as f64 / total as f64,

@@ -27,6 +27,14 @@ const EC_P384_ALG_ID: &[u8] = &[
     0x00, 0x22,
 ];
 
+/// The subjectPublicKey bits of a DER certificate (what [`PrivateKey::matches_public_key`]
+/// compares), or `None` if it does not parse.
+pub fn certificate_public_key(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    spki.subject_public_key.as_bytes().map(<[u8]>::to_vec)
+}
+
 /// A signing key for certificate authentication: ECDSA P-256, P-384 or P-521, or RSA.
 pub struct PrivateKey(Inner);
 
@@ -140,24 +148,24 @@ impl PrivateKey {
     /// True when the X.509 certificate `cert_der` carries this key's public half, so
     /// that it is the certificate to send with our signatures.
     pub fn matches_certificate(&self, cert_der: &[u8]) -> bool {
-        let Ok(cert) = x509_cert::Certificate::from_der(cert_der) else {
-            return false;
-        };
-        let spki = &cert.tbs_certificate.subject_public_key_info;
+        certificate_public_key(cert_der).is_some_and(|theirs| self.matches_public_key(&theirs))
+    }
+
+    /// Whether this key's public half is `public`, the subjectPublicKey bits of a
+    /// certificate ([`certificate_public_key`]): parse the certificate once when
+    /// matching it against many keys.
+    pub fn matches_public_key(&self, public: &[u8]) -> bool {
         // ring's public key is what the subjectPublicKey BIT STRING holds: the
         // uncompressed point for ECDSA (RFC 5480 2.2), RSAPublicKey DER for RSA
         // (RFC 3279 2.3.1).
-        let p521_point;
-        let ours = match &self.0 {
-            Inner::Ecdsa { fixed, .. } => fixed.public_key().as_ref(),
+        match &self.0 {
+            Inner::Ecdsa { fixed, .. } => fixed.public_key().as_ref() == public,
             Inner::EcdsaP521(k) => {
                 use p521::elliptic_curve::sec1::ToEncodedPoint;
-                p521_point = k.public_key().to_encoded_point(false);
-                p521_point.as_bytes()
+                k.public_key().to_encoded_point(false).as_bytes() == public
             }
-            Inner::Rsa(k) => k.public_key().as_ref(),
-        };
-        spki.subject_public_key.as_bytes() == Some(ours)
+            Inner::Rsa(k) => k.public_key().as_ref() == public,
+        }
     }
 
     /// Signs `octets` into an AUTH payload: RFC 7427 with the first of SHA2-256,

@@ -12,7 +12,7 @@ mod tests;
 
 pub use chain::{TrustStore, VerifiedPeer};
 pub use identity::Identity;
-pub use key::PrivateKey;
+pub use key::{certificate_public_key, PrivateKey};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;

@@ -122,7 +122,11 @@ impl<'a> Credentials<'a> {
         let ee = &chain[0];
         let subject = subject(ee).map_err(|e| cx.err(key, format!("{}: {e}", first.display())))?;
         let keys = self.keys(cx)?;
-        let Some(k) = keys.iter().find(|k| k.matches_certificate(ee)) else {
+        // The certificate is parsed once, not once per key: a daemon with thousands of
+        // connections, each with its own certificate and key, loads in linear time.
+        let public = ike::auth::certificate_public_key(ee);
+        let found = public.and_then(|p| keys.iter().find(|k| k.matches_public_key(&p)));
+        let Some(k) = found else {
             return Err(cx.err(
                 key,
                 format!(
