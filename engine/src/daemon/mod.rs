@@ -552,10 +552,10 @@ fn begin_shutdown(st: &mut Sas, why: &str) -> Instant {
 
 /// Applies ike's events, then sends what it queued.
 async fn flush(st: &mut Sas, io: &mut Io, now: Instant) {
-    // Events first: an inbound SA must be installed before the message that completes
-    // its negotiation leaves, or the peer's first ESP packet could arrive before it.
+    // Events first: an inbound SA is queued for the inbound thread before the message
+    // that completes its negotiation leaves, and the thread applies its queue after
+    // every read, before the datagrams read, so the peer's first ESP packet finds it.
     st.drain_events(now);
-    st.inbound_barrier().await;
     while let Some(t) = st.ep.poll_transmit() {
         if t.local.port() == io.port_nat_t {
             let mut framed = Vec::with_capacity(4 + t.data.len());

@@ -100,8 +100,6 @@ pub(crate) struct Sas {
     /// The TUN device's name (`PLUTO_INTERFACE`).
     pub(crate) tun_name: String,
     pub(crate) updown: Updown,
-    /// An inbound SA was sent to the inbound thread since the last [`Sas::inbound_barrier`].
-    inbound_added: bool,
     /// IKE mediation: waiting children, attempts, chosen paths (`mediation.rs`).
     pub(crate) med: MediationBook,
     /// Virtual IPs the peers assigned us, on the TUN device.
@@ -136,7 +134,6 @@ impl Sas {
             dp,
             routes,
             devices: ConnDevices::new(),
-            inbound_added: false,
             children: HashMap::new(),
             installed: HashMap::new(),
             plan_index,
@@ -158,21 +155,6 @@ impl Sas {
             med: MediationBook::default(),
             netstack: None,
             shutdown_grace: Duration::from_secs(3),
-        }
-    }
-
-    /// Waits until the inbound thread holds every inbound SA sent to it so far (bounded:
-    /// a stuck thread costs 100 ms, not the control task). The IKE message that lets the
-    /// peer use a new SA (a CREATE_CHILD_SA response, the DELETE of the SA it rekeys)
-    /// leaves only after this, so the peer's first packets on it find it installed:
-    /// under load the thread may otherwise still be draining a socket for milliseconds.
-    pub(crate) async fn inbound_barrier(&mut self) {
-        if !std::mem::take(&mut self.inbound_added) {
-            return;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.dp.inb.send(InCmd::Barrier(tx)) {
-            let _ = tokio::time::timeout(Duration::from_millis(100), rx).await;
         }
     }
 
@@ -635,7 +617,7 @@ impl Sas {
                 tracing::debug!(
                     "child SA {spi_in:08x} redundant: no more traffic out on {spi_out:08x}"
                 );
-                self.dp.out.send(OutCmd::RemoveSa { spi: spi_out });
+                self.dp.out.post(OutCmd::RemoveSa { spi: spi_out });
             }
             Event::ChildDown {
                 spi_in,
@@ -692,7 +674,7 @@ impl Sas {
                     "IKE SA #{}: peer moved to {remote}",
                     ike.0
                 );
-                self.dp.out.send(OutCmd::PeerMoved { ike, dst: remote });
+                self.dp.out.post(OutCmd::PeerMoved { ike, dst: remote });
                 self.mediated_peer_moved(ike, remote);
             }
             ev @ (Event::MediatedPath { .. }
@@ -722,11 +704,13 @@ impl Sas {
                 return;
             }
         };
-        self.dp.inb.send(InCmd::AddSa {
+        // Posted, not woken for: the inbound thread applies it before it processes
+        // the next datagram it reads, and the peer can only use the SA after the IKE
+        // message queued after this.
+        self.dp.inb.post(InCmd::AddSa {
             sa: Box::new(inst.inbound),
             dev,
         });
-        self.inbound_added = true;
         let src = Some(info.local.ip()).filter(|ip| !ip.is_unspecified());
         let out = Box::new(OutSa {
             sa: inst.outbound,
@@ -755,17 +739,24 @@ impl Sas {
                 }
                 old.successor = Some(info.spi_in);
                 let route = old.route;
-                self.dp.out.send(OutCmd::AddSuccessor { route, sa: out });
+                self.dp.out.post(OutCmd::AddSuccessor { route, sa: out });
                 (route, old.nets.clone(), "rekeyed")
             }
             None => {
                 let route = self.alloc();
-                self.dp.out.send(OutCmd::AddRoute {
+                let cmd = OutCmd::AddRoute {
                     dev,
                     route,
                     sa: out,
                     policies: inst.policies,
-                });
+                };
+                // The outbound thread applies it before the next packet it reads; only
+                // packets a trap holds need it woken now, to release them.
+                if self.traps.is_empty() {
+                    self.dp.out.post(cmd);
+                } else {
+                    self.dp.out.send(cmd);
+                }
                 let nets = if dev == MAIN_DEV {
                     OsRoutes::nets_for(&info.remote_ts, info.remote.ip())
                 } else {
@@ -865,9 +856,9 @@ impl Sas {
     }
 
     fn child_down(&mut self, now: Instant, spi_in: u32, spi_out: u32, reason: &DownReason) {
-        self.dp.out.send(OutCmd::RemoveSa { spi: spi_out });
+        self.dp.out.post(OutCmd::RemoveSa { spi: spi_out });
         let Some(c) = self.children.remove(&spi_in) else {
-            self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
+            self.dp.inb.post(InCmd::RemoveSa { spi: spi_in });
             return;
         };
         if let Some(n) = self.installed.get_mut(&c.key) {
@@ -909,7 +900,7 @@ impl Sas {
             }
         }
         if siblings.is_empty() {
-            self.dp.inb.send(InCmd::RemoveSa { spi: spi_in });
+            self.dp.inb.post(InCmd::RemoveSa { spi: spi_in });
             self.routes.release(&c.nets);
             // The child is down for good (a collision's redundant SA is not).
             if let Some(env) = &c.env {
@@ -1121,7 +1112,7 @@ impl Sas {
         let (due, keep): (Vec<_>, Vec<_>) = self.removals.drain(..).partition(|(t, _)| *t <= now);
         self.removals = keep;
         for (_, spi) in due {
-            self.dp.inb.send(InCmd::RemoveSa { spi });
+            self.dp.inb.post(InCmd::RemoveSa { spi });
         }
     }
 

@@ -89,18 +89,22 @@ pub(super) fn run(
             if ready & (1 << i) == 0 {
                 continue;
             }
-            // Drain what is queued, a batch at a time, before polling again; commands
-            // (a new inbound SA the peer is about to use) are applied between batches,
-            // not only once the sockets are empty.
+            // Drain what is queued, a batch at a time, before polling again. Commands
+            // are applied after each read and before its datagrams are processed: a
+            // new inbound SA is queued before the IKE message that lets the peer use
+            // it leaves, so it is here before the first packet on it can have been
+            // read, with no wake-up or hand-shake with the control task.
             for _ in 0..8 {
-                if inbox.pending() {
-                    for cmd in inbox.drain() {
-                        st.apply(cmd);
-                    }
-                }
                 match sock.try_recv_batch(&mut rb) {
                     Ok(0) => break,
-                    Ok(_) => st.receive(&mut rb, sock.local_addr()),
+                    Ok(_) => {
+                        if inbox.pending() {
+                            for cmd in inbox.drain() {
+                                st.apply(cmd);
+                            }
+                        }
+                        st.receive(&mut rb, sock.local_addr());
+                    }
                     Err(_) => break,
                 }
             }
@@ -126,9 +130,6 @@ impl Inbound {
             InCmd::AddDevice { dev, writer } => {
                 self.sinks.retain(|(d, _)| *d != dev);
                 self.sinks.push((dev, Sink::new(writer, self.mtu)));
-            }
-            InCmd::Barrier(done) => {
-                let _ = done.send(());
             }
             InCmd::RemoveDevice { dev, done } => {
                 self.sinks.retain(|(d, _)| *d != dev);

@@ -119,8 +119,6 @@ pub(crate) enum InCmd {
         dev: DevId,
         writer: Box<dyn PacketWriter>,
     },
-    /// Answers once every command queued before it has been applied.
-    Barrier(oneshot::Sender<()>),
     /// Stops writing to a device and drops its writer (packets of SAs still bound to it
     /// are dropped); says so on the channel.
     RemoveDevice {
@@ -214,24 +212,37 @@ pub struct InStats {
 /// A command queue whose sender wakes the receiving thread.
 ///
 /// A busy thread does not poll between batches: it checks the `pending` flag, which
-/// `send` sets after queueing, and polls (waking on the eventfd) only when idle.
+/// every send sets after queueing, and polls (waking on the eventfd) only when idle.
+/// [`Mailbox::send`] wakes the thread; [`Mailbox::post`] does not, for commands that
+/// only matter to the next packet: both threads apply what is pending before they
+/// process what they read.
 pub(crate) struct Mailbox<T> {
     tx: mpsc::Sender<T>,
     waker: Arc<Waker>,
     pending: Arc<AtomicBool>,
+    /// The eventfd was written since the thread last drained.
+    woken: Arc<AtomicBool>,
 }
 
 impl<T> Mailbox<T> {
     /// Queues a command and wakes the thread; false if the thread is gone.
     ///
-    /// Only the first command since the thread last drained writes the eventfd: a burst
-    /// of SA installs (thousands of handshakes a second) costs one wake-up, not one
-    /// syscall and one wake-up per command.
+    /// Only the first wake-up since the thread last drained writes the eventfd: a burst
+    /// of commands costs one wake-up, not one syscall and one wake-up each.
     pub(crate) fn send(&self, cmd: T) -> bool {
-        let ok = self.tx.send(cmd).is_ok();
-        if !self.pending.swap(true, Ordering::AcqRel) {
+        let ok = self.post(cmd);
+        if !self.woken.swap(true, Ordering::AcqRel) {
             self.waker.wake();
         }
+        ok
+    }
+
+    /// Queues a command without waking the thread; false if the thread is gone. The
+    /// thread applies it before it processes the next packet it reads (a new SA before
+    /// the packets that use it), at the latest at its next tick.
+    pub(crate) fn post(&self, cmd: T) -> bool {
+        let ok = self.tx.send(cmd).is_ok();
+        self.pending.store(true, Ordering::Release);
         ok
     }
 }
@@ -241,6 +252,7 @@ pub(crate) struct Inbox<T> {
     rx: mpsc::Receiver<T>,
     waker: Arc<Waker>,
     pending: Arc<AtomicBool>,
+    woken: Arc<AtomicBool>,
 }
 
 impl<T> Inbox<T> {
@@ -251,12 +263,13 @@ impl<T> Inbox<T> {
 
     /// Clears the wake-up and returns the commands queued so far.
     ///
-    /// The eventfd is cleared before the flag: a sender that finds the flag clear
-    /// wakes the eventfd after this reset, so the next poll returns; a sender that
-    /// found it set queued its command before this swap, which sees it, so the
-    /// iterator yields the command.
+    /// The eventfd is cleared before the flags: a sender that finds `woken` clear
+    /// wakes the eventfd after this reset, so the next poll returns; a command queued
+    /// before a flag was swapped here is seen by the iterator (the swap reads the
+    /// sender's store), so none is left behind a cleared flag.
     pub(crate) fn drain(&self) -> impl Iterator<Item = T> + '_ {
         self.waker.reset();
+        self.woken.swap(false, Ordering::AcqRel);
         self.pending.swap(false, Ordering::AcqRel);
         self.rx.try_iter()
     }
@@ -266,13 +279,20 @@ fn mailbox<T>() -> io::Result<(Mailbox<T>, Inbox<T>)> {
     let (tx, rx) = mpsc::channel();
     let waker = Arc::new(Waker::new()?);
     let pending = Arc::new(AtomicBool::new(false));
+    let woken = Arc::new(AtomicBool::new(false));
     Ok((
         Mailbox {
             tx,
             waker: waker.clone(),
             pending: pending.clone(),
+            woken: woken.clone(),
         },
-        Inbox { rx, waker, pending },
+        Inbox {
+            rx,
+            waker,
+            pending,
+            woken,
+        },
     ))
 }
 
@@ -407,6 +427,19 @@ mod tests {
         assert!(tx.send(4));
         assert_eq!(wakes(&rx), 1);
         assert_eq!(rx.drain().collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_posted_command_waits_without_a_wake_up_and_does_not_hold_back_the_next() {
+        let (tx, rx) = mailbox::<u32>().unwrap();
+        assert!(tx.post(1));
+        assert!(rx.pending(), "a busy thread sees it");
+        assert_eq!(wakes(&rx), 0, "an idle thread sleeps on");
+        // A command that wakes still wakes, with the posted one queued before it.
+        assert!(tx.send(2));
+        assert_eq!(wakes(&rx), 1);
+        assert_eq!(rx.drain().collect::<Vec<_>>(), vec![1, 2]);
+        assert!(!rx.pending());
     }
 
     #[test]

@@ -90,9 +90,12 @@ pub(super) fn run(
     // empty and polls only then.
     let mut devices: Vec<(DevId, Box<dyn PacketReader>)> = vec![(super::MAIN_DEV, main)];
     let mut idle = false;
+    // Device changes drained from the mailbox, applied at the top of the loop (not
+    // while the devices are being read).
+    let mut device_cmds = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        if idle {
-            idle = false;
+        // Device changes set aside after the last read are applied before sleeping.
+        if std::mem::take(&mut idle) && device_cmds.is_empty() {
             let mut fds: Vec<_> = devices.iter().map(|(_, d)| d.as_fd()).collect();
             fds.push(inbox.waker.as_fd());
             if let Err(e) = poll_readable(&fds, Some(TICK)) {
@@ -101,21 +104,22 @@ pub(super) fn run(
             }
         }
         if inbox.pending() {
-            for cmd in inbox.drain() {
-                match cmd {
-                    OutCmd::AddDevice { dev, reader, mtu } => {
-                        if mtu + READ_HEADROOM > batch.room() {
-                            batch = PacketBatch::new(TUN_BATCH, READ_HEADROOM, mtu + READ_HEADROOM);
-                        }
-                        devices.retain(|(d, _)| *d != dev);
-                        devices.push((dev, reader));
+            apply_pending(&inbox, &mut st, &mut device_cmds);
+        }
+        for cmd in device_cmds.drain(..) {
+            match cmd {
+                OutCmd::AddDevice { dev, reader, mtu } => {
+                    if mtu + READ_HEADROOM > batch.room() {
+                        batch = PacketBatch::new(TUN_BATCH, READ_HEADROOM, mtu + READ_HEADROOM);
                     }
-                    OutCmd::RemoveDevice { dev, done } => {
-                        devices.retain(|(d, _)| *d != dev);
-                        let _ = done.send(());
-                    }
-                    cmd => st.apply(cmd),
+                    devices.retain(|(d, _)| *d != dev);
+                    devices.push((dev, reader));
                 }
+                OutCmd::RemoveDevice { dev, done } => {
+                    devices.retain(|(d, _)| *d != dev);
+                    let _ = done.send(());
+                }
+                cmd => st.apply(cmd),
             }
         }
         let mut busy = false;
@@ -141,6 +145,11 @@ pub(super) fn run(
                 }
             }
             st.stats.tun_reads += 1;
+            // Commands queued before these packets were read apply to them: a route
+            // is posted before the OS routes its traffic to the device.
+            if inbox.pending() {
+                apply_pending(&inbox, &mut st, &mut device_cmds);
+            }
             st.read_batch(*dev, &batch);
         }
         if !gone.is_empty() {
@@ -155,6 +164,17 @@ pub(super) fn run(
         // A full GSO buffer flushes itself; otherwise the next read may add to its runs.
         if st.gso4.remaining() < FLUSH_BELOW || st.gso6.remaining() < FLUSH_BELOW {
             st.flush();
+        }
+    }
+}
+
+/// Applies the queued commands, setting device changes aside in `devices` for the
+/// loop to apply.
+fn apply_pending(inbox: &Inbox<OutCmd>, st: &mut Outbound, devices: &mut Vec<OutCmd>) {
+    for cmd in inbox.drain() {
+        match cmd {
+            OutCmd::AddDevice { .. } | OutCmd::RemoveDevice { .. } => devices.push(cmd),
+            cmd => st.apply(cmd),
         }
     }
 }
