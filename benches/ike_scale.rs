@@ -128,7 +128,9 @@ fn initiator(now: Instant, n: u32) -> Endpoint {
         "gw",
         IpAddr::V4(peer_ip(n)),
         Some(IpAddr::V4(RESPONDER)),
-        "peer.example",
+        // Each site its own identity: with one shared, every INITIAL_CONTACT would
+        // replace the SAs before it.
+        &format!("peer{n}.example"),
         "gw.example",
     ));
     i
