@@ -8,6 +8,8 @@
 # Usage: sudo bench/scale.sh [N ...]   (default: 1000 10000 50000 100000)
 # Past 4,000 SAs the responder's cookie threshold is N (no cookies) unless
 # ESPRIT_SCALE_COOKIES=THRESHOLD is set (e.g. 64, the default threshold).
+# ESPRIT_SCALE_AUTH=ecdsa authenticates with ECDSA P-256 certificates (one per site)
+# instead of the PSK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
