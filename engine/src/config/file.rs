@@ -153,7 +153,7 @@ pub struct DaemonSection {
     pub max_half_open_per_source: usize,
     /// Most IKE SAs the daemon holds.
     pub max_ike_sas: usize,
-    /// How long shutdown waits for the peers to confirm its deletes, plus 2 s for every
+    /// How long shutdown waits for the peers to confirm its deletes, plus 3 s for every
     /// 10,000 IKE SAs it deletes (it exits as soon as every peer has answered).
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
