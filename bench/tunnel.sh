@@ -12,6 +12,8 @@
 # round trip of 200 pings at 5 ms intervals with no load (median and p99), with the
 # tunnel's minus the veth's. Run as root from the workspace:
 #   bash bench/tunnel.sh [-P STREAMS] [SECONDS]
+# With PERF_DATA=FILE, `perf record -a -g` profiles the AES-GCM run into FILE (it then
+# costs some throughput: compare figures only between runs without it).
 # Everything happens inside namespaces this script makes and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,10 +79,18 @@ iperf() {
     done
     local m0 d0 m1 d1 out
     m0=$(machine_cpu); d0=$(daemons_cpu)
+    local perf=
+    if [ -n "${PROFILE:-}" ]; then
+        # A system-wide profile of the middle of the run (after 1 s, for SECS - 2 s).
+        (sleep 1; exec perf record -q -a -g -o "$PROFILE" -- sleep $((SECS > 3 ? SECS - 2 : 1))) \
+            >/dev/null 2>&1 &
+        perf=$!
+    fi
     out=$(ip netns exec "$A" iperf3 -c "$1" -t "$SECS" -P "$P" -J |
         python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print("%.2f %d" % (e["bits_per_second"]/1e9, e["bytes"]))')
     m1=$(machine_cpu); d1=$(daemons_cpu)
     wait "$server" 2>/dev/null || true
+    [ -z "$perf" ] || wait "$perf" || true
     GBITS=${out% *}
     local bytes=${out#* }
     CPU_GB=$(python3 -c "print('%.2f' % (($m1 - $m0) / ($bytes / 1e9)))")
@@ -154,7 +164,7 @@ figures() {
 
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
-esprit_run aes128gcm16
+PROFILE=${PERF_DATA:-} esprit_run aes128gcm16
 esp=$GBITS
 echo "esprit:     $esp Gbit/s  $(figures)  AES-128-GCM"
 esprit_run aes128-sha256

@@ -366,8 +366,7 @@ struct Lab {
     frr: Vec<Frr>,
     c: Netns,
     a1: Netns,
-    /// Held for its lifetime: nothing in the test addresses a2's namespace itself.
-    _a2: Netns,
+    a2: Netns,
     b: Netns,
     dir: Scratch,
 }
@@ -484,7 +483,7 @@ impl Lab {
             frr,
             c,
             a1,
-            _a2: a2,
+            a2,
             b,
             dir,
         }
@@ -538,7 +537,22 @@ impl Lab {
         };
         let mut out = String::new();
         for (name, i) in [("c", FRR_C), ("a1", FRR_A1), ("a2", FRR_A2), ("b", FRR_B)] {
-            out += &format!("--- {name} bgpd ---\n{}\n", tail(self.frr[i].log("bgpd")));
+            let frr = &self.frr[i];
+            out += &format!("--- {name} bgpd ---\n{}\n", tail(frr.log("bgpd")));
+            out += &format!("--- {name} zebra ---\n{}\n", tail(frr.log("zebra")));
+            let zebra = frr
+                .vtysh(&["show interface brief"])
+                .unwrap_or_else(|e| e.to_string());
+            out += &format!("--- {name} zebra's interfaces ---\n{zebra}\n");
+        }
+        for (name, ns) in [
+            ("c", &self.c),
+            ("a1", &self.a1),
+            ("a2", &self.a2),
+            ("b", &self.b),
+        ] {
+            let kernel = ns.ip(&["-br", "addr"]).unwrap_or_else(|e| e.to_string());
+            out += &format!("--- {name} kernel's addresses ---\n{kernel}\n");
         }
         let daemons = [
             ("a1", self.esprit_a1.as_ref()),

@@ -113,6 +113,12 @@ fn route_based_connection_carries_what_is_routed_into_its_device() {
         &db,
         &config(&db, topo.b_addr(), topo.a_addr(), 2, "none"),
     );
+    // Every notice of an address change in a, from before its esprit makes ss0.
+    std::fs::create_dir_all(&da).expect("dir");
+    let notices = da.join("ip-monitor.log");
+    let _monitor = a
+        .spawn(&["ip", "monitor", "address"], &[], &notices)
+        .expect("ip monitor");
     let mut dmn_a = start(
         a,
         &da,
@@ -137,6 +143,25 @@ fn route_based_connection_carries_what_is_routed_into_its_device() {
         "169.254.100.0/30 proto kernel scope link src 169.254.100.1",
         "esprit must install no routes on a route-based device"
     );
+
+    // The kernel announced the link address again after the device was made (for
+    // routing daemons that missed the first notice): two notices or more, of which at
+    // most one is the address being added.
+    wait_ok(
+        "ss0's address announced again",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || {
+            let log = std::fs::read_to_string(&notices)?;
+            let n = log.matches("inet 169.254.100.1/30").count();
+            if n >= 2 {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("{n} notice(s):\n{log}")))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // The link addresses reach each other through the tunnel.
     let b_link: IpAddr = "169.254.100.2".parse().unwrap();

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -130,7 +130,7 @@ impl Netlink {
     /// Adds `net` to link `name` (`ip addr add NET dev NAME nodad`): IPv6 addresses skip
     /// duplicate address detection, so they are usable at once.
     pub fn add_address(&mut self, name: &str, net: IpNet) -> io::Result<()> {
-        let msg = self.address_message(name, net)?;
+        let msg = self.named_address_message(name, net)?;
         self.request(RouteNetlinkMessage::NewAddress(msg), CREATE)
             .map_err(|e| context(e, format!("adding {net} to {name}")))
     }
@@ -138,7 +138,7 @@ impl Netlink {
     /// [`Netlink::add_address`] without the prefix route the kernel would add
     /// (`noprefixroute`): the prefix is routed elsewhere (through a tunnel).
     pub fn add_address_noprefixroute(&mut self, name: &str, net: IpNet) -> io::Result<()> {
-        let mut msg = self.address_message(name, net)?;
+        let mut msg = self.named_address_message(name, net)?;
         for a in &mut msg.attributes {
             if let AddressAttribute::Flags(f) = a {
                 *f |= AddressFlags::Noprefixroute;
@@ -148,30 +148,49 @@ impl Netlink {
             .map_err(|e| context(e, format!("adding {net} to {name}")))
     }
 
+    /// Has the kernel announce again (an `RTM_NEWADDR` to every listener) each address of
+    /// `nets` that link `name` still has, provided it is still the link with interface
+    /// index `index` (not one made since under the same name); returns how many were
+    /// announced. The address is replaced by itself, as `ip addr replace` does, so
+    /// nothing changes but the notice. For routing daemons that can miss the first one:
+    /// FRR's zebra before 9.0 drops an address whose notice it handles before the new
+    /// link's (FRR issue 13288), and its BGP sessions over that link then never come up.
+    pub fn reannounce_addresses(
+        &mut self,
+        name: &str,
+        index: u32,
+        nets: &[IpNet],
+    ) -> io::Result<usize> {
+        if self.link_state(name)?.index != index {
+            return Ok(0);
+        }
+        let have = self.addresses(Some(index))?;
+        let mut n = 0;
+        for net in nets
+            .iter()
+            .filter(|n| have.iter().any(|(_, a)| a.net == **n))
+        {
+            let msg = address_message(index, *net);
+            self.request(
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE,
+            )
+            .map_err(|e| context(e, format!("announcing {net} on {name}")))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Removes `net` from link `name` (`ip addr del NET dev NAME`).
     pub fn remove_address(&mut self, name: &str, net: IpNet) -> io::Result<()> {
-        let msg = self.address_message(name, net)?;
+        let msg = self.named_address_message(name, net)?;
         self.request(RouteNetlinkMessage::DelAddress(msg), CHANGE)
             .map_err(|e| context(e, format!("removing {net} from {name}")))
     }
 
-    fn address_message(&mut self, name: &str, net: IpNet) -> io::Result<AddressMessage> {
+    fn named_address_message(&mut self, name: &str, net: IpNet) -> io::Result<AddressMessage> {
         let index = self.link_state(name)?.index;
-        let mut msg = AddressMessage::default();
-        msg.header.family = family(net.addr());
-        msg.header.prefix_len = net.prefix_len();
-        msg.header.index = index;
-        msg.header.scope = if net.addr().is_loopback() {
-            AddressScope::Host
-        } else {
-            AddressScope::Universe
-        };
-        msg.header.flags = AddressHeaderFlags::Nodad;
-        msg.attributes.push(AddressAttribute::Local(net.addr()));
-        msg.attributes.push(AddressAttribute::Address(net.addr()));
-        msg.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        Ok(msg)
+        Ok(address_message(index, net))
     }
 
     /// The state of link `name` in the socket's namespace (looked up by name over
@@ -225,6 +244,26 @@ impl Netlink {
         self.exchange(inner, CHANGE, |m| found = Some(m))?;
         Ok(found)
     }
+}
+
+/// An address message for `net` on interface `index`, with IPv6 duplicate address
+/// detection off (`nodad`).
+fn address_message(index: u32, net: IpNet) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = family(net.addr());
+    msg.header.prefix_len = net.prefix_len();
+    msg.header.index = index;
+    msg.header.scope = if net.addr().is_loopback() {
+        AddressScope::Host
+    } else {
+        AddressScope::Universe
+    };
+    msg.header.flags = AddressHeaderFlags::Nodad;
+    msg.attributes.push(AddressAttribute::Local(net.addr()));
+    msg.attributes.push(AddressAttribute::Address(net.addr()));
+    msg.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    msg
 }
 
 fn family(ip: IpAddr) -> AddressFamily {

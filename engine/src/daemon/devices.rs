@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
+
+use ipnet::IpNet;
 
 use tun_io::netlink::Netlink;
 use tun_io::{Tun, TunConfig};
@@ -63,6 +66,7 @@ impl ConnDevices {
             }
         }
         let mut failed = Vec::new();
+        let mut made = Vec::new();
         for p in plans {
             let Some(want) = &p.device else { continue };
             if self.by_conn.contains_key(&p.conn.name) {
@@ -70,9 +74,13 @@ impl ConnDevices {
             }
             let dev = self.next;
             self.next += 1;
-            let opened = open_device(want).and_then(|tun| dp.add_device(dev, Box::new(tun)));
+            let opened = open_device(want)
+                .and_then(|(tun, index)| dp.add_device(dev, Box::new(tun)).map(|()| index));
             match opened {
-                Ok(()) => {
+                Ok(index) => {
+                    if !want.addrs.is_empty() {
+                        made.push((want.name.clone(), index, want.addrs.clone()));
+                    }
                     tracing::info!(
                         "{}: route-based device {} (mtu {}, {}), no routes installed",
                         p.conn.name,
@@ -94,12 +102,45 @@ impl ConnDevices {
                 Err(e) => failed.push((p.conn.name.clone(), e)),
             }
         }
+        if !made.is_empty() {
+            tokio::spawn(reannounce(made));
+        }
         failed
     }
 }
 
-/// Creates one device: TUN with MTU, link addresses, up.
-fn open_device(d: &RouteDevice) -> io::Result<Tun> {
+/// When the kernel announces the new devices' addresses again, after they were made.
+const REANNOUNCE_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+
+/// Has the kernel announce the link addresses of devices just made again, twice, a
+/// while after their first notice: a routing daemon may have missed that one. FRR's
+/// zebra before 9.0 (Debian 12 ships 8.4) drops an address whose notice it handles
+/// before the notice of its link, which arrives on another socket (FRR issue 13288);
+/// a BGP session over the device then fails for ever with "nexthop_set failed". An
+/// announcement changes nothing, is skipped for a device that is gone or was made again
+/// since, and fails quietly.
+async fn reannounce(made: Vec<(String, u32, Vec<IpNet>)>) {
+    for wait in REANNOUNCE_AFTER {
+        tokio::time::sleep(wait).await;
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => {
+                tracing::debug!("announcing device addresses again: {e}");
+                return;
+            }
+        };
+        for (name, index, addrs) in &made {
+            match nl.reannounce_addresses(name, *index, addrs) {
+                Ok(n) => tracing::debug!("{name}: {n} address(es) announced again"),
+                Err(e) => tracing::debug!("{name}: addresses not announced again: {e}"),
+            }
+        }
+    }
+}
+
+/// Creates one device: TUN with MTU, link addresses, up; returns it with its interface
+/// index.
+fn open_device(d: &RouteDevice) -> io::Result<(Tun, u32)> {
     let ctx = |e: io::Error| io::Error::new(e.kind(), format!("TUN {}: {e}", d.name));
     let tun = Tun::create(&TunConfig::new().name(&d.name).mtu(d.mtu)).map_err(ctx)?;
     let mut nl = Netlink::open().map_err(ctx)?;
@@ -107,5 +148,6 @@ fn open_device(d: &RouteDevice) -> io::Result<Tun> {
         nl.add_address(&d.name, *a).map_err(ctx)?;
     }
     nl.set_up(&d.name).map_err(ctx)?;
-    Ok(tun)
+    let index = nl.link_state(&d.name).map_err(ctx)?.index;
+    Ok((tun, index))
 }
