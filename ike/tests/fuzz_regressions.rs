@@ -41,3 +41,18 @@ fn a_skipped_attribute_moves_a_following_sk_payload() {
     assert_ne!(again.payloads, m.payloads, "the SK payload's offset moved");
     assert_eq!(Message::parse(&again.to_bytes()).as_ref(), Ok(&again));
 }
+
+/// config_parse, 2026-12-07: a DN attribute type of digits too long for an OID arc
+/// (`id = "3333...3333C=CN, O=..."`) reached const-oid's parser, which multiplies the
+/// arc without checking (a panic with overflow checks on, a wrong OID without). Such a
+/// name is now refused as an unknown attribute, and dotted OIDs still work.
+#[test]
+fn a_dn_attribute_type_past_an_oid_arc_is_refused() {
+    use ike::auth::Identity;
+    let long = format!("{}C=CN, O=Local Cluster", "3".repeat(80));
+    assert!(Identity::parse(&long).is_err());
+    assert!(Identity::parse("2.5.4.99999999999=x").is_err());
+    assert!(Identity::parse("4294967296=x").is_err());
+    let dotted = Identity::parse("2.5.4.3=site-a").expect("a dotted OID");
+    assert_eq!(dotted, Identity::parse("CN=site-a").expect("CN"));
+}

@@ -50,12 +50,18 @@ impl Dn {
                 .split_once('=')
                 .ok_or_else(|| Error::InvalidIdentity(format!("'{part}' has no '='")))?;
             let name = name.trim();
-            let oid = NAMES
+            let known = NAMES
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, o)| ObjectIdentifier::new(o))
-                .unwrap_or_else(|| ObjectIdentifier::new(name))
-                .map_err(|_| Error::InvalidIdentity(format!("unknown DN attribute '{name}'")))?;
+                .map_or(name, |(_, o)| o);
+            // Otherwise a dotted OID ("2.5.4.3"). const-oid does not check its arcs for
+            // overflow: one past u32 wraps, or panics with overflow checks on.
+            let oid = known
+                .split('.')
+                .all(|arc| arc.parse::<u32>().is_ok())
+                .then(|| ObjectIdentifier::new(known).ok())
+                .flatten()
+                .ok_or_else(|| Error::InvalidIdentity(format!("unknown DN attribute '{name}'")))?;
             rdns.push(vec![Ava {
                 oid,
                 value: value.trim().to_string(),
