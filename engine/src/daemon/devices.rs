@@ -41,6 +41,11 @@ impl ConnDevices {
         }
     }
 
+    /// The names of the devices made.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_conn.values().map(|(_, d)| d.name.as_str())
+    }
+
     /// Makes the devices match `plans`: those of removed or redefined connections are
     /// taken from the dataplane (and so closed) first, then the missing ones made. Returns
     /// the connections whose device could not be made, with the reason.

@@ -52,9 +52,8 @@ impl Sas {
             .map_err(|e| e.to_string())
     }
 
-    /// Gives `ike` this namespace's addresses as host candidates: every address of an
-    /// interface that is up, except loopback ones, our TUN's (virtual IPs, inner
-    /// addresses) and link-local ones.
+    /// Gives `ike` this namespace's addresses as host candidates (see
+    /// [`host_candidates`]).
     pub(crate) fn refresh_host_candidates(&mut self) {
         let addrs = match tun_io::interface_addrs() {
             Ok(a) => a,
@@ -63,15 +62,9 @@ impl Sas {
                 return;
             }
         };
-        let hosts: Vec<IpAddr> = addrs
-            .into_iter()
-            .filter(|a| a.up && !a.loopback && a.name != self.tun_name)
-            .map(|a| a.addr)
-            .filter(|ip| match ip {
-                IpAddr::V4(v4) => !v4.is_link_local(),
-                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
-            })
-            .collect();
+        let mut ours: Vec<&str> = self.devices.names().collect();
+        ours.push(&self.tun_name);
+        let hosts = host_candidates(addrs, &ours);
         self.ep.set_host_addresses(hosts);
     }
 
@@ -272,5 +265,53 @@ impl Sas {
             }
             _ => {}
         }
+    }
+}
+
+/// The host candidates among a namespace's addresses: every address of an interface
+/// that is up, except loopback and link-local ones and those of our own devices (the
+/// TUN's virtual IPs and inner addresses, route-based devices' link addresses), which
+/// are only reachable through a tunnel.
+fn host_candidates(addrs: Vec<tun_io::InterfaceAddr>, ours: &[&str]) -> Vec<IpAddr> {
+    addrs
+        .into_iter()
+        .filter(|a| a.up && !a.loopback && !ours.contains(&a.name.as_str()))
+        .map(|a| a.addr)
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(name: &str, ip: &str, up: bool, loopback: bool) -> tun_io::InterfaceAddr {
+        tun_io::InterfaceAddr {
+            name: name.into(),
+            addr: ip.parse().unwrap(),
+            up,
+            loopback,
+        }
+    }
+
+    #[test]
+    fn host_candidates_leave_out_our_devices_loopback_link_local_and_down() {
+        let addrs = vec![
+            addr("lo", "127.0.0.1", true, true),
+            addr("eth0", "192.0.2.1", true, false),
+            addr("eth0", "2001:db8::1", true, false),
+            addr("eth0", "fe80::1", true, false),
+            addr("eth1", "198.51.100.1", false, false),
+            addr("eth2", "169.254.7.1", true, false),
+            addr("esprit0", "10.3.0.1", true, false),
+            addr("ss0", "169.254.100.1", true, false),
+            addr("ss1", "10.200.0.1", true, false),
+        ];
+        let hosts = host_candidates(addrs, &["ss0", "ss1", "esprit0"]);
+        let want: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        assert_eq!(hosts, want);
     }
 }
