@@ -4,6 +4,9 @@
 #   veth      the bare veth pair both tunnels run over;
 #   esprit    two esprit daemons (PSK, UDP-encapsulated ESP), once with AES-128-GCM and
 #             once with AES-128-CBC + HMAC-SHA2-256-128 (esp_proposals "aes128-sha256");
+#   copy loop tun-io's TUN -> UDP -> TUN loop (offloads and batching, no crypto), whose
+#             cost plus AES-128-GCM's (esp's seal_open_cost, one core) is the floor no
+#             userspace tunnel here gets under (../shared/PERFORMANCE.md);
 #   strongswan two charons with kernel-libipsec (userspace ESP, AES-128-GCM), when
 #              strongSwan is installed (skip with NO_STRONGSWAN=1).
 # Prints, for each path: Gbit/s and its ratio to the veth (CBC's also to GCM); the CPU
@@ -43,8 +46,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build -q --release --bin esprit
+cargo build -q --release --bin esprit -p esprit -p tun-io --example copy_loop -p esp \
+    --example seal_open_cost
 ESPRIT="$CARGO_TARGET_DIR/release/esprit"
+LOOP="$CARGO_TARGET_DIR/release/examples/copy_loop"
+SEAL_OPEN="$CARGO_TARGET_DIR/release/examples/seal_open_cost"
 
 fresh_pair() {
     ip netns del "$A" 2>/dev/null || true
@@ -166,10 +172,53 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
 PROFILE=${PERF_DATA:-} esprit_run aes128gcm16
 esp=$GBITS
+esp_cpu=$CPU_GB
 echo "esprit:     $esp Gbit/s  $(figures)  AES-128-GCM"
 esprit_run aes128-sha256
 cbc=$GBITS
 echo "esprit:     $cbc Gbit/s  $(figures)  AES-128-CBC + HMAC-SHA2-256; $(ratio "$cbc" "$esp") of AES-GCM"
+
+# The floor (../shared/PERFORMANCE.md): what carrying the traffic costs with the
+# packets moved as esprit moves them (TUN -> UDP -> TUN, offloads and batching, tun-io's
+# copy loop with no crypto, measured like the others) plus what AES-128-GCM seal + open
+# of 1400-byte packets costs on one core (esp's seal_open_cost). A tunnel cannot cost
+# less; "close to the limit" is at most 1.25x the floor.
+copy_loop_run() {
+    local me peer ns
+    for me in 1 2; do
+        peer=$((3 - me))
+        if [ $me = 1 ]; then ns=$A; else ns=$B; fi
+        ip netns exec "$ns" "$LOOP" --tun esp0 --mtu 1400 --addr "10.96.$me.1/24" \
+            --route "10.96.$peer.0/24" --bind "192.0.2.$me:4500" --peer "192.0.2.$peer:4500" \
+            --seconds $((SECS + 10)) >/dev/null 2>&1 &
+        PIDS+=($!)
+    done
+    for me in 1 2; do
+        peer=$((3 - me))
+        if [ $me = 1 ]; then ns=$A; else ns=$B; fi
+        for _ in $(seq 50); do
+            ip -n "$ns" route show "10.96.$peer.0/24" 2>/dev/null | grep -q esp0 && break
+            sleep 0.1
+        done
+    done
+    latency 10.96.2.1
+    iperf 10.96.2.1
+    stop_pids
+}
+copy_loop_run
+loop=$GBITS loop_cpu=$CPU_GB
+crypto=$("$SEAL_OPEN")
+floor=$(python3 -c "print('%.2f' % ($loop_cpu + $crypto))")
+echo "copy loop:  $loop Gbit/s  $(figures)  (TUN -> UDP -> TUN, no crypto)"
+python3 - "$floor" "$loop_cpu" "$crypto" "$esp_cpu" "$veth" <<'PY'
+import sys
+floor, loop, crypto, esp, veth = map(float, sys.argv[1:])
+# At the floor, the two cores carry at most 2 / floor GB/s.
+most = 2 / floor * 8
+print("floor:      %.2f CPU s/GB (copy loop %.2f + AES-128-GCM seal + open %.2f on one core);"
+      " esprit costs %.2fx the floor (close: <= 1.25x); 2 cores at the floor carry at most"
+      " %.1f Gbit/s (%.2f of veth)" % (floor, loop, crypto, esp / floor, most, most / veth))
+PY
 
 if [ -z "${NO_STRONGSWAN:-}" ] && [ -x "$SW_CHARON" ]; then
     fresh_pair
