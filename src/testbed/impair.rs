@@ -465,8 +465,22 @@ mod tests {
             .enter(|| UdpSocket::bind(SocketAddr::new(topo.b_addr(), 4500)))
             .unwrap()
             .unwrap();
-        recv.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        // Room for every datagram in the socket even when this thread is slow to be
+        // scheduled (a loaded CI machine): the test counts the relay, not the kernel's
+        // receive buffer (SO_RCVBUFFORCE: past rmem_max, as root).
+        let bytes: libc::c_int = 8 << 20;
+        // SAFETY: a valid socket and a c_int option value of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&recv),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::from_ref(&bytes).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        recv.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let receiver = std::thread::spawn(move || {
             let mut got = Vec::new();
             let mut buf = [0u8; 128];
