@@ -305,7 +305,8 @@ fn thousands_of_sas_come_up_with_nothing_dropped_and_go_on_sigterm() {
         counter(&json, &["inbound", "ike_backpressure"]),
         counter(&json, &["ike", "cookies_sent"])
     );
-    // keepalive = "0s" means none (it once meant a keepalive on every loop pass).
+    // No NAT on these paths, so no keepalives (and `keepalive = "0s"` besides; that
+    // it means none with a NAT is checked behind the proxy in e2e_paths).
     assert_eq!(counter(&json, &["keepalives_sent"]), 0, "{json}");
     for (who, log) in
         std::iter::once(("hub", hub.proc.log())).chain(edges.iter().map(|d| ("edge", d.proc.log())))

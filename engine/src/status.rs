@@ -218,10 +218,14 @@ pub struct IkeSaStatus {
     pub remote_id: String,
     /// Negotiated algorithms.
     pub proposal: Option<String>,
-    /// NAT detected in front of us.
+    /// NAT detected in front of us (the peer saw another address than ours).
     pub nat_local: bool,
-    /// NAT detected in front of the peer (or faked by it).
+    /// NAT detected in front of the peer, or faked by it (as esprit and charon with
+    /// `encap = yes` do).
     pub nat_remote: bool,
+    /// We fake a NAT to force UDP encapsulation (always: esprit has no raw ESP).
+    #[serde(default)]
+    pub nat_fake: bool,
     /// Seconds since IKE_AUTH completed.
     pub established_secs: Option<u64>,
     /// Seconds until the next IKE rekey.

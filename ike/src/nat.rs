@@ -32,14 +32,19 @@ pub fn fake_hash(spi_i: u64, spi_r: u64) -> Vec<u8> {
 pub struct NatState {
     /// Our address is translated (the peer's DESTINATION hash did not match us).
     pub local_behind: bool,
-    /// The peer's address is translated (no SOURCE hash matched what we see).
+    /// The peer's address is translated (no SOURCE hash matched what we see), or the
+    /// peer fakes a NAT as we do.
     pub remote_behind: bool,
+    /// We announce a NAT ourselves (a SOURCE hash no address matches) to force UDP
+    /// encapsulation: strongSwan's `nat-fake`.
+    pub fake: bool,
 }
 
 impl NatState {
-    /// Any NAT between us: ESP goes UDP-encapsulated and IKE floats to port 4500.
+    /// Any NAT between us, real or faked: ESP goes UDP-encapsulated and IKE floats to
+    /// port 4500.
     pub fn any(&self) -> bool {
-        self.local_behind || self.remote_behind
+        self.local_behind || self.remote_behind || self.fake
     }
 
     /// Evaluates the peer's notifies: `sources` are the peer's SOURCE_IP hashes,
@@ -60,6 +65,7 @@ impl NatState {
         Some(NatState {
             remote_behind: !sources.is_empty() && !sources.contains(&remote_hash.as_slice()),
             local_behind: destination.is_some_and(|d| d != local_hash.as_slice()),
+            fake: false,
         })
     }
 }

@@ -8,6 +8,7 @@ use common::*;
 use ike::config::Config;
 use ike::endpoint::{CommandError, DownReason, Event};
 use ike::iana;
+use ike::nat::NatState;
 use ike::wire::Message;
 
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
@@ -1070,7 +1071,13 @@ fn nat_is_detected_and_ike_floats_to_4500() {
         "b sends ESP to the NAT's 4500 mapping"
     );
     let sa = &p.b.ep.ike_sas()[0];
-    assert_eq!(sa.nat, (false, true));
+    let nat = |local_behind, remote_behind| NatState {
+        local_behind,
+        remote_behind,
+        fake: false,
+    };
+    assert_eq!(sa.nat, nat(false, true));
+    assert_eq!(p.a.ep.ike_sas()[0].nat, nat(true, false));
 }
 
 #[test]
@@ -1082,6 +1089,16 @@ fn forced_encapsulation_without_nat() {
     up(&mut p);
     assert!(p.a.children.values().all(|c| c.encap));
     assert!(p.b.children.values().all(|c| c.encap));
+    // a fakes a NAT (charon's nat-fake) but detects none; b takes a to be behind one.
+    let a = p.a.ep.ike_sas()[0].nat;
+    assert!(a.fake && !a.local_behind && !a.remote_behind, "{a:?}");
+    let b = p.b.ep.ike_sas()[0].nat;
+    assert!(!b.fake && !b.local_behind && b.remote_behind, "{b:?}");
+    assert_eq!(
+        p.a.ep.ike_sas()[0].local.port(),
+        4500,
+        "IKE floated all the same"
+    );
 }
 
 #[test]

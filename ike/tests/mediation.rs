@@ -242,7 +242,7 @@ fn mediated_peers_punch_through_both_nats_and_talk_directly() {
         .find(|s| s.conn == "peer")
         .unwrap();
     assert_eq!(direct_b.remote, sa(A_PUB, 4500));
-    assert_eq!(direct_b.nat, (true, true));
+    assert!(direct_b.nat.local_behind && direct_b.nat.remote_behind);
 
     // What went where: ME_CONNECT both ways through the server, checks and the IKE SA
     // straight between the peers, and a ME_CONNECTID in the direct IKE_SA_INIT.

@@ -1137,12 +1137,14 @@ impl Sas {
         self.ep.ike_sa_count()
     }
 
-    /// Sends a NAT-T keepalive to every peer we reach through a NAT.
+    /// The peers to send a NAT-T keepalive to: those of SAs with a real NAT in front of
+    /// us (RFC 3948 4), as charon: the NAT we fake to force encapsulation has no
+    /// mapping to keep.
     pub(crate) fn keepalive_targets(&self) -> Vec<(SocketAddr, SocketAddr)> {
         self.ep
             .ike_sas()
             .into_iter()
-            .filter(|sa| sa.nat.0 && sa.state != "CONNECTING")
+            .filter(|sa| sa.nat.local_behind && sa.state != "CONNECTING")
             .map(|sa| (sa.local, sa.remote))
             .collect()
     }

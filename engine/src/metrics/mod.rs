@@ -219,7 +219,7 @@ impl Collector for Snapshot {
         }
         f.counter(
             "natt_keepalives_sent",
-            "NAT-T keepalives sent to peers behind a NAT (RFC 3948 4).",
+            "NAT-T keepalives sent through a NAT in front of us (RFC 3948 4).",
             None,
             &[(&[], self.keepalives_sent)],
         )?;

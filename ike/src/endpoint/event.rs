@@ -363,8 +363,8 @@ pub struct IkeSaInfo {
     pub established: Option<Instant>,
     /// When the next IKE rekey is due.
     pub rekey_at: Option<Instant>,
-    /// NAT detected on our side / the peer's side.
-    pub nat: (bool, bool),
+    /// What NAT detection found, and whether we fake a NAT.
+    pub nat: crate::nat::NatState,
     /// A request of ours is outstanding or queued.
     pub busy: bool,
     /// A mediation SA: on a peer, the address the server saw us at (`Some(None)`

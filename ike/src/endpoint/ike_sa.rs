@@ -446,7 +446,7 @@ impl IkeSa {
             suite: self.suite,
             established: self.established,
             rekey_at: self.rekey_at,
-            nat: (self.nat.local_behind, self.nat.remote_behind),
+            nat: self.nat,
             busy: self.outstanding.is_some() || !self.tasks.is_empty(),
             mediation: self.me.as_ref().map(|m| m.server_reflexive),
             local_vips: self.own_vips.clone(),

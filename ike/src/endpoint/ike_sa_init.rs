@@ -401,9 +401,7 @@ impl IkeSa {
         self.phase = Phase::Auth(keys, hs);
         self.suite = Some(suite);
         self.nat = detect_nat(self.spi_i, self.spi_r, local, remote, p);
-        if conn.encap {
-            self.nat.local_behind = true;
-        }
+        self.nat.fake = conn.encap;
         self.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         self.outstanding = None;
         self.next_request_id = 1;
@@ -548,9 +546,7 @@ impl IkeSa {
         sa.spi_r = spi_r;
         // RFC 7296 2.23: the request's hashes were made with SPIr still zero.
         sa.nat = detect_nat(sa.spi_i, 0, local, remote, p);
-        if conn.encap {
-            sa.nat.local_behind = true;
-        }
+        sa.nat.fake = conn.encap;
         sa.peer_fragmentation = find_notify(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let mut out = vec![
             Payload::Sa(vec![chosen]),

@@ -96,7 +96,9 @@ impl IkeSa {
         if self.me.is_none() {
             return out;
         }
-        if self.nat.local_behind {
+        // Also when we only fake a NAT: the answer costs nothing and shows where the
+        // server sees us.
+        if self.nat.local_behind || self.nat.fake {
             out.push(Payload::Notify(
                 Endpoint::new(EndpointKind::ServerReflexive, None).to_notify(),
             ));
